@@ -1,0 +1,21 @@
+#include "actors/actor_system.h"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+namespace troupe::actors {
+
+process_runtime::process_runtime(const actor_system_options& opts)
+    : cfg_(std::make_unique<caf::actor_system_config>()) {
+  cfg_->set("scheduler.max-threads", opts.worker_threads);
+  cfg_->set("logger.console-verbosity", "quiet");  // Troupe logs through spdlog
+  sys_ = std::make_unique<caf::actor_system>(*cfg_);
+}
+
+process_runtime::~process_runtime() {
+  sys_.reset();  // waits for all actors to finish
+}
+
+caf::actor_system& process_runtime::system() { return *sys_; }
+
+}  // namespace troupe::actors

@@ -1,0 +1,27 @@
+// Each subcommand of the troupe binary registers itself on the CLI11 app from its own
+// file, so that a subcommand's flags, parsing and run function read top to bottom.
+#pragma once
+#include <functional>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace troupe::cli {
+
+// A subcommand's body returns the process exit code. main() sets it as the app's
+// callback target; the first subcommand that ran sets it.
+using run_fn = std::function<int()>;
+void set_runner(run_fn fn);
+
+// Registers a subcommand that exists in the design but is not built yet: it says so
+// and exits 2 instead of pretending.
+void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
+                 const std::string& which_issue);
+
+void add_generate(CLI::App& app);
+void add_model(CLI::App& app);
+void add_kernels(CLI::App& app);
+
+}  // namespace troupe::cli

@@ -1,0 +1,66 @@
+// troupe: one binary, one subcommand per role or tool (see README.md).
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "troupe/version.h"
+
+namespace troupe::cli {
+
+namespace {
+run_fn g_runner;  // set during parsing by the one subcommand that was chosen
+}
+
+void set_runner(run_fn fn) { g_runner = std::move(fn); }
+
+void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
+                 const std::string& which_issue) {
+  auto* sub = app.add_subcommand(name, description + " [not built yet]");
+  sub->allow_extras();
+  sub->callback([name, which_issue] {
+    set_runner([name, which_issue] {
+      std::fprintf(stderr, "troupe %s: not built yet (planned in: %s)\n", name.c_str(), which_issue.c_str());
+      return 2;
+    });
+  });
+}
+
+}  // namespace troupe::cli
+
+int main(int argc, char** argv) {
+  using namespace troupe::cli;
+  CLI::App app{"troupe: an actor-based distributed LLM inference cluster"};
+  app.set_version_flag("--version", std::string("troupe ") + troupe::version_string());
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  add_unbuilt(app, "serve", "All-in-one cluster: gateway, scheduler and workers in one process", "the cluster issue");
+  add_unbuilt(app, "gateway", "Run the gateway role (clients connect here)", "the cluster issue");
+  add_unbuilt(app, "scheduler", "Run the scheduler role", "the cluster issue");
+  add_unbuilt(app, "worker", "Run a worker role", "the cluster issue");
+  add_unbuilt(app, "submit", "Submit a job to a gateway and stream the answer", "the cluster issue");
+  add_unbuilt(app, "bench", "Real load against a gateway", "the scheduling issue");
+  add_unbuilt(app, "sim", "Load simulator on a virtual clock", "the simulator issue");
+  add_generate(app);
+  add_model(app);
+  add_kernels(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (!g_runner) return 2;
+  try {
+    return g_runner();
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,47 @@
+// The seam between the scheduler and a worker: a step plan in, a step result out.
+// As in vLLM, the scheduler owns every decision and all KV block bookkeeping; the
+// worker owns the physical KV pool and executes the plan.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "troupe/sampling.h"
+
+namespace troupe {
+
+// One sequence's work in one step: a prefill chunk or one decode token.
+struct seq_work {
+  uint64_t seq_id = 0;
+  std::vector<int32_t> tokens;       // new tokens to feed, positions start_pos.. start_pos+n-1
+  int32_t start_pos = 0;             // position of tokens[0]; KV for [0, start_pos) is cached
+  std::vector<int32_t> block_table;  // physical KV block ids covering [0, start_pos + n)
+  bool sample = true;                // sample a token after the last fed one
+  // Sampling state travels with the work so that any worker can resume a sequence:
+  sampling_params sampling;
+  std::vector<int32_t> history;  // prompt + generated so far (for penalties), may be empty
+  int32_t n_prompt = 0;          // how many of history are the prompt
+};
+
+struct step_plan {
+  uint64_t step_id = 0;
+  std::vector<seq_work> seqs;
+};
+
+struct token_logprob {
+  int32_t id = 0;
+  float logprob = 0.0f;
+};
+
+struct seq_output {
+  uint64_t seq_id = 0;
+  int32_t token = -1;  // -1 when the work had sample == false
+  float logprob = 0.0f;
+  std::vector<token_logprob> top;  // top alternatives when sampling.top_logprobs > 0
+};
+
+struct step_result {
+  uint64_t step_id = 0;
+  std::vector<seq_output> outputs;  // one per seq_work, same order
+};
+
+}  // namespace troupe

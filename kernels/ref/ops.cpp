@@ -1,0 +1,137 @@
+// The plain CPU reference of every op: the oracle that every other variant is checked
+// against, and the fallback. Written for clarity, not speed: one thread, no SIMD, f64
+// accumulation where a sum is long.
+#include <cmath>
+#include <vector>
+
+#include "kernels/ref/dtype.h"
+#include "kernels/ref/ref.h"
+
+namespace troupe::kern::ref {
+
+namespace {
+
+template <int DT>
+void matmul_typed(const troupe_kctx*, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
+  const int64_t rb = row_bytes(DT, k);
+  std::vector<float> wrow(k);
+  for (int64_t j = 0; j < n; ++j) {
+    dequantize_row(DT, static_cast<const char*>(w) + j * rb, wrow.data(), k);
+    for (int64_t i = 0; i < m; ++i) {
+      double acc = 0.0;
+      for (int64_t p = 0; p < k; ++p) acc += (double)x[i * k + p] * wrow[p];
+      y[i * n + j] = (float)acc;
+    }
+  }
+}
+
+template <int DT>
+void embedding_typed(const troupe_kctx*, float* out, const void* table, const int32_t* ids, int64_t n_ids,
+                     int64_t dim) {
+  const int64_t rb = row_bytes(DT, dim);
+  for (int64_t t = 0; t < n_ids; ++t)
+    dequantize_row(DT, static_cast<const char*>(table) + ids[t] * rb, out + t * dim, dim);
+}
+
+void rmsnorm(const troupe_kctx*, float* out, const float* x, const float* w, int64_t rows, int64_t dim, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += (double)x[r * dim + i] * x[r * dim + i];
+    const float scale = 1.0f / std::sqrt((float)(ss / dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = x[r * dim + i] * scale * w[i];
+  }
+}
+
+void rope(const troupe_kctx*, float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+          const float* inv_freq, int neox) {
+  const int64_t half = head_dim / 2;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const float theta = (float)positions[t] * inv_freq[i];
+        const float c = std::cos(theta), s = std::sin(theta);
+        const int64_t a = neox ? i : 2 * i;
+        const int64_t b = neox ? i + half : 2 * i + 1;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+void attention(const troupe_kctx*, float* out, const float* q, const float* k_pool, const float* v_pool,
+               const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t kv_stride = n_kv_heads * head_dim;  // one slot
+  auto slot = [&](const float* pool, int64_t p, int64_t kvh) {
+    return pool + ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride + kvh * head_dim;
+  };
+  std::vector<float> scores;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const int64_t n_keys = positions[t] + 1;
+    scores.resize(n_keys);
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t kvh = h / group;
+      const float* qh = q + (t * n_heads + h) * head_dim;
+      float mx = -INFINITY;
+      for (int64_t p = 0; p < n_keys; ++p) {
+        const float* kp = slot(k_pool, p, kvh);
+        double dot = 0.0;
+        for (int64_t i = 0; i < head_dim; ++i) dot += (double)qh[i] * kp[i];
+        scores[p] = (float)dot * scale;
+        mx = std::max(mx, scores[p]);
+      }
+      double sum = 0.0;
+      for (int64_t p = 0; p < n_keys; ++p) {
+        scores[p] = std::exp(scores[p] - mx);
+        sum += scores[p];
+      }
+      float* oh = out + (t * n_heads + h) * head_dim;
+      for (int64_t i = 0; i < head_dim; ++i) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < n_keys; ++p) acc += (double)scores[p] * slot(v_pool, p, kvh)[i];
+        oh[i] = (float)(acc / sum);
+      }
+    }
+  }
+}
+
+void silu_mul(const troupe_kctx*, float* out, const float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void add(const troupe_kctx*, float* out, const float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <typename F>
+troupe_kernel_variant v(troupe_op op, F* fn) {
+  return {op, TROUPE_BACKEND_CPU, "ref", reinterpret_cast<void (*)(void)>(fn)};
+}
+
+}  // namespace
+
+std::vector<troupe_kernel_variant> variants() {
+  return {
+      v(TROUPE_OP_MATMUL_F32, static_cast<troupe_matmul_fn>(matmul_typed<TROUPE_F32>)),
+      v(TROUPE_OP_MATMUL_F16, static_cast<troupe_matmul_fn>(matmul_typed<TROUPE_F16>)),
+      v(TROUPE_OP_MATMUL_BF16, static_cast<troupe_matmul_fn>(matmul_typed<TROUPE_BF16>)),
+      v(TROUPE_OP_MATMUL_Q8_0, static_cast<troupe_matmul_fn>(matmul_typed<TROUPE_Q8_0>)),
+      v(TROUPE_OP_MATMUL_Q4_0, static_cast<troupe_matmul_fn>(matmul_typed<TROUPE_Q4_0>)),
+      v(TROUPE_OP_RMSNORM, static_cast<troupe_rmsnorm_fn>(rmsnorm)),
+      v(TROUPE_OP_ROPE, static_cast<troupe_rope_fn>(rope)),
+      v(TROUPE_OP_ATTENTION, static_cast<troupe_attention_fn>(attention)),
+      v(TROUPE_OP_SILU_MUL, static_cast<troupe_silu_mul_fn>(silu_mul)),
+      v(TROUPE_OP_ADD, static_cast<troupe_add_fn>(add)),
+      v(TROUPE_OP_EMBEDDING_F32, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_F32>)),
+      v(TROUPE_OP_EMBEDDING_F16, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_F16>)),
+      v(TROUPE_OP_EMBEDDING_BF16, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_BF16>)),
+      v(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_Q8_0>)),
+      v(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_Q4_0>)),
+  };
+}
+
+}  // namespace troupe::kern::ref
