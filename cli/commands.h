@@ -23,5 +23,6 @@ void add_unbuilt(CLI::App& app, const std::string& name, const std::string& desc
 void add_generate(CLI::App& app);
 void add_model(CLI::App& app);
 void add_kernels(CLI::App& app);
+void add_sim(CLI::App& app);
 
 }  // namespace troupe::cli

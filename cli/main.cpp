@@ -44,10 +44,10 @@ int main(int argc, char** argv) {
   add_unbuilt(app, "worker", "Run a worker role", "the cluster issue");
   add_unbuilt(app, "submit", "Submit a job to a gateway and stream the answer", "the cluster issue");
   add_unbuilt(app, "bench", "Real load against a gateway", "the scheduling issue");
-  add_unbuilt(app, "sim", "Load simulator on a virtual clock", "the simulator issue");
   add_generate(app);
   add_model(app);
   add_kernels(app);
+  add_sim(app);
 
   try {
     app.parse(argc, argv);
