@@ -52,7 +52,6 @@ class run {
       info.block_size = c.block_size;
       info.max_batch = c.max_batch;
       policy_.add_replica(info, 0.0);
-      replicas_[size_t(i)].block_seen.assign(size_t(res_.kv_blocks_per_replica), 0);
     }
   }
 
@@ -61,6 +60,8 @@ class run {
     while (q_.run_one()) {
     }
     res_.end_time = q_.now();
+    for (uint32_t id = 0; id < replicas_.size(); ++id)
+      if (const auto st = policy_.stats(id)) res_.preemptions += int64_t(st->preemptions);
     if (opts_.progress) opts_.progress(1.0);
     return std::move(res_);
   }
@@ -68,8 +69,7 @@ class run {
  private:
   struct replica_state {
     bool busy = false;
-    step_plan plan;                    // the step in flight
-    std::vector<uint64_t> block_seen;  // step stamp per KV block, to count distinct blocks
+    step_plan plan;  // the step in flight
   };
 
   time_bucket& bucket(double t) {
@@ -113,34 +113,25 @@ class run {
     rs.plan = std::move(planned->plan);
     ++res_.steps;
 
-    // Shape for the cost model, preemptions, and the distinct KV blocks referenced.
+    // Shape for the cost model; a position going back means the sequence was preempted
+    // and is being recomputed.
     shape_.seqs.clear();
     double prefill = 0;
-    int64_t blocks = 0;
-    const uint64_t stamp = uint64_t(res_.steps);
     for (const auto& w : rs.plan.seqs) {
       shape_.seqs.push_back({int32_t(w.tokens.size()), int64_t(w.start_pos)});
       if (w.seq_id < next_pos_.size()) {
-        if (w.start_pos < next_pos_[w.seq_id]) {
-          ++res_.preemptions;
-          ++res_.requests[w.seq_id].preemptions;
-        }
+        if (w.start_pos < next_pos_[w.seq_id]) ++res_.requests[w.seq_id].preemptions;
         next_pos_[w.seq_id] = int64_t(w.start_pos) + int64_t(w.tokens.size());
       }
       if (w.tokens.size() > 1 || !w.sample) prefill += double(w.tokens.size());
-      for (int32_t b : w.block_table) {
-        if (b < 0) continue;
-        if (size_t(b) >= rs.block_seen.size()) rs.block_seen.resize(size_t(b) + 1, 0);
-        if (rs.block_seen[size_t(b)] != stamp) {
-          rs.block_seen[size_t(b)] = stamp;
-          ++blocks;
-        }
-      }
     }
     const size_t batch = rs.plan.seqs.size();
     if (batch >= res_.batch_hist.size()) res_.batch_hist.resize(batch + 1, 0);
     ++res_.batch_hist[batch];
-    const double kv = res_.kv_blocks_per_replica > 0 ? double(blocks) / double(res_.kv_blocks_per_replica) : 0.0;
+    // KV utilization: blocks referenced by sequences (cached prefix blocks count as free).
+    double kv = 0;
+    if (const auto st = policy_.stats(id); st && st->total_blocks > 0)
+      kv = double(st->used_blocks) / double(st->total_blocks);
     res_.kv_util_sum += kv;
     res_.kv_util_max = std::max(res_.kv_util_max, kv);
     auto& b = bucket(q_.now());
