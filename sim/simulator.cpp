@@ -60,6 +60,7 @@ class run {
     while (q_.run_one()) {
     }
     res_.end_time = q_.now();
+    if (opts_.policy.trace) res_.policy_trace = policy_.take_trace();
     for (uint32_t id = 0; id < replicas_.size(); ++id)
       if (const auto st = policy_.stats(id)) res_.preemptions += int64_t(st->preemptions);
     if (opts_.progress) opts_.progress(1.0);

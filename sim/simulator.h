@@ -69,6 +69,7 @@ struct sim_result {
   double bucket_width = 1;
   std::vector<time_bucket> series;
   std::string cost_model;
+  std::string policy_trace;  // the policy's JSONL trace, when opts.policy.trace is set
 };
 
 sim_result simulate(const cluster_spec& cluster, const cost_model& cost, const workload& load,

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unordered_map>
 
 #include "sim/record_file.h"
 #include "troupe/error.h"
@@ -209,7 +210,85 @@ workload generate(const workload_spec& spec) {
 
 // ---- traces --------------------------------------------------------------------------
 
+namespace {
+
+// A policy trace (src/sched/trace.h) recorded by a real scheduler: the arrivals are its
+// submit lines, the output lengths what its result lines delivered before each finished
+// (max_tokens for requests that never finished in the trace).
+bool is_policy_trace(const std::string& path) {
+  if (!is_jsonl_path(path)) return false;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] != '#') return line.find("\"ev\"") != std::string::npos;
+  return false;
+}
+
+workload read_policy_trace(const std::string& path) {
+  std::ifstream in(path);
+  workload w;
+  std::vector<uint64_t> ids;       // the trace's request id per request
+  std::vector<int32_t> delivered;  // tokens seen in results
+  std::vector<bool> finished;
+  std::unordered_map<uint64_t, size_t> index;
+  std::string line;
+  size_t line_no = 0;
+  double t0 = -1;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      throw error(error_kind::failed, path + ":" + std::to_string(line_no) + ": not a JSON object", "trace");
+    const std::string ev = j.value("ev", "");
+    try {
+      if (ev == "submit") {
+        const double t = j.at("t").get<double>();
+        if (t0 < 0) t0 = t;
+        sim_request r;
+        r.arrival = t - t0;
+        r.prompt_tokens = int32_t(j.at("prompt").size());
+        r.output_tokens = j.at("max_tokens").get<int32_t>();
+        const std::string name = j.value("tenant", "default");
+        auto it =
+            std::find_if(w.tenants.begin(), w.tenants.end(), [&](const tenant_spec& x) { return x.name == name; });
+        if (it == w.tenants.end()) it = w.tenants.insert(w.tenants.end(), {name, 1.0, j.value("priority", 0)});
+        r.tenant = uint32_t(it - w.tenants.begin());
+        index[j.at("id").get<uint64_t>()] = w.requests.size();
+        w.requests.push_back(r);
+        delivered.push_back(0);
+        finished.push_back(false);
+      } else if (ev == "result") {
+        for (const auto& o : j.at("out")) {
+          auto it = index.find(o.at(0).get<uint64_t>());
+          if (it != index.end() && o.at(1).get<int32_t>() >= 0) ++delivered[it->second];
+        }
+        for (const auto& f : j.at("finished")) {
+          auto it = index.find(f.at(0).get<uint64_t>());
+          if (it != index.end()) finished[it->second] = true;
+        }
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw error(error_kind::failed,
+                  path + ":" + std::to_string(line_no) + ": malformed '" + ev + "' line: " + e.what(), "trace");
+    }
+  }
+  for (size_t i = 0; i < w.requests.size(); ++i)
+    if (finished[i] && delivered[i] > 0) w.requests[i].output_tokens = delivered[i];
+  return w;
+}
+
+}  // namespace
+
 workload read_trace(const std::string& path) {
+  if (is_policy_trace(path)) {
+    workload w = read_policy_trace(path);
+    if (w.requests.empty()) throw error(error_kind::failed, path + ": the trace holds no submit line", "trace");
+    std::stable_sort(w.requests.begin(), w.requests.end(),
+                     [](const sim_request& x, const sim_request& y) { return x.arrival < y.arrival; });
+    for (size_t i = 0; i < w.requests.size(); ++i) w.requests[i].id = i;
+    return w;
+  }
   workload w;
   const std::vector<std::string> fields = {"arrival_s", "prompt_tokens", "output_tokens", "tenant", "priority"};
   for_each_record(path, fields, [&](const std::vector<std::string>& v, size_t line) {

@@ -73,7 +73,10 @@ struct workload {
 workload generate(const workload_spec& spec);
 
 // Trace replay: CSV (header row) or JSONL with fields arrival_s, prompt_tokens,
-// output_tokens, and optional tenant and priority. Requests are sorted by arrival.
+// output_tokens, and optional tenant and priority; or a policy trace recorded by a real
+// scheduler (src/sched/trace.h, JSONL with "ev" fields), whose submit lines give the
+// arrivals and whose results give each request's output length. Requests are sorted by
+// arrival.
 workload read_trace(const std::string& path);
 void write_trace(const std::string& path, const workload& w);
 

@@ -8,6 +8,7 @@
 #include "sim/capacity.h"
 #include "sim/report.h"
 #include "sim/simulator.h"
+#include "src/sched/trace.h"
 
 using namespace troupe::sim;
 
@@ -194,4 +195,32 @@ TEST(SimCapacity, CheapestPicksAFeasibleCandidateAndSkipsMisfits) {
   EXPECT_FALSE(rows[2].feasible);
   EXPECT_NE(rows[2].note.find("does not fit"), std::string::npos) << rows[2].note;
   EXPECT_THROW(parse_candidates("h100:x:3"), troupe::error);
+}
+
+// ---- the policy's own trace ---------------------------------------------------------------
+
+TEST(Simulator, PolicyTraceReplaysAndYieldsTheWorkload) {
+  const auto c = small_cluster("h100", 2);
+  roofline_model cost(c);
+  const auto w = generate(light_load(30, 120));
+  sim_options o;
+  o.policy.trace = true;
+  const auto r = simulate(c, cost, w, o);
+  ASSERT_FALSE(r.policy_trace.empty());
+  // The simulator's decisions are the policy's: a fresh policy fed the recorded inputs
+  // decides the same, step by step.
+  std::istringstream in(r.policy_trace);
+  const auto rep = troupe::sched::replay(in, o.policy);
+  EXPECT_TRUE(rep.same) << rep.difference;
+  EXPECT_GT(rep.lines, 120u);
+  // A trace recorded by a scheduler is also a workload to replay through sim/.
+  const auto path = temp_file("policy.trace.jsonl");
+  std::ofstream(path) << r.policy_trace;
+  const auto back = read_trace(path.string());
+  ASSERT_EQ(back.requests.size(), w.requests.size());
+  for (size_t i = 0; i < w.requests.size(); ++i) {
+    EXPECT_EQ(back.requests[i].prompt_tokens, w.requests[i].prompt_tokens);
+    EXPECT_EQ(back.requests[i].output_tokens, w.requests[i].output_tokens);
+    EXPECT_NEAR(back.requests[i].arrival, w.requests[i].arrival - w.requests[0].arrival, 1e-9);
+  }
 }
