@@ -41,6 +41,12 @@ struct sim_args {
   int32_t max_step_tokens = 512;
   int64_t max_queued = 1 << 30;
   bool no_chunked_prefill = false;
+  bool no_prefix_caching = false;
+  std::string preemption = "recompute";
+  int64_t host_kv_blocks = 0;
+  double kv_watermark = sched::policy_config{}.kv_watermark;
+  double aging_s = sched::policy_config{}.aging_s;
+  std::string policy_trace;
   // workload
   double rate = 10;
   std::string arrival = "poisson";
@@ -64,6 +70,7 @@ struct sim_args {
   double slo_ttft = sim::slo{}.ttft;
   double slo_tpot = sim::slo{}.tpot;
   int64_t probe_requests = 1000;
+  double probe_seconds = 30;
   int32_t iterations = 12;
   std::string candidates = "h100:1:2.99,h100:2:2.99,h200:1:3.79,a100:1:1.79,l4:1:0.80";
   double target_rate = 50;
@@ -149,6 +156,11 @@ sim::sim_options build_options(const sim_args& a) {
   o.policy.max_step_tokens = a.max_step_tokens;
   o.policy.chunked_prefill = !a.no_chunked_prefill;
   o.policy.max_queued = a.max_queued;
+  o.policy.prefix_caching = !a.no_prefix_caching;
+  o.policy.preemption = a.preemption == "swap" ? sched::preemption_mode::swap : sched::preemption_mode::recompute;
+  o.policy.host_kv_blocks = a.host_kv_blocks;
+  o.policy.kv_watermark = a.kv_watermark;
+  o.policy.aging_s = a.aging_s;
   return o;
 }
 
@@ -179,6 +191,32 @@ void write_text(const std::string& path, const std::string& text) {
   out << text << '\n';
 }
 
+// CLI11 2.1 reads config files on the top-level app only, so the simulator reads its own:
+// every key is a long option name of `troupe sim` (top level or under [sim]); the command
+// line wins over the file.
+void apply_config(CLI::App& sub, const std::string& path) {
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::Error& e) {
+    throw error(error_kind::failed, "--config: cannot read " + path + ": " + e.what(), "config");
+  }
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    if (!item.parents.empty() && item.parents != std::vector<std::string>{"sim"})
+      throw error(error_kind::failed, path + ": unknown section [" + item.parents.front() + "] (expected [sim])",
+                  "config");
+    CLI::Option* opt = sub.get_option_no_throw("--" + item.name);
+    if (!opt) opt = sub.get_option_no_throw(item.name);
+    if (!opt || item.name == "config")
+      throw error(error_kind::failed, path + ": unknown key '" + item.name + "'", item.name);
+    if (opt->count() > 0) continue;
+    opt->clear();
+    opt->add_result(item.inputs);
+    opt->run_callback();
+  }
+}
+
 // ---- the modes ---------------------------------------------------------------------------
 
 int run_once(const sim_args& a) {
@@ -190,6 +228,7 @@ int run_once(const sim_args& a) {
   if (!a.write_trace.empty()) sim::write_trace(a.write_trace, load);
   auto opts = build_options(a);
   opts.progress = progress_bar(a);
+  opts.policy.trace = !a.policy_trace.empty();
   std::fprintf(stderr, "troupe sim: %zu requests on %d x %s (tp %d, %d replica(s), %lld KV blocks each), %s\n",
                load.requests.size(), cluster.n_devices, cluster.device.name.c_str(), cluster.tp, cluster.replicas(),
                (long long)cluster.kv_blocks_per_replica(), model->describe().c_str());
@@ -197,6 +236,11 @@ int run_once(const sim_args& a) {
   const auto s = sim::summarize(result, {a.slo_ttft, a.slo_tpot});
   std::cout << sim::summary_table(s);
   if (!a.out_jsonl.empty()) sim::write_request_jsonl(a.out_jsonl, result);
+  if (!a.policy_trace.empty()) {
+    std::ofstream out(a.policy_trace);
+    if (!out) throw error(error_kind::failed, "cannot write " + a.policy_trace, "policy-trace");
+    out << result.policy_trace;
+  }
   if (!a.summary_json.empty()) write_text(a.summary_json, sim::summary_json(s));
   if (!a.report_html.empty())
     sim::write_html_report(a.report_html, result, s,
@@ -209,6 +253,7 @@ sim::capacity_options capacity_opts(const sim_args& a) {
   sim::capacity_options o;
   o.target = {a.slo_ttft, a.slo_tpot};
   o.requests_per_replica = a.probe_requests;
+  o.probe_seconds = a.probe_seconds;
   o.iterations = a.iterations;
   o.log = [](const std::string& line) { std::fprintf(stderr, "  %s\n", line.c_str()); };
   return o;
@@ -293,7 +338,8 @@ int run_fit(const sim_args& a) {
 void add_sim(CLI::App& app) {
   auto a = std::make_shared<sim_args>();
   auto* s = app.add_subcommand("sim", "Load simulator on a virtual clock (the real scheduling policy, modelled steps)");
-  s->set_config("--config", "", "TOML file of options (keys are the long option names)");
+  auto config = std::make_shared<std::string>();
+  s->add_option("--config", *config, "TOML file of options (keys are the long option names)");
   s->add_option("mode", a->mode, "run | capacity | cheapest | fit")
       ->check(CLI::IsMember({"run", "capacity", "cheapest", "fit"}))
       ->capture_default_str();
@@ -322,6 +368,18 @@ void add_sim(CLI::App& app) {
   s->add_option("--max-step-tokens", a->max_step_tokens, "token budget per step")->group(po)->capture_default_str();
   s->add_option("--max-queued", a->max_queued, "queue bound before 'overloaded'")->group(po)->capture_default_str();
   s->add_flag("--no-chunked-prefill", a->no_chunked_prefill, "prefill whole prompts")->group(po);
+  s->add_flag("--no-prefix-caching", a->no_prefix_caching, "no sharing of prompt blocks")->group(po);
+  s->add_option("--preemption", a->preemption, "recompute | swap")
+      ->check(CLI::IsMember({"recompute", "swap"}))
+      ->group(po)
+      ->capture_default_str();
+  s->add_option("--host-kv-blocks", a->host_kv_blocks, "swap: host KV blocks per replica")->group(po);
+  s->add_option("--kv-watermark", a->kv_watermark, "share of blocks kept free for decodes")
+      ->group(po)
+      ->capture_default_str();
+  s->add_option("--aging", a->aging_s, "seconds per priority level gained while waiting (0 = off)")
+      ->group(po)
+      ->capture_default_str();
 
   const char* wl = "Workload";
   s->add_option("--rate", a->rate, "arrivals per second, whole cluster")->group(wl)->capture_default_str();
@@ -338,7 +396,9 @@ void add_sim(CLI::App& app) {
       ->group(wl)
       ->capture_default_str();
   s->add_option("--output-len", a->output_len, "same forms as --prompt-len")->group(wl)->capture_default_str();
-  s->add_option("--tenants", a->tenants, "name:weight:priority,...")->group(wl)->capture_default_str();
+  s->add_option("--tenants", a->tenants, "name:weight:priority:share,... (share of arrivals, priority, fair share)")
+      ->group(wl)
+      ->capture_default_str();
   s->add_option("--requests", a->requests, "request count (0 = bounded by --duration)")
       ->group(wl)
       ->capture_default_str();
@@ -368,6 +428,9 @@ void add_sim(CLI::App& app) {
   s->add_option("--probe-requests", a->probe_requests, "capacity: requests per replica per probe")
       ->group(sl)
       ->capture_default_str();
+  s->add_option("--probe-seconds", a->probe_seconds, "capacity: seconds of arrivals per probe at least")
+      ->group(sl)
+      ->capture_default_str();
   s->add_option("--iterations", a->iterations, "capacity: bisection steps")->group(sl)->capture_default_str();
   s->add_option("--candidates", a->candidates, "cheapest: DEVICE:TP:PRICE_PER_DEVICE_HOUR,...")
       ->group(sl)
@@ -380,11 +443,13 @@ void add_sim(CLI::App& app) {
   s->add_option("--out-jsonl", a->out_jsonl, "per-request records")->group(out);
   s->add_option("--report-html", a->report_html, "self-contained HTML report")->group(out);
   s->add_option("--summary-json", a->summary_json, "summary as JSON ('-' = stdout)")->group(out);
+  s->add_option("--policy-trace", a->policy_trace, "the policy's decision trace (JSONL; replayable)")->group(out);
   s->add_flag("--progress", a->progress, "progress bar on stderr even when it is not a terminal")->group(out);
   s->add_flag("--no-progress", a->no_progress, "no progress bar")->group(out);
 
-  s->callback([a] {
-    set_runner([a]() -> int {
+  s->callback([a, s, config] {
+    set_runner([a, s, config]() -> int {
+      if (!config->empty()) apply_config(*s, *config);
       if (a->mode == "capacity") return run_capacity(*a);
       if (a->mode == "cheapest") return run_cheapest(*a);
       if (a->mode == "fit") return run_fit(*a);

@@ -28,16 +28,18 @@ capacity_result max_rate_per_replica(const cluster_spec& cluster, const cost_mod
                                      const sim_options& sim, const capacity_options& opts) {
   cluster.validate();
   const int32_t replicas = cluster.replicas();
-  // Draw once at 1 req/s per replica; every probe rescales these arrival times.
+  // Draws at 1 req/s per replica, rescaled to each probe's rate; a longer probe draws more
+  // of the same sequence, so probes differ only in their rate and length.
   workload_spec unit = load;
   unit.arrivals.rate = double(replicas);
-  unit.n_requests = std::max<int64_t>(1, opts.requests_per_replica) * replicas;
   unit.duration = 0;
-  const workload base = generate(unit);
 
   capacity_result out;
   auto probe = [&](double rate) {
-    workload w = base;
+    const double per_replica =
+        std::max(double(std::max<int64_t>(1, opts.requests_per_replica)), std::ceil(rate * opts.probe_seconds));
+    unit.n_requests = int64_t(per_replica) * replicas;
+    workload w = generate(unit);
     scale_arrivals(w, 1.0 / rate);
     capacity_probe p;
     p.rate_per_replica = rate;
@@ -134,7 +136,9 @@ std::vector<cheapest_row> cheapest_cluster(const cluster_spec& base, const std::
       cl.n_devices = n * c.tp;
       workload_spec w = load;
       w.arrivals.rate = target_rate;
-      w.n_requests = std::max<int64_t>(1, opts.requests_per_replica) * n;
+      w.n_requests = int64_t(std::max(double(std::max<int64_t>(1, opts.requests_per_replica)),
+                                      std::ceil(row.rate_per_replica * opts.probe_seconds))) *
+                     n;
       w.duration = 0;
       const auto s = summarize(simulate(cl, *cost, generate(w), sim), opts.target);
       if (opts.log)

@@ -18,8 +18,12 @@ namespace troupe::sim {
 using cost_model_factory = std::function<std::unique_ptr<cost_model>(const cluster_spec&)>;
 
 struct capacity_options {
-  slo target;                                   // p90 TTFT and p90 TPOT must meet it
-  int64_t requests_per_replica = 1000;          // per probe; the workload's count is replaced
+  slo target;  // p90 TTFT and p90 TPOT must meet it
+  // A probe runs max(requests_per_replica, rate * probe_seconds) requests per replica (the
+  // workload's own count is replaced): an overload must last long enough to show, or a
+  // short burst at any rate would pass.
+  int64_t requests_per_replica = 1000;
+  double probe_seconds = 30;
   int32_t iterations = 12;                      // bisection steps after bracketing
   std::function<void(const std::string&)> log;  // one line per probe, when set
 };

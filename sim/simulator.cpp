@@ -24,7 +24,7 @@ int32_t fake_token(uint64_t id, uint64_t pos) {
 class run {
  public:
   run(const cluster_spec& c, const cost_model& cost, const workload& load, const sim_options& opts)
-      : cost_(cost), load_(load), opts_(opts), policy_(opts.policy) {
+      : cost_(cost), load_(load), opts_(opts), policy_(with_tenants(opts.policy, load.tenants)) {
     res_.tenants = load.tenants;
     res_.replicas = c.replicas();
     res_.kv_blocks_per_replica = c.kv_blocks_per_replica();
@@ -201,6 +201,17 @@ class run {
 };
 
 }  // namespace
+
+sched::policy_config with_tenants(sched::policy_config cfg, const std::vector<tenant_spec>& tenants) {
+  if (!cfg.tenants.empty()) return cfg;
+  for (const auto& t : tenants) {
+    sched::tenant_config tc;
+    tc.name = t.name;
+    tc.weight = t.share;
+    cfg.tenants.push_back(tc);
+  }
+  return cfg;
+}
 
 sim_result simulate(const cluster_spec& cluster, const cost_model& cost, const workload& load,
                     const sim_options& opts) {

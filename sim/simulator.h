@@ -17,7 +17,7 @@
 namespace troupe::sim {
 
 struct sim_options {
-  sched::policy_config policy;
+  sched::policy_config policy;   // its tenants list is filled from the workload's when empty
   int32_t series_buckets = 200;  // time series resolution over the arrival window
   // Called now and then with the share of requests done, in [0, 1].
   std::function<void(double)> progress;
@@ -71,6 +71,9 @@ struct sim_result {
   std::string cost_model;
   std::string policy_trace;  // the policy's JSONL trace, when opts.policy.trace is set
 };
+
+// The policy configuration with the workload's tenants as its fair-share tenants.
+sched::policy_config with_tenants(sched::policy_config cfg, const std::vector<tenant_spec>& tenants);
 
 sim_result simulate(const cluster_spec& cluster, const cost_model& cost, const workload& load,
                     const sim_options& opts = {});

@@ -146,8 +146,10 @@ std::vector<tenant_spec> parse_tenants(const std::string& spec) {
     t.name = p[0];
     if (p.size() > 1) t.weight = number(p[1], "tenants", spec);
     if (p.size() > 2) t.priority = int32_t(number(p[2], "tenants", spec));
-    if (p.size() > 3 || t.name.empty() || t.weight < 0)
-      throw error(error_kind::failed, "tenants: expected name:weight:priority,..., got '" + spec + "'", "tenants");
+    if (p.size() > 3) t.share = number(p[3], "tenants", spec);
+    if (p.size() > 4 || t.name.empty() || t.weight < 0 || !(t.share > 0))
+      throw error(error_kind::failed, "tenants: expected name:weight:priority:share,..., got '" + spec + "'",
+                  "tenants");
     out.push_back(t);
   }
   if (out.empty()) throw error(error_kind::failed, "tenants: no tenant in '" + spec + "'", "tenants");

@@ -32,9 +32,10 @@ struct tenant_spec {
   std::string name = "default";
   double weight = 1.0;   // share of arrivals
   int32_t priority = 0;  // higher runs first (passed to the policy)
+  double share = 1.0;    // fair-share weight in the policy (share of tokens served)
 };
 
-// "name:weight:priority,name:weight:priority,..." (weight and priority optional).
+// "name:weight:priority:share,..." (weight, priority and share optional).
 std::vector<tenant_spec> parse_tenants(const std::string& spec);
 
 struct arrival_spec {

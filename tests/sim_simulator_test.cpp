@@ -150,6 +150,7 @@ capacity_options quick(slo target) {
   capacity_options o;
   o.target = target;
   o.requests_per_replica = 200;
+  o.probe_seconds = 5;
   o.iterations = 6;
   return o;
 }
