@@ -327,9 +327,8 @@ struct policy::impl {
         best_hit = &r, best_hits = hits, best_hit_load = l;
     }
     if (!least) return asking;
-    if (best_hits > least_hits &&
-        static_cast<double>(best_hit_load) <=
-            cfg.affinity_load_factor * static_cast<double>(least_load) + static_cast<double>(cfg.max_step_tokens))
+    if (best_hits > least_hits && static_cast<double>(best_hit_load) <=
+                                      cfg.affinity_load_factor * static_cast<double>(least_load + cfg.max_step_tokens))
       return best_hit->info.id;
     return least->info.id;
   }

@@ -82,8 +82,10 @@ struct policy_config {
 
   // ---- routing ---------------------------------------------------------------------------
   // A queued job goes to the replica whose prefix cache holds the longest prefix of its
-  // prompt unless that replica's load exceeds affinity_load_factor x the least-loaded
-  // replica's load + max_step_tokens; otherwise to the least-loaded replica.
+  // prompt unless that replica's load exceeds affinity_load_factor x (the least-loaded
+  // replica's load + max_step_tokens); otherwise to the least-loaded replica. Load = running
+  // sequences + their prefill tokens still to compute. A replica passes over a request meant
+  // for another only while that one has a free slot and KV room for it.
   double affinity_load_factor = 2.0;
 
   // ---- admission by SLO (off unless both are > 0) ----------------------------------------
