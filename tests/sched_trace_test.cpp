@@ -79,5 +79,34 @@ TEST(SchedTrace, CompareNamesTheFirstDifferentLine) {
   EXPECT_NE(compare_traces(c, e), "");
 }
 
+TEST(SchedTrace, DecisionsOnlyIgnoresTimesAndInputs) {
+  std::istringstream a("{\"ev\":\"submit\",\"t\":1}\n{\"ev\":\"step\",\"t\":2,\"seqs\":[1]}\n");
+  std::istringstream b("{\"ev\":\"step\",\"t\":7,\"seqs\":[1]}\n");
+  EXPECT_EQ(compare_traces(a, b, true), "");
+  std::istringstream c("{\"ev\":\"step\",\"t\":2,\"seqs\":[1]}\n");
+  std::istringstream d("{\"ev\":\"step\",\"t\":7,\"seqs\":[1]}\n");
+  EXPECT_NE(compare_traces(c, d), "");
+}
+
+TEST(SchedTrace, ReadsArrivalsAndFinishes) {
+  std::istringstream in(record(traced()));
+  const trace_events ev = read_trace_events(in);
+  ASSERT_EQ(ev.arrivals.size(), 6u);
+  EXPECT_EQ(ev.arrivals[2].t, 0.75);
+  EXPECT_EQ(ev.arrivals[2].req.id, 3u);
+  EXPECT_EQ(ev.arrivals[2].req.prompt, make_request(3, 9, 10).prompt);
+  EXPECT_EQ(ev.arrivals[2].req.sampling.max_tokens, 10);
+  ASSERT_EQ(ev.finishes.size(), 6u);
+  size_t cancelled = 0, length = 0;
+  for (const auto& f : ev.finishes) {
+    cancelled += f.reason == finish_reason::cancelled;
+    length += f.reason == finish_reason::length;
+  }
+  EXPECT_EQ(cancelled, 1u);
+  EXPECT_EQ(length, 5u);
+  std::istringstream bad("{\"ev\":\"submit\"}\n");
+  EXPECT_THROW(read_trace_events(bad), error);
+}
+
 }  // namespace
 }  // namespace troupe::sched::test
