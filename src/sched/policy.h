@@ -85,8 +85,11 @@ struct policy_config {
   // prompt unless that replica's load exceeds affinity_load_factor x (the least-loaded
   // replica's load + max_step_tokens); otherwise to the least-loaded replica. Load = running
   // sequences + their prefill tokens still to compute. A replica passes over a request meant
-  // for another only while that one has a free slot and KV room for it.
+  // for another only while that one has a free slot and KV room for it, and for at most
+  // affinity_wait_s since the request entered the queue (the driver is expected to call
+  // schedule() on every replica without a step in flight after each submit/result).
   double affinity_load_factor = 2.0;
+  double affinity_wait_s = 1.0;
 
   // ---- admission by SLO (off unless both are > 0) ----------------------------------------
   // Predicted TTFT = (queued prefill tokens + this prompt) / (prefill_tokens_per_s x replicas).
