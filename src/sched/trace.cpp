@@ -102,19 +102,84 @@ std::string trace_result(double t, uint32_t replica, const step_result& r,
 
 // ---- comparing ----------------------------------------------------------------------------
 
-std::string compare_traces(std::istream& a, std::istream& b) {
+namespace {
+
+// The next line worth comparing, parsed; false at the end.
+bool next_line(std::istream& in, bool decisions_only, size_t& n, std::string& text, json& j) {
+  while (std::getline(in, text)) {
+    ++n;
+    j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return true;
+    if (!decisions_only) return true;
+    if (j.value("ev", "") != "step") continue;
+    j.erase("t");
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string compare_traces(std::istream& a, std::istream& b, bool decisions_only) {
   std::string la, lb;
-  for (size_t n = 1;; ++n) {
-    const bool more_a = static_cast<bool>(std::getline(a, la));
-    const bool more_b = static_cast<bool>(std::getline(b, lb));
+  json ja, jb;
+  size_t na = 0, nb = 0;
+  for (;;) {
+    const bool more_a = next_line(a, decisions_only, na, la, ja);
+    const bool more_b = next_line(b, decisions_only, nb, lb, jb);
     if (!more_a && !more_b) return {};
     if (more_a != more_b)
-      return "line " + std::to_string(n) + ": only one trace has it: " + (more_a ? la : lb).substr(0, 300);
-    const json ja = json::parse(la, nullptr, false), jb = json::parse(lb, nullptr, false);
-    if (ja.is_discarded() || jb.is_discarded()) return "line " + std::to_string(n) + ": not JSON";
+      return "line " + std::to_string(more_a ? na : nb) +
+             ": only one trace has it: " + (more_a ? la : lb).substr(0, 300);
+    if (ja.is_discarded() || jb.is_discarded()) return "line " + std::to_string(na) + ": not JSON";
     if (ja != jb)
-      return "line " + std::to_string(n) + ": expected " + la.substr(0, 300) + "\n  got " + lb.substr(0, 300);
+      return "line " + std::to_string(na) + ": expected " + la.substr(0, 300) + "\n  got " + lb.substr(0, 300);
   }
+}
+
+namespace {
+
+request request_of(const json& j) {
+  request r;
+  r.id = j.at("id");
+  r.tenant = j.at("tenant");
+  r.priority = j.at("priority");
+  r.prompt = j.at("prompt").get<std::vector<int32_t>>();
+  r.sampling.max_tokens = j.at("max_tokens");
+  r.eos_ids = j.at("eos_ids").get<std::vector<int32_t>>();
+  r.sampling.stop_ids = j.at("stop_ids").get<std::vector<int32_t>>();
+  r.sampling.ignore_eos = j.at("ignore_eos");
+  return r;
+}
+
+finish_reason reason_of(const std::string& s) {
+  for (auto r : {finish_reason::stop, finish_reason::length, finish_reason::cancelled, finish_reason::error})
+    if (s == to_string(r)) return r;
+  return finish_reason::none;
+}
+
+}  // namespace
+
+trace_events read_trace_events(std::istream& trace) {
+  trace_events out;
+  std::string l;
+  for (size_t n = 1; std::getline(trace, l); ++n) {
+    try {
+      const json j = json::parse(l);
+      const std::string ev = j.at("ev");
+      const double t = j.at("t");
+      if (ev == "submit") {
+        out.arrivals.push_back({t, request_of(j), j.at("accepted")});
+      } else if (ev == "cancel") {
+        out.finishes.push_back({t, j.at("id"), finish_reason::cancelled});
+      } else if (ev == "result") {
+        for (const auto& f : j.at("finished")) out.finishes.push_back({t, f.at(0), reason_of(f.at(1))});
+      }
+    } catch (const json::exception& e) {
+      throw error(error_kind::failed, "trace line " + std::to_string(n) + ": " + e.what(), "trace");
+    }
+  }
+  return out;
 }
 
 // ---- replaying ----------------------------------------------------------------------------
@@ -142,16 +207,7 @@ replay_report replay(std::istream& trace, policy_config cfg) {
       } else if (ev == "remove_replica") {
         p.remove_replica(j.at("replica"), t);
       } else if (ev == "submit") {
-        request r;
-        r.id = j.at("id");
-        r.tenant = j.at("tenant");
-        r.priority = j.at("priority");
-        r.prompt = j.at("prompt").get<std::vector<int32_t>>();
-        r.sampling.max_tokens = j.at("max_tokens");
-        r.eos_ids = j.at("eos_ids").get<std::vector<int32_t>>();
-        r.sampling.stop_ids = j.at("stop_ids").get<std::vector<int32_t>>();
-        r.sampling.ignore_eos = j.at("ignore_eos");
-        p.submit(std::move(r), t);
+        p.submit(request_of(j), t);
       } else if (ev == "cancel") {
         p.cancel(j.at("id"), t);
       } else if (ev == "step") {

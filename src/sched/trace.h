@@ -52,8 +52,29 @@ std::string trace_result(double t, uint32_t replica, const step_result& r,
                          const std::vector<int32_t>& freed);
 
 // Compares two traces line by line as JSON values (formatting aside); returns an empty
-// string when they match, else the first difference with its line number.
-std::string compare_traces(std::istream& a, std::istream& b);
+// string when they match, else the first difference with its line number. With
+// decisions_only, only the step lines are compared, without their times: two runs driven
+// by different clocks (a recorded run and sim/) that made the same decisions match.
+std::string compare_traces(std::istream& a, std::istream& b, bool decisions_only = false);
+
+// A recorded run's inputs and outcomes, for sim/ to rebuild its workload: arrivals (every
+// submit line, accepted or not, with the request as submitted), cancels and finishes.
+struct trace_arrival {
+  double t = 0;
+  request req;
+  bool accepted = true;
+};
+struct trace_finish {
+  double t = 0;
+  uint64_t id = 0;
+  finish_reason reason = finish_reason::none;  // cancelled for cancel lines
+};
+struct trace_events {
+  std::vector<trace_arrival> arrivals;
+  std::vector<trace_finish> finishes;
+};
+// Throws troupe::error naming the line when a line is not a trace event.
+trace_events read_trace_events(std::istream& trace);
 
 // Feeds a recorded trace's inputs (replicas, arrivals, cancels, the step calls with their
 // times and the recorded step results) to a fresh policy built from cfg, with tracing on,
