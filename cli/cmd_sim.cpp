@@ -56,7 +56,7 @@ struct sim_args {
   std::string prompt_len = "lognormal:512:0.8";
   std::string output_len = "lognormal:128:0.8";
   std::string tenants = "default:1:0";
-  int64_t requests = 1000;
+  int64_t requests = 0;  // 0: bounded by duration, or 1000 when neither is given
   double duration = 0;
   uint64_t seed = 1;
   std::string trace;
@@ -145,7 +145,7 @@ sim::workload_spec build_workload(const sim_args& a) {
   w.prompt = sim::parse_length_dist(a.prompt_len, "prompt-len");
   w.output = sim::parse_length_dist(a.output_len, "output-len");
   w.tenants = sim::parse_tenants(a.tenants);
-  w.n_requests = a.requests;
+  w.n_requests = a.requests == 0 && a.duration <= 0 ? 1000 : a.requests;
   w.duration = a.duration;
   w.seed = a.seed;
   return w;
@@ -399,9 +399,7 @@ void add_sim(CLI::App& app) {
   s->add_option("--tenants", a->tenants, "name:weight:priority:share,... (share of arrivals, priority, fair share)")
       ->group(wl)
       ->capture_default_str();
-  s->add_option("--requests", a->requests, "request count (0 = bounded by --duration)")
-      ->group(wl)
-      ->capture_default_str();
+  s->add_option("--requests", a->requests, "request count (default: 1000 unless --duration bounds the run)")->group(wl);
   s->add_option("--duration", a->duration, "seconds of arrivals (0 = bounded by --requests)")->group(wl);
   s->add_option("--seed", a->seed, "seed of every draw")->group(wl)->capture_default_str();
   s->add_option("--trace", a->trace, "replay a trace (CSV or JSONL) instead of generating")->group(wl);
