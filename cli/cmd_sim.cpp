@@ -39,7 +39,7 @@ struct sim_args {
   int32_t max_batch = 256;
   // policy
   int32_t max_step_tokens = 512;
-  int64_t max_queued = 1 << 30;
+  int64_t max_queued = sched::policy_config{}.max_queued;
   bool no_chunked_prefill = false;
   bool no_prefix_caching = false;
   std::string preemption = "recompute";

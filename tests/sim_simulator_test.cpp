@@ -225,3 +225,29 @@ TEST(Simulator, PolicyTraceReplaysAndYieldsTheWorkload) {
     EXPECT_NEAR(back.requests[i].arrival, w.requests[i].arrival - w.requests[0].arrival, 1e-9);
   }
 }
+
+TEST(Simulator, ScarceKvForcesPreemptionsYetEveryRequestFinishes) {
+  auto c = small_cluster();
+  // Leave room for ~4,000 tokens of KV: 250 blocks of 16.
+  c.reserve_bytes = c.device.memory_bytes * c.mem_utilization - c.weight_bytes_per_device() - 4000 * 131072.0;
+  ASSERT_NEAR(double(c.kv_blocks_per_replica()), 250, 2);
+  roofline_model cost(c);
+  auto spec = light_load(50, 200);
+  spec.output = parse_length_dist("fixed:200", "o");
+  for (auto mode : {troupe::sched::preemption_mode::recompute, troupe::sched::preemption_mode::swap}) {
+    sim_options o;
+    o.policy.preemption = mode;
+    o.policy.host_kv_blocks = 10000;
+    const auto r = simulate(c, cost, generate(spec), o);
+    const auto s = summarize(r, {});
+    EXPECT_EQ(s.finished, 200);
+    EXPECT_GT(s.preemptions, 0);
+    EXPECT_GT(s.kv_util_max, 0.9);
+    EXPECT_LE(s.kv_util_max, 1.0);
+    if (mode == troupe::sched::preemption_mode::recompute) {
+      int64_t per_request = 0;
+      for (const auto& q : r.requests) per_request += q.preemptions;
+      EXPECT_GT(per_request, 0);  // positions went back: KV recomputed
+    }
+  }
+}
