@@ -107,8 +107,10 @@ void write_html_report(const std::string& path, const sim_result& r, const summa
   std::ofstream out(path);
   if (!out) throw error(error_kind::failed, "cannot write " + path, "report-html");
   std::vector<double> ttft, tpot, e2e;
+  std::vector<std::vector<double>> tenant_ttft(r.tenants.size());
   for (const auto& q : r.requests) {
     if (q.status != request_status::finished) continue;
+    if (q.tenant < tenant_ttft.size()) tenant_ttft[q.tenant].push_back(q.ttft());
     ttft.push_back(q.ttft());
     e2e.push_back(q.e2e());
     if (q.generated > 1) tpot.push_back(q.tpot());
@@ -125,12 +127,18 @@ void write_html_report(const std::string& path, const sim_result& r, const summa
       kv.pts.emplace_back(t, 100 * b.kv_sum / b.steps);
     }
   }
+  // With several tenants, the TTFT plot shows each one's CDF beside the total.
+  static const char* palette[] = {"#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  std::vector<line> ttft_lines{cdf(ttft, "TTFT, all", "#1f77b4")};
+  if (r.tenants.size() > 1)
+    for (size_t t = 0; t < r.tenants.size(); ++t)
+      ttft_lines.push_back(cdf(tenant_ttft[t], "TTFT, " + r.tenants[t].name, palette[t % 6]));
   out << "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" << escape(title) << "</title>\n"
       << "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}pre{background:#f6f6f6;padding:1em}"
       << "svg{margin:4px;border:1px solid #eee}</style></head><body>\n"
       << "<h1>" << escape(title) << "</h1>\n<h2>Summary</h2>\n<pre>" << escape(summary_table(s)) << "</pre>\n"
       << "<h2>Latency</h2>\n"
-      << svg_plot("TTFT CDF", "time to first token (s)", "fraction of requests", {cdf(ttft, "TTFT", "#1f77b4")})
+      << svg_plot("TTFT CDF", "time to first token (s)", "fraction of requests", ttft_lines)
       << svg_plot("TPOT CDF", "time per output token (s)", "fraction of requests", {cdf(tpot, "TPOT", "#ff7f0e")})
       << svg_plot("End-to-end CDF", "end-to-end latency (s)", "fraction of requests", {cdf(e2e, "e2e", "#2ca02c")})
       << "<h2>Over time</h2>\n"

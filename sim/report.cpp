@@ -59,12 +59,20 @@ summary summarize(const sim_result& r, const slo& target) {
   s.target = target;
   s.cost_model = r.cost_model;
   std::vector<double> ttft, tpot, e2e;
+  const size_t n_tenants = r.tenants.size() > 1 ? r.tenants.size() : 0;
+  std::vector<std::vector<double>> t_ttft(n_tenants), t_tpot(n_tenants);
+  std::vector<double> t_tokens(n_tenants, 0.0);
+  s.tenants.resize(n_tenants);
+  for (size_t t = 0; t < n_tenants; ++t) s.tenants[t].name = r.tenants[t].name;
   double first_arrival = INFINITY, last_finish = 0, out_tokens = 0, in_tokens = 0;
   int64_t good = 0;
   for (const auto& q : r.requests) {
     first_arrival = std::min(first_arrival, q.arrival);
+    tenant_summary* ts = q.tenant < n_tenants ? &s.tenants[q.tenant] : nullptr;
+    if (ts) ++ts->requests;
     if (q.status == request_status::rejected) {
       ++s.rejected;
+      if (ts) ++ts->rejected;
       continue;
     }
     if (q.status != request_status::finished) {
@@ -79,8 +87,19 @@ summary summarize(const sim_result& r, const slo& target) {
     e2e.push_back(q.e2e());
     if (q.generated > 1) tpot.push_back(q.tpot());
     if (q.ttft() <= target.ttft && q.tpot() <= target.tpot) ++good;
+    if (ts) {
+      ++ts->finished;
+      t_ttft[q.tenant].push_back(q.ttft());
+      if (q.generated > 1) t_tpot[q.tenant].push_back(q.tpot());
+      t_tokens[q.tenant] += q.generated;
+    }
   }
   s.duration = s.finished > 0 ? last_finish - first_arrival : 0;
+  for (size_t t = 0; t < n_tenants; ++t) {
+    s.tenants[t].ttft = stats_of(std::move(t_ttft[t]));
+    s.tenants[t].tpot = stats_of(std::move(t_tpot[t]));
+    s.tenants[t].output_tok_s = s.duration > 0 ? t_tokens[t] / s.duration : 0;
+  }
   s.ttft = stats_of(std::move(ttft));
   s.tpot = stats_of(std::move(tpot));
   s.e2e = stats_of(std::move(e2e));
@@ -147,6 +166,16 @@ std::string summary_table(const summary& s) {
     << "%; preemptions " << s.preemptions << "\n";
   o << "steps      " << s.steps << ", mean batch " << fmt("%.1f", s.mean_batch) << ", replicas busy "
     << fmt("%.1f", 100 * s.replica_busy) << "%\n";
+  if (!s.tenants.empty()) {
+    o << "tenant            requests  finished  rejected  TTFT p50  TTFT p90  TPOT p90   out tok/s\n";
+    for (const auto& t : s.tenants) {
+      char line[256];
+      std::snprintf(line, sizeof line, "%-16s %9lld %9lld %9lld %9.4f %9.4f %9.4f %11.1f\n", t.name.c_str(),
+                    (long long)t.requests, (long long)t.finished, (long long)t.rejected, t.ttft.p50, t.ttft.p90,
+                    t.tpot.p90, t.output_tok_s);
+      o << line;
+    }
+  }
   o << "batch size";
   for (const auto& [label, n] : batch_bins(s.batch_hist))
     if (n > 0) o << "  " << label << ":" << n;
@@ -161,6 +190,15 @@ std::string summary_json(const summary& s) {
   nlohmann::json hist = nlohmann::json::object();
   for (size_t b = 1; b < s.batch_hist.size(); ++b)
     if (s.batch_hist[b] > 0) hist[std::to_string(b)] = s.batch_hist[b];
+  nlohmann::json tenants = nlohmann::json::array();
+  for (const auto& t : s.tenants)
+    tenants.push_back({{"name", t.name},
+                       {"requests", t.requests},
+                       {"finished", t.finished},
+                       {"rejected", t.rejected},
+                       {"ttft_s", lat(t.ttft)},
+                       {"tpot_s", lat(t.tpot)},
+                       {"output_tok_s", t.output_tok_s}});
   nlohmann::json j = {
       {"requests", s.requests},
       {"finished", s.finished},
@@ -183,6 +221,7 @@ std::string summary_json(const summary& s) {
       {"mean_batch", s.mean_batch},
       {"replica_busy", s.replica_busy},
       {"batch_size_hist", hist},
+      {"tenants", tenants},
       {"cost_model", s.cost_model},
   };
   return j.dump(2);

@@ -20,6 +20,13 @@ struct latency_stats {
   double mean = 0, p50 = 0, p90 = 0, p99 = 0, max = 0;
 };
 
+struct tenant_summary {
+  std::string name;
+  int64_t requests = 0, finished = 0, rejected = 0;
+  latency_stats ttft, tpot;
+  double output_tok_s = 0;
+};
+
 struct summary {
   int64_t requests = 0, finished = 0, rejected = 0, unfinished = 0;
   int32_t replicas = 0;
@@ -34,6 +41,7 @@ struct summary {
   double mean_batch = 0;
   double replica_busy = 0;  // share of replica time spent in steps
   std::vector<int64_t> batch_hist;
+  std::vector<tenant_summary> tenants;  // filled when the workload has more than one
   std::string cost_model;
 };
 

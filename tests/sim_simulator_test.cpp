@@ -251,3 +251,22 @@ TEST(Simulator, ScarceKvForcesPreemptionsYetEveryRequestFinishes) {
     }
   }
 }
+
+TEST(SimReport, TenantsGetTheirOwnRowsAndPriorityReachesThePolicy) {
+  const auto c = small_cluster();
+  roofline_model cost(c);
+  auto spec = light_load(1, 600);
+  spec.tenants = parse_tenants("gold:1:5,free:1:0");
+  auto w = generate(spec);
+  scale_arrivals(w, 1.0 / 120);  // far beyond one replica's capacity: a queue builds
+  sim_options o;
+  o.policy.aging_s = 0;
+  const auto s = summarize(simulate(c, cost, w, o), {});
+  ASSERT_EQ(s.tenants.size(), 2u);
+  EXPECT_EQ(s.tenants[0].name, "gold");
+  EXPECT_EQ(s.tenants[0].requests + s.tenants[1].requests, 600);
+  EXPECT_EQ(s.tenants[0].finished + s.tenants[1].finished, s.finished);
+  EXPECT_LT(s.tenants[0].ttft.p90, s.tenants[1].ttft.p90);  // the higher priority waits less
+  EXPECT_NE(summary_table(s).find("gold"), std::string::npos);
+  EXPECT_NE(summary_json(s).find("\"tenants\""), std::string::npos);
+}
