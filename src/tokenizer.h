@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "troupe/model.h"
@@ -67,6 +68,7 @@ class tokenizer {
   tokenizer_data data_;
   piece_map piece_to_id_;
   std::unordered_map<uint64_t, merge_rule> merges_;  // key: left id << 32 | right id
+  std::unordered_set<uint64_t> adjacent_pairs_;      // SentencePiece: code points a << 32 | b adjacent in a token
   std::vector<std::string> bytes_;                   // token_bytes per id
   std::vector<uint8_t> control_;                     // per id
   std::array<int32_t, 256> byte_token_{};            // the token of each byte value, -1 if none
