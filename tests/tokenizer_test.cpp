@@ -2,8 +2,11 @@
 // a synthetic byte-level BPE vocabulary, streaming detokenization and malformed files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -187,6 +190,101 @@ TEST(Tokenizer, SentencePieceMergesByScoreThenLeftmost) {
   EXPECT_EQ(tied.encode("abc", false), (std::vector<int32_t>{6, 5}));
   // No byte tokens in this vocabulary: an unknown character becomes <unk>.
   EXPECT_EQ(tied.encode("a\xC3\xA9", false), (std::vector<int32_t>{3, 0}));
+}
+
+// Independent oracles, written the slow obvious way: every round merges the best adjacent
+// pair of the whole sequence (llama2.c's run.c: highest score; Hugging Face: lowest rank;
+// the leftmost on ties).
+std::vector<int32_t> oracle_bpe(const tokenizer_data& d, const std::string& text) {
+  std::vector<std::string> pieces;
+  if (!text.empty()) pieces.push_back("\xE2\x96\x81");
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t start = pos;
+    unicode::next_code_point(text, pos);
+    const std::string c = text.substr(start, pos - start);
+    pieces.push_back(c == " " ? "\xE2\x96\x81" : c);
+  }
+  auto id_of = [&](const std::string& p) {
+    const auto it = std::find(d.tokens.begin(), d.tokens.end(), p);
+    return it == d.tokens.end() ? -1 : static_cast<int32_t>(it - d.tokens.begin());
+  };
+  auto rank_of = [&](const std::string& a, const std::string& b) {
+    const auto it = std::find(d.merges.begin(), d.merges.end(), a + " " + b);
+    return it == d.merges.end() ? -1 : static_cast<int>(it - d.merges.begin());
+  };
+  for (;;) {
+    int best = -1;
+    double best_priority = 0;
+    for (size_t i = 0; i + 1 < pieces.size(); ++i) {
+      double priority = 0;
+      if (d.merges.empty()) {
+        const int32_t id = id_of(pieces[i] + pieces[i + 1]);
+        if (id < 0) continue;
+        priority = d.scores[id];
+      } else {
+        const int rank = rank_of(pieces[i], pieces[i + 1]);
+        if (rank < 0) continue;
+        priority = -rank;
+      }
+      if (best < 0 || priority > best_priority) {
+        best = static_cast<int>(i);
+        best_priority = priority;
+      }
+    }
+    if (best < 0) break;
+    pieces[best] += pieces[best + 1];
+    pieces.erase(pieces.begin() + best + 1);
+  }
+  std::vector<int32_t> ids;
+  for (const std::string& p : pieces) {
+    if (const int32_t id = id_of(p); id >= 0) {
+      ids.push_back(id);
+      continue;
+    }
+    std::vector<int32_t> bytes;
+    for (unsigned char b : p) {
+      char name[8];
+      std::snprintf(name, sizeof name, "<0x%02X>", b);
+      bytes.push_back(id_of(name));
+    }
+    if (std::find(bytes.begin(), bytes.end(), -1) == bytes.end()) {
+      ids.insert(ids.end(), bytes.begin(), bytes.end());
+    } else {
+      ids.push_back(d.unk_id);
+    }
+  }
+  return ids;
+}
+
+// Texts of words from the reference stories and a few characters outside the vocabularies.
+std::vector<std::string> random_texts(int count) {
+  const std::vector<std::string> words = {
+      "Once",  "upon",    "a",       "time",  "there", "was",  "little", "girl", "named", "Lily", "She",  "loved",
+      "to",    "play",    "outside", "park.", "One",   "day,", "saw",    "big,", "red",   "ball", "it's", "mom",
+      "said,", "\"Okay,", "let's",   "café",  "naïve", "😀",    "日本",   "—",    "12345", "Ω",    "\n",   "  "};
+  std::mt19937 rng(42);
+  std::vector<std::string> texts;
+  for (int i = 0; i < count; ++i) {
+    std::string t;
+    const int n = 1 + static_cast<int>(rng() % 12);
+    for (int w = 0; w < n; ++w) t += (w ? " " : "") + words[rng() % words.size()];
+    texts.push_back(t);
+  }
+  return texts;
+}
+
+TEST(Tokenizer, Llama2cEqualsGlobalBestScoreOracle) {
+  TROUPE_REQUIRE_MODELS();
+  const tokenizer_data d = load_llama2c_tokenizer((test::models_dir() / "stories260K" / "tok512.bin").string(), 512);
+  const tokenizer tok(d);
+  for (const std::string& text : random_texts(150)) ASSERT_EQ(tok.encode(text, false), oracle_bpe(d, text)) << text;
+}
+
+TEST(Tokenizer, HfJsonEqualsGlobalBestRankOracle) {
+  TROUPE_REQUIRE_MODELS();
+  const tokenizer_data d = load_hf_tokenizer_json((test::models_dir() / "tinystories-656K").string());
+  const tokenizer tok(d);
+  for (const std::string& text : random_texts(60)) ASSERT_EQ(tok.encode(text, false), oracle_bpe(d, text)) << text;
 }
 
 // ---------------------------------------------------------------------------------------------
