@@ -141,7 +141,7 @@ tokenizer::tokenizer(tokenizer_data data) : data_(std::move(data)) {
 
   const std::string& pre = data_.pre;
   ignore_merges_ = byte_level && (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3");
-  llama3_pattern_ = pre != "gpt2";
+  llama3_pattern_ = pre != "gpt2" && pre != "gpt-2";
 }
 
 int32_t tokenizer::find_piece(std::string_view piece) const {
@@ -164,7 +164,8 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos, bool
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos && data_.bos_id >= 0) out.push_back(data_.bos_id);
-  bool after_special = true;  // SentencePiece prefixes a space to a fragment at the start or after a special
+  // Text between special tokens is encoded fragment by fragment; SentencePiece prefixes each
+  // with a space, as llama.cpp does (a fragment is always at the start or after a special).
   size_t start = 0;
   for (size_t i = 0; parse_special && i < text.size();) {
     int32_t matched = -1;
@@ -178,21 +179,20 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos, bool
       ++i;
       continue;
     }
-    if (i > start) encode_text(text.substr(start, i - start), after_special, out);
+    if (i > start) encode_text(text.substr(start, i - start), out);
     out.push_back(matched);
-    after_special = true;
     i += data_.tokens[matched].size();
     start = i;
   }
-  if (start < text.size()) encode_text(text.substr(start), after_special, out);
+  if (start < text.size()) encode_text(text.substr(start), out);
   return out;
 }
 
-void tokenizer::encode_text(std::string_view text, bool after_special, std::vector<int32_t>& out) const {
+void tokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
   if (data_.type == tokenizer_data::kind::byte_level_bpe) {
     encode_byte_level(text, out);
   } else {
-    encode_sentencepiece(text, after_special && data_.add_space_prefix, out);
+    encode_sentencepiece(text, data_.add_space_prefix, out);
   }
 }
 
