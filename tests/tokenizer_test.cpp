@@ -427,6 +427,53 @@ TEST(Tokenizer, IncrementalEqualsDecodeOnReference) {
   EXPECT_EQ(streamed, ref.text);
 }
 
+TEST(Tokenizer, IncrementalByteLevelSplitsCharacterOverTokens) {
+  const tokenizer tok(synthetic_byte_level());
+  const std::string emoji = "\xF0\x9F\x98\x80";  // U+1F600, one byte token each here
+  const std::vector<int32_t> ids = tok.encode("the" + emoji, false);
+  ASSERT_EQ(ids, (std::vector<int32_t>{257, 0xF0, 0x9F, 0x98, 0x80}));
+  incremental_detokenizer detok(tok);
+  EXPECT_EQ(detok.feed(ids[0]), "the");
+  EXPECT_EQ(detok.feed(ids[1]), "");
+  EXPECT_EQ(detok.feed(ids[2]), "");
+  EXPECT_EQ(detok.feed(ids[3]), "");
+  EXPECT_EQ(detok.feed(ids[4]), emoji);
+  EXPECT_EQ(detok.feed(266), "");  // <|eot_id|>: control, no text
+  EXPECT_EQ(detok.flush(), "");
+}
+
+TEST(Unicode, ValidPrefixReplacesIllFormedSequences) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  size_t rest = 0;
+  EXPECT_EQ(unicode::valid_prefix("ok \xC3\xA9", rest), "ok \xC3\xA9");
+  EXPECT_EQ(rest, 5u);
+  // A surrogate (ED A0 80) and an overlong form (C0 AF): one U+FFFD per maximal ill-formed part.
+  EXPECT_EQ(unicode::valid_prefix("\xED\xA0\x80", rest), fffd + fffd + fffd);
+  EXPECT_EQ(unicode::valid_prefix("\xC0\xAF", rest), fffd + fffd);
+  // A lead whose sequence is cut short by the end is held back, not replaced.
+  EXPECT_EQ(unicode::valid_prefix("a\xE6\x97", rest), "a");
+  EXPECT_EQ(rest, 1u);
+  // ... but one interrupted by another character is replaced.
+  EXPECT_EQ(unicode::valid_prefix("\xE6\x97"
+                                  "a",
+                                  rest),
+            fffd + "a");
+}
+
+TEST(Unicode, LetterAndNumberClasses) {
+  for (char32_t c : {U'a', U'Z', U'é', U'ß', U'Ω', U'ж', U'日', U'テ', U'한', U'ا'})
+    EXPECT_TRUE(unicode::is_letter(c)) << static_cast<uint32_t>(c);
+  for (char32_t c : {U'1', U'²', U'½', U'٣', U'Ⅻ', U'０'})
+    EXPECT_TRUE(unicode::is_number(c)) << static_cast<uint32_t>(c);
+  for (char32_t c : {U' ', U'.', U'\u0301', U'×', U'😀', U'、', U'・'})
+    EXPECT_FALSE(unicode::is_letter(c)) << static_cast<uint32_t>(c);
+  for (char32_t c : {U' ', U'\n', U'\u00A0', U'\u3000'}) EXPECT_TRUE(unicode::is_space(c)) << static_cast<uint32_t>(c);
+  EXPECT_FALSE(unicode::is_space(U'x'));
+  // The GPT-2 mapping is a bijection of the 256 bytes: space is "Ġ" (U+0120).
+  EXPECT_EQ(static_cast<uint32_t>(unicode::byte_to_code_point(' ')), 0x120u);
+  for (int b = 0; b < 256; ++b) EXPECT_EQ(unicode::code_point_to_byte(unicode::byte_to_code_point(b)), b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loaders: malformed files give clear errors
 // ---------------------------------------------------------------------------------------------
