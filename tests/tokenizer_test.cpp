@@ -405,7 +405,9 @@ TEST(Tokenizer, IncrementalReplacesBrokenBytes) {
   TROUPE_REQUIRE_MODELS();
   const tokenizer tok = stories_tokenizer();
   const std::string fffd = "\xEF\xBF\xBD";
-  incremental_detokenizer detok(tok, /*at_sequence_start=*/false);
+  incremental_detokenizer from_start(tok, /*at_sequence_start=*/true);
+  EXPECT_EQ(from_start.feed(403), "Once");  // ids of a sequence without BOS lose the added space
+  incremental_detokenizer detok(tok);
   EXPECT_EQ(detok.feed(403), " Once");    // a continuation keeps its space
   EXPECT_EQ(detok.feed(3 + 0x80), fffd);  // a stray continuation byte can never complete
   EXPECT_EQ(detok.feed(3 + 0xE6), "");
