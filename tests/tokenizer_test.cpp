@@ -311,6 +311,9 @@ TEST(Tokenizer, Llama3PreTokenizerSplits) {
   EXPECT_EQ(split("café 日本語テキスト Москва"), (strings{"café", " 日本語テキスト", " Москва"}));
   EXPECT_EQ(split("$x ...ok"), (strings{"$x", " ...", "ok"}));
   EXPECT_EQ(split("😀😀 hi"), (strings{"😀😀", " hi"}));
+  // Combining marks are neither letters nor numbers (as the regex engine has it).
+  EXPECT_EQ(split("नमस्ते दुनिया"), (strings{"नमस", "्त", "े", " द", "ुन", "िय", "ा"}));
+  EXPECT_EQ(split("مرحبا بالعالم"), (strings{"مرحبا", " بالعالم"}));
 }
 
 TEST(Tokenizer, Gpt2PreTokenizerSplits) {
