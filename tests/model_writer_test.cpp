@@ -9,6 +9,7 @@
 #include "kernels/ref/dtype.h"
 #include "src/model_export.h"
 #include "src/model_synth.h"
+#include "temp_dir.h"
 #include "test_support.h"
 #include "troupe/error.h"
 #include "troupe/model.h"
@@ -18,18 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with its contents at the end.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    path = fs::temp_directory_path() / ("troupe-model-test-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() { fs::remove_all(path); }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
+using test::temp_dir;
 
 // Every tensor of a model by its GGUF name, as the GGUF writer sees it.
 std::vector<std::pair<std::string, const tensor_view*>> gguf_named(const model_file& m) {
