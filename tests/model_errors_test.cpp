@@ -287,14 +287,7 @@ TEST(ModelErrors, SyntheticHuggingFaceDirectoryLoads) {
   write_bytes(dir / "config.json", tiny_config);
   write_safetensors(dir / "model.safetensors", tiny_hf_tensors());
   fs::copy_file(test::models_dir() / "tinystories-656K" / "tokenizer.json", dir.path / "tokenizer.json");
-  std::unique_ptr<model_file> m;
-  try {
-    m = open_model(dir.path.string());
-  } catch (const error& e) {
-    if (e.kind() == error_kind::unimplemented && std::string(e.what()).find("tokenizer") != std::string::npos)
-      GTEST_SKIP() << "tokenizer.json reading not merged yet: " << e.what();
-    throw;
-  }
+  auto m = open_model(dir.path.string());
   EXPECT_TRUE(m->config().rope_neox);
   EXPECT_TRUE(m->config().tied_embeddings);
   EXPECT_EQ(m->weights().layers[0].ffn_norm.dtype, TROUPE_F32);

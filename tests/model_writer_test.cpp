@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kernels/ref/dtype.h"
+#include "kernels/ref/ref.h"
 #include "src/model_export.h"
 #include "src/model_synth.h"
 #include "temp_dir.h"
@@ -230,14 +231,7 @@ TEST(ModelWriter, RopeScalingFromTheRopeFreqsTensorAlone) {
 
 TEST(ModelWriter, TinyStoriesHuggingFaceDirectory) {
   TROUPE_REQUIRE_MODELS();
-  std::unique_ptr<model_file> m;
-  try {
-    m = open_model((test::models_dir() / "tinystories-656K").string());
-  } catch (const error& e) {
-    if (e.kind() == error_kind::unimplemented && std::string(e.what()).find("tokenizer") != std::string::npos)
-      GTEST_SKIP() << "tokenizer.json reading not merged yet: " << e.what();
-    throw;
-  }
+  auto m = open_model((test::models_dir() / "tinystories-656K").string());
   const model_config& c = m->config();
   EXPECT_EQ(m->format(), "safetensors");
   EXPECT_EQ(c.dim, 128);
@@ -251,6 +245,52 @@ TEST(ModelWriter, TinyStoriesHuggingFaceDirectory) {
   EXPECT_TRUE(c.rope_neox);
   EXPECT_EQ(m->weights().output.data, m->weights().tok_embd.data);
   EXPECT_EQ(m->tokenizer().tokens.size(), 2048u);
+}
+
+// Hugging Face q/k rows pair dimension i with i + head_dim/2; the GGUF rewrite interleaves
+// them so that rotating (2i, 2i+1) there gives the same numbers, permuted the same way for
+// q and k (so every attention score is unchanged).
+TEST(ModelWriter, HuggingFaceToGgufKeepsRopeMeaning) {
+  TROUPE_REQUIRE_MODELS();
+  temp_dir dir;
+  auto hf = open_model((test::models_dir() / "tinystories-656K").string());
+  write_llama_gguf(dir / "ts.gguf", hf->config(), hf->tokenizer(), gguf_tensors_of(*hf, TROUPE_F32));
+  auto gg = open_model(dir / "ts.gguf");
+  EXPECT_FALSE(gg->config().rope_neox);
+  EXPECT_TRUE(gg->config().tied_embeddings);
+  EXPECT_EQ(gg->tokenizer().tokens, hf->tokenizer().tokens);
+
+  troupe_rope_fn rope = nullptr;
+  for (const auto& v : kern::ref::variants())
+    if (v.op == TROUPE_OP_ROPE) rope = reinterpret_cast<troupe_rope_fn>(v.fn);
+  ASSERT_NE(rope, nullptr);
+  const model_config& c = hf->config();
+  const int64_t hd = c.head_dim;
+  std::vector<float> inv_freq(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(c.rope_theta, -2.0f * i / hd);
+  std::vector<float> x(static_cast<size_t>(c.dim));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  const int32_t pos = 11;
+  auto project = [&](const tensor_view& w) {
+    std::vector<float> y(static_cast<size_t>(w.rows));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const auto row = row_f32(w, r);
+      for (int64_t k = 0; k < w.cols; ++k) y[r] += row[k] * x[k];
+    }
+    return y;
+  };
+  for (int which = 0; which < 2; ++which) {
+    const tensor_view& wh = which ? hf->weights().layers[1].wk : hf->weights().layers[1].wq;
+    const tensor_view& wg = which ? gg->weights().layers[1].wk : gg->weights().layers[1].wq;
+    const int64_t heads = wh.rows / hd;
+    auto yh = project(wh), yg = project(wg);
+    rope(nullptr, yh.data(), &pos, 1, heads, hd, inv_freq.data(), 1);
+    rope(nullptr, yg.data(), &pos, 1, heads, hd, inv_freq.data(), 0);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < hd / 2; ++i)
+        for (int64_t j = 0; j < 2; ++j)
+          ASSERT_NEAR(yg[h * hd + 2 * i + j], yh[h * hd + j * hd / 2 + i], 1e-5f) << wh.name << " head " << h;
+  }
 }
 
 }  // namespace
