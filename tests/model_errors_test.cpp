@@ -296,5 +296,30 @@ TEST(ModelErrors, SyntheticHuggingFaceDirectoryLoads) {
   EXPECT_EQ(m->weights().tok_embd.dtype, TROUPE_BF16);
 }
 
+// Shards listed by model.safetensors.index.json; a shard that is not there is named.
+TEST(ModelErrors, ShardedSafetensors) {
+  TROUPE_REQUIRE_MODELS();
+  temp_dir dir;
+  write_bytes(dir / "config.json", tiny_config);
+  fs::copy_file(test::models_dir() / "tinystories-656K" / "tokenizer.json", dir.path / "tokenizer.json");
+  auto all = tiny_hf_tensors();
+  const decltype(all) first(all.begin(), all.begin() + 5), second(all.begin() + 5, all.end());
+  write_safetensors(dir / "model-00001-of-00002.safetensors", first);
+  write_safetensors(dir / "model-00002-of-00002.safetensors", second);
+  std::string index = R"({"metadata": {}, "weight_map": {)";
+  for (size_t i = 0; i < all.size(); ++i)
+    index +=
+        (i ? ",\"" : "\"") + std::get<0>(all[i]) + "\": \"model-0000" + (i < 5 ? "1" : "2") + "-of-00002.safetensors\"";
+  index += "}}";
+  write_bytes(dir / "model.safetensors.index.json", index);
+  auto m = open_model(dir.path.string());
+  EXPECT_EQ(m->config().dim, 32);
+  EXPECT_EQ(m->weights().layers[0].w_down.rows, 32);
+  EXPECT_EQ(m->weights().layers[0].w_down.cols, 64);
+  m.reset();
+  fs::remove(dir.path / "model-00002-of-00002.safetensors");
+  expect_error(dir.path.string(), error_kind::failed, {"model-00002-of-00002.safetensors", "cannot open"});
+}
+
 }  // namespace
 }  // namespace troupe
