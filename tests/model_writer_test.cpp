@@ -293,5 +293,54 @@ TEST(ModelWriter, HuggingFaceToGgufKeepsRopeMeaning) {
   }
 }
 
+// Norms stored as f16 in a GGUF come out as f32 (the model computes them in f32).
+TEST(ModelWriter, F16NormsAreConvertedToF32) {
+  temp_dir dir;
+  const model_config c = synth_preset("tiny");
+  auto tensors = synth_tensors(c, TROUPE_BF16, 5);
+  for (auto& t : tensors)
+    if (t.one_dim) {
+      t.dtype = TROUPE_F16;
+      t.row = [](int64_t, float* o) {
+        for (int i = 0; i < 64; ++i) o[i] = 0.5f + i;
+      };
+    }
+  write_llama_gguf(dir / "n.gguf", c, synth_vocab(512), tensors);
+  auto m = open_model(dir / "n.gguf");
+  const tensor_view& n = m->weights().layers[1].ffn_norm;
+  EXPECT_EQ(n.dtype, TROUPE_F32);
+  EXPECT_EQ(n.name, "blk.1.ffn_norm.weight");
+  EXPECT_EQ(static_cast<const float*>(n.data)[63], 63.5f);
+  EXPECT_EQ(m->weights().output_norm.dtype, TROUPE_F32);
+  EXPECT_EQ(m->weights().layers[1].wq.dtype, TROUPE_BF16);
+}
+
+// A Llama 3 style byte-level vocabulary: its chat turns end at <|eot_id|>.
+TEST(ModelWriter, ByteLevelTokenizerFromGguf) {
+  temp_dir dir;
+  const model_config c = synth_preset("tiny");
+  tokenizer_data t;
+  t.type = tokenizer_data::kind::byte_level_bpe;
+  for (int i = 0; i < 510; ++i) t.tokens.push_back(std::string(1, 't').append(std::to_string(i)));
+  t.tokens.push_back("<|end_of_text|>");
+  t.tokens.push_back("<|eot_id|>");
+  t.merges = {"t 1", "t1 0"};
+  t.bos_id = 0;
+  t.eos_id = 510;
+  t.pre = "llama-bpe";
+  t.add_space_prefix = false;
+  write_llama_gguf(dir / "b.gguf", c, t, synth_tensors(c, TROUPE_F32, 1));
+  auto m = open_model(dir / "b.gguf");
+  const tokenizer_data& got = m->tokenizer();
+  EXPECT_EQ(got.type, tokenizer_data::kind::byte_level_bpe);
+  EXPECT_EQ(got.merges, t.merges);
+  EXPECT_EQ(got.eos_id, 510);
+  EXPECT_EQ(got.extra_eos_ids, std::vector<int32_t>{511});
+  EXPECT_EQ(got.pre, "llama-bpe");
+  EXPECT_TRUE(got.add_bos);
+  EXPECT_FALSE(got.add_space_prefix);
+  EXPECT_TRUE(got.scores.empty());
+}
+
 }  // namespace
 }  // namespace troupe
