@@ -254,6 +254,10 @@ TEST(ModelErrors, BadConfigJson) {
   expect_error(dir.path.string(), error_kind::failed, {cfg, "missing key hidden_size", "positive integer"});
   write_bytes(cfg, R"({"architectures": ["LlamaForCausalLM"], "hidden_size": "big"})");
   expect_error(dir.path.string(), error_kind::failed, {cfg, "key hidden_size is \"big\""});
+  std::string odd = tiny_config;
+  odd.insert(odd.rfind('}'), R"(, "rope_scaling": {"rope_type": 5})");
+  write_bytes(cfg, odd);
+  expect_error(dir.path.string(), error_kind::failed, {dir.path.string(), "unexpected JSON content"});
 }
 
 TEST(ModelErrors, BrokenSafetensors) {
