@@ -144,7 +144,13 @@ TEST(ModelErrors, MetadataOfTheWrongType) {
 TEST(ModelErrors, NeverCrashesOnDamagedFiles) {
   temp_dir dir;
   model_config c = synth_preset("tiny");  // smaller still, to keep 200 rewrites quick
-  c.dim = 32, c.n_heads = 2, c.n_kv_heads = 1, c.head_dim = 16, c.hidden_dim = 64, c.vocab_size = 300, c.n_layers = 1;
+  c.dim = 32;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 16;
+  c.hidden_dim = 64;
+  c.vocab_size = 300;
+  c.n_layers = 1;
   const std::string p = dir / "good.gguf";
   write_llama_gguf(p, c, synth_vocab(c.vocab_size), synth_tensors(c, TROUPE_Q8_0, 1));
   ASSERT_EQ(open_model(p)->config().dim, 32);
