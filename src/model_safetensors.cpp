@@ -268,6 +268,7 @@ std::unique_ptr<model_file> open_hf_directory_unchecked(const std::string& path)
   const std::string tok = (dir / "tokenizer.json").string();
   if (!fs::exists(tok)) throw error(error_kind::failed, path + ": missing tokenizer.json", "tokenizer.json");
   m->tokenizer_ = load_hf_tokenizer_json(tok);
+  validate_tokenizer(path, m->config_, m->tokenizer_);
   return m;
 }
 

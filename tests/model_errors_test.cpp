@@ -133,6 +133,16 @@ TEST(ModelErrors, ShapeMismatch) {
   expect_error(p, error_kind::failed, {p, "tensor blk.0.attn_k.weight has shape (48, 64), expected (32, 64)"});
 }
 
+TEST(ModelErrors, MoreTokensThanEmbeddingRows) {
+  temp_dir dir;
+  auto vocab = synth_vocab(600).tokens;
+  const auto p = write_tiny(dir, "vocab.gguf", {},
+                            {{"tokenizer.ggml.tokens", gguf::value::of_strings(vocab)},
+                             {"tokenizer.ggml.scores", gguf::value::of_f32s(std::vector<float>(600))},
+                             {"tokenizer.ggml.token_type", gguf::value::of_i32s(std::vector<int32_t>(600, 1))}});
+  expect_error(p, error_kind::failed, {p, "600 tokens", "512 rows"});
+}
+
 TEST(ModelErrors, MetadataOfTheWrongType) {
   temp_dir dir;
   const auto p = write_tiny(dir, "type.gguf", {}, {{"llama.block_count", gguf::value::of_string("two")}});
