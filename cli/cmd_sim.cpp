@@ -31,7 +31,8 @@ struct sim_args {
   int32_t count = 1;
   int32_t tp = 1;
   std::string model = "llama-3-8b";
-  std::string weight_dtype = "bf16";
+  std::string model_file;
+  std::string weight_dtype;  // empty: the model file's, else bf16
   std::string kv_dtype = "bf16";
   double mem_util = 0.90;
   double reserve_gb = 2.0;
@@ -113,10 +114,16 @@ sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost) {
     c.device = sim::profile_device(cost.profile.meta);
   else
     c.device = sim::device_preset(a.device);
-  c.model = sim::model_preset(a.model);
   c.n_devices = a.count;
   c.tp = a.tp;
-  c.weight_bytes = sim::dtype_bytes(a.weight_dtype);
+  if (!a.model_file.empty()) {
+    const auto f = sim::read_model_file(a.model_file);
+    c.model = f.shape;
+    c.weight_bytes = a.weight_dtype.empty() ? f.weight_bytes : sim::dtype_bytes(a.weight_dtype);
+  } else {
+    c.model = sim::model_preset(a.model);
+    c.weight_bytes = sim::dtype_bytes(a.weight_dtype.empty() ? "bf16" : a.weight_dtype);
+  }
   c.kv_bytes = sim::dtype_bytes(a.kv_dtype);
   c.mem_utilization = a.mem_util;
   c.reserve_bytes = a.reserve_gb * 1e9;
@@ -353,9 +360,11 @@ void add_sim(CLI::App& app) {
   s->add_option("--model", a->model, "llama-3-8b, llama-3-70b, llama-3.2-1b, llama-2-7b")
       ->group(cl)
       ->capture_default_str();
-  s->add_option("--weight-dtype", a->weight_dtype, "f32, bf16, fp8, int8, q8_0, q4_0, q4_k")
-      ->group(cl)
-      ->capture_default_str();
+  s->add_option("--model-file", a->model_file, "a GGUF file, HF directory or llama2.c checkpoint: its shape")
+      ->group(cl);
+  s->add_option("--weight-dtype", a->weight_dtype,
+                "f32, bf16, fp8, int8, q8_0, q4_0, q4_k (default: the model file's, else bf16)")
+      ->group(cl);
   s->add_option("--kv-dtype", a->kv_dtype, "KV cache element type")->group(cl)->capture_default_str();
   s->add_option("--mem-util", a->mem_util, "share of device memory for weights + KV")->group(cl)->capture_default_str();
   s->add_option("--reserve-gb", a->reserve_gb, "per-device memory kept for activations")

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "troupe/error.h"
+#include "troupe/model.h"
 
 namespace troupe::sim {
 
@@ -66,6 +67,44 @@ model_shape model_preset(const std::string& name) {
 }
 
 std::vector<std::string> model_preset_names() { return {"llama-3-8b", "llama-3-70b", "llama-3.2-1b", "llama-2-7b"}; }
+
+model_file_shape read_model_file(const std::string& path) {
+  const auto file = open_model(path);
+  const model_config& c = file->config();
+  model_file_shape out;
+  out.shape = {c.name.empty() ? path : c.name,
+               c.n_layers,
+               c.dim,
+               c.n_heads,
+               c.n_kv_heads,
+               c.head_dim > 0 ? c.head_dim : c.dim / std::max<int64_t>(c.n_heads, 1),
+               c.hidden_dim,
+               c.vocab_size,
+               c.tied_embeddings};
+  const auto& w = file->weights();
+  const troupe_dtype t = w.layers.empty() ? TROUPE_F32 : w.layers[0].wq.dtype;
+  switch (t) {
+    case TROUPE_F32:
+      out.weight_dtype = "f32";
+      break;
+    case TROUPE_F16:
+      out.weight_dtype = "f16";
+      break;
+    case TROUPE_BF16:
+      out.weight_dtype = "bf16";
+      break;
+    case TROUPE_Q8_0:
+      out.weight_dtype = "q8_0";
+      break;
+    case TROUPE_Q4_0:
+      out.weight_dtype = "q4_0";
+      break;
+    default:
+      throw error(error_kind::failed, path + ": unknown weight type " + std::to_string(int(t)), "model-file");
+  }
+  out.weight_bytes = dtype_bytes(out.weight_dtype);
+  return out;
+}
 
 double dtype_bytes(const std::string& dtype) {
   const std::string d = lower(dtype);

@@ -50,6 +50,15 @@ struct model_shape {
 model_shape model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 
+// The shape of a model file (GGUF, Hugging Face directory or llama2.c checkpoint, read
+// through troupe::open_model) and the bytes per element of its matmul weights as stored.
+struct model_file_shape {
+  model_shape shape;
+  double weight_bytes = 2.0;
+  std::string weight_dtype;
+};
+model_file_shape read_model_file(const std::string& path);
+
 // Bytes per element of a storage type: "f32" 4, "bf16"/"f16" 2, "fp8"/"int8" 1,
 // "q8_0" 34/32, "q4_0" 18/32, "q4_k" 144/256.
 double dtype_bytes(const std::string& dtype);

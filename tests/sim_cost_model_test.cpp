@@ -6,6 +6,7 @@
 
 #include "sim/cluster.h"
 #include "sim/cost_model.h"
+#include "test_support.h"
 #include "troupe/error.h"
 
 using namespace troupe::sim;
@@ -204,4 +205,15 @@ TEST(SimFitted, ProfileFilesRoundTripInBothFormats) {
     EXPECT_EQ(e.field(), "time_s");
     EXPECT_NE(std::string(e.what()).find(":2:"), std::string::npos) << e.what();
   }
+}
+
+TEST(SimCluster, ModelFilesGiveTheirShape) {
+  TROUPE_REQUIRE_MODELS();
+  const auto f = read_model_file((troupe::test::models_dir() / "stories260K" / "stories260K.gguf").string());
+  EXPECT_EQ(f.shape.vocab_size, 512);
+  EXPECT_GT(f.shape.n_layers, 0);
+  EXPECT_EQ(f.shape.head_dim * f.shape.n_heads, f.shape.dim);
+  EXPECT_NEAR(f.shape.total_params(), 260e3, 60e3);
+  EXPECT_GT(f.weight_bytes, 0.0);
+  EXPECT_THROW(read_model_file((troupe::test::models_dir() / "no-such-model.gguf").string()), troupe::error);
 }
