@@ -77,6 +77,7 @@ struct sim_args {
   double target_rate = 50;
   // outputs
   std::string out_jsonl;
+  std::string steps_jsonl;
   std::string report_html;
   std::string summary_json;
   bool progress = false;
@@ -236,6 +237,11 @@ int run_once(const sim_args& a) {
   auto opts = build_options(a);
   opts.progress = progress_bar(a);
   opts.policy.trace = !a.policy_trace.empty();
+  std::unique_ptr<sim::step_log> steps;
+  if (!a.steps_jsonl.empty()) {
+    steps = std::make_unique<sim::step_log>(a.steps_jsonl);
+    opts.on_step = [&steps](const sim::step_record& r) { steps->write(r); };
+  }
   std::fprintf(stderr, "troupe sim: %zu requests on %d x %s (tp %d, %d replica(s), %lld KV blocks each), %s\n",
                load.requests.size(), cluster.n_devices, cluster.device.name.c_str(), cluster.tp, cluster.replicas(),
                (long long)cluster.kv_blocks_per_replica(), model->describe().c_str());
@@ -439,7 +445,8 @@ void add_sim(CLI::App& app) {
       ->group(sl)
       ->capture_default_str();
   s->add_option("--iterations", a->iterations, "capacity: bisection steps")->group(sl)->capture_default_str();
-  s->add_option("--candidates", a->candidates, "cheapest: DEVICE:TP:PRICE_PER_DEVICE_HOUR,...")
+  s->add_option("--candidates", a->candidates,
+                "cheapest: DEVICE:TP:PRICE_PER_DEVICE_HOUR,... (the default prices are placeholders)")
       ->group(sl)
       ->capture_default_str();
   s->add_option("--target-rate", a->target_rate, "cheapest: req/s the cluster must carry")
@@ -448,6 +455,7 @@ void add_sim(CLI::App& app) {
 
   const char* out = "Outputs";
   s->add_option("--out-jsonl", a->out_jsonl, "per-request records")->group(out);
+  s->add_option("--steps-jsonl", a->steps_jsonl, "one record per step (also a step profile)")->group(out);
   s->add_option("--report-html", a->report_html, "self-contained HTML report")->group(out);
   s->add_option("--summary-json", a->summary_json, "summary as JSON ('-' = stdout)")->group(out);
   s->add_option("--policy-trace", a->policy_trace, "the policy's decision trace (JSONL; replayable)")->group(out);

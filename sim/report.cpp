@@ -247,4 +247,18 @@ void write_request_jsonl(const std::string& path, const sim_result& r) {
   }
 }
 
+step_log::step_log(const std::string& path) : f_(std::fopen(path.c_str(), "w")) {
+  if (!f_) throw error(error_kind::failed, "cannot write " + path, "steps-jsonl");
+}
+
+step_log::~step_log() { std::fclose(f_); }
+
+void step_log::write(const step_record& s) {
+  std::fprintf(f_,
+               "{\"start\":%.9g,\"duration\":%.9g,\"time_s\":%.9g,\"replica\":%u,\"seqs\":%d,\"tokens\":%lld,"
+               "\"prefill_tokens\":%lld,\"context\":%lld,\"kv_util\":%.6g,\"queued\":%lld}\n",
+               s.start, s.duration, s.duration, s.replica, s.seqs, (long long)s.tokens, (long long)s.prefill_tokens,
+               (long long)s.context, s.kv_util, (long long)s.queued);
+}
+
 }  // namespace troupe::sim

@@ -2,6 +2,7 @@
 // JSON), and a self-contained HTML report with inline SVG plots.
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,21 @@ std::string summary_json(const summary& s);  // one JSON object, pretty-printed
 // One JSON object per request: id, tenant, status, arrival, first_token, finish, ttft,
 // tpot, e2e, prompt_tokens, output_tokens, generated, preemptions, replica.
 void write_request_jsonl(const std::string& path, const sim_result& r);
+
+// Writes one JSON object per step record: start, duration, replica, seqs, tokens,
+// prefill_tokens, context, kv_util, queued. The file's steps also form a step profile
+// (tokens, context, seqs, and time_s = duration) for `--cost-model fitted`.
+class step_log {
+ public:
+  explicit step_log(const std::string& path);
+  ~step_log();
+  step_log(const step_log&) = delete;
+  step_log& operator=(const step_log&) = delete;
+  void write(const step_record& s);
+
+ private:
+  std::FILE* f_;
+};
 
 // Latency CDFs, throughput, queue length and KV utilization over time, the summary
 // table; no script, no external resource.

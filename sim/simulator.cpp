@@ -143,6 +143,19 @@ class run {
 
     const double dt = cost_.step_time(shape_);
     res_.busy_time += dt;
+    if (opts_.on_step) {
+      step_record rec;
+      rec.start = q_.now();
+      rec.duration = dt;
+      rec.replica = id;
+      rec.seqs = int32_t(batch);
+      rec.tokens = shape_.tokens();
+      rec.prefill_tokens = int64_t(prefill);
+      rec.context = shape_.context_sum();
+      rec.kv_util = kv;
+      rec.queued = int64_t(policy_.queued());
+      opts_.on_step(rec);
+    }
     q_.after(dt, [this, id] { finish_step(id); });
   }
 

@@ -16,11 +16,26 @@
 
 namespace troupe::sim {
 
+// One step as it started, for --steps-jsonl.
+struct step_record {
+  double start = 0;  // seconds
+  double duration = 0;
+  uint32_t replica = 0;
+  int32_t seqs = 0;
+  int64_t tokens = 0;  // fed, prefill chunks and decodes
+  int64_t prefill_tokens = 0;
+  int64_t context = 0;  // tokens already cached, summed over the step's sequences
+  double kv_util = 0;
+  int64_t queued = 0;  // the policy's queue length
+};
+
 struct sim_options {
   sched::policy_config policy;   // its tenants list is filled from the workload's when empty
   int32_t series_buckets = 200;  // time series resolution over the arrival window
   // Called now and then with the share of requests done, in [0, 1].
   std::function<void(double)> progress;
+  // Called for every step, when set (a million-request run has millions of steps).
+  std::function<void(const step_record&)> on_step;
 };
 
 enum class request_status : unsigned char { finished, rejected, unfinished };

@@ -38,6 +38,10 @@ TEST(SimCli, RunWritesRecordsSummaryAndReport) {
   const auto jsonl = slurp(d / "r.jsonl");
   EXPECT_EQ(std::count(jsonl.begin(), jsonl.end(), '\n'), 60);
   EXPECT_NE(slurp(d / "r.html").find("<svg"), std::string::npos);
+  // The step log is a step profile: a linear model fits the roofline's steps.
+  const auto fit = troupe::test::run_command(sim("fit --cost-model fitted " + (d / "steps.jsonl").string()));
+  ASSERT_EQ(fit.exit_code, 0) << fit.out;
+  EXPECT_NE(fit.out.find("rms relative error"), std::string::npos) << fit.out;
 }
 
 TEST(SimCli, ConfigFileSetsOptionsAndFlagsWin) {
