@@ -31,7 +31,7 @@ TEST(SimCli, RunWritesRecordsSummaryAndReport) {
   const auto d = temp_dir();
   const auto r = troupe::test::run_command(sim("--requests 60 --rate 6 --model llama-3.2-1b --out-jsonl " +
                                                (d / "r.jsonl").string() + " --report-html " + (d / "r.html").string() +
-                                               " --summary-json -"));
+                                               " --steps-jsonl " + (d / "steps.jsonl").string() + " --summary-json -"));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("TTFT"), std::string::npos);
   EXPECT_NE(r.out.find("\"goodput\""), std::string::npos);
