@@ -150,15 +150,7 @@ std::unique_ptr<model_file> open_llama2c(const std::string& path, const std::str
   validate_model(path, c, w);
 
   const std::string tok = tokenizer_path.empty() ? find_tokenizer(path) : tokenizer_path;
-  m->tokenizer_ = load_llama2c_tokenizer(tok);
-  if (static_cast<int64_t>(m->tokenizer_.tokens.size()) < V)
-    throw error(error_kind::failed,
-                tok + ": " + std::to_string(m->tokenizer_.tokens.size()) + " tokens, but the checkpoint " + path +
-                    " has vocab_size " + std::to_string(V),
-                "tokenizer");
-  m->tokenizer_.tokens.resize(static_cast<size_t>(V));
-  m->tokenizer_.scores.resize(static_cast<size_t>(V));
-  m->tokenizer_.token_types.resize(static_cast<size_t>(V));
+  m->tokenizer_ = load_llama2c_tokenizer(tok, static_cast<int32_t>(V));  // reads exactly V tokens
   return m;
 }
 
