@@ -10,42 +10,15 @@
 
 #include "kernels/ref/ref.h"
 #include "src/cpu_backend.h"
+#include "reference_run.h"
 #include "test_support.h"
 
 namespace troupe {
 namespace {
 
 using test::models_dir;
-
-struct reference_run {
-  std::vector<int32_t> prompt_ids, generated_ids;
-};
-
-reference_run read_reference(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  reference_run r;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string key;
-    ls >> key;
-    std::vector<int32_t>* dst = key == "prompt_ids:"      ? &r.prompt_ids
-                                : key == "generated_ids:" ? &r.generated_ids
-                                                          : nullptr;
-    if (!dst) continue;
-    for (int32_t id; ls >> id;) dst->push_back(id);
-  }
-  return r;
-}
-
-// (rows, vocab) float32 little-endian
-std::vector<float> read_floats(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<float> f(bytes.size() / 4);
-  std::memcpy(f.data(), bytes.data(), f.size() * 4);
-  return f;
-}
+using test::read_floats;
+using test::read_reference;
 
 struct engine {
   explicit engine(const std::string& path, int32_t block_size = 16) : model(open_model(path)) {
