@@ -57,7 +57,9 @@ Fn as(const troupe_kernel_variant& v) {
 
 // ---- matmul ----------------------------------------------------------------------------
 
-int dtype_of_matmul(troupe_op op) {
+}  // namespace
+
+int op_dtype(troupe_op op) {
   switch (op) {
     case TROUPE_OP_MATMUL_F32:
     case TROUPE_OP_EMBEDDING_F32:
@@ -75,6 +77,8 @@ int dtype_of_matmul(troupe_op op) {
       return TROUPE_Q4_0;
   }
 }
+
+namespace {
 
 bool is_quant(int dt) { return dt == TROUPE_Q8_0 || dt == TROUPE_Q4_0; }
 
@@ -112,7 +116,7 @@ struct mm_shape {
 
 void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var,
                   const troupe_kctx* ctx, rng_t& rng, check_result& r) {
-  const int dt = dtype_of_matmul(op);
+  const int dt = op_dtype(op);
   // Awkward shapes: m = 1, 3, 7, 33; n and k off the SIMD widths where the type allows.
   static const mm_shape float_shapes[] = {{1, 1, 1},     {1, 37, 129}, {3, 16, 64},   {7, 33, 47},
                                           {33, 21, 300}, {4, 64, 512}, {1, 300, 2048}};
@@ -223,7 +227,7 @@ void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& v
 
 void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var,
                      const troupe_kctx* ctx, rng_t& rng, check_result& r) {
-  const int dt = dtype_of_matmul(op);
+  const int dt = op_dtype(op);
   const int64_t vocab = 50;
   for (int64_t dim : is_quant(dt) ? std::vector<int64_t>{32, 96} : std::vector<int64_t>{1, 7, 33, 64})
     for (int64_t n_ids : {1, 3, 9}) {
@@ -322,6 +326,11 @@ std::vector<check_result> check_variants(const kernel_registry& reg, const troup
     }
   }
   return out;
+}
+
+std::vector<char> random_weights(int dtype, int64_t rows, int64_t k, uint64_t seed) {
+  rng_t rng(seed);
+  return encode_rows(dtype, uniform(rng, rows * k), rows, k);
 }
 
 std::string tolerance_summary(troupe_op op) {

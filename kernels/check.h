@@ -47,6 +47,13 @@ struct check_result {
 std::vector<check_result> check_variants(const kernel_registry& reg, const troupe_kctx* ctx,
                                          const check_options& opt = {});
 
+// Random weights in [-1, 1], rows of k elements stored as `dtype` (a troupe_dtype; k a
+// multiple of 32 for the quantized types): test and benchmark data.
+std::vector<char> random_weights(int dtype, int64_t rows, int64_t k, uint64_t seed);
+
+// The dtype a matmul or embedding op reads its weights as.
+int op_dtype(troupe_op op);
+
 // One line per op: the allowed error (the text above, short).
 std::string tolerance_summary(troupe_op op);
 
