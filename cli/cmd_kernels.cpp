@@ -51,6 +51,17 @@ void validate_op(const std::string& name) {
   throw error(error_kind::failed, "--op: unknown op '" + name + "' (known: " + known + ")", "op");
 }
 
+// The registry and a thread pool, as check and bench use them.
+struct kernel_session {
+  explicit kernel_session(const kernels_options& o) : pool(thread_count(o)), ctx(kern::cpu::make_kctx(pool)) {
+    validate_op(o.op);
+    build_registry(reg, o);
+  }
+  kernel_registry reg;
+  kern::cpu::thread_pool pool;
+  troupe_kctx ctx;
+};
+
 // ---- list --------------------------------------------------------------------------
 
 int run_list(const kernels_options& o) {
@@ -76,11 +87,10 @@ int run_list(const kernels_options& o) {
 // ---- check -------------------------------------------------------------------------
 
 int run_check(const kernels_options& o) {
-  validate_op(o.op);
-  kernel_registry reg;
-  build_registry(reg, o);
-  kern::cpu::thread_pool pool(thread_count(o));
-  const troupe_kctx ctx = kern::cpu::make_kctx(pool);
+  kernel_session ks(o);
+  const kernel_registry& reg = ks.reg;
+  kern::cpu::thread_pool& pool = ks.pool;
+  const troupe_kctx& ctx = ks.ctx;
   kern::check_options opt;
   opt.op = o.op;
   opt.variant = o.variant;
@@ -145,11 +155,10 @@ double copy_bandwidth(kern::cpu::thread_pool& pool) {
 }
 
 int run_bench(const kernels_options& o) {
-  validate_op(o.op);
-  kernel_registry reg;
-  build_registry(reg, o);
-  kern::cpu::thread_pool pool(thread_count(o));
-  const troupe_kctx ctx = kern::cpu::make_kctx(pool);
+  kernel_session ks(o);
+  const kernel_registry& reg = ks.reg;
+  kern::cpu::thread_pool& pool = ks.pool;
+  const troupe_kctx& ctx = ks.ctx;
   fmt::print("cpu: {}\n", kern::cpu::describe(pool.size()));
   fmt::print("stream copy: {:.1f} GB/s (read + write, 64 MiB)\n", copy_bandwidth(pool));
   fmt::print("{:<12} {:<18} {:<16} {:>10} {:>9} {:>10}\n", "op", "variant", "shape m x n x k", "ms/call", "GB/s",
