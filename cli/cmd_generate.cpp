@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
 #include "src/cpu_backend.h"
 #include "src/generate.h"
@@ -21,7 +23,7 @@ namespace {
 struct generate_args {
   std::string model, tokenizer, prompt;
   sampling_params sampling;
-  int threads = 1;
+  int threads = (int)std::max(1u, std::thread::hardware_concurrency());
   int64_t kv_mb = 0;
   int32_t block_size = 16;
   int64_t max_batch_tokens = 512;
@@ -51,6 +53,7 @@ int run_generate(const generate_args& a) {
 
   kernel_registry registry;
   for (const auto& v : kern::ref::variants()) registry.add(v);
+  kern::cpu::register_all(registry);  // the best variant this CPU runs becomes the default
   for (const auto& k : a.kernels) select_kernel(registry, k);
 
   cpu_backend_options opt;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numbers>
 
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
 #include "src/sampler.h"
 #include "troupe/error.h"
@@ -167,7 +168,8 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   if (opt.kctx) {
     kctx_ = *opt.kctx;
   } else {
-    kctx_.n_threads = 1;  // no pool: every kernel runs on the calling thread
+    pool_ = std::make_unique<kern::cpu::thread_pool>(std::max(1, opt.n_threads));
+    kctx_ = kern::cpu::make_kctx(*pool_);
   }
   inv_freq_ = rope_frequencies(c);
 

@@ -10,6 +10,10 @@
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
 
+namespace troupe::kern::cpu {
+class thread_pool;
+}
+
 namespace troupe {
 
 struct cpu_backend_options {
@@ -18,8 +22,8 @@ struct cpu_backend_options {
   double kv_fraction = 0.05;       // used when kv_bytes == 0
   int32_t block_size = 16;         // tokens per KV block
   int64_t max_batch_tokens = 512;  // most new tokens one step plan may carry (sizes the scratch buffers)
-  // The kernels' thread pool, when the caller has one (its parallel_for and pool are used);
-  // null runs every kernel on the calling thread.
+  // A kernel context from the caller (its pool and parallel_for are used, n_threads is
+  // ignored); null: the backend starts its own pool of n_threads.
   const troupe_kctx* kctx = nullptr;
 };
 
@@ -53,6 +57,7 @@ class cpu_backend : public worker_backend {
   const model_config& cfg_;
   const model_weights& w_;
   cpu_backend_options opt_;
+  std::unique_ptr<kern::cpu::thread_pool> pool_;  // when the caller gave no kctx
   troupe_kctx kctx_{};
 
   // The selected variant of each op, fetched once from the registry.

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
 #include "src/cpu_backend.h"
 #include "reference_run.h"
@@ -21,11 +22,14 @@ using test::read_floats;
 using test::read_reference;
 
 struct engine {
-  explicit engine(const std::string& path, int32_t block_size = 16) : model(open_model(path)) {
+  // fast: the cpu.* variants this machine runs (the registry's default) on 2 threads,
+  // else the reference variants on the calling thread.
+  engine(const std::string& path, bool fast) : model(open_model(path)) {
     for (const auto& v : kern::ref::variants()) registry.add(v);
+    if (fast) kern::cpu::register_all(registry);
     cpu_backend_options o;
+    o.n_threads = fast ? 2 : 1;
     o.kv_bytes = 8 << 20;
-    o.block_size = block_size;
     backend = std::make_unique<cpu_backend>(*model, registry, o);
   }
   std::unique_ptr<model_file> model;
@@ -36,12 +40,12 @@ struct engine {
 // Feeds the prompt and then each greedy token one position at a time; row r of the
 // reference logits is the output after feeding the token at position r (rows 0..3 consume
 // the prompt tokens after BOS, row 4 yields the first generated token).
-void check_stories260k(const std::string& model_path) {
+void check_stories260k(const std::string& model_path, bool fast = false) {
   const auto ref = read_reference(models_dir() / "stories260K/reference/once_upon_a_time.gen64.ids.txt");
   const auto logits = read_floats(models_dir() / "stories260K/reference/once_upon_a_time.gen64.logits.f32");
   ASSERT_EQ(ref.prompt_ids.size(), 5u);
   ASSERT_EQ(ref.generated_ids.size(), 64u);
-  engine e(model_path);
+  engine e(model_path, fast);
   const int64_t vocab = e.backend->vocab_size();
   ASSERT_EQ(vocab, 512);
   ASSERT_EQ(logits.size(), 68u * 512u);
@@ -82,6 +86,11 @@ TEST(Golden, Stories260kGgufGreedyIdsAndLogits) {
 TEST(Golden, Stories260kLlama2cGreedyIdsAndLogits) {
   TROUPE_REQUIRE_MODELS();
   check_stories260k(models_dir() / "stories260K/stories260K.bin");
+}
+
+TEST(Golden, Stories260kWithTheFastCpuKernels) {
+  TROUPE_REQUIRE_MODELS();
+  check_stories260k(models_dir() / "stories260K/stories260K.gguf", true);
 }
 
 }  // namespace
