@@ -125,6 +125,16 @@ TEST(Generate, StopIdEndsTheSequence) {
   EXPECT_EQ(out[0].text, ", there was a little");  // the stop id's own text is not part of it
 }
 
+TEST(Generate, TextContinuesThePromptWithItsSpaces) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  const auto out = e.run({greedy("The dog", 3)});
+  ASSERT_EQ(out[0].ids.size(), 3u);
+  EXPECT_EQ(out[0].text,
+            e.tok.token_bytes(out[0].ids[0]) + e.tok.token_bytes(out[0].ids[1]) + e.tok.token_bytes(out[0].ids[2]));
+  EXPECT_EQ(out[0].text[0], ' ') << out[0].text;
+}
+
 TEST(Generate, RejectsInvalidRequests) {
   TROUPE_REQUIRE_MODELS();
   engine e(models_dir() / "stories260K/stories260K.gguf");
