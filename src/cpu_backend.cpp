@@ -90,7 +90,7 @@ struct cpu_backend::scratch {
 // ---- construction: check the weights against the config, size the KV pool ------------
 
 cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt)
-    : model_(model), cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
+    : cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
   const model_config& c = cfg_;
   if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
       c.vocab_size <= 0)

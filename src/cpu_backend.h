@@ -35,6 +35,8 @@ class cpu_backend : public worker_backend {
   cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt);
   ~cpu_backend() override;
 
+  // One plan at a time (the activation buffers are the backend's); throws
+  // troupe::error(failed) naming the step and seq id for a plan that does not fit.
   step_result step(const step_plan& plan) override;
   int64_t kv_blocks() const override { return n_blocks_; }
   int32_t block_size() const override { return block_size_; }
@@ -53,7 +55,6 @@ class cpu_backend : public worker_backend {
   void forward_layer(int64_t layer, const step_plan& plan, int64_t n_tokens);
   void matmul(const tensor_view& w, float* y, const float* x, int64_t m) const;
 
-  const model_file& model_;
   const model_config& cfg_;
   const model_weights& w_;
   cpu_backend_options opt_;
