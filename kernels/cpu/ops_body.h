@@ -153,24 +153,25 @@ struct quantized_x {
   const int32_t* s;  // (m, k / 32) sum of qs per block
 };
 
+// One block of 32 activations: q = round(v / d) with d = amax / 127; returns sum(q).
+static inline int32_t quantize_block(const float* v, int8_t* q, float* d) {
+  float amax = 0.0f;
+  for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  int32_t sum = 0;
+  for (int i = 0; i < QK; ++i) {
+    q[i] = (int8_t)__builtin_lrintf(v[i] * inv);
+    sum += q[i];
+  }
+  *d = amax / 127.0f;
+  return sum;
+}
+
 void quantize_x_rows(const float* x, int64_t k, int64_t r0, int64_t r1, int8_t* qs, float* d, int32_t* s) {
   const int64_t nb = k / QK;
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* v = x + r * k + b * QK;
-      float amax = 0.0f;
-      for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(v[i]));
-      const float scale = amax / 127.0f;
-      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-      int8_t* q = qs + r * k + b * QK;
-      int32_t sum = 0;
-      for (int i = 0; i < QK; ++i) {
-        q[i] = (int8_t)__builtin_lrintf(v[i] * inv);
-        sum += q[i];
-      }
-      d[r * nb + b] = scale;
-      s[r * nb + b] = sum;
-    }
+    for (int64_t b = 0; b < nb; ++b)
+      s[r * nb + b] = quantize_block(x + r * k + b * QK, qs + r * k + b * QK, d + r * nb + b);
 }
 
 template <int DT>
@@ -227,8 +228,15 @@ void quant_tile(const quantized_x& xa, const char* w, int64_t rb, float* y, int6
     for (int j = 0; j < nr; ++j) y[(i0 + i) * n + j0 + j] = acc_sum(acc[i][j]);
 }
 
+#if defined(__AVX512VNNI__)
+#include "kernels/cpu/quant_wide.h"
+#endif
+
 template <int DT>
 void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
+#if defined(__AVX512VNNI__)
+  return matmul_quant_wide<DT>(ctx, y, x, w, m, n, k);
+#endif
   const int64_t nb = k / QK;
   const int64_t rb = nb * (int64_t)sizeof(typename qtraits<DT>::block);
   const size_t qs_bytes = (size_t)(m * k + 63) / 64 * 64, d_bytes = (size_t)(m * nb * 4 + 63) / 64 * 64;
