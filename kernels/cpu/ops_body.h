@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <new>  // std::bad_alloc: a kernel cannot return an error
+
 #include "kernels/ref/dtype.h"  // block layouts only; its inline functions are not called here
 #include "troupe/kernel_abi.h"
 
@@ -39,7 +41,7 @@ struct scratch {
   void* p = nullptr;
   explicit scratch(size_t bytes) {
     p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-    if (!p) abort();  // out of memory inside a kernel: nothing sensible to return
+    if (!p) throw std::bad_alloc();
   }
   ~scratch() { free(p); }
   scratch(const scratch&) = delete;
@@ -396,10 +398,13 @@ void embed_row(const void* table, int64_t id, int64_t dim, float* out) {
 
 template <int DT>
 void embedding(const troupe_kctx* ctx, float* out, const void* table, const int32_t* ids, int64_t n_ids, int64_t dim) {
-  parallel(ctx, n_ids >= 8 ? n_ids : 1, [&](int64_t t0, int64_t t1) {
-    if (n_ids < 8) t1 = n_ids;
+  auto rows = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) embed_row<DT>(table, ids[t], dim, out + t * dim);
-  });
+  };
+  if (n_ids >= 8)  // a prompt's rows; one decode token is a copy not worth a wake-up
+    parallel(ctx, n_ids, rows);
+  else
+    rows(0, n_ids);
 }
 
 // ============================ attention ============================
