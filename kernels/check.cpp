@@ -160,7 +160,8 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
 
 void check_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
                    rng_t& rng, check_result& r) {
-  for (int64_t rows : {1, 3, 7})
+  // (33, 4096) is big enough to be split over the pool.
+  for (int64_t rows : {1, 3, 7, 33})
     for (int64_t dim : {1, 7, 64, 129, 4096}) {
       const auto x = uniform(rng, rows * dim, -3, 3);
       const auto w = uniform(rng, dim, 0.5, 1.5);
@@ -207,7 +208,7 @@ void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& va
 void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx, rng_t& rng,
                 check_result& r) {
   for (int neox : {0, 1})
-    for (int64_t n_tokens : {1, 3, 7})
+    for (int64_t n_tokens : {1, 3, 7, 64})  // 64 tokens of 5 x 128 is split over the pool
       for (int64_t n_heads : {1, 5})
         for (int64_t head_dim : {2, 6, 34, 64, 128}) {
           const auto x = uniform(rng, n_tokens * n_heads * head_dim);

@@ -36,6 +36,13 @@ void parallel(const troupe_kctx* ctx, int64_t n, F f) {
     f(0, n);
 }
 
+// Below about this much work (multiply-adds or elements touched) an op runs on the calling
+// thread: handing it to the pool costs microseconds, more than a tiny model's op itself.
+constexpr int64_t k_min_parallel_work = 1 << 15;
+static inline const troupe_kctx* threads_for(const troupe_kctx* ctx, int64_t work) {
+  return work >= k_min_parallel_work ? ctx : nullptr;
+}
+
 // A 64-byte aligned scratch buffer owned for one call.
 struct scratch {
   void* p = nullptr;
@@ -90,7 +97,8 @@ void run_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
 // A matrix-vector product (m == 1) streams the weights once with several rows in flight;
 // otherwise register tiles of k_mr x k_nr. `tile` is a lambda templated on <MR, NR>.
 template <typename Tile>
-void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
+void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, int64_t k, Tile tile) {
+  ctx = threads_for(ctx, m * n * k);
   if (m == 1)
     run_tiles<1, k_decode_nr>(ctx, m, n, tile);
   else
@@ -140,7 +148,7 @@ template <int DT>
 void matmul_float(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
   const char* wb = (const char*)w;
   const int64_t rb = k * (DT == TROUPE_F32 ? 4 : 2);
-  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+  matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     float_tile<DT, MR, NR>(x, wb, rb, y, n, k, i0, mr, j0, nr);
   });
 }
@@ -252,7 +260,7 @@ void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* 
     quantize_x_rows(x, k, 0, m, qs, d, s);
   const quantized_x xa{qs, d, s};
   const char* wb = (const char*)w;
-  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+  matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     quant_tile<DT, MR, NR>(xa, wb, rb, y, n, k, i0, mr, j0, nr);
   });
 }
@@ -297,7 +305,7 @@ void add(const troupe_kctx* ctx, float* out, const float* a, const float* b, int
 }
 
 void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w, int64_t rows, int64_t dim, float eps) {
-  parallel(ctx, rows, [&](int64_t r0, int64_t r1) {
+  parallel(threads_for(ctx, rows * dim), rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       float* o = out + r * dim;
@@ -330,7 +338,7 @@ void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w,
 void rope(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
           int64_t head_dim, const float* inv_freq, int neox) {
   const int64_t half = head_dim / 2;
-  parallel(ctx, n_tokens, [&](int64_t t0, int64_t t1) {
+  parallel(threads_for(ctx, n_tokens * n_heads * head_dim), n_tokens, [&](int64_t t0, int64_t t1) {
     scratch tab((size_t)head_dim * 2 * sizeof(float));
     float* c = tab.as<float>();
     float* s = c + head_dim;
@@ -419,7 +427,9 @@ void attention(const troupe_kctx* ctx, float* out, const float* q, const float* 
                int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
   const int64_t group = n_heads / n_kv_heads;
   const int64_t kv_stride = n_kv_heads * head_dim;  // one slot
-  parallel(ctx, n_tokens * n_heads, [&](int64_t task0, int64_t task1) {
+  if (n_tokens <= 0) return;
+  const int64_t work = n_tokens * n_heads * ((int64_t)positions[n_tokens - 1] + 1) * head_dim;
+  parallel(threads_for(ctx, work), n_tokens * n_heads, [&](int64_t task0, int64_t task1) {
     scratch buf((size_t)(head_dim + k_key_chunk + VL) * sizeof(float));
     float* acc = buf.as<float>();  // (head_dim)
     float* sc = acc + head_dim;    // (k_key_chunk) scores of the current chunk

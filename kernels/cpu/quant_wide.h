@@ -128,7 +128,7 @@ void matmul_quant_wide(const troupe_kctx* ctx, float* y, const float* x, const v
   else
     quantize_x_wide<DT>(x, k, 0, m, xa);
   const char* wb = (const char*)w;
-  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+  matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     wide_tile<DT, MR, NR>(xa, wb, rb, y, n, nb, i0, mr, j0, nr);
   });
 }
