@@ -133,6 +133,16 @@ TEST(ModelErrors, ShapeMismatch) {
   expect_error(p, error_kind::failed, {p, "tensor blk.0.attn_k.weight has shape (48, 64), expected (32, 64)"});
 }
 
+TEST(ModelErrors, MoreTokensThanEmbeddingRows) {
+  temp_dir dir;
+  auto vocab = synth_vocab(600).tokens;
+  const auto p = write_tiny(dir, "vocab.gguf", {},
+                            {{"tokenizer.ggml.tokens", gguf::value::of_strings(vocab)},
+                             {"tokenizer.ggml.scores", gguf::value::of_f32s(std::vector<float>(600))},
+                             {"tokenizer.ggml.token_type", gguf::value::of_i32s(std::vector<int32_t>(600, 1))}});
+  expect_error(p, error_kind::failed, {p, "600 tokens", "512 rows"});
+}
+
 TEST(ModelErrors, MetadataOfTheWrongType) {
   temp_dir dir;
   const auto p = write_tiny(dir, "type.gguf", {}, {{"llama.block_count", gguf::value::of_string("two")}});
@@ -144,7 +154,13 @@ TEST(ModelErrors, MetadataOfTheWrongType) {
 TEST(ModelErrors, NeverCrashesOnDamagedFiles) {
   temp_dir dir;
   model_config c = synth_preset("tiny");  // smaller still, to keep 200 rewrites quick
-  c.dim = 32, c.n_heads = 2, c.n_kv_heads = 1, c.head_dim = 16, c.hidden_dim = 64, c.vocab_size = 300, c.n_layers = 1;
+  c.dim = 32;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 16;
+  c.hidden_dim = 64;
+  c.vocab_size = 300;
+  c.n_layers = 1;
   const std::string p = dir / "good.gguf";
   write_llama_gguf(p, c, synth_vocab(c.vocab_size), synth_tensors(c, TROUPE_Q8_0, 1));
   ASSERT_EQ(open_model(p)->config().dim, 32);
@@ -254,6 +270,10 @@ TEST(ModelErrors, BadConfigJson) {
   expect_error(dir.path.string(), error_kind::failed, {cfg, "missing key hidden_size", "positive integer"});
   write_bytes(cfg, R"({"architectures": ["LlamaForCausalLM"], "hidden_size": "big"})");
   expect_error(dir.path.string(), error_kind::failed, {cfg, "key hidden_size is \"big\""});
+  std::string odd = tiny_config;
+  odd.insert(odd.rfind('}'), R"(, "rope_scaling": {"rope_type": 5})");
+  write_bytes(cfg, odd);
+  expect_error(dir.path.string(), error_kind::failed, {dir.path.string(), "unexpected JSON content"});
 }
 
 TEST(ModelErrors, BrokenSafetensors) {
