@@ -266,13 +266,21 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
   struct heads {
     int64_t n_heads, n_kv_heads;
   };
-  for (const heads hs : {heads{2, 2}, heads{4, 2}, heads{8, 2}})  // GQA groups 1, 2, 4
+  struct tokens {
+    int64_t n;
+    int32_t start_lo, start_hi;
+  };
+  // GQA groups 1, 2, 4, and 7 and 3 (which a kernel may split into runs of heads).
+  for (const heads hs : {heads{2, 2}, heads{4, 2}, heads{8, 2}, heads{7, 1}, heads{6, 2}})
     for (int64_t head_dim : {8, 20, 64})
       for (int64_t block_size : {1, 16, 7})
-        for (int64_t n_tokens : {1, 3, 7}) {
-          // The query tokens end at a position that crosses several blocks; the earlier
-          // ones are already in the cache (a prefill chunk after a prefix, or one decode).
-          std::uniform_int_distribution<int32_t> startd(0, 40);
+        // The query tokens follow a prefix already in the cache (a prefill chunk, or one
+        // decode) and cross blocks; the last two cross 64 and 128 keys, where a kernel
+        // that visits the keys in chunks must carry its softmax over.
+        for (const tokens tk :
+             {tokens{1, 0, 40}, tokens{3, 0, 40}, tokens{7, 0, 40}, tokens{5, 60, 70}, tokens{1, 130, 200}}) {
+          const int64_t n_tokens = tk.n;
+          std::uniform_int_distribution<int32_t> startd(tk.start_lo, tk.start_hi);
           const int32_t start = startd(rng);
           const int64_t n_pos = start + n_tokens;
           const int64_t n_blocks = (n_pos + block_size - 1) / block_size + 2;

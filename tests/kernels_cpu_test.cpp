@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <vector>
 
@@ -112,6 +114,24 @@ TEST(ThreadPool, CoversTheRangeExactlyOnce) {
         for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " n " << n;
       }
     }
+  }
+}
+
+// Jobs far apart, so the workers have stopped spinning and block: a job must still be
+// covered exactly once, whether a worker wakes in time to help or only after it ended.
+TEST(ThreadPool, JobsAfterTheWorkersSleptAreCoveredOnce) {
+  cpu::thread_pool pool(3);
+  for (int rep = 0; rep < 10; ++rep) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const int64_t n = 64 + rep;
+    std::vector<std::atomic<int>> hits(n);
+    pool.parallel_for(
+        n,
+        [](void* a, int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) (*static_cast<std::vector<std::atomic<int>>*>(a))[i].fetch_add(1);
+        },
+        &hits);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "rep " << rep;
   }
 }
 
