@@ -46,3 +46,20 @@ std::unique_ptr<communicator> make_gloo_communicator(rendezvous_store& store, in
                                                      const gloo_options& opts);
 
 }  // namespace troupe
+
+namespace troupe {
+
+struct nccl_options {
+  int device = 0;                // CUDA device of this rank
+  std::string prefix = "group";  // namespaces the store's keys
+  std::chrono::milliseconds timeout{60000};
+};
+
+// GPU ranks: all_reduce_sum and broadcast take DEVICE pointers and run on the
+// communicator's stream (synchronized before returning). Rank 0 creates the NCCL unique id
+// and publishes it through the store. Only in builds with CUDA (TROUPE_WITH_CUDA); elsewhere
+// it throws troupe::error(unimplemented).
+std::unique_ptr<communicator> make_nccl_communicator(rendezvous_store& store, int rank, int size,
+                                                     const nccl_options& opts);
+
+}  // namespace troupe
