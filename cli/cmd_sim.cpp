@@ -109,7 +109,7 @@ cost_choice choose_cost(const sim_args& a) {
   throw error(error_kind::failed, "--cost-model: expected 'roofline' or 'fitted FILE'", "cost-model");
 }
 
-sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost) {
+sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost, bool check = true) {
   sim::cluster_spec c;
   if (a.device == "cpu" || (cost.fitted && a.device == cost.profile.meta.device))
     c.device = sim::profile_device(cost.profile.meta);
@@ -130,7 +130,7 @@ sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost) {
   c.reserve_bytes = a.reserve_gb * 1e9;
   c.block_size = a.block_size;
   c.max_batch = a.max_batch;
-  c.validate();
+  if (check) c.validate();
   return c;
 }
 
@@ -298,9 +298,9 @@ int run_capacity(const sim_args& a) {
 
 int run_cheapest(const sim_args& a) {
   const auto cost = choose_cost(a);
-  sim_args one = a;
-  one.count = a.tp;  // the base cluster only carries the model and dtypes
-  const auto base = build_cluster(one, cost);
+  // The base cluster only carries the model, dtypes and memory settings: each candidate
+  // sets device, tp and count (and is checked then).
+  const auto base = build_cluster(a, cost, false);
   const auto rows = sim::cheapest_cluster(base, sim::parse_candidates(a.candidates), a.target_rate, build_workload(a),
                                           build_options(a), capacity_opts(a), cost_factory(cost));
   std::printf("target %g req/s at p90 TTFT <= %g s, p90 TPOT <= %g s\n", a.target_rate, a.slo_ttft, a.slo_tpot);
