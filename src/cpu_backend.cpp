@@ -14,6 +14,8 @@
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
 #include "src/sampler.h"
+#include "src/tp/shard.h"
+#include "troupe/communicator.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -90,7 +92,13 @@ struct cpu_backend::scratch {
 // ---- construction: check the weights against the config, size the KV pool ------------
 
 cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt)
-    : cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
+    : cfg_(opt.shard ? opt.shard->config : model.config()),
+      w_(opt.shard ? opt.shard->weights : model.weights()),
+      opt_(opt),
+      s_(std::make_unique<scratch>()) {
+  if ((opt.shard == nullptr) != (opt.comm == nullptr) ||
+      (opt.shard && (opt.shard->size != opt.comm->size() || opt.shard->rank != opt.comm->rank())))
+    fail("tensor parallel: the shard and the communicator must be given together, for the same rank and size", "shard");
   const model_config& c = cfg_;
   if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
       c.vocab_size <= 0)
@@ -302,7 +310,8 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
     attention_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], k_pool, v_pool, w.block_table.data(),
                &s.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim, block_size_, scale);
   }
-  matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim)
+  matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim): this rank's heads' share
+  if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);
   add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
 
   // SwiGLU feed-forward
@@ -310,7 +319,8 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
   matmul(L.w_gate, s.hb.data(), s.xb.data(), T);  // (T, hidden)
   matmul(L.w_up, s.hb2.data(), s.xb.data(), T);   // (T, hidden)
   silu_mul_(&kctx_, s.hb.data(), s.hb.data(), s.hb2.data(), T * c.hidden_dim);
-  matmul(L.w_down, s.xb.data(), s.hb.data(), T);  // (T, dim)
+  matmul(L.w_down, s.xb.data(), s.hb.data(), T);  // (T, dim): this rank's slice of hidden
+  if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);
   add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
 }
 
