@@ -47,6 +47,9 @@ struct sim_args {
   int64_t host_kv_blocks = 0;
   double kv_watermark = sched::policy_config{}.kv_watermark;
   double aging_s = sched::policy_config{}.aging_s;
+  double affinity_load_factor = sched::policy_config{}.affinity_load_factor;
+  double admission_ttft_slo = 0;
+  double prefill_tokens_per_s = 0;
   std::string policy_trace;
   // workload
   double rate = 10;
@@ -169,6 +172,9 @@ sim::sim_options build_options(const sim_args& a) {
   o.policy.host_kv_blocks = a.host_kv_blocks;
   o.policy.kv_watermark = a.kv_watermark;
   o.policy.aging_s = a.aging_s;
+  o.policy.affinity_load_factor = a.affinity_load_factor;
+  o.policy.ttft_slo_s = a.admission_ttft_slo;
+  o.policy.prefill_tokens_per_s = a.prefill_tokens_per_s;
   return o;
 }
 
@@ -395,6 +401,13 @@ void add_sim(CLI::App& app) {
   s->add_option("--aging", a->aging_s, "seconds per priority level gained while waiting (0 = off)")
       ->group(po)
       ->capture_default_str();
+  s->add_option("--affinity-load-factor", a->affinity_load_factor, "routing: prefix affinity unless this overloaded")
+      ->group(po)
+      ->capture_default_str();
+  s->add_option("--admission-ttft-slo", a->admission_ttft_slo,
+                "reject jobs whose predicted TTFT exceeds this (with --prefill-tokens-per-s)")
+      ->group(po);
+  s->add_option("--prefill-tokens-per-s", a->prefill_tokens_per_s, "admission: prefill speed per replica")->group(po);
 
   const char* wl = "Workload";
   s->add_option("--rate", a->rate, "arrivals per second, whole cluster")->group(wl)->capture_default_str();
