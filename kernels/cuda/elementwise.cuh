@@ -1,0 +1,15 @@
+// Element-wise ops of the feed-forward block and the residual stream.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace troupe::kern::cuda {
+
+// out (n) = silu(gate) * up. out may alias gate or up.
+void invoke_silu_mul(float* out, const float* gate, const float* up, int64_t n, cudaStream_t stream);
+
+// out (n) = a + b. out may alias a or b.
+void invoke_add(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream);
+
+}  // namespace troupe::kern::cuda
