@@ -57,7 +57,11 @@ void matmul(cublasHandle_t handle, float* y, const float* x, const void* w, trou
   if (workspace_bytes < need)
     throw error(error_kind::failed, "cuda matmul: workspace of " + std::to_string(workspace_bytes) +
                                         " bytes, this shape needs " + std::to_string(need));
-  TROUPE_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  // Only when it changes: cublasSetStream also drops a workspace set by cublasSetWorkspace,
+  // which a captured CUDA graph relies on.
+  cudaStream_t current = nullptr;
+  TROUPE_CUBLAS_CHECK(cublasGetStream(handle, &current));
+  if (current != stream) TROUPE_CUBLAS_CHECK(cublasSetStream(handle, stream));
   switch (w_type) {
     case TROUPE_F32:
       gemm_xwT(handle, y, n, x, w, TROUPE_F32, m, n, k);

@@ -4,8 +4,8 @@
 //   top_p: the largest t with mass(logit >= t) >= top_p * mass(kept), i.e. the nucleus;
 //   min_p: logit >= max + T * log(min_p), i.e. p >= min_p * p_max.
 // Each bisection step is one coalesced pass over the row: 32 passes of a 128k vocabulary
-// cost tens of microseconds, small beside a decode step. The draw is an inverse CDF in
-// token-id order: a block-wide scan of per-thread partial sums over contiguous chunks.
+// cost tens of microseconds, small beside a decode step. The draw is one more bisection
+// (see sample_kernel), so no sort is needed anywhere.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/sampling.cuh"
 
@@ -85,14 +85,16 @@ __device__ float above(const float* l, int64_t vocab, float t, float M, float in
   return block_sum(acc, scratch);
 }
 
-// The largest threshold t in [lo, hi] with f(t) >= goal, f non-increasing; f(lo) >= goal.
-template <bool MASS>
+// The largest threshold t in [lo, hi] with f(t) >= goal (STRICT: f(t) > goal), where
+// f(t) = above<MASS>(t) is non-increasing; lo when no t qualifies.
+template <bool MASS, bool STRICT>
 __device__ float bisect(const float* l, int64_t vocab, float lo, float hi, float goal, float M, float inv_temp,
                         float* scratch) {
   uint32_t a = order_key(lo), b = order_key(hi);
   while (a < b) {
     const uint32_t mid = a + (uint32_t)(((uint64_t)b - a + 1) / 2);  // no wrap at the full range
-    if (above<MASS>(l, vocab, from_order_key(mid), M, inv_temp, scratch) >= goal)
+    const float f = above<MASS>(l, vocab, from_order_key(mid), M, inv_temp, scratch);
+    if (STRICT ? f > goal : f >= goal)
       a = mid;
     else
       b = mid - 1;
@@ -100,6 +102,11 @@ __device__ float bisect(const float* l, int64_t vocab, float lo, float hi, float
   return from_order_key(a);
 }
 
+// Filters as src/sampler.cpp does, in its order: top_k, then top_p over the top-k mass, then
+// min_p (relative to the best token, so it commutes with the others). The draw walks the kept
+// tokens from the highest logit down (lowest id first on ties), like the CPU sampler: the
+// chosen logit v is the largest t with mass(logit >= t) > target; ties at v are resolved by a
+// scan in id order.
 __global__ void __launch_bounds__(k_threads)
     sample_kernel(int32_t* __restrict__ ids, float* __restrict__ logprobs, const float* __restrict__ logits,
                   const sample_row_params* __restrict__ params, int64_t vocab) {
@@ -107,34 +114,41 @@ __global__ void __launch_bounds__(k_threads)
   __shared__ float s_warp[k_warp];
   __shared__ int64_t s_pick;
   const sample_row_params p = params[blockIdx.x];
-  if (!(p.temperature > 0.0f)) return;
+  if (!(p.temperature > 0.0f)) return;  // uniform over the block: no barrier is skipped
   const float* l = logits + (int64_t)blockIdx.x * vocab;
   const float inv_temp = 1.0f / p.temperature;
   float M, log_z;
   row_stats(l, vocab, scratch, M, log_z);
 
-  float thr = -INFINITY;
-  if (p.min_p > 0.0f) thr = M + p.temperature * logf(p.min_p);
+  float thr = -3.0e38f;  // finite, so that order keys stay in range
   if (p.top_k > 0 && p.top_k < vocab) {
     float mn = INFINITY;
     for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mn = fminf(mn, l[i]);
     mn = -block_max(-mn, scratch);
-    thr = fmaxf(thr, bisect<false>(l, vocab, mn, M, (float)p.top_k, M, inv_temp, scratch));
+    thr = bisect<false, false>(l, vocab, mn, M, (float)p.top_k, M, inv_temp, scratch);
   }
   if (p.top_p < 1.0f) {
     const float kept = above<true>(l, vocab, thr, M, inv_temp, scratch);
-    const float lo = thr == -INFINITY ? -3.0e38f : thr;
-    thr = fmaxf(thr, bisect<true>(l, vocab, lo, M, p.top_p * kept, M, inv_temp, scratch));
+    thr = fmaxf(thr, bisect<true, false>(l, vocab, thr, M, p.top_p * kept, M, inv_temp, scratch));
   }
+  if (p.min_p > 0.0f) thr = fmaxf(thr, M + p.temperature * logf(p.min_p));
+  thr = fminf(thr, M);  // the best token always survives
 
-  // Inverse CDF over contiguous chunks, in token-id order.
+  const float total = above<true>(l, vocab, thr, M, inv_temp, scratch);
+  float target = p.uniform * total;
+  if (target >= total) target = nextafterf(total, 0.0f);  // keeps f(thr) = total > target
+  const float v = bisect<true, true>(l, vocab, thr, M, target, M, inv_temp, scratch);
+  // mass strictly above v: everything the walk passes before reaching the tokens at v
+  const float base = v < M ? above<true>(l, vocab, from_order_key(order_key(v) + 1), M, inv_temp, scratch) : 0.0f;
+
+  // Ties at v in id order: a block-wide exclusive scan over contiguous chunks.
+  const float e_v = expf((v - M) * inv_temp);
   const int64_t chunk = (vocab + blockDim.x - 1) / blockDim.x;
   const int64_t beg = min((int64_t)threadIdx.x * chunk, vocab), end = min(beg + chunk, vocab);
   float mine = 0.0f;
-  int64_t last_kept = -1;
+  int64_t last_tie = -1;
   for (int64_t i = beg; i < end; ++i)
-    if (l[i] >= thr) mine += expf((l[i] - M) * inv_temp), last_kept = i;
-  // exclusive scan of `mine` across the block
+    if (l[i] == v) mine += e_v, last_tie = i;
   const int lane = threadIdx.x % k_warp, warp = threadIdx.x / k_warp;
   float incl = mine;
   for (int o = 1; o < k_warp; o <<= 1) {
@@ -144,19 +158,15 @@ __global__ void __launch_bounds__(k_threads)
   if (lane == k_warp - 1) s_warp[warp] = incl;
   if (threadIdx.x == 0) s_pick = -1;
   __syncthreads();
-  float warp_base = 0.0f, total = 0.0f;
-  for (int w = 0; w < (int)blockDim.x / k_warp; ++w) {
-    if (w < warp) warp_base += s_warp[w];
-    total += s_warp[w];
-  }
-  const float prefix = warp_base + incl - mine;
-  const float target = p.uniform * total;
+  float warp_base = 0.0f;
+  for (int w = 0; w < warp; ++w) warp_base += s_warp[w];
+  const float prefix = base + warp_base + incl - mine;
   if (mine > 0.0f && target >= prefix && target < prefix + mine) {
     float c = prefix;
-    int64_t pick = last_kept;  // rounding: the walk may end just short of the target
+    int64_t pick = last_tie;  // rounding: the walk may end just short of the target
     for (int64_t i = beg; i < end; ++i)
-      if (l[i] >= thr) {
-        c += expf((l[i] - M) * inv_temp);
+      if (l[i] == v) {
+        c += e_v;
         if (c > target) {
           pick = i;
           break;
@@ -166,10 +176,9 @@ __global__ void __launch_bounds__(k_threads)
   }
   __syncthreads();
   int64_t pick = s_pick;
-  if (pick < 0) {  // target fell past the last partial sum by rounding: take the last kept token
-    float v = (float)last_kept;
-    v = block_max(v, scratch);
-    pick = (int64_t)v;
+  if (pick < 0) {  // the target fell outside every partial sum by rounding: the last tie
+    const float last = block_max((float)last_tie, scratch);
+    pick = last >= 0.0f ? (int64_t)last : 0;
   }
   if (threadIdx.x == 0) {
     ids[blockIdx.x] = (int32_t)pick;
