@@ -114,6 +114,28 @@ TEST(CudaAvailable, SaysWhyInsteadOfCrashing) {
   EXPECT_FALSE(why_far.empty());
 }
 
+TEST(CudaPlugin, ExampleLoadsAndRegistersItsCudaVariant) {
+  kernel_registry r;
+  for (const auto& v : kern::ref::variants()) r.add(v);
+  kern::cuda::register_all(r);
+  r.load_plugin(TROUPE_EXAMPLE_CUDA_PLUGIN);
+  const troupe_kernel_variant* v = r.find(TROUPE_OP_SILU_MUL, "example_cuda.silu_mul");
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(v->backend, TROUPE_BACKEND_CUDA);
+  r.select(TROUPE_OP_SILU_MUL, "example_cuda.silu_mul");
+  EXPECT_STREQ(r.selected(TROUPE_OP_SILU_MUL, TROUPE_BACKEND_CUDA).name, "example_cuda.silu_mul");
+
+  TROUPE_REQUIRE_CUDA();  // running it needs a device
+  const int64_t n = 5000;
+  const auto g = random_floats(n, 61, -20.0f, 20.0f), u = random_floats(n, 62);
+  std::vector<float> ref(n);
+  r.get<troupe_silu_mul_fn>(TROUPE_OP_SILU_MUL, TROUPE_BACKEND_CPU)(nullptr, ref.data(), g.data(), u.data(), n);
+  dev_vec<float> dg(g), du(u), out(n);
+  const troupe_kctx ctx{};
+  r.get<troupe_silu_mul_fn>(TROUPE_OP_SILU_MUL, TROUPE_BACKEND_CUDA)(&ctx, out.get(), dg.get(), du.get(), n);
+  EXPECT_TRUE(all_close(out.download(), ref, 1e-6f, 1e-5f));
+}
+
 // ---- matmul ---------------------------------------------------------------------------
 
 struct mm_case {
