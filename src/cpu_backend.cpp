@@ -14,6 +14,7 @@
 #include "kernels/ref/dtype.h"
 #include "src/rope_frequencies.h"
 #include "src/sampler.h"
+#include "src/step_check.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -208,38 +209,7 @@ std::span<const float> cpu_backend::last_logits(size_t sampled_index) const {
 // ---- one step --------------------------------------------------------------------------
 
 void cpu_backend::validate(const step_plan& plan) const {
-  int64_t total = 0;
-  for (const seq_work& w : plan.seqs) {
-    const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";
-    if (w.tokens.empty()) fail(who + "no tokens to feed", "tokens");
-    if (w.start_pos < 0) fail(who + "negative start_pos " + std::to_string(w.start_pos), "start_pos");
-    const int64_t end = (int64_t)w.start_pos + (int64_t)w.tokens.size();
-    if ((int64_t)w.block_table.size() * block_size_ < end)
-      fail(who + "block table of " + std::to_string(w.block_table.size()) + " blocks covers " +
-               std::to_string(w.block_table.size() * block_size_) + " positions, needs " + std::to_string(end),
-           "block_table");
-    for (int32_t b : w.block_table)
-      if (b < 0 || b >= n_blocks_)
-        fail(who + "block id " + std::to_string(b) + " outside the pool [0, " + std::to_string(n_blocks_) + ")",
-             "block_table");
-    for (int32_t t : w.tokens)
-      if (t < 0 || t >= cfg_.vocab_size)
-        fail(who + "token id " + std::to_string(t) + " outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) +
-                 ")",
-             "tokens");
-    if (w.sample) {
-      if (std::string why = troupe::validate(w.sampling); !why.empty()) fail(who + why, "sampling");
-      if (w.n_prompt < 0 || w.n_prompt > (int32_t)w.history.size())
-        fail(who + "n_prompt " + std::to_string(w.n_prompt) + " outside the history of " +
-                 std::to_string(w.history.size()) + " tokens",
-             "n_prompt");
-    }
-    total += (int64_t)w.tokens.size();
-  }
-  if (total > opt_.max_batch_tokens)
-    fail("step " + std::to_string(plan.step_id) + ": " + std::to_string(total) +
-             " tokens, more than max_batch_tokens " + std::to_string(opt_.max_batch_tokens),
-         "tokens");
+  check_step_plan(plan, {cfg_.vocab_size, n_blocks_, block_size_, opt_.max_batch_tokens});
 }
 
 void cpu_backend::matmul(const tensor_view& w, float* y, const float* x, int64_t m) const {

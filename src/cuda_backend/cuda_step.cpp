@@ -16,6 +16,7 @@
 #include "kernels/cuda/rope.cuh"
 #include "src/cuda_backend/cuda_backend_impl.h"
 #include "src/sampler.h"
+#include "src/step_check.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -23,10 +24,6 @@ namespace troupe {
 namespace kc = kern::cuda;
 
 namespace {
-
-[[noreturn]] void fail(const std::string& msg, const std::string& field = {}) {
-  throw error(error_kind::failed, msg, field);
-}
 
 constexpr size_t k_max_graphs = 64;  // beyond this, new shapes run without a graph
 
@@ -40,45 +37,7 @@ bool needs_host_sampling(const seq_work& w) {
 }  // namespace
 
 void cuda_backend::impl::validate(const step_plan& plan) const {
-  int64_t total = 0;
-  for (const seq_work& w : plan.seqs) {
-    const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";
-    if (w.tokens.empty()) fail(who + "no tokens to feed", "tokens");
-    if (w.start_pos < 0) fail(who + "negative start_pos " + std::to_string(w.start_pos), "start_pos");
-    const int64_t end = (int64_t)w.start_pos + (int64_t)w.tokens.size();
-    if (end > max_seq_len)
-      fail(who + "positions up to " + std::to_string(end) + " exceed the model's " + std::to_string(max_seq_len),
-           "start_pos");
-    if ((int64_t)w.block_table.size() * opt.block_size < end)
-      fail(who + "block table of " + std::to_string(w.block_table.size()) + " blocks covers " +
-               std::to_string(w.block_table.size() * opt.block_size) + " positions, needs " + std::to_string(end),
-           "block_table");
-    for (int32_t b : w.block_table)
-      if (b < 0 || b >= n_blocks)
-        fail(who + "block id " + std::to_string(b) + " outside the pool [0, " + std::to_string(n_blocks) + ")",
-             "block_table");
-    for (int32_t t : w.tokens)
-      if (t < 0 || t >= cfg.vocab_size)
-        fail(who + "token id " + std::to_string(t) + " outside the vocabulary [0, " + std::to_string(cfg.vocab_size) +
-                 ")",
-             "tokens");
-    if (w.sample) {
-      if (std::string why = troupe::validate(w.sampling); !why.empty()) fail(who + why, "sampling");
-      if (w.n_prompt < 0 || w.n_prompt > (int32_t)w.history.size())
-        fail(who + "n_prompt " + std::to_string(w.n_prompt) + " outside the history of " +
-                 std::to_string(w.history.size()) + " tokens",
-             "n_prompt");
-    }
-    total += (int64_t)w.tokens.size();
-  }
-  if (total > opt.max_batch_tokens)
-    fail("step " + std::to_string(plan.step_id) + ": " + std::to_string(total) +
-             " tokens, more than max_batch_tokens " + std::to_string(opt.max_batch_tokens),
-         "tokens");
-  if ((int64_t)plan.seqs.size() > opt.max_seqs)
-    fail("step " + std::to_string(plan.step_id) + ": " + std::to_string(plan.seqs.size()) +
-             " sequences, more than max_seqs " + std::to_string(opt.max_seqs),
-         "seqs");
+  check_step_plan(plan, {cfg.vocab_size, n_blocks, opt.block_size, opt.max_batch_tokens, max_seq_len, opt.max_seqs});
 }
 
 void cuda_backend::impl::mm(float* y, const float* x, const dev_weight& w, int64_t m) {
