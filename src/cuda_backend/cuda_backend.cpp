@@ -65,8 +65,21 @@ cuda_backend::impl::impl(const model_file& m, const kernel_registry& r, const cu
   max_parts = kern::cuda::decode_partitions(max_seq_len);
 
   TROUPE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  TROUPE_CUBLAS_CHECK(cublasCreate(&cublas));
-  TROUPE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  try {  // a destructor does not run after a throwing constructor: release the handles here
+    TROUPE_CUBLAS_CHECK(cublasCreate(&cublas));
+    TROUPE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    load();
+  } catch (...) {
+    release();
+    throw;
+  }
+  spdlog::info("cuda backend: {} (sm_{}{}), weights {}, KV pool {} blocks x {} tokens ({}, {} layers)", prop.name,
+               prop.major, prop.minor, mib(weight_bytes), n_blocks, opt.block_size, mib(kv.size()), c.n_layers);
+}
+
+void cuda_backend::impl::load() {
+  const model_config& c = cfg;
+  const model_file& m = model;
 
   // ---- weights
   const model_weights& w = m.weights();
@@ -119,15 +132,18 @@ cuda_backend::impl::impl(const model_file& m, const kernel_registry& r, const cu
 
   allocate_scratch();
   allocate_kv();
-  spdlog::info("cuda backend: {} (sm_{}{}), weights {}, KV pool {} blocks x {} tokens ({}, {} layers)", prop.name,
-               prop.major, prop.minor, mib(weight_bytes), n_blocks, opt.block_size, mib(kv.size()), c.n_layers);
 }
 
-cuda_backend::impl::~impl() {
+cuda_backend::impl::~impl() { release(); }
+
+void cuda_backend::impl::release() {
   if (stream) (void)cudaStreamSynchronize(stream);
   for (auto& [key, exec] : graphs) (void)cudaGraphExecDestroy(exec);
+  graphs.clear();
   if (cublas) (void)cublasDestroy(cublas);
   if (stream) (void)cudaStreamDestroy(stream);
+  cublas = nullptr;
+  stream = nullptr;
 }
 
 dev_weight cuda_backend::impl::upload_matrix(const tensor_view& t) {

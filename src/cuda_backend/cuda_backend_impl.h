@@ -59,6 +59,8 @@ struct cuda_backend::impl {
   ~impl();
 
   // ---- set-up (cuda_backend.cpp)
+  void load();     // weights, scratch, KV pool
+  void release();  // graphs, cuBLAS handle, stream
   dev_weight upload_matrix(const tensor_view& t);
   const float* upload_norm(const tensor_view& t);
   void allocate_scratch();
