@@ -29,6 +29,11 @@ void invoke_silu_mul(float* out, const float* gate, const float* up, int64_t n, 
   TROUPE_CUDA_CHECK_LAUNCH("silu_mul");
 }
 
+cudaError_t kernel_image_status() {
+  cudaFuncAttributes attr{};
+  return cudaFuncGetAttributes(&attr, add_kernel);
+}
+
 void invoke_add(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   add_kernel<<<grid_for(n, k_threads), k_threads, 0, stream>>>(out, a, b, n);

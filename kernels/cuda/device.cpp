@@ -1,12 +1,13 @@
-// Device checks: is there a device, a driver, a capability this build can run.
-#include "kernels/cuda/common.cuh"
+// Device checks: is there a device, a driver, a capability this build can run. Host code:
+// the kernel-image probe lives in elementwise.cu (one nvcc run less per build).
+#include <cuda_runtime.h>
+
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/elementwise.cuh"
 
 namespace troupe::kern::cuda {
 
 namespace {
-// An empty kernel whose attributes tell whether the binary holds code for the device.
-__global__ void probe_kernel() {}
 
 std::string err_text(cudaError_t e) { return std::string(cudaGetErrorName(e)) + " (" + std::to_string((int)e) + ")"; }
 }  // namespace
@@ -39,8 +40,7 @@ bool cuda_available(std::string* why, int device) {
   int prev = 0;
   (void)cudaGetDevice(&prev);
   (void)cudaSetDevice(device);
-  cudaFuncAttributes attr{};
-  const cudaError_t ke = cudaFuncGetAttributes(&attr, probe_kernel);
+  const cudaError_t ke = kernel_image_status();
   (void)cudaSetDevice(prev);
   if (ke != cudaSuccess) {
     (void)cudaGetLastError();
