@@ -340,8 +340,8 @@ std::vector<float> cuda_backend::last_logits(size_t sampled_index) const {
     fail("last_logits: index " + std::to_string(sampled_index) + " but the last step sampled " +
          std::to_string(s.last_n_sample) + " sequences");
   std::vector<float> out(s.cfg.vocab_size);
-  TROUPE_CUDA_CHECK(
-      cudaMemcpy(out.data(), s.logits + sampled_index * s.cfg.vocab_size, out.size() * 4, cudaMemcpyDeviceToHost));
+  TROUPE_CUDA_CHECK(cudaMemcpy(out.data(), s.logits + s.last_rows[sampled_index] * s.cfg.vocab_size, out.size() * 4,
+                               cudaMemcpyDeviceToHost));
   return out;
 }
 

@@ -44,7 +44,7 @@ class cuda_backend : public worker_backend {
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
 
-  // The logits (vocab) of the last step's sampled_index-th sampling sequence, copied to the
+  // The logits (vocab) of the last step's sampled_index-th sampling sequence (plan order), copied to the
   // host: for tests and debugging.
   std::vector<float> last_logits(size_t sampled_index) const;
   // Steps replayed from a captured CUDA graph so far (for tests).

@@ -128,6 +128,7 @@ struct cuda_backend::impl {
   std::map<std::tuple<int64_t, int64_t, int>, cudaGraphExec_t> graphs;
   int64_t graph_replays = 0;
   int64_t last_n_sample = 0;
+  std::vector<int64_t> last_rows;  // logits row of the k-th sampled sequence in plan order
 };
 
 }  // namespace troupe

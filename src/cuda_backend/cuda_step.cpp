@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <numeric>
 
 #include "kernels/cuda/attention_decode.cuh"
 #include "kernels/cuda/elementwise.cuh"
@@ -240,6 +241,10 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
     enqueue_sampling(sh);
   }
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  // last_logits() counts sampled sequences in plan order; logits rows are in batch order
+  last_rows.resize(sampled.size());
+  std::iota(last_rows.begin(), last_rows.end(), 0);
+  std::sort(last_rows.begin(), last_rows.end(), [&](int64_t a, int64_t b) { return sampled[a] < sampled[b]; });
   last_n_sample = sh.n_sample;
 
   // ---- results in plan order
