@@ -28,6 +28,7 @@ namespace {
 
 using test::all_close;
 using test::dev_vec;
+using test::encode;
 
 std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
@@ -35,35 +36,6 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, floa
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
-}
-
-// Rows of k floats encoded as `dtype` (the raw bytes a model file would hold).
-std::vector<uint8_t> encode(const std::vector<float>& f, troupe_dtype dtype, int64_t rows, int64_t k) {
-  const int64_t rb = kern::row_bytes(dtype, k);
-  std::vector<uint8_t> out(rb * rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = &f[r * k];
-    uint8_t* dst = &out[r * rb];
-    switch (dtype) {
-      case TROUPE_F32:
-        std::memcpy(dst, src, k * 4);
-        break;
-      case TROUPE_F16:
-      case TROUPE_BF16:
-        for (int64_t i = 0; i < k; ++i) {
-          const uint16_t h = dtype == TROUPE_F16 ? kern::f32_to_f16(src[i]) : kern::f32_to_bf16(src[i]);
-          std::memcpy(dst + 2 * i, &h, 2);
-        }
-        break;
-      case TROUPE_Q8_0:
-        kern::quantize_row_q8_0(src, reinterpret_cast<kern::block_q8_0*>(dst), k);
-        break;
-      case TROUPE_Q4_0:
-        kern::quantize_row_q4_0(src, reinterpret_cast<kern::block_q4_0*>(dst), k);
-        break;
-    }
-  }
-  return out;
 }
 
 struct registries {

@@ -4,11 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/cuda.h"
+#include "kernels/ref/dtype.h"
+#include "troupe/kernel_abi.h"
 
 // Skips the test, giving cuda_available's reason (no device, driver missing, too old).
 #define TROUPE_REQUIRE_CUDA()                                                   \
@@ -44,6 +48,35 @@ class dev_vec {
   T* p_ = nullptr;
   size_t n_ = 0;
 };
+
+// Rows of k floats encoded as `dtype` (the raw bytes a model file would hold).
+inline std::vector<uint8_t> encode(const std::vector<float>& f, troupe_dtype dtype, int64_t rows, int64_t k) {
+  const int64_t rb = kern::row_bytes(dtype, k);
+  std::vector<uint8_t> out(rb * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = &f[r * k];
+    uint8_t* dst = &out[r * rb];
+    switch (dtype) {
+      case TROUPE_F32:
+        std::memcpy(dst, src, k * 4);
+        break;
+      case TROUPE_F16:
+      case TROUPE_BF16:
+        for (int64_t i = 0; i < k; ++i) {
+          const uint16_t h = dtype == TROUPE_F16 ? kern::f32_to_f16(src[i]) : kern::f32_to_bf16(src[i]);
+          std::memcpy(dst + 2 * i, &h, 2);
+        }
+        break;
+      case TROUPE_Q8_0:
+        kern::quantize_row_q8_0(src, reinterpret_cast<kern::block_q8_0*>(dst), k);
+        break;
+      case TROUPE_Q4_0:
+        kern::quantize_row_q4_0(src, reinterpret_cast<kern::block_q4_0*>(dst), k);
+        break;
+    }
+  }
+  return out;
+}
 
 // Every element within atol + rtol * |ref|; reports the first few misses.
 inline ::testing::AssertionResult all_close(const std::vector<float>& got, const std::vector<float>& ref, float atol,
