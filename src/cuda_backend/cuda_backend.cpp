@@ -203,8 +203,8 @@ const float* cuda_backend::impl::upload_norm(const tensor_view& t) {
   return b.as<float>();
 }
 
-meta_layout cuda_backend::impl::layout(int64_t T, int64_t n_seqs, int64_t n_dec, int64_t n_tiles,
-                                       int64_t n_sample) const {
+meta_layout cuda_backend::impl::layout(int64_t T, int64_t n_seqs, int64_t n_dec, int64_t n_tiles, int64_t n_sample,
+                                       int64_t table_stride) const {
   meta_layout l;
   size_t at = 0;
   auto take = [&](size_t bytes) {
@@ -215,7 +215,7 @@ meta_layout cuda_backend::impl::layout(int64_t T, int64_t n_seqs, int64_t n_dec,
   l.ids = take(T * 4);
   l.positions = take(T * 4);
   l.slots = take(T * 4);
-  l.block_tables = take(n_seqs * bt_stride * 4);
+  l.block_tables = take(n_seqs * table_stride * 4);
   l.dec_positions = take(n_dec * 4);
   l.tiles = take(n_tiles * sizeof(kern::cuda::prefill_tile));
   l.logit_rows = take(n_sample * 4);
@@ -261,7 +261,7 @@ void cuda_backend::impl::allocate_scratch() {
   // A workspace of our own: cuBLAS must not allocate while a CUDA graph is being captured.
   TROUPE_CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_ws, k_cublas_ws_bytes));
 
-  const meta_layout most = layout(T, S, S, T / kern::cuda::k_prefill_tile_q + S, S);
+  const meta_layout most = layout(T, S, S, T / kern::cuda::k_prefill_tile_q + S, S, bt_stride);
   meta_dev = device_buffer(most.total, "step metadata");
   meta_host = pinned_buffer(most.total, "step metadata");
   out_host = pinned_buffer((size_t)S * 8, "sampled tokens");

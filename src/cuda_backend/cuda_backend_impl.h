@@ -35,7 +35,7 @@ struct meta_layout {
   size_t ids = 0;            // (T) int32 token ids
   size_t positions = 0;      // (T) int32
   size_t slots = 0;          // (T) int32 KV slot of each new token
-  size_t block_tables = 0;   // (n_seqs, bt_stride) int32
+  size_t block_tables = 0;   // (n_seqs, step_shape::bt_stride) int32
   size_t dec_positions = 0;  // (n_dec) int32 query position of each decode sequence
   size_t tiles = 0;          // (n_tiles) prefill_tile
   size_t logit_rows = 0;     // (n_sample) int32 batch row of each sampled sequence's last token
@@ -50,7 +50,8 @@ struct step_shape {
   int64_t n_dec = 0;    // sequences feeding exactly one token
   int64_t n_tiles = 0;  // prefill query tiles
   int64_t n_sample = 0;
-  int n_parts = 1;  // decode attention partitions
+  int n_parts = 1;        // decode attention partitions
+  int64_t bt_stride = 0;  // block table row length this step (not the model's longest)
   meta_layout meta;
 };
 
@@ -65,7 +66,8 @@ struct cuda_backend::impl {
   const float* upload_norm(const tensor_view& t);
   void allocate_scratch();
   void allocate_kv();
-  meta_layout layout(int64_t T, int64_t n_seqs, int64_t n_dec, int64_t n_tiles, int64_t n_sample) const;
+  meta_layout layout(int64_t T, int64_t n_seqs, int64_t n_dec, int64_t n_tiles, int64_t n_sample,
+                     int64_t table_stride) const;
 
   // ---- one step (cuda_step.cpp)
   step_result step(const step_plan& plan);
@@ -85,7 +87,9 @@ struct cuda_backend::impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   troupe_dtype half_type = TROUPE_F16;  // GEMM input type on the quantized prefill path
-  int64_t q_dim = 0, kv_dim = 0, max_seq_len = 0, bt_stride = 0, max_parts = 1;
+  int64_t q_dim = 0, kv_dim = 0, max_seq_len = 0;
+  int64_t bt_stride = 0;  // blocks of the longest sequence
+  int max_parts = 1;
 
   std::vector<device_buffer> weight_memory;
   size_t weight_bytes = 0;
@@ -124,8 +128,8 @@ struct cuda_backend::impl {
   troupe_silu_mul_fn silu_mul_override = nullptr;
   std::string kernels_desc;
 
-  // decode graphs by (n_seqs, n_sample, n_parts)
-  std::map<std::tuple<int64_t, int64_t, int>, cudaGraphExec_t> graphs;
+  // decode graphs by (n_seqs, n_sample, n_parts, table stride)
+  std::map<std::tuple<int64_t, int64_t, int, int64_t>, cudaGraphExec_t> graphs;
   int64_t graph_replays = 0;
   int64_t last_n_sample = 0;
   std::vector<int64_t> last_rows;  // logits row of the k-th sampled sequence in plan order

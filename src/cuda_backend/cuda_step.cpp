@@ -92,10 +92,10 @@ void cuda_backend::impl::enqueue_forward(const step_shape& sh) {
     void* vp = kv_layer(l, true);
     kc::invoke_kv_store(kp, vp, opt.kv_f16, k, v, kv_dim, slots, T, kv_dim, stream);
     if (sh.n_dec > 0)  // decode sequences own batch rows 0..n_dec-1 and table rows 0..n_dec-1
-      kc::invoke_attention_decode(att, q, kp, vp, opt.kv_f16, tables, bt_stride, dec_positions, sh.n_dec, c.n_heads,
+      kc::invoke_attention_decode(att, q, kp, vp, opt.kv_f16, tables, sh.bt_stride, dec_positions, sh.n_dec, c.n_heads,
                                   c.n_kv_heads, c.head_dim, opt.block_size, scale, sh.n_parts, attn_ws, stream);
     if (sh.n_tiles > 0)
-      kc::invoke_attention_prefill(att, q, kp, vp, opt.kv_f16, tables, bt_stride, positions, tiles, sh.n_tiles,
+      kc::invoke_attention_prefill(att, q, kp, vp, opt.kv_f16, tables, sh.bt_stride, positions, tiles, sh.n_tiles,
                                    c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale, stream);
     mm(tmp, att, L.wo, T);  // (T, dim)
     norm(xn, x, tmp, L.ffn_norm, T);
@@ -126,7 +126,7 @@ void cuda_backend::impl::enqueue_sampling(const step_shape& sh) {
 }
 
 void cuda_backend::impl::run_graph(const step_shape& sh) {
-  const auto key = std::make_tuple(sh.n_seqs, sh.n_sample, sh.n_parts);
+  const auto key = std::make_tuple(sh.n_seqs, sh.n_sample, sh.n_parts, sh.bt_stride);
   auto it = graphs.find(key);
   if (it == graphs.end()) {
     if (graphs.size() >= k_max_graphs) {
@@ -179,8 +179,10 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
   std::vector<size_t> sampled;  // plan index of each sampled row, in row order
   int64_t T = 0;
   int32_t max_dec_pos = 0;
+  int64_t max_end = 0;  // longest sequence after this step, in positions
   for (size_t r = 0; r < order.size(); ++r) {
     const seq_work& w = plan.seqs[order[r]];
+    max_end = std::max<int64_t>(max_end, w.start_pos + (int64_t)w.tokens.size());
     if ((int64_t)r >= sh.n_dec)
       append_prefill_tiles(tiles, (int32_t)r, (int32_t)T, (int32_t)w.tokens.size());
     else
@@ -196,9 +198,14 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
   for (size_t i : sampled) host_sampling |= needs_host_sampling(plan.seqs[i]);
   const bool use_graph = opt.cuda_graphs && sh.n_dec == sh.n_seqs && !host_sampling && !rmsnorm_override &&
                          !rope_override && !silu_mul_override;
-  if (use_graph)  // round up so that a graph serves sequences as they grow
-    sh.n_parts = (int)std::min<int64_t>(max_parts, (int64_t)std::bit_ceil((unsigned)sh.n_parts));
-  sh.meta = layout(T, sh.n_seqs, sh.n_dec, sh.n_tiles, sh.n_sample);
+  // Block tables as long as this step's longest sequence needs (a power of two, at least
+  // 16 blocks, so that one captured graph serves sequences as they grow), not max_seq_len:
+  // the table copy per step stays small for long-context models.
+  const int64_t blocks = (max_end + opt.block_size - 1) / opt.block_size;
+  sh.bt_stride = std::min<int64_t>(bt_stride, (int64_t)std::bit_ceil((uint64_t)std::max<int64_t>(16, blocks)));
+  if (use_graph)  // likewise rounded up
+    sh.n_parts = std::min(max_parts, (int)std::bit_ceil((unsigned)sh.n_parts));
+  sh.meta = layout(T, sh.n_seqs, sh.n_dec, sh.n_tiles, sh.n_sample, sh.bt_stride);
 
   // ---- metadata, packed in pinned memory
   const meta_layout& ml = sh.meta;
@@ -210,12 +217,12 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
   int32_t* logit_rows = meta_host.as<int32_t>(ml.logit_rows);
   auto* params = meta_host.as<kc::sample_row_params>(ml.sample_params);
   std::copy(tiles.begin(), tiles.end(), meta_host.as<kc::prefill_tile>(ml.tiles));
-  std::fill(tables, tables + sh.n_seqs * bt_stride, 0);
+  std::fill(tables, tables + sh.n_seqs * sh.bt_stride, 0);
   int64_t t = 0, j = 0;
   for (size_t r = 0; r < order.size(); ++r) {
     const seq_work& w = plan.seqs[order[r]];
-    std::copy(w.block_table.begin(), w.block_table.begin() + std::min<int64_t>(bt_stride, w.block_table.size()),
-              tables + r * bt_stride);
+    std::copy(w.block_table.begin(), w.block_table.begin() + std::min<int64_t>(sh.bt_stride, w.block_table.size()),
+              tables + r * sh.bt_stride);
     if ((int64_t)r < sh.n_dec) dec_positions[r] = w.start_pos;
     for (size_t i = 0; i < w.tokens.size(); ++i, ++t) {
       const int32_t p = w.start_pos + (int32_t)i;
