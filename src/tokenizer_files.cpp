@@ -7,9 +7,11 @@
 #include <fstream>
 #include <iterator>
 #include <string_view>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
+#include "src/unicode_text.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -26,26 +28,6 @@ std::string read_whole_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, {}, "cannot open file");
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// "<0x0A>": a SentencePiece byte-fallback token.
-bool is_byte_piece(std::string_view s) {
-  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f'); };
-  return s.size() == 6 && s.substr(0, 3) == "<0x" && hex(s[3]) && hex(s[4]) && s[5] == '>';
-}
-
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    if (s.substr(i, from.size()) == from) {
-      out += to;
-      i += from.size();
-    } else {
-      out += s[i++];
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -93,10 +75,10 @@ tokenizer_data load_llama2c_tokenizer(const std::string& path, int32_t vocab_siz
       // llama2.c writes them as "\n<s>\n" and "\n</s>\n"; GGUF and SentencePiece say "<s>".
       type = 3;
       piece = id == t.bos_id ? "<s>" : "</s>";
-    } else if (is_byte_piece(piece)) {
+    } else if (unicode::byte_piece_value(piece) >= 0) {
       type = 6;
     } else {
-      piece = replace_all(piece, " ", k_space_marker);
+      piece = unicode::replace_all(piece, " ", k_space_marker);
     }
     t.tokens.push_back(std::move(piece));
     t.scores.push_back(score);
@@ -242,7 +224,7 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
   const bool byte_fallback = model.value("byte_fallback", false);
   if (!byte_level && byte_fallback)
     for (size_t id = 0; id < t.tokens.size(); ++id)
-      if (is_byte_piece(t.tokens[id])) t.token_types[id] = 6;
+      if (unicode::byte_piece_value(t.tokens[id]) >= 0) t.token_types[id] = 6;
   for (const added& a : added_tokens) t.token_types[a.id] = a.special ? 3 : 4;
 
   if (byte_level) {
@@ -268,19 +250,30 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
     t.add_space_prefix = prepend || metaspace;
   }
 
-  // Merges: "a b" or ["a", "b"].
+  // Merges: "a b" or ["a", "b"], of two tokens whose concatenation is a token.
   if (const auto it = model.find("merges"); it != model.end() && !it->is_null()) {
     if (!it->is_array()) fail(path, "model.merges", "expected an array");
+    const std::unordered_set<std::string_view> known(t.tokens.begin(), t.tokens.end());
     t.merges.reserve(it->size());
     for (size_t i = 0; i < it->size(); ++i) {
       const json& m = (*it)[i];
+      const std::string key = "model.merges[" + std::to_string(i) + "]";
+      std::string a, b;
       if (m.is_string()) {
-        t.merges.push_back(m.get<std::string>());
+        const std::string text = m.get<std::string>();
+        const size_t sp = text.find(' ');
+        if (sp == std::string::npos) fail(path, key, "expected \"a b\", got '" + text + "'");
+        a = text.substr(0, sp);  // a token with a space inside is only known in the pair form
+        b = text.substr(sp + 1);
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        t.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+        a = m[0].get<std::string>();
+        b = m[1].get<std::string>();
       } else {
-        fail(path, "model.merges[" + std::to_string(i) + "]", "expected \"a b\" or [\"a\", \"b\"]");
+        fail(path, key, "expected \"a b\" or [\"a\", \"b\"]");
       }
+      if (!known.contains(a) || !known.contains(b) || !known.contains(a + b))
+        fail(path, key, "'" + a + "' + '" + b + "': expected two vocabulary tokens whose concatenation is one");
+      t.merges.push_back(a + " " + b);
     }
   }
 

@@ -23,10 +23,10 @@ void append_utf8(std::string& out, char32_t cp);
 // incomplete trailing sequence, which more bytes could still complete, begins.
 std::string valid_prefix(std::string_view s, size_t& rest_begin);
 
-// \p{L}, \p{N} and \s. Exact for ASCII, Latin-1, Latin Extended A/B and Additional, IPA,
-// Greek, Cyrillic, Armenian, Hebrew, Arabic letters, Devanagari letters, Hangul, kana and the
-// CJK ideograph blocks; other scripts' letters count as neither letter nor number (they then
-// pre-tokenize like punctuation, which only changes how a rare word is split, never the bytes).
+// \p{L}, \p{N} and \s (White_Space). \p{L}/\p{N} come from tables generated from the Python
+// `regex` module (src/unicode_tables.py): exact for every script as of that module's Unicode
+// version; code points assigned later count as neither (they then pre-tokenize like
+// punctuation, which changes how a rare word is split, never the bytes).
 bool is_letter(char32_t cp);
 bool is_number(char32_t cp);
 bool is_space(char32_t cp);
@@ -44,5 +44,10 @@ enum class pre_tokenizer { llama3, gpt2 };
 //           ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //   gpt2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 std::vector<std::string_view> pre_tokenize(std::string_view s, pre_tokenizer kind);
+
+// "<0x0A>" (a SentencePiece byte-fallback token) -> 10, else -1.
+int byte_piece_value(std::string_view s);
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
 
 }  // namespace troupe::unicode

@@ -1,0 +1,122 @@
+// The thread pool: one job at a time, split into chunks that the caller and the workers
+// take from a shared counter (dynamic, so a core busy with another process does not hold
+// the whole step back).
+#include "kernels/cpu/thread_pool.h"
+
+#include <algorithm>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TROUPE_CPU_RELAX() _mm_pause()
+#else
+#define TROUPE_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
+namespace troupe::kern::cpu {
+
+namespace {
+// About 50 µs of pause before a worker blocks: longer than the gap between two kernels
+// of one decode step, short enough not to steal a shared core for long.
+constexpr int k_spin_iterations = 2000;
+// Chunks per thread: enough for balance when a core is slow, few enough that a chunk of
+// a matrix-vector product is still a long sequential stream.
+constexpr int64_t k_chunks_per_thread = 4;
+constexpr int64_t k_max_chunks = 0xffff;  // the chunk fields of claim_ are 16 bits
+}  // namespace
+
+thread_pool::thread_pool(int n_threads) {
+  const int workers = std::max(1, n_threads) - 1;
+  workers_.reserve(workers);
+  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+thread_pool::~thread_pool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void thread_pool::run_chunks(uint32_t job) {
+  for (;;) {
+    uint64_t v = claim_.load(std::memory_order_acquire);
+    int64_t chunk, chunks;
+    do {
+      chunk = (int64_t)(v & 0xffff);
+      chunks = (int64_t)((v >> 16) & 0xffff);
+      if ((uint32_t)(v >> 32) != job || chunk >= chunks) return;
+    } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
+    const int64_t n = n_.load(std::memory_order_relaxed);
+    const int64_t begin = n * chunk / chunks, end = n * (chunk + 1) / chunks;
+    if (begin < end) fn_.load(std::memory_order_relaxed)(arg_.load(std::memory_order_relaxed), begin, end);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+void thread_pool::worker_loop() {
+  uint32_t seen = 0;
+  for (;;) {
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && spins < k_spin_iterations) {
+      TROUPE_CPU_RELAX();
+      ++spins;
+    }
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      sleepers_.fetch_add(1);
+      cv_.wait(lock, [&] { return generation_.load() != seen; });
+      sleepers_.fetch_sub(1);
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    run_chunks(seen);  // returns at once if that job is already over
+  }
+}
+
+void thread_pool::parallel_for(int64_t n, troupe_range_fn fn, void* arg) {
+  if (n <= 0) return;
+  bool expected = false;
+  if (workers_.empty() || n == 1 || !busy_.compare_exchange_strong(expected, true)) {
+    fn(arg, 0, n);
+    return;
+  }
+  const int64_t chunks = std::min({n, k_chunks_per_thread * size(), k_max_chunks});
+  fn_.store(fn, std::memory_order_relaxed);
+  arg_.store(arg, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t job = generation_.load(std::memory_order_relaxed) + 1;
+  claim_.store((uint64_t)job << 32 | (uint64_t)chunks << 16, std::memory_order_release);
+  generation_.store(job);  // seq_cst: pairs with the sleepers_ increment in worker_loop
+  if (sleepers_.load() > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cv_.notify_all();
+  }
+  run_chunks(job);
+  int spins = 0;
+  while (done_.load(std::memory_order_acquire) < chunks) {
+    if (++spins < k_spin_iterations)
+      TROUPE_CPU_RELAX();
+    else
+      std::this_thread::yield();
+  }
+  busy_.store(false, std::memory_order_release);
+}
+
+void thread_pool::parallel_for_c(void* pool, int64_t n, troupe_range_fn fn, void* arg) {
+  static_cast<thread_pool*>(pool)->parallel_for(n, fn, arg);
+}
+
+troupe_kctx make_kctx(thread_pool& pool) {
+  troupe_kctx ctx{};
+  ctx.pool = &pool;
+  ctx.parallel_for = &thread_pool::parallel_for_c;
+  ctx.n_threads = pool.size();
+  ctx.stream = nullptr;
+  return ctx;
+}
+
+}  // namespace troupe::kern::cpu
