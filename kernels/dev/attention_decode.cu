@@ -308,18 +308,7 @@ int main(int argc, char** argv) {
   const double bytes = keys * KVH * D * 2 /*K and V*/ * sizeof(half);
   std::printf("decode attention: %d seqs (%d..%d keys), heads %d/%d, head_dim %d, block %d, f16 KV\n", B, lens[B - 1],
               lens[0], H, KVH, D, BS);
-  std::printf("tolerance atol 2e-3 rtol 1e-2\n%-8s %-10s %10s %10s\n", "kernel", "check", "ms", "GB/s");
-  bool all_ok = true;
-  for (int kn = 1; kn <= 3; ++kn) {
-    if (only && kn != only) continue;
-    DEV_CHECK(cudaMemset(a.out, 0, ref.size() * sizeof(float)));
-    run(kn, a);
-    char name[16];
-    std::snprintf(name, sizeof name, "kernel %d", kn);
-    const bool ok = dev::check(name, dev::to_host(a.out, ref.size()), ref, 2e-3f, 1e-2f);
-    all_ok &= ok;
-    const float ms = dev::time_ms([&] { run(kn, a); });
-    std::printf("%-8d %-10s %10.4f %10.1f\n", kn, ok ? "ok" : "MISMATCH", ms, bytes / (ms * 1e-3) / 1e9);
-  }
+  const bool all_ok = dev::check_and_time(
+      only, 3, [&](int k) { run(k, a); }, a.out, ref, 2e-3f, 1e-2f, bytes);
   return all_ok ? 0 : 1;
 }

@@ -92,4 +92,26 @@ std::vector<T> to_host(const T* d, size_t n) {
   return h;
 }
 
+// Runs versions 1..n_versions (or only `only` when not 0) through run(k): each is checked
+// against ref (output read from `out`, cleared first), then timed; prints one table row per
+// version with milliseconds and GB/s for `bytes` moved per call. True when all match.
+template <typename Run>
+bool check_and_time(int only, int n_versions, Run run, float* out, const std::vector<float>& ref, float atol,
+                    float rtol, double bytes) {
+  std::printf("tolerance atol %g rtol %g\n%-8s %-10s %10s %10s\n", atol, rtol, "kernel", "check", "ms", "GB/s");
+  bool all_ok = true;
+  for (int k = 1; k <= n_versions; ++k) {
+    if (only && k != only) continue;
+    DEV_CHECK(cudaMemset(out, 0, ref.size() * sizeof(float)));
+    run(k);
+    char name[16];
+    std::snprintf(name, sizeof name, "kernel %d", k);
+    const bool ok = check(name, to_host(out, ref.size()), ref, atol, rtol);
+    all_ok &= ok;
+    const float ms = time_ms([&] { run(k); });
+    std::printf("%-8d %-10s %10.4f %10.1f\n", k, ok ? "ok" : "MISMATCH", ms, bytes / (ms * 1e-3) / 1e9);
+  }
+  return all_ok;
+}
+
 }  // namespace dev

@@ -110,20 +110,9 @@ int main(int argc, char** argv) {
   DEV_CHECK(cudaMalloc(&dout, ref.size() * sizeof(float)));
 
   const double bytes = 2.0 * rows * dim * sizeof(float) + dim * sizeof(float);  // read x, write out, read w
-  std::printf("rmsnorm rows %d dim %d; tolerance atol 1e-5 rtol 1e-4\n", rows, dim);
-  std::printf("%-8s %-10s %10s %10s\n", "kernel", "check", "ms", "GB/s");
-  bool all_ok = true;
-  for (int k = 1; k <= 3; ++k) {
-    if (only && k != only) continue;
-    DEV_CHECK(cudaMemset(dout, 0, ref.size() * sizeof(float)));
-    run(k, dout, dx, dw, rows, dim, eps);
-    char name[16];
-    std::snprintf(name, sizeof name, "kernel %d", k);
-    const bool ok = dev::check(name, dev::to_host(dout, ref.size()), ref, 1e-5f, 1e-4f);
-    all_ok &= ok;
-    const float ms = dev::time_ms([&] { run(k, dout, dx, dw, rows, dim, eps); });
-    std::printf("%-8d %-10s %10.4f %10.1f\n", k, ok ? "ok" : "MISMATCH", ms, bytes / (ms * 1e-3) / 1e9);
-  }
+  std::printf("rmsnorm rows %d dim %d\n", rows, dim);
+  const bool all_ok = dev::check_and_time(
+      only, 3, [&](int k) { run(k, dout, dx, dw, rows, dim, eps); }, dout, ref, 1e-5f, 1e-4f, bytes);
   DEV_CHECK(cudaFree(dx));
   DEV_CHECK(cudaFree(dw));
   DEV_CHECK(cudaFree(dout));
