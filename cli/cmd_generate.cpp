@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <thread>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,10 @@
 #include "src/generate.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
+#ifdef TROUPE_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#include "src/cuda_backend/cuda_backend.h"
+#endif
 
 namespace troupe::cli {
 
@@ -32,6 +37,8 @@ struct generate_args {
   int64_t max_batch_tokens = 512;
   std::vector<std::string> kernels;  // OP=VARIANT
   bool json = false;
+  std::string backend = "cpu";  // or "cuda"
+  int device = 0;               // CUDA device
 };
 
 // "--kernel OP=VARIANT": chooses a registered variant for one op.
@@ -57,14 +64,33 @@ int run_generate(const generate_args& a) {
   kernel_registry registry;
   for (const auto& v : kern::ref::variants()) registry.add(v);
   kern::cpu::register_all(registry);  // the best variant this CPU runs becomes the default
+#ifdef TROUPE_WITH_CUDA
+  kern::cuda::register_all(registry);  // CUDA variants; the CPU defaults stay as they are
+#endif
   for (const auto& k : a.kernels) select_kernel(registry, k);
 
-  cpu_backend_options opt;
-  opt.n_threads = a.threads;
-  opt.kv_bytes = a.kv_mb << 20;
-  opt.block_size = a.block_size;
-  opt.max_batch_tokens = a.max_batch_tokens;
-  cpu_backend backend(*model, registry, opt);
+  std::unique_ptr<worker_backend> backend_ptr;
+  if (a.backend == "cuda") {
+#ifdef TROUPE_WITH_CUDA
+    cuda_backend_options co;
+    co.device = a.device;
+    co.kv_bytes = a.kv_mb << 20;
+    co.block_size = a.block_size;
+    co.max_batch_tokens = a.max_batch_tokens;
+    backend_ptr = make_cuda_backend(*model, registry, co);
+#else
+    throw error(error_kind::unimplemented,
+                "--backend cuda: this troupe was built without CUDA (configure with -DTROUPE_CUDA=ON)", "backend");
+#endif
+  } else {
+    cpu_backend_options opt;
+    opt.n_threads = a.threads;
+    opt.kv_bytes = a.kv_mb << 20;
+    opt.block_size = a.block_size;
+    opt.max_batch_tokens = a.max_batch_tokens;
+    backend_ptr = std::make_unique<cpu_backend>(*model, registry, opt);
+  }
+  worker_backend& backend = *backend_ptr;
   spdlog::info("backend: {}", backend.describe());
 
   std::vector<generation_request> reqs(a.prompts.size());
@@ -142,6 +168,10 @@ void add_generate(CLI::App& app) {
   sub->add_option("--max-batch-tokens", a->max_batch_tokens, "Tokens per step (prefill chunk)")->capture_default_str();
   sub->add_option("--kernel", a->kernels, "OP=VARIANT: pick a kernel variant (repeatable)");
   sub->add_flag("--json", a->json, "Print one JSON object instead of streaming text");
+  sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  sub->add_option("--device", a->device, "CUDA device (with --backend cuda)")->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_generate(*a); }); });
 }
 

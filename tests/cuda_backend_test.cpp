@@ -113,6 +113,30 @@ TEST(CudaBackend, NoUsableDeviceIsAClearError) {
   }
 }
 
+// `troupe generate --backend cuda`: the greedy text of the CPU backend with a device, a
+// clear error (exit 1, the reason) without one.
+TEST(CudaBackend, GenerateCliRunsOrSaysWhy) {
+  TROUPE_REQUIRE_MODELS();
+  const std::string cmd = test::troupe_bin() + " generate --model " +
+                          (test::models_dir() / "stories260K/stories260K.gguf").string() +
+                          " --prompt 'Once upon a time' --max-tokens 16";
+  std::string why;
+  const auto gpu = test::run_command(cmd + " --backend cuda");
+  if (!cuda_backend_available(&why)) {
+    EXPECT_EQ(gpu.exit_code, 1) << gpu.out;
+    EXPECT_NE(gpu.out.find("cuda backend: " + why), std::string::npos) << gpu.out;
+    return;
+  }
+  // the generated ids in --json output (stderr, with its timestamps, left out)
+  auto ids = [&](const std::string& backend) {
+    const auto r = test::run_command("(" + cmd + " --json --backend " + backend + " 2>/dev/null)");
+    EXPECT_EQ(r.exit_code, 0) << backend << ": " << r.out;
+    const size_t at = r.out.find("\"ids\":");
+    return at == std::string::npos ? r.out : r.out.substr(at, r.out.find(']', at) - at);
+  };
+  EXPECT_EQ(ids("cuda"), ids("cpu"));
+}
+
 // ---- stories260K, token by token, against the CPU backend and the golden ids ----------
 
 std::vector<int32_t> golden_ids(const char* key) {

@@ -272,6 +272,7 @@ void cuda_backend::impl::allocate_kv() {
   const size_t block_bytes = (size_t)opt.block_size * kv_dim * elem;  // one layer, K or V
   const size_t per_block = block_bytes * 2 * cfg.n_layers;
   n_blocks = opt.kv_blocks;
+  if (n_blocks <= 0 && opt.kv_bytes > 0) n_blocks = std::max<int64_t>(1, opt.kv_bytes / (int64_t)per_block);
   if (n_blocks <= 0) {
     size_t free_b = 0, total_b = 0;
     TROUPE_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));

@@ -14,7 +14,8 @@ namespace troupe {
 struct cuda_backend_options {
   int device = 0;
   int32_t block_size = 16;           // tokens per KV block
-  int64_t kv_blocks = 0;             // 0 = as many as kv_memory_fraction of the free memory holds
+  int64_t kv_blocks = 0;             // 0 = kv_bytes worth, or kv_memory_fraction of the free memory
+  int64_t kv_bytes = 0;              // used when kv_blocks == 0; 0 = kv_memory_fraction
   double kv_memory_fraction = 0.85;  // of the device memory left after weights and scratch
   bool kv_f16 = true;                // KV pool in f16 (false: f32)
   // Dense (f32/f16/bf16) weights are converted to this type once at load: TROUPE_F16 or
