@@ -66,8 +66,9 @@ __global__ void rmsnorm_kernel3(float* out, const float* x, const float* w, int 
   ss = warp_sum(ss);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
   __syncthreads();
-  ss = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.0f;
-  ss = warp_sum(ss);  // every warp reduces the warp sums: no second barrier needed
+  const int lane = threadIdx.x % 32;
+  ss = lane < (int)blockDim.x / 32 ? warp_sums[lane] : 0.0f;
+  ss = warp_sum(ss);  // every warp reduces all the warp sums: no second barrier needed
   const float s = rsqrtf(ss / dim + eps);
   for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
     const float4 v = x4[i], g = w4[i];
