@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -22,6 +23,10 @@
 #include "src/generate.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
+#ifdef TROUPE_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#include "src/cuda_backend/cuda_backend.h"
+#endif
 
 namespace troupe::cli {
 
@@ -43,6 +48,8 @@ struct generate_args {
   int tp_rank = 0;
   std::string rendezvous = "tcp://127.0.0.1:29500";
   std::string tp_host = "127.0.0.1";
+  std::string backend = "cpu";  // or "cuda"
+  int device = 0;               // CUDA device
 };
 
 // "--kernel OP=VARIANT": chooses a registered variant for one op.
@@ -68,6 +75,9 @@ int run_generate(const generate_args& a) {
   kernel_registry registry;
   for (const auto& v : kern::ref::variants()) registry.add(v);
   kern::cpu::register_all(registry);  // the best variant this CPU runs becomes the default
+#ifdef TROUPE_WITH_CUDA
+  kern::cuda::register_all(registry);  // CUDA variants; the CPU defaults stay as they are
+#endif
   for (const auto& k : a.kernels) select_kernel(registry, k);
 
   // Tensor parallel: rank 0 hosts the rendezvous; every rank loads only its shard's views.
@@ -93,14 +103,35 @@ int run_generate(const generate_args& a) {
                  shard->config.hidden_dim, shard->bytes_owned / 1048576.0);
   }
 
-  cpu_backend_options opt;
-  opt.shard = shard ? &*shard : nullptr;
-  opt.comm = group.get();
-  opt.n_threads = a.threads;
-  opt.kv_bytes = a.kv_mb << 20;
-  opt.block_size = a.block_size;
-  opt.max_batch_tokens = a.max_batch_tokens;
-  cpu_backend backend(*model, registry, opt);
+  std::unique_ptr<worker_backend> backend_ptr;
+  if (a.backend == "cuda") {
+    if (a.tp_size > 1)
+      throw error(error_kind::unimplemented,
+                  "--backend cuda with --tp-size > 1: tensor parallelism runs on CPU ranks (Gloo) in this build; "
+                  "NCCL ranks are not wired into the CUDA backend yet",
+                  "tp-size");
+#ifdef TROUPE_WITH_CUDA
+    cuda_backend_options co;
+    co.device = a.device;
+    co.kv_bytes = a.kv_mb << 20;
+    co.block_size = a.block_size;
+    co.max_batch_tokens = a.max_batch_tokens;
+    backend_ptr = make_cuda_backend(*model, registry, co);
+#else
+    throw error(error_kind::unimplemented,
+                "--backend cuda: this troupe was built without CUDA (configure with -DTROUPE_CUDA=ON)", "backend");
+#endif
+  } else {
+    cpu_backend_options opt;
+    opt.shard = shard ? &*shard : nullptr;
+    opt.comm = group.get();
+    opt.n_threads = a.threads;
+    opt.kv_bytes = a.kv_mb << 20;
+    opt.block_size = a.block_size;
+    opt.max_batch_tokens = a.max_batch_tokens;
+    backend_ptr = std::make_unique<cpu_backend>(*model, registry, opt);
+  }
+  worker_backend& backend = *backend_ptr;
   spdlog::info("backend: {}", backend.describe());
 
   std::vector<generation_request> reqs(a.prompts.size());
@@ -190,6 +221,10 @@ void add_generate(CLI::App& app) {
   sub->add_option("--rendezvous", a->rendezvous, "Rendezvous address; rank 0 serves it (tcp://host:port)")
       ->capture_default_str();
   sub->add_option("--tp-host", a->tp_host, "Address this rank's Gloo transport listens on")->capture_default_str();
+  sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  sub->add_option("--device", a->device, "CUDA device (with --backend cuda)")->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_generate(*a); }); });
 }
 

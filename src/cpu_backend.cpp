@@ -13,9 +13,11 @@
 
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
+#include "src/rope_frequencies.h"
 #include "src/sampler.h"
 #include "src/tp/shard.h"
 #include "troupe/communicator.h"
+#include "src/step_check.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -40,31 +42,6 @@ int dtype_index(troupe_dtype t) {
       return 4;
   }
   return -1;
-}
-
-// RoPE frequencies, with Llama 3's rope scaling: long wavelengths are stretched by `factor`,
-// short ones kept, and the band between blended smoothly.
-std::vector<float> rope_frequencies(const model_config& c) {
-  const int64_t half = c.head_dim / 2;
-  std::vector<float> f(half);
-  for (int64_t i = 0; i < half; ++i) {
-    double freq = 1.0 / std::pow((double)c.rope_theta, (double)(2 * i) / (double)c.head_dim);
-    if (c.scaling.enabled) {
-      const rope_scaling& s = c.scaling;
-      const double wavelen = 2.0 * std::numbers::pi / freq;
-      const double low_wavelen = (double)s.original_max_position / s.low_freq_factor;
-      const double high_wavelen = (double)s.original_max_position / s.high_freq_factor;
-      if (wavelen > low_wavelen) {
-        freq /= s.factor;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth =
-            ((double)s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-        freq = (1.0 - smooth) * freq / s.factor + smooth * freq;
-      }
-    }
-    f[i] = (float)freq;
-  }
-  return f;
 }
 
 int64_t physical_ram_bytes() {
@@ -242,38 +219,7 @@ std::span<const float> cpu_backend::last_logits(size_t sampled_index) const {
 // ---- one step --------------------------------------------------------------------------
 
 void cpu_backend::validate(const step_plan& plan) const {
-  int64_t total = 0;
-  for (const seq_work& w : plan.seqs) {
-    const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";
-    if (w.tokens.empty()) fail(who + "no tokens to feed", "tokens");
-    if (w.start_pos < 0) fail(who + "negative start_pos " + std::to_string(w.start_pos), "start_pos");
-    const int64_t end = (int64_t)w.start_pos + (int64_t)w.tokens.size();
-    if ((int64_t)w.block_table.size() * block_size_ < end)
-      fail(who + "block table of " + std::to_string(w.block_table.size()) + " blocks covers " +
-               std::to_string(w.block_table.size() * block_size_) + " positions, needs " + std::to_string(end),
-           "block_table");
-    for (int32_t b : w.block_table)
-      if (b < 0 || b >= n_blocks_)
-        fail(who + "block id " + std::to_string(b) + " outside the pool [0, " + std::to_string(n_blocks_) + ")",
-             "block_table");
-    for (int32_t t : w.tokens)
-      if (t < 0 || t >= cfg_.vocab_size)
-        fail(who + "token id " + std::to_string(t) + " outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) +
-                 ")",
-             "tokens");
-    if (w.sample) {
-      if (std::string why = troupe::validate(w.sampling); !why.empty()) fail(who + why, "sampling");
-      if (w.n_prompt < 0 || w.n_prompt > (int32_t)w.history.size())
-        fail(who + "n_prompt " + std::to_string(w.n_prompt) + " outside the history of " +
-                 std::to_string(w.history.size()) + " tokens",
-             "n_prompt");
-    }
-    total += (int64_t)w.tokens.size();
-  }
-  if (total > opt_.max_batch_tokens)
-    fail("step " + std::to_string(plan.step_id) + ": " + std::to_string(total) +
-             " tokens, more than max_batch_tokens " + std::to_string(opt_.max_batch_tokens),
-         "tokens");
+  check_step_plan(plan, {cfg_.vocab_size, n_blocks_, block_size_, opt_.max_batch_tokens});
 }
 
 void cpu_backend::matmul(const tensor_view& w, float* y, const float* x, int64_t m) const {
