@@ -254,10 +254,7 @@ void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* 
   int8_t* qs = buf.as<int8_t>();
   float* d = buf.as<float>(qs_bytes);
   int32_t* s = buf.as<int32_t>(qs_bytes + d_bytes);
-  if (m >= 8)
-    parallel(ctx, m, [&](int64_t r0, int64_t r1) { quantize_x_rows(x, k, r0, r1, qs, d, s); });
-  else
-    quantize_x_rows(x, k, 0, m, qs, d, s);
+  parallel(threads_for(ctx, m * k * 4), m, [&](int64_t r0, int64_t r1) { quantize_x_rows(x, k, r0, r1, qs, d, s); });
   const quantized_x xa{qs, d, s};
   const char* wb = (const char*)w;
   matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
