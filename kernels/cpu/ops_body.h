@@ -352,6 +352,10 @@ void rope(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t n_
           s[2 * i + 1] = si;
         }
       }
+      if (head_dim % 2) {  // an odd last element has no partner: left as it is
+        c[head_dim - 1] = 1.0f;
+        s[head_dim - 1] = 0.0f;
+      }
       for (int64_t h = 0; h < n_heads; ++h) {
         float* v = x + (t * n_heads + h) * head_dim;
         if (neox) {
