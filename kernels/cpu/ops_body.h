@@ -424,6 +424,7 @@ void embedding(const troupe_kctx* ctx, float* out, const void* table, const int3
 // never grows with the context.
 
 constexpr int64_t k_key_chunk = 64;
+constexpr int64_t k_prefetch_keys = 4;  // 8 measured the same
 constexpr int k_max_heads_per_task = 4;
 
 struct attention_args {
@@ -451,14 +452,21 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
     run_sum[g] = 0.0f;
     for (int64_t i = 0; i < hd; ++i) acc[g][i] = 0.0f;
   }
-  auto slot = [&](const float* pool, int64_t p) {
-    return pool + ((int64_t)a.block_table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_stride + kvh * hd;
-  };
   const int64_t n_keys = pos + 1;
+  int64_t slot[k_key_chunk];  // element offset of each key of the chunk in the pools
   for (int64_t c0 = 0; c0 < n_keys; c0 += k_key_chunk) {
     const int64_t cn = min64(k_key_chunk, n_keys - c0);
+    // The block table is resolved once per key (a division), not once per vector.
+    for (int64_t j = 0, p = c0; j < cn; ++j, ++p)
+      slot[j] = ((int64_t)a.block_table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_stride + kvh * hd;
     for (int64_t j = 0; j < cn; ++j) {
-      const float* kp = slot(a.k_pool, c0 + j);
+      // Consecutive keys sit a slot (n_kv_heads * head_dim floats) apart, often a page
+      // apart, where the hardware prefetchers stop: fetch the K row a few keys ahead and
+      // the V row this chunk will need.
+      if (j + k_prefetch_keys < cn)
+        for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(a.k_pool + slot[j + k_prefetch_keys] + i);
+      for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(a.v_pool + slot[j] + i);
+      const float* kp = a.k_pool + slot[j];
       vf d[G];
       for (int g = 0; g < G; ++g) d[g] = vzero();
       for (int64_t i = 0; i < hd; i += VL) {
@@ -489,9 +497,16 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
       const int rest = (int)min64(VL, hd - i);
       vf o[G];
       for (int g = 0; g < G; ++g) o[g] = vmul(vload_n(acc[g] + i, rest), corr[g]);
-      for (int64_t j = 0; j < cn; ++j) {
-        const vf vv = vload_n(slot(a.v_pool, c0 + j) + i, rest);
-        for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+      if (rest == VL) {
+        for (int64_t j = 0; j < cn; ++j) {
+          const vf vv = vload(a.v_pool + slot[j] + i);
+          for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+        }
+      } else {
+        for (int64_t j = 0; j < cn; ++j) {
+          const vf vv = vload_n(a.v_pool + slot[j] + i, rest);
+          for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+        }
       }
       for (int g = 0; g < G; ++g) vstore_n(acc[g] + i, o[g], rest);
     }
