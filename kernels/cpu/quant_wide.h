@@ -123,10 +123,7 @@ void matmul_quant_wide(const troupe_kctx* ctx, float* y, const float* x, const v
   const size_t part = (size_t)(m * nb2) * 64;
   scratch buf(3 * part);
   const wide_x xa{buf.as<__m512i>(), buf.as<__m512i>(part), buf.as<__m512>(2 * part), nb2};
-  if (m >= 8)
-    parallel(ctx, m, [&](int64_t r0, int64_t r1) { quantize_x_wide<DT>(x, k, r0, r1, xa); });
-  else
-    quantize_x_wide<DT>(x, k, 0, m, xa);
+  parallel(threads_for(ctx, m * k * 4), m, [&](int64_t r0, int64_t r1) { quantize_x_wide<DT>(x, k, r0, r1, xa); });
   const char* wb = (const char*)w;
   matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     wide_tile<DT, MR, NR>(xa, wb, rb, y, n, nb, i0, mr, j0, nr);
