@@ -74,7 +74,7 @@ constexpr int k_mr = 4, k_nr = 2;  // 8 ymm accumulators of 16
 #else
 constexpr int k_mr = 4, k_nr = 2;
 #endif
-constexpr int k_decode_nr = 4;  // m == 1: four weight rows in flight
+constexpr int k_decode_nr = 8;  // m == 1: eight weight rows in flight
 constexpr int64_t k_nc = 16;    // weight rows per task
 constexpr int64_t k_mc = 64;    // x rows per task
 
@@ -123,7 +123,11 @@ void float_tile(const float* x, const char* w, int64_t rb, float* y, int64_t n, 
   for (; p + VL <= k; p += VL) {
     vf wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = wload<DT>(wr[j], p);
+    for (int j = 0; j < NR; ++j) {
+      // As in the quantized matvec: fetch the next tile of short rows while this one runs.
+      if constexpr (MR == 1) __builtin_prefetch(wr[j] + p * (int64_t)(DT == TROUPE_F32 ? 4 : 2) + NR * rb, 0, 3);
+      wv[j] = wload<DT>(wr[j], p);
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const vf xv = vload(xr[i] + p);
