@@ -23,7 +23,7 @@ struct rope_scaling {
 struct model_config {
   std::string arch = "llama";
   std::string name;
-  int64_t dim = 0;         // embedding width
+  int64_t dim = 0;  // embedding width
   int64_t n_layers = 0;
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;  // grouped-query attention when < n_heads
@@ -51,14 +51,14 @@ struct tensor_view {
 };
 
 struct layer_weights {
-  tensor_view attn_norm;                     // (1, dim)
-  tensor_view wq, wk, wv, wo;                // (n_heads*head_dim, dim), (n_kv*head_dim, dim) x2, (dim, n_heads*head_dim)
-  tensor_view ffn_norm;                      // (1, dim)
-  tensor_view w_gate, w_up, w_down;          // (hidden, dim) x2, (dim, hidden)
+  tensor_view attn_norm;             // (1, dim)
+  tensor_view wq, wk, wv, wo;        // (n_heads*head_dim, dim), (n_kv*head_dim, dim) x2, (dim, n_heads*head_dim)
+  tensor_view ffn_norm;              // (1, dim)
+  tensor_view w_gate, w_up, w_down;  // (hidden, dim) x2, (dim, hidden)
 };
 
 struct model_weights {
-  tensor_view tok_embd;     // (vocab, dim)
+  tensor_view tok_embd;  // (vocab, dim)
   std::vector<layer_weights> layers;
   tensor_view output_norm;  // (1, dim)
   tensor_view output;       // (vocab, dim); same view as tok_embd when tied
@@ -67,10 +67,10 @@ struct model_weights {
 // What a tokenizer is built from; filled by each loader from its file format.
 struct tokenizer_data {
   enum class kind { sentencepiece_bpe, byte_level_bpe } type = kind::sentencepiece_bpe;
-  std::vector<std::string> tokens;  // piece text per id (SentencePiece uses U+2581 for spaces)
-  std::vector<float> scores;        // merge priority per id (SentencePiece BPE), may be empty
-  std::vector<int32_t> token_types; // GGUF token types (1 normal, 2 unknown, 3 control, 6 byte), may be empty
-  std::vector<std::string> merges;  // "a b" ranked merges (byte-level BPE and HF BPE), may be empty
+  std::vector<std::string> tokens;   // piece text per id (SentencePiece uses U+2581 for spaces)
+  std::vector<float> scores;         // merge priority per id (SentencePiece BPE), may be empty
+  std::vector<int32_t> token_types;  // GGUF token types (1 normal, 2 unknown, 3 control, 6 byte), may be empty
+  std::vector<std::string> merges;   // "a b" ranked merges (byte-level BPE and HF BPE), may be empty
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   std::vector<int32_t> extra_eos_ids;  // e.g. Llama 3's <|eot_id|>
@@ -104,8 +104,8 @@ class worker_backend {
  public:
   virtual ~worker_backend() = default;
   virtual step_result step(const step_plan& plan) = 0;
-  virtual int64_t kv_blocks() const = 0;   // blocks in the pool
-  virtual int32_t block_size() const = 0;  // tokens per block
+  virtual int64_t kv_blocks() const = 0;     // blocks in the pool
+  virtual int32_t block_size() const = 0;    // tokens per block
   virtual std::string describe() const = 0;  // "cpu (avx512, 2 threads)"
   // Copies KV block `src` onto `dst` in every layer (prefix sharing copy-on-write).
   virtual void copy_block(int32_t src, int32_t dst) = 0;

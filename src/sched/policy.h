@@ -34,10 +34,10 @@ struct replica_info {
 };
 
 struct policy_config {
-  int32_t max_step_tokens = 512;   // token budget per step (prefill chunks + decodes)
+  int32_t max_step_tokens = 512;  // token budget per step (prefill chunks + decodes)
   bool chunked_prefill = true;
-  int64_t max_queued = 1024;       // requests waiting, over all tenants; past it: overloaded
-  int64_t max_context = 0;         // prompt + max_tokens bound; 0 = no bound
+  int64_t max_queued = 1024;  // requests waiting, over all tenants; past it: overloaded
+  int64_t max_context = 0;    // prompt + max_tokens bound; 0 = no bound
 };
 
 // The answer to submit(): accepted, or an error of a kind (failed / overloaded) with a
@@ -52,7 +52,7 @@ struct admission {
 // What happened to a request in one step result.
 struct request_event {
   uint64_t id = 0;
-  std::vector<token_logprob> tokens;  // new tokens, in order (logprob of each)
+  std::vector<token_logprob> tokens;            // new tokens, in order (logprob of each)
   std::vector<std::vector<token_logprob>> top;  // alternatives per new token, when asked
   finish_reason finished = finish_reason::none;
   std::string error;  // when finished == error
