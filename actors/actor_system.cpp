@@ -8,7 +8,7 @@ namespace troupe::actors {
 process_runtime::process_runtime(const actor_system_options& opts)
     : cfg_(std::make_unique<caf::actor_system_config>()) {
   cfg_->set("scheduler.max-threads", opts.worker_threads);
-  cfg_->set("logger.console-verbosity", "quiet");  // Troupe logs through spdlog
+  cfg_->set("logger.console-verbosity", caf::atom("quiet"));  // Troupe logs through spdlog
   sys_ = std::make_unique<caf::actor_system>(*cfg_);
 }
 
