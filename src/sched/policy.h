@@ -3,6 +3,18 @@
 // generator. The scheduler actor drives it with real time; sim/ drives the very same
 // code with a virtual clock. It owns every decision (admission, batching, preemption,
 // routing) and the KV block tables; it never touches memory.
+//
+// One step for a replica (schedule()): running decodes first (1 token each, best effective
+// priority first), then the running prefills' next chunks, then swapped sequences back,
+// then new admissions from the global queue, all under max_step_tokens and max_batch.
+// Blocks are allocated as sequences grow; when none is left (after evicting unreferenced
+// prefix blocks) the lowest effective priority, latest arrival running sequence is
+// preempted. Routing: a request is not bound to a replica until a replica's schedule()
+// admits it from the global queue (see policy_config::affinity_load_factor); the queue is
+// ordered by effective priority, then resumed (preempted) sequences, then the tenant with
+// the lowest virtual token counter (tokens served / weight), then arrival.
+// Tokens reported in request_event include the EOS or stop token that ended a sequence;
+// stop_strings are the gateway's business (it detokenizes).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -33,11 +45,55 @@ struct replica_info {
   int32_t max_batch = 64;  // sequences per step
 };
 
+// How a preempted sequence gives back its KV blocks. recompute frees them and re-prefills
+// prompt + generated later. swap accounts them on a host pool and restores them later with
+// the same n_computed; the worker side of swap (copying blocks device <-> host) is not part
+// of step_plan yet, so swap is a scheduling model only (for sim/), not for real workers.
+enum class preemption_mode : unsigned char { recompute, swap };
+
+// Per-tenant weight and limits; tenants not listed get policy_config::default_tenant.
+struct tenant_config {
+  std::string name;
+  double weight = 1.0;            // share of tokens served, relative to other tenants; > 0
+  int64_t max_running = 0;        // jobs accepted and not finished (queued or running); 0 = no limit
+  int64_t max_queued_tokens = 0;  // tokens waiting for admission; 0 = no limit
+};
+
 struct policy_config {
   int32_t max_step_tokens = 512;  // token budget per step (prefill chunks + decodes)
   bool chunked_prefill = true;
   int64_t max_queued = 1024;  // requests waiting, over all tenants; past it: overloaded
   int64_t max_context = 0;    // prompt + max_tokens bound; 0 = no bound
+
+  // ---- KV blocks -------------------------------------------------------------------------
+  double kv_watermark = 0.01;  // fraction of a replica's blocks kept free for running decodes
+                               // when admitting a new prefill (rounded up to whole blocks)
+  bool prefix_caching = true;  // share full prompt blocks between sequences by hash chain
+  preemption_mode preemption = preemption_mode::recompute;
+  int64_t host_kv_blocks = 0;  // per replica, the host pool for preemption_mode::swap
+
+  // ---- ordering --------------------------------------------------------------------------
+  // A job's effective priority rises one level per aging_s seconds since its arrival, capped
+  // at the highest priority among unfinished jobs: a low-priority job under a stream of
+  // high-priority ones eventually ties with them and then wins by arrival. 0 = no aging.
+  double aging_s = 10.0;
+  std::vector<tenant_config> tenants;
+  tenant_config default_tenant;  // name ignored
+
+  // ---- routing ---------------------------------------------------------------------------
+  // A queued job goes to the replica whose prefix cache holds the longest prefix of its
+  // prompt unless that replica's load exceeds affinity_load_factor x (the least-loaded
+  // replica's load + max_step_tokens); otherwise to the least-loaded replica. Load = running
+  // sequences + their prefill tokens still to compute. A replica passes over a request meant
+  // for another only while that one has a free slot and KV room for it.
+  double affinity_load_factor = 2.0;
+
+  // ---- admission by SLO (off unless both are > 0) ----------------------------------------
+  // Predicted TTFT = (queued prefill tokens + this prompt) / (prefill_tokens_per_s x replicas).
+  double ttft_slo_s = 0.0;
+  double prefill_tokens_per_s = 0.0;
+
+  bool trace = false;  // record every decision as JSONL (take_trace())
 };
 
 // The answer to submit(): accepted, or an error of a kind (failed / overloaded) with a
@@ -62,6 +118,19 @@ struct request_event {
 struct planned_step {
   uint32_t replica = 0;
   step_plan plan;
+};
+
+// One replica's KV accounting, for tests, metrics and the simulator.
+struct replica_stats {
+  int64_t total_blocks = 0;
+  int64_t free_blocks = 0;    // never used or evicted
+  int64_t used_blocks = 0;    // referenced by at least one sequence
+  int64_t cached_blocks = 0;  // unreferenced prefix blocks kept for reuse (evicted LRU first)
+  int64_t host_blocks_used = 0;
+  size_t running = 0;  // sequences holding device blocks
+  size_t swapped = 0;
+  uint64_t prefix_hit_tokens = 0;  // prompt tokens skipped thanks to the prefix cache
+  uint64_t preemptions = 0;
 };
 
 class policy {
@@ -90,7 +159,15 @@ class policy {
   std::vector<request_event> take_events();
 
   size_t queued() const;
-  size_t running() const;
+  size_t running() const;  // sequences bound to a replica (swapped ones included)
+
+  // ---- additions for tests, metrics and the simulator ----------------------------------
+  std::optional<replica_stats> stats(uint32_t replica) const;
+  // Checks every bookkeeping invariant (no block leaked or held twice, tables cover their
+  // positions, counts agree); returns an empty string when all hold, else what broke.
+  std::string check_invariants() const;
+  // The JSONL trace recorded since the last call (policy_config::trace); see trace.h.
+  std::string take_trace();
 
  private:
   struct impl;

@@ -1,0 +1,788 @@
+// The scheduling policy: admission, continuous batching with chunked prefill, paged KV
+// blocks with prefix sharing, preemption, tenant fair share and routing. See policy.h for
+// the shape of one step; this file reads in the order of a request's life.
+#include "src/sched/policy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+
+#include "src/sched/block_manager.h"
+#include "src/sched/fair_share.h"
+#include "src/sched/trace.h"
+
+namespace troupe::sched {
+
+namespace {
+
+int64_t blocks_for(int64_t tokens, int32_t block_size) { return (tokens + block_size - 1) / block_size; }
+
+// Queued requests passed over for another replica's prefix cache before a replica stops
+// looking further down the queue in one step (bounds the cost of one schedule()).
+constexpr size_t kMaxAffinitySkips = 8;
+
+}  // namespace
+
+// ---- state ----------------------------------------------------------------------------
+
+struct seq_state {
+  request req;                   // its prompt moved into history
+  std::vector<int32_t> history;  // prompt + generated
+  int32_t n_prompt = 0;
+  uint64_t order = 0;  // submit order: breaks ties, tells a resubmitted id from the old one
+  double arrival = 0;
+  enum class where : unsigned char { queued, running, swapped } at = where::queued;
+  bool resumed = false;  // preempted or moved: goes before fresh requests of its level
+  uint32_t replica = 0;
+  std::vector<int32_t> table;    // device blocks covering [0, n_computed + planned)
+  int32_t n_computed = 0;        // tokens of history whose KV is in table
+  int32_t n_registered = 0;      // leading blocks of table already in the prefix cache
+  int64_t host_blocks = 0;       // swapped out: blocks held on the host pool
+  uint64_t planned_step = 0;     // the step that feeds it, while in flight
+  std::vector<uint64_t> hashes;  // prefix hash chain over history's full blocks
+  int32_t hash_block_size = 0;
+  tenant_state* tenant = nullptr;
+
+  int32_t generated() const { return static_cast<int32_t>(history.size()) - n_prompt; }
+  int32_t remaining() const { return static_cast<int32_t>(history.size()) - n_computed; }
+};
+
+struct flight_item {
+  uint64_t id = 0, order = 0;
+  int32_t n = 0;
+  bool sample = false;
+};
+
+struct replica_state {
+  replica_info info;
+  block_pool pool;
+  std::vector<seq_state*> running;  // holding device blocks (prefilling or decoding)
+  std::vector<seq_state*> swapped;
+  bool in_flight = false;
+  uint64_t step_id = 0;
+  std::vector<flight_item> flight;  // the in-flight plan, in plan order
+  uint64_t prefix_hit_tokens = 0, preemptions = 0;
+
+  replica_state(const replica_info& r, int64_t host_blocks) : info(r), pool(r.kv_blocks, host_blocks) {}
+  bool fits(const seq_state& s) const {
+    return blocks_for(s.n_prompt + s.req.sampling.max_tokens, info.block_size) <= info.kv_blocks;
+  }
+};
+
+struct policy::impl {
+  policy_config cfg;
+  fair_share tenants;
+  std::map<uint32_t, std::unique_ptr<replica_state>> replicas;  // ordered: deterministic
+  std::unordered_map<uint64_t, std::unique_ptr<seq_state>> seqs;
+  std::vector<seq_state*> queue;          // waiting for admission, unordered (scanned by key)
+  std::map<int32_t, int64_t> priorities;  // priority -> unfinished jobs: the aging cap
+  int64_t queued_tokens = 0;              // history tokens of the queue (SLO predictor)
+  uint64_t next_order = 1, next_step = 1;
+  std::vector<request_event> events;  // outside a step: cancels, failures
+  std::string trace;
+
+  // The trace record of the schedule() under way.
+  trace_step rec;
+  std::vector<int32_t> freed;  // blocks whose last reference went away in this call
+
+  explicit impl(policy_config c) : cfg(std::move(c)), tenants(cfg.tenants, cfg.default_tenant) {}
+
+  // ---- ordering -----------------------------------------------------------------------
+
+  int64_t level(const seq_state& s, double now) const {
+    const int32_t p = s.req.priority;
+    if (cfg.aging_s <= 0 || priorities.empty()) return p;
+    const int32_t cap = priorities.rbegin()->first;
+    const double aged = p + std::floor(std::max(0.0, now - s.arrival) / cfg.aging_s);
+    return static_cast<int64_t>(std::max<double>(p, std::min<double>(cap, aged)));
+  }
+
+  // Running order: higher level first, then earlier arrival. The victim is the last.
+  bool runs_before(const seq_state& a, int64_t la, const seq_state& b, int64_t lb) const {
+    if (la != lb) return la > lb;
+    if (a.arrival != b.arrival) return a.arrival < b.arrival;
+    return a.order < b.order;
+  }
+
+  // Queue order: level, resumed first, tenant with the lowest counter, arrival.
+  bool queued_before(const seq_state& a, int64_t la, const seq_state& b, int64_t lb) const {
+    if (la != lb) return la > lb;
+    if (a.resumed != b.resumed) return a.resumed;
+    if (a.tenant->vtime != b.tenant->vtime) return a.tenant->vtime < b.tenant->vtime;
+    if (a.arrival != b.arrival) return a.arrival < b.arrival;
+    return a.order < b.order;
+  }
+
+  // ---- blocks -------------------------------------------------------------------------
+
+  const std::vector<uint64_t>& hashes(seq_state& s, int32_t bs) {
+    if (s.hash_block_size != bs) {
+      s.hashes.clear();
+      s.hash_block_size = bs;
+    }
+    const size_t full = s.history.size() / bs;
+    while (s.hashes.size() < full) {
+      const size_t i = s.hashes.size();
+      s.hashes.push_back(hash_block(i ? s.hashes[i - 1] : 0, s.history.data() + i * bs, bs));
+    }
+    return s.hashes;
+  }
+
+  void release(replica_state& r, int32_t b) {
+    r.pool.release(b);
+    if (r.pool.ref_count(b) == 0) freed.push_back(b);
+  }
+
+  void release_all(replica_state& r, seq_state& s) {
+    for (int32_t b : s.table) release(r, b);
+    s.table.clear();
+    if (s.host_blocks) r.pool.host_release(s.host_blocks);
+    s.host_blocks = 0;
+  }
+
+  // Full, computed blocks become findable by later requests with the same prefix.
+  void register_computed(replica_state& r, seq_state& s) {
+    if (!cfg.prefix_caching) return;
+    const int32_t bs = r.info.block_size;
+    const auto full = std::min<int32_t>(s.n_computed / bs, static_cast<int32_t>(s.table.size()));
+    if (s.n_registered >= full) return;
+    const auto& h = hashes(s, bs);
+    for (int32_t i = s.n_registered; i < full; ++i)
+      if (r.pool.lookup(h[i]) < 0) r.pool.register_block(s.table[i], h[i]);
+    s.n_registered = full;
+  }
+
+  int64_t watermark(const replica_state& r) const {
+    return static_cast<int64_t>(std::ceil(cfg.kv_watermark * static_cast<double>(r.info.kv_blocks)));
+  }
+
+  // ---- queue --------------------------------------------------------------------------
+
+  void enqueue(seq_state& s) {
+    s.at = seq_state::where::queued;
+    queue.push_back(&s);
+    queued_tokens += static_cast<int64_t>(s.history.size());
+    s.tenant->queued_tokens += static_cast<int64_t>(s.history.size());
+  }
+
+  void dequeue(seq_state& s) {
+    queue.erase(std::find(queue.begin(), queue.end(), &s));
+    queued_tokens -= static_cast<int64_t>(s.history.size());
+    s.tenant->queued_tokens -= static_cast<int64_t>(s.history.size());
+  }
+
+  // Back to the queue to be prefilled again (prompt + generated) wherever there is room.
+  void requeue(seq_state& s) {
+    s.table.clear();
+    s.n_computed = 0;
+    s.n_registered = 0;
+    s.host_blocks = 0;
+    s.resumed = true;
+    enqueue(s);
+  }
+
+  static void erase_from(std::vector<seq_state*>& v, seq_state* s) { v.erase(std::find(v.begin(), v.end(), s)); }
+
+  // ---- finishing ----------------------------------------------------------------------
+
+  // Removes a request from every structure; its event is the caller's.
+  void drop(seq_state& s) {
+    if (s.at == seq_state::where::queued) {
+      dequeue(s);
+    } else {
+      replica_state& r = *replicas.at(s.replica);
+      release_all(r, s);
+      erase_from(s.at == seq_state::where::running ? r.running : r.swapped, &s);
+    }
+    tenants.deactivate(*s.tenant);
+    if (--priorities[s.req.priority] == 0) priorities.erase(s.req.priority);
+    seqs.erase(s.req.id);
+  }
+
+  finish_reason stop_reason(const seq_state& s, int32_t token) const {
+    const auto& sp = s.req.sampling;
+    auto has = [token](const std::vector<int32_t>& v) { return std::find(v.begin(), v.end(), token) != v.end(); };
+    if (!sp.ignore_eos && has(s.req.eos_ids)) return finish_reason::stop;
+    if (has(sp.stop_ids)) return finish_reason::stop;
+    if (s.generated() >= sp.max_tokens) return finish_reason::length;
+    if (cfg.max_context > 0 && static_cast<int64_t>(s.history.size()) >= cfg.max_context) return finish_reason::length;
+    return finish_reason::none;
+  }
+
+  // ---- preemption ---------------------------------------------------------------------
+
+  void preempt(replica_state& r, seq_state& v) {
+    ++r.preemptions;
+    rec.preempted.push_back(v.req.id);
+    erase_from(r.running, &v);
+    const auto n = static_cast<int64_t>(v.table.size());
+    if (cfg.preemption == preemption_mode::swap && v.n_computed > 0 && r.pool.host_allocate(n)) {
+      for (int32_t b : v.table) release(r, b);
+      v.table.clear();
+      v.host_blocks = n;
+      v.at = seq_state::where::swapped;
+      r.swapped.push_back(&v);
+      rec.swapped_out.push_back(v.req.id);
+      return;
+    }
+    for (int32_t b : v.table) release(r, b);
+    requeue(v);
+  }
+
+  // Grows s's table to cover `tokens` positions, preempting from the back of `order` (not
+  // yet planned this step) when blocks run out. False when s itself had to go.
+  bool grow(replica_state& r, seq_state& s, int64_t tokens, const std::vector<seq_state*>& order, size_t& tail,
+            trace_seq* ts) {
+    while (static_cast<int64_t>(s.table.size()) < blocks_for(tokens, r.info.block_size)) {
+      const int32_t b = r.pool.allocate();
+      if (b >= 0) {
+        s.table.push_back(b);
+        if (ts) ts->alloc.push_back(b);
+        continue;
+      }
+      seq_state* victim = nullptr;
+      while (tail > 0) {
+        seq_state* v = order[tail - 1];
+        if (v == &s) break;
+        --tail;
+        if (v->at == seq_state::where::running && v->replica == r.info.id && v->planned_step != r.step_id) {
+          victim = v;
+          break;
+        }
+      }
+      if (!victim) {
+        preempt(r, s);
+        return false;
+      }
+      preempt(r, *victim);
+    }
+    return true;
+  }
+
+  // ---- planning -----------------------------------------------------------------------
+
+  void plan_work(replica_state& r, step_plan& plan, seq_state& s, int32_t n, trace_seq&& ts) {
+    seq_work w;
+    w.seq_id = s.req.id;
+    w.tokens.assign(s.history.begin() + s.n_computed, s.history.begin() + s.n_computed + n);
+    w.start_pos = s.n_computed;
+    w.block_table = s.table;
+    w.sample = s.n_computed + n == static_cast<int32_t>(s.history.size());
+    w.sampling = s.req.sampling;
+    w.history = s.history;
+    w.n_prompt = s.n_prompt;
+    r.flight.push_back({s.req.id, s.order, n, w.sample});
+    s.planned_step = r.step_id;
+    tenants.charge(*s.tenant, n);
+    if (cfg.trace) {
+      ts.id = s.req.id;
+      ts.n = n;
+      ts.start_pos = s.n_computed;
+      ts.sample = w.sample;
+      rec.seqs.push_back(std::move(ts));
+    }
+    plan.seqs.push_back(std::move(w));
+  }
+
+  // Tokens of its next chunk for a sequence with `remaining` tokens to feed, or 0 to wait.
+  int32_t chunk(int32_t remaining, int32_t budget) const {
+    if (cfg.chunked_prefill || remaining > cfg.max_step_tokens) return std::min(remaining, budget);
+    return remaining <= budget ? remaining : 0;  // whole prompts only
+  }
+
+  // Running requests plus pending prefill tokens: what routing balances.
+  static int64_t load(const replica_state& r) {
+    int64_t l = 0;
+    for (const auto* v : {&r.running, &r.swapped})
+      for (const seq_state* s : *v) l += std::max(1, s->remaining());
+    return l;
+  }
+
+  bool can_admit(replica_state& r, seq_state& s) {
+    if (static_cast<int32_t>(r.running.size()) >= r.info.max_batch || !r.fits(s)) return false;
+    const int32_t bs = r.info.block_size;
+    const auto need = blocks_for(static_cast<int64_t>(s.history.size()), bs);
+    return r.pool.available() - need >= watermark(r);
+  }
+
+  // The replica a queued request should go to (see policy_config::affinity_load_factor).
+  uint32_t route(seq_state& s, uint32_t asking) {
+    const replica_state* best_hit = nullptr;
+    const replica_state* least = nullptr;
+    int32_t best_hits = 0, least_hits = 0;
+    int64_t best_hit_load = 0, least_load = 0;
+    for (const auto& [id, rp] : replicas) {
+      const replica_state& r = *rp;
+      if (!r.fits(s)) continue;
+      const int32_t bs = r.info.block_size;
+      const int32_t hits = cfg.prefix_caching ? r.pool.count_hits(hashes(s, bs), (s.history.size() - 1) / bs) : 0;
+      const int64_t l = load(r);
+      // Ties go to the asking replica: no reason to wait for another.
+      const bool asking_tie = id == asking;
+      if (!least || l < least_load || (l == least_load && asking_tie)) least = &r, least_load = l, least_hits = hits;
+      if (!best_hit || hits > best_hits || (hits == best_hits && (l < best_hit_load || asking_tie)))
+        best_hit = &r, best_hits = hits, best_hit_load = l;
+    }
+    if (!least) return asking;
+    if (best_hits > least_hits && static_cast<double>(best_hit_load) <=
+                                      cfg.affinity_load_factor * static_cast<double>(least_load + cfg.max_step_tokens))
+      return best_hit->info.id;
+    return least->info.id;
+  }
+
+  // The best queued request for replica r, passing over those in `skip` and those r cannot
+  // hold.
+  seq_state* best_queued(const replica_state& r, double now, const std::vector<seq_state*>& skip) const {
+    seq_state* best = nullptr;
+    int64_t best_level = 0;
+    for (seq_state* s : queue) {
+      if (!r.fits(*s) || std::find(skip.begin(), skip.end(), s) != skip.end()) continue;
+      const int64_t l = level(*s, now);
+      if (!best || queued_before(*s, l, *best, best_level)) best = s, best_level = l;
+    }
+    return best;
+  }
+
+  std::optional<planned_step> schedule(replica_state& r, double now);
+  void admit(replica_state& r, step_plan& plan, int32_t& budget, double now);
+};
+
+// ---- schedule -----------------------------------------------------------------------------
+
+std::optional<planned_step> policy::impl::schedule(replica_state& r, double now) {
+  r.step_id = next_step;
+  rec = trace_step{};
+  freed.clear();
+  planned_step out;
+  out.replica = r.info.id;
+  out.plan.step_id = r.step_id;
+  step_plan& plan = out.plan;
+  int32_t budget = cfg.max_step_tokens;
+  r.flight.clear();
+
+  // Best first; victims are taken from the back.
+  std::vector<std::pair<int64_t, seq_state*>> keyed;
+  keyed.reserve(r.running.size());
+  for (seq_state* s : r.running) keyed.emplace_back(level(*s, now), s);
+  std::sort(keyed.begin(), keyed.end(),
+            [this](const auto& a, const auto& b) { return runs_before(*a.second, a.first, *b.second, b.first); });
+  std::vector<seq_state*> order;
+  order.reserve(keyed.size());
+  for (const auto& k : keyed) order.push_back(k.second);
+  size_t tail = order.size();
+
+  // 1. Running decodes, one token each.
+  for (seq_state* s : order) {
+    if (budget == 0) break;
+    if (s->at != seq_state::where::running || s->remaining() != 1) continue;
+    trace_seq ts;
+    if (!grow(r, *s, s->n_computed + 1, order, tail, cfg.trace ? &ts : nullptr)) continue;
+    plan_work(r, plan, *s, 1, std::move(ts));
+    --budget;
+  }
+  // 2. The next chunk of running prefills.
+  for (seq_state* s : order) {
+    if (budget == 0) break;
+    if (s->at != seq_state::where::running || s->planned_step == r.step_id || s->remaining() <= 1) continue;
+    const int32_t n = chunk(s->remaining(), budget);
+    if (n == 0) continue;
+    trace_seq ts;
+    if (!grow(r, *s, s->n_computed + n, order, tail, cfg.trace ? &ts : nullptr)) continue;
+    plan_work(r, plan, *s, n, std::move(ts));
+    budget -= n;
+  }
+  // 3. Swapped sequences come back before new admissions.
+  if (!r.swapped.empty()) {
+    std::vector<seq_state*> back = r.swapped;
+    std::sort(back.begin(), back.end(),
+              [this, now](seq_state* a, seq_state* b) { return runs_before(*a, level(*a, now), *b, level(*b, now)); });
+    for (seq_state* s : back) {
+      if (budget == 0 || static_cast<int32_t>(r.running.size()) >= r.info.max_batch) break;
+      const int32_t n = chunk(s->remaining(), budget);
+      const int64_t need = std::max(s->host_blocks, blocks_for(s->n_computed + n, r.info.block_size));
+      if (n == 0 || r.pool.available() - need < (r.running.empty() ? 0 : watermark(r))) break;
+      trace_seq ts;
+      for (int64_t i = 0; i < s->host_blocks; ++i) {
+        s->table.push_back(r.pool.allocate());
+        if (cfg.trace) ts.alloc.push_back(s->table.back());
+      }
+      r.pool.host_release(s->host_blocks);
+      s->host_blocks = 0;
+      // The worker would copy the KV back; these blocks are not registered again.
+      s->n_registered = static_cast<int32_t>(s->table.size());
+      s->at = seq_state::where::running;
+      erase_from(r.swapped, s);
+      r.running.push_back(s);
+      rec.swapped_in.push_back(s->req.id);
+      size_t no_tail = 0;  // room was checked above
+      if (!grow(r, *s, s->n_computed + n, order, no_tail, cfg.trace ? &ts : nullptr)) continue;
+      plan_work(r, plan, *s, n, std::move(ts));
+      budget -= n;
+    }
+  }
+  // 4. New admissions from the global queue.
+  admit(r, plan, budget, now);
+
+  const bool changed = !plan.seqs.empty() || !rec.preempted.empty();
+  if (cfg.trace && changed) {
+    rec.t = now;
+    rec.replica = r.info.id;
+    rec.step = r.step_id;
+    rec.freed = freed;
+    trace += trace_step_line(rec);
+  }
+  if (plan.seqs.empty()) {
+    r.flight.clear();
+    if (changed) ++next_step;  // keep step ids of recorded lines unique
+    return std::nullopt;
+  }
+  ++next_step;
+  r.in_flight = true;
+  return out;
+}
+
+void policy::impl::admit(replica_state& r, step_plan& plan, int32_t& budget, double now) {
+  std::vector<seq_state*> skipped;
+  const int32_t bs = r.info.block_size;
+  while (budget > 0 && static_cast<int32_t>(r.running.size()) < r.info.max_batch && !queue.empty()) {
+    seq_state* s = best_queued(r, now, skipped);
+    if (!s) return;
+    if (replicas.size() > 1) {
+      const uint32_t target = route(*s, r.info.id);
+      if (target != r.info.id && can_admit(*replicas.at(target), *s)) {
+        skipped.push_back(s);
+        if (skipped.size() >= kMaxAffinitySkips) return;
+        continue;
+      }
+    }
+    // At least the last token is computed, to produce logits.
+    const auto max_hits = static_cast<int32_t>((s->history.size() - 1) / bs);
+    const int32_t hits = cfg.prefix_caching ? r.pool.count_hits(hashes(*s, bs), max_hits) : 0;
+    const int32_t cached = hits * bs;
+    const int32_t n = chunk(static_cast<int32_t>(s->history.size()) - cached, budget);
+    if (n == 0) return;  // a whole prompt waits for a step with room (chunked prefill off)
+
+    // Hit blocks that sit unreferenced in the LRU stop being available once shared.
+    int64_t idle_hits = 0;
+    for (int32_t i = 0; i < hits; ++i) idle_hits += r.pool.ref_count(r.pool.lookup(s->hashes[i])) == 0;
+    const int64_t avail = r.pool.available() - idle_hits;
+    const int64_t need_chunk = blocks_for(cached + n, bs) - hits;
+    const int64_t need_all = blocks_for(static_cast<int64_t>(s->history.size()), bs) - hits;
+    // The watermark keeps room for running decodes; an idle replica takes anything that fits.
+    if (r.running.empty() ? avail < need_chunk : avail - need_all < watermark(r)) return;
+
+    dequeue(*s);
+    for (int32_t i = 0; i < hits; ++i) {
+      const int32_t b = r.pool.lookup(s->hashes[i]);
+      r.pool.acquire(b);
+      s->table.push_back(b);
+    }
+    s->n_computed = cached;
+    s->n_registered = hits;
+    s->at = seq_state::where::running;
+    s->replica = r.info.id;
+    r.running.push_back(s);
+    r.prefix_hit_tokens += static_cast<uint64_t>(cached);
+    rec.admitted.push_back(s->req.id);
+    trace_seq ts;
+    size_t no_tail = 0;
+    grow(r, *s, cached + n, {}, no_tail, cfg.trace ? &ts : nullptr);  // room was checked above
+    plan_work(r, plan, *s, n, std::move(ts));
+    budget -= n;
+  }
+}
+
+// ---- the public face ----------------------------------------------------------------------
+
+policy::policy(policy_config cfg) {
+  if (cfg.max_step_tokens <= 0)
+    throw error(error_kind::failed, "max_step_tokens: expected > 0, got " + std::to_string(cfg.max_step_tokens),
+                "max_step_tokens");
+  if (!(cfg.kv_watermark >= 0 && cfg.kv_watermark < 1))
+    throw error(error_kind::failed, "kv_watermark: expected a fraction in [0, 1)", "kv_watermark");
+  if (!(cfg.affinity_load_factor >= 1))
+    throw error(error_kind::failed, "affinity_load_factor: expected >= 1", "affinity_load_factor");
+  if (cfg.host_kv_blocks < 0) throw error(error_kind::failed, "host_kv_blocks: expected >= 0", "host_kv_blocks");
+  impl_ = new impl(std::move(cfg));
+}
+
+policy::~policy() { delete impl_; }
+
+void policy::add_replica(const replica_info& r, double now) {
+  auto bad = [](const char* field, const char* expected) {
+    throw error(error_kind::failed, std::string("replica_info.") + field + ": expected " + expected, field);
+  };
+  if (r.kv_blocks <= 0) bad("kv_blocks", "> 0");
+  if (r.kv_blocks > INT32_MAX) bad("kv_blocks", "< 2^31");
+  if (r.block_size <= 0) bad("block_size", "> 0");
+  if (r.max_batch <= 0) bad("max_batch", "> 0");
+  if (impl_->replicas.count(r.id))
+    throw error(error_kind::failed, "replica_info.id: replica " + std::to_string(r.id) + " is already added", "id");
+  impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, impl_->cfg.host_kv_blocks));
+  if (impl_->cfg.trace) impl_->trace += trace_add_replica(now, r);
+}
+
+void policy::remove_replica(uint32_t id, double now) {
+  impl& m = *impl_;
+  auto it = m.replicas.find(id);
+  if (it == m.replicas.end()) return;
+  if (m.cfg.trace) m.trace += trace_remove_replica(now, id);
+  replica_state& r = *it->second;
+  // Its KV is gone with it: resume from the reported tokens elsewhere. A result still in
+  // flight is dropped (on_result ignores unknown replicas), so no token is reported twice.
+  for (auto* v : {&r.running, &r.swapped})
+    for (seq_state* s : *v) m.requeue(*s);
+  m.replicas.erase(it);
+  if (m.replicas.empty()) return;  // wait for replicas to come back
+  std::vector<seq_state*> stranded;
+  for (seq_state* s : m.queue) {
+    bool fits = false;
+    for (const auto& [rid, rp] : m.replicas) fits = fits || rp->fits(*s);
+    if (!fits) stranded.push_back(s);
+  }
+  for (seq_state* s : stranded) {
+    request_event e;
+    e.id = s->req.id;
+    e.finished = finish_reason::error;
+    e.error =
+        "no remaining replica holds prompt + max_tokens = " + std::to_string(s->n_prompt + s->req.sampling.max_tokens) +
+        " tokens";
+    m.drop(*s);
+    m.events.push_back(std::move(e));
+  }
+}
+
+admission policy::submit(request rq, double now) {
+  impl& m = *impl_;
+  admission a;
+  auto reject = [&](error_kind kind, std::string field, std::string message) {
+    a.accepted = false;
+    a.kind = kind;
+    a.field = std::move(field);
+    a.message = std::move(message);
+  };
+  const auto n_prompt = static_cast<int64_t>(rq.prompt.size());
+  const int64_t total = n_prompt + rq.sampling.max_tokens;
+  const std::string bad_sampling = validate(rq.sampling);
+  int64_t largest = 0;
+  bool fits = m.replicas.empty();
+  for (const auto& [id, r] : m.replicas) {
+    largest = std::max(largest, r->info.kv_blocks * r->info.block_size);
+    fits = fits || blocks_for(total, r->info.block_size) <= r->info.kv_blocks;
+  }
+  tenant_state& tenant = m.tenants.get(rq.tenant);
+  std::string over;
+  if (m.seqs.count(rq.id)) {
+    reject(error_kind::failed, "id", "id: request " + std::to_string(rq.id) + " is already submitted");
+  } else if (rq.prompt.empty()) {
+    reject(error_kind::failed, "prompt", "prompt: expected at least one token");
+  } else if (!bad_sampling.empty()) {
+    reject(error_kind::failed, bad_sampling.substr(0, bad_sampling.find(':')), bad_sampling);
+  } else if (m.cfg.max_context > 0 && total > m.cfg.max_context) {
+    reject(error_kind::failed, n_prompt >= m.cfg.max_context ? "prompt" : "max_tokens",
+           "prompt + max_tokens: " + std::to_string(total) + " tokens, over max_context " +
+               std::to_string(m.cfg.max_context));
+  } else if (!fits) {
+    reject(error_kind::failed, n_prompt >= largest ? "prompt" : "max_tokens",
+           "prompt + max_tokens: " + std::to_string(total) + " tokens never fit the KV cache of a replica (at most " +
+               std::to_string(largest) + " tokens)");
+  } else if (!m.cfg.chunked_prefill && n_prompt > m.cfg.max_step_tokens) {
+    reject(error_kind::failed, "prompt",
+           "prompt: " + std::to_string(n_prompt) + " tokens, over max_step_tokens " +
+               std::to_string(m.cfg.max_step_tokens) + " with chunked prefill off");
+  } else if (static_cast<int64_t>(m.queue.size()) >= m.cfg.max_queued) {
+    reject(error_kind::overloaded, "queue",
+           "queue: " + std::to_string(m.queue.size()) + " requests waiting, the limit");
+  } else if (!(over = m.tenants.over_limit(tenant, n_prompt)).empty()) {
+    reject(error_kind::overloaded, "tenant", over);
+  } else if (m.cfg.ttft_slo_s > 0 && m.cfg.prefill_tokens_per_s > 0) {
+    const double replicas = static_cast<double>(std::max<size_t>(1, m.replicas.size()));
+    const double ttft = static_cast<double>(m.queued_tokens + n_prompt) / (m.cfg.prefill_tokens_per_s * replicas);
+    if (ttft > m.cfg.ttft_slo_s)
+      reject(error_kind::overloaded, "ttft",
+             "ttft: predicted " + std::to_string(ttft) + " s from queued prefill, over the bound " +
+                 std::to_string(m.cfg.ttft_slo_s) + " s");
+  }
+  if (m.cfg.trace) m.trace += trace_submit(now, rq, a);
+  if (!a.accepted) return a;
+
+  auto s = std::make_unique<seq_state>();
+  s->history = std::move(rq.prompt);
+  s->n_prompt = static_cast<int32_t>(s->history.size());
+  s->history.reserve(s->history.size() + rq.sampling.max_tokens);
+  s->req = std::move(rq);
+  s->req.prompt.clear();
+  s->order = m.next_order++;
+  s->arrival = now;
+  s->tenant = &tenant;
+  m.tenants.activate(tenant);
+  ++m.priorities[s->req.priority];
+  m.enqueue(*s);
+  m.seqs.emplace(s->req.id, std::move(s));
+  return a;
+}
+
+void policy::cancel(uint64_t id, double now) {
+  impl& m = *impl_;
+  auto it = m.seqs.find(id);
+  if (it == m.seqs.end()) return;
+  m.freed.clear();
+  // Blocks go back at once: this replica's next step, the first that could reuse them, is
+  // planned only after the in-flight result arrives, whose output for this id is ignored.
+  m.drop(*it->second);
+  if (m.cfg.trace) m.trace += trace_cancel(now, id, m.freed);
+  request_event e;
+  e.id = id;
+  e.finished = finish_reason::cancelled;
+  m.events.push_back(std::move(e));
+}
+
+std::optional<planned_step> policy::schedule(uint32_t replica, double now) {
+  auto it = impl_->replicas.find(replica);
+  if (it == impl_->replicas.end() || it->second->in_flight) return std::nullopt;
+  return impl_->schedule(*it->second, now);
+}
+
+std::vector<request_event> policy::on_result(uint32_t replica, const step_result& result, double now) {
+  impl& m = *impl_;
+  std::vector<request_event> out;
+  auto it = m.replicas.find(replica);
+  if (it == m.replicas.end()) return out;  // a replica removed while its step was in flight
+  replica_state& r = *it->second;
+  if (!r.in_flight || result.step_id != r.step_id)
+    throw error(error_kind::failed,
+                "step_result.step_id: " + std::to_string(result.step_id) + " is not the step in flight on replica " +
+                    std::to_string(replica),
+                "step_id");
+  if (result.outputs.size() != r.flight.size())
+    throw error(error_kind::failed,
+                "step_result.outputs: expected " + std::to_string(r.flight.size()) + " outputs, got " +
+                    std::to_string(result.outputs.size()),
+                "outputs");
+  for (size_t i = 0; i < r.flight.size(); ++i) {
+    const seq_output& o = result.outputs[i];
+    if (o.seq_id != r.flight[i].id || (r.flight[i].sample && o.token < 0))
+      throw error(error_kind::failed,
+                  "step_result.outputs[" + std::to_string(i) + "]: expected seq " + std::to_string(r.flight[i].id) +
+                      (r.flight[i].sample ? " with a sampled token" : ""),
+                  "outputs");
+  }
+  r.in_flight = false;
+  m.freed.clear();
+  std::vector<std::pair<uint64_t, finish_reason>> finished;
+  for (size_t i = 0; i < r.flight.size(); ++i) {
+    const flight_item& f = r.flight[i];
+    auto sit = m.seqs.find(f.id);
+    if (sit == m.seqs.end()) continue;  // cancelled while in flight
+    seq_state& s = *sit->second;
+    if (s.order != f.order || s.at != seq_state::where::running || s.replica != replica) continue;
+    s.n_computed += f.n;
+    m.register_computed(r, s);
+    if (!f.sample) continue;
+    const seq_output& o = result.outputs[i];
+    s.history.push_back(o.token);
+    request_event e;
+    e.id = s.req.id;
+    e.tokens.push_back({o.token, o.logprob});
+    if (s.req.sampling.top_logprobs > 0) e.top.push_back(o.top);
+    e.finished = m.stop_reason(s, o.token);
+    if (e.finished != finish_reason::none) {
+      finished.emplace_back(s.req.id, e.finished);
+      m.drop(s);
+    }
+    out.push_back(std::move(e));
+  }
+  r.flight.clear();
+  if (m.cfg.trace) m.trace += trace_result(now, replica, result, finished, m.freed);
+  return out;
+}
+
+std::vector<request_event> policy::take_events() { return std::exchange(impl_->events, {}); }
+
+size_t policy::queued() const { return impl_->queue.size(); }
+
+size_t policy::running() const { return impl_->seqs.size() - impl_->queue.size(); }
+
+std::optional<replica_stats> policy::stats(uint32_t replica) const {
+  auto it = impl_->replicas.find(replica);
+  if (it == impl_->replicas.end()) return std::nullopt;
+  const replica_state& r = *it->second;
+  replica_stats st;
+  st.total_blocks = r.pool.total();
+  st.free_blocks = r.pool.free_count();
+  st.used_blocks = r.pool.used_count();
+  st.cached_blocks = r.pool.cached_count();
+  st.host_blocks_used = r.pool.host_used();
+  st.running = r.running.size();
+  st.swapped = r.swapped.size();
+  st.prefix_hit_tokens = r.prefix_hit_tokens;
+  st.preemptions = r.preemptions;
+  return st;
+}
+
+std::string policy::take_trace() { return std::exchange(impl_->trace, {}); }
+
+// ---- invariants ---------------------------------------------------------------------------
+
+std::string policy::check_invariants() const {
+  const impl& m = *impl_;
+  auto fail = [](const std::string& what) { return what; };
+  size_t bound = 0;
+  for (const auto& [id, rp] : m.replicas) {
+    const replica_state& r = *rp;
+    const std::string where = "replica " + std::to_string(id) + ": ";
+    const block_pool& p = r.pool;
+    if (p.free_count() + p.used_count() + p.cached_count() != p.total() || p.used_count() < 0)
+      return fail(where + "free + used + cached != total");
+    std::vector<int32_t> refs(p.total(), 0);
+    int64_t host = 0;
+    for (const seq_state* s : r.running) {
+      if (s->at != seq_state::where::running || s->replica != id) return fail(where + "running list holds a stranger");
+      for (int32_t b : s->table) {
+        if (b < 0 || b >= p.total()) return fail(where + "block id out of range");
+        ++refs[b];
+      }
+      const int64_t covered = static_cast<int64_t>(s->table.size()) * r.info.block_size;
+      if (covered < s->n_computed) return fail(where + "table does not cover computed positions");
+      if (s->table.size() > static_cast<size_t>(blocks_for(s->history.size(), r.info.block_size)))
+        return fail(where + "table longer than the sequence");
+    }
+    for (const seq_state* s : r.swapped) {
+      if (!s->table.empty() || s->at != seq_state::where::swapped) return fail(where + "swapped sequence holds blocks");
+      host += s->host_blocks;
+    }
+    if (host != p.host_used()) return fail(where + "host pool count disagrees");
+    int64_t used = 0;
+    for (int64_t b = 0; b < p.total(); ++b) {
+      if (refs[b] != p.ref_count(static_cast<int32_t>(b)))
+        return fail(where + "block " + std::to_string(b) + " has " + std::to_string(p.ref_count(b)) +
+                    " references, tables hold " + std::to_string(refs[b]));
+      used += refs[b] > 0;
+      // A block shared by two tables must be a registered (immutable) prefix block.
+      if (refs[b] > 1 && !p.is_registered(static_cast<int32_t>(b)))
+        return fail(where + "block " + std::to_string(b) + " is shared but not a cached prefix block");
+    }
+    if (used != p.used_count()) return fail(where + "used count disagrees");
+    if (static_cast<int32_t>(r.running.size()) > r.info.max_batch) return fail(where + "over max_batch");
+    if (r.in_flight) {
+      for (const flight_item& f : r.flight) {
+        auto it = m.seqs.find(f.id);
+        if (it == m.seqs.end() || it->second->order != f.order || it->second->at != seq_state::where::running) continue;
+        const seq_state& s = *it->second;
+        if (static_cast<int64_t>(s.table.size()) * r.info.block_size < s.n_computed + f.n)
+          return fail(where + "in-flight work not covered by its table");
+      }
+    }
+    bound += r.running.size() + r.swapped.size();
+  }
+  for (const seq_state* s : m.queue)
+    if (!s->table.empty() || s->n_computed != 0 || s->at != seq_state::where::queued)
+      return fail("queued request " + std::to_string(s->req.id) + " holds KV state");
+  if (bound + m.queue.size() != m.seqs.size()) return fail("requests lost: bound + queued != known");
+  return {};
+}
+
+}  // namespace troupe::sched

@@ -1,0 +1,240 @@
+// The JSONL step trace and its replay. nlohmann-json stays in this file.
+#include "src/sched/trace.h"
+
+#include <istream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace troupe::sched {
+
+using nlohmann::json;
+
+const char* to_string(finish_reason r) {
+  switch (r) {
+    case finish_reason::none:
+      return "none";
+    case finish_reason::stop:
+      return "stop";
+    case finish_reason::length:
+      return "length";
+    case finish_reason::cancelled:
+      return "cancelled";
+    case finish_reason::error:
+      return "error";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::string line(const json& j) { return j.dump() + "\n"; }
+
+}  // namespace
+
+// ---- writing ------------------------------------------------------------------------------
+
+std::string trace_add_replica(double t, const replica_info& r) {
+  return line({{"ev", "add_replica"},
+               {"t", t},
+               {"replica", r.id},
+               {"kv_blocks", r.kv_blocks},
+               {"block_size", r.block_size},
+               {"max_batch", r.max_batch}});
+}
+
+std::string trace_remove_replica(double t, uint32_t replica) {
+  return line({{"ev", "remove_replica"}, {"t", t}, {"replica", replica}});
+}
+
+std::string trace_submit(double t, const request& r, const admission& a) {
+  json j = {{"ev", "submit"},
+            {"t", t},
+            {"id", r.id},
+            {"tenant", r.tenant},
+            {"priority", r.priority},
+            {"prompt", r.prompt},
+            {"max_tokens", r.sampling.max_tokens},
+            {"eos_ids", r.eos_ids},
+            {"stop_ids", r.sampling.stop_ids},
+            {"ignore_eos", r.sampling.ignore_eos},
+            {"accepted", a.accepted}};
+  if (!a.accepted) {
+    j["kind"] = std::string(troupe::to_string(a.kind));
+    j["field"] = a.field;
+  }
+  return line(j);
+}
+
+std::string trace_cancel(double t, uint64_t id, const std::vector<int32_t>& freed) {
+  return line({{"ev", "cancel"}, {"t", t}, {"id", id}, {"freed", freed}});
+}
+
+std::string trace_step_line(const trace_step& s) {
+  json seqs = json::array();
+  for (const trace_seq& q : s.seqs)
+    seqs.push_back({{"id", q.id}, {"n", q.n}, {"pos", q.start_pos}, {"sample", q.sample}, {"alloc", q.alloc}});
+  return line({{"ev", "step"},
+               {"t", s.t},
+               {"replica", s.replica},
+               {"step", s.step},
+               {"seqs", seqs},
+               {"admitted", s.admitted},
+               {"preempted", s.preempted},
+               {"swapped_out", s.swapped_out},
+               {"swapped_in", s.swapped_in},
+               {"freed", s.freed}});
+}
+
+std::string trace_result(double t, uint32_t replica, const step_result& r,
+                         const std::vector<std::pair<uint64_t, finish_reason>>& finished,
+                         const std::vector<int32_t>& freed) {
+  json out = json::array(), fin = json::array();
+  for (const seq_output& o : r.outputs) out.push_back({o.seq_id, o.token});
+  for (const auto& [id, why] : finished) fin.push_back({id, to_string(why)});
+  return line({{"ev", "result"},
+               {"t", t},
+               {"replica", replica},
+               {"step", r.step_id},
+               {"out", out},
+               {"finished", fin},
+               {"freed", freed}});
+}
+
+// ---- comparing ----------------------------------------------------------------------------
+
+namespace {
+
+// The next line worth comparing, parsed; false at the end.
+bool next_line(std::istream& in, bool decisions_only, size_t& n, std::string& text, json& j) {
+  while (std::getline(in, text)) {
+    ++n;
+    j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return true;
+    if (!decisions_only) return true;
+    if (j.value("ev", "") != "step") continue;
+    j.erase("t");
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string compare_traces(std::istream& a, std::istream& b, bool decisions_only) {
+  std::string la, lb;
+  json ja, jb;
+  size_t na = 0, nb = 0;
+  for (;;) {
+    const bool more_a = next_line(a, decisions_only, na, la, ja);
+    const bool more_b = next_line(b, decisions_only, nb, lb, jb);
+    if (!more_a && !more_b) return {};
+    if (more_a != more_b)
+      return "line " + std::to_string(more_a ? na : nb) +
+             ": only one trace has it: " + (more_a ? la : lb).substr(0, 300);
+    if (ja.is_discarded() || jb.is_discarded()) return "line " + std::to_string(na) + ": not JSON";
+    if (ja != jb)
+      return "line " + std::to_string(na) + ": expected " + la.substr(0, 300) + "\n  got " + lb.substr(0, 300);
+  }
+}
+
+namespace {
+
+request request_of(const json& j) {
+  request r;
+  r.id = j.at("id");
+  r.tenant = j.at("tenant");
+  r.priority = j.at("priority");
+  r.prompt = j.at("prompt").get<std::vector<int32_t>>();
+  r.sampling.max_tokens = j.at("max_tokens");
+  r.eos_ids = j.at("eos_ids").get<std::vector<int32_t>>();
+  r.sampling.stop_ids = j.at("stop_ids").get<std::vector<int32_t>>();
+  r.sampling.ignore_eos = j.at("ignore_eos");
+  return r;
+}
+
+finish_reason reason_of(const std::string& s) {
+  for (auto r : {finish_reason::stop, finish_reason::length, finish_reason::cancelled, finish_reason::error})
+    if (s == to_string(r)) return r;
+  return finish_reason::none;
+}
+
+}  // namespace
+
+trace_events read_trace_events(std::istream& trace) {
+  trace_events out;
+  std::string l;
+  for (size_t n = 1; std::getline(trace, l); ++n) {
+    try {
+      const json j = json::parse(l);
+      const std::string ev = j.at("ev");
+      const double t = j.at("t");
+      if (ev == "submit") {
+        out.arrivals.push_back({t, request_of(j), j.at("accepted")});
+      } else if (ev == "cancel") {
+        out.finishes.push_back({t, j.at("id"), finish_reason::cancelled});
+      } else if (ev == "result") {
+        for (const auto& f : j.at("finished")) out.finishes.push_back({t, f.at(0), reason_of(f.at(1))});
+      }
+    } catch (const json::exception& e) {
+      throw error(error_kind::failed, "trace line " + std::to_string(n) + ": " + e.what(), "trace");
+    }
+  }
+  return out;
+}
+
+// ---- replaying ----------------------------------------------------------------------------
+
+replay_report replay(std::istream& trace, policy_config cfg) {
+  cfg.trace = true;
+  policy p(cfg);
+  replay_report rep;
+  std::stringstream original;
+  std::string l;
+  try {
+    while (std::getline(trace, l)) {
+      original << l << '\n';
+      ++rep.lines;
+      const json j = json::parse(l);
+      const std::string ev = j.at("ev");
+      const double t = j.at("t");
+      if (ev == "add_replica") {
+        replica_info r;
+        r.id = j.at("replica");
+        r.kv_blocks = j.at("kv_blocks");
+        r.block_size = j.at("block_size");
+        r.max_batch = j.at("max_batch");
+        p.add_replica(r, t);
+      } else if (ev == "remove_replica") {
+        p.remove_replica(j.at("replica"), t);
+      } else if (ev == "submit") {
+        p.submit(request_of(j), t);
+      } else if (ev == "cancel") {
+        p.cancel(j.at("id"), t);
+      } else if (ev == "step") {
+        p.schedule(j.at("replica"), t);
+      } else if (ev == "result") {
+        step_result r;
+        r.step_id = j.at("step");
+        for (const auto& o : j.at("out")) {
+          seq_output so;
+          so.seq_id = o.at(0);
+          so.token = o.at(1);
+          r.outputs.push_back(so);
+        }
+        p.on_result(j.at("replica"), r, t);
+      } else {
+        throw error(error_kind::failed, "ev: unknown event '" + ev + "'", "ev");
+      }
+    }
+  } catch (const std::exception& e) {
+    rep.same = false;
+    rep.difference = "line " + std::to_string(rep.lines) + ": " + e.what();
+    return rep;
+  }
+  std::stringstream produced(p.take_trace());
+  rep.difference = compare_traces(original, produced);
+  rep.same = rep.difference.empty();
+  return rep;
+}
+
+}  // namespace troupe::sched

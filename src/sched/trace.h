@@ -1,0 +1,89 @@
+// The step trace: every decision of a policy, one JSON object per line (JSONL), so a run
+// recorded with the real clock can be replayed through sim/ and checked decision by decision.
+//
+// Lines ("ev" field):
+//   add_replica    {t, replica, kv_blocks, block_size, max_batch}
+//   remove_replica {t, replica}
+//   submit         {t, id, tenant, priority, prompt, max_tokens, eos_ids, stop_ids, ignore_eos,
+//                   accepted, kind?, field?}        (enough to resubmit the same request)
+//   cancel         {t, id, freed}
+//   step           {t, replica, step, seqs: [{id, n, pos, sample, alloc}], admitted, preempted,
+//                   swapped_out, swapped_in, freed}  (one per schedule() that changed anything)
+//   result         {t, replica, step, out: [[id, token]], finished: [[id, reason]], freed}
+// Block ids in alloc/freed are the replica's physical ids; freed lists blocks whose last
+// reference went away (they became free or cached).
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/sched/policy.h"
+
+namespace troupe::sched {
+
+struct trace_seq {
+  uint64_t id = 0;
+  int32_t n = 0;  // tokens fed
+  int32_t start_pos = 0;
+  bool sample = true;
+  std::vector<int32_t> alloc;  // blocks newly added to its table this step
+};
+
+struct trace_step {
+  double t = 0;
+  uint32_t replica = 0;
+  uint64_t step = 0;
+  std::vector<trace_seq> seqs;
+  std::vector<uint64_t> admitted, preempted, swapped_out, swapped_in;
+  std::vector<int32_t> freed;
+};
+
+const char* to_string(finish_reason r);
+
+std::string trace_add_replica(double t, const replica_info& r);
+std::string trace_remove_replica(double t, uint32_t replica);
+std::string trace_submit(double t, const request& r, const admission& a);
+std::string trace_cancel(double t, uint64_t id, const std::vector<int32_t>& freed);
+std::string trace_step_line(const trace_step& s);
+std::string trace_result(double t, uint32_t replica, const step_result& r,
+                         const std::vector<std::pair<uint64_t, finish_reason>>& finished,
+                         const std::vector<int32_t>& freed);
+
+// Compares two traces line by line as JSON values (formatting aside); returns an empty
+// string when they match, else the first difference with its line number. With
+// decisions_only, only the step lines are compared, without their times: two runs driven
+// by different clocks (a recorded run and sim/) that made the same decisions match.
+std::string compare_traces(std::istream& a, std::istream& b, bool decisions_only = false);
+
+// A recorded run's inputs and outcomes, for sim/ to rebuild its workload: arrivals (every
+// submit line, accepted or not, with the request as submitted), cancels and finishes.
+struct trace_arrival {
+  double t = 0;
+  request req;
+  bool accepted = true;
+};
+struct trace_finish {
+  double t = 0;
+  uint64_t id = 0;
+  finish_reason reason = finish_reason::none;  // cancelled for cancel lines
+};
+struct trace_events {
+  std::vector<trace_arrival> arrivals;
+  std::vector<trace_finish> finishes;
+};
+// Throws troupe::error naming the line when a line is not a trace event.
+trace_events read_trace_events(std::istream& trace);
+
+// Feeds a recorded trace's inputs (replicas, arrivals, cancels, the step calls with their
+// times and the recorded step results) to a fresh policy built from cfg, with tracing on,
+// and compares its decisions with the recorded ones.
+struct replay_report {
+  bool same = true;
+  size_t lines = 0;        // lines replayed
+  std::string difference;  // the first difference, when !same
+};
+replay_report replay(std::istream& trace, policy_config cfg);
+
+}  // namespace troupe::sched

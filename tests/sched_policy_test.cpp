@@ -1,0 +1,358 @@
+// The scheduling policy, driven by a fake worker with literal timestamps: batching,
+// chunked prefill, admission errors, finishing, cancellation, preemption, replica loss.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "src/sched/policy.h"
+#include "tests/sched_test_support.h"
+
+namespace troupe::sched::test {
+namespace {
+
+replica_info replica(uint32_t id, int64_t blocks, int32_t block_size = 16, int32_t max_batch = 64) {
+  replica_info r;
+  r.id = id;
+  r.kv_blocks = blocks;
+  r.block_size = block_size;
+  r.max_batch = max_batch;
+  return r;
+}
+
+int32_t plan_tokens(const planned_step& ps) {
+  int32_t n = 0;
+  for (const auto& w : ps.plan.seqs) n += static_cast<int32_t>(w.tokens.size());
+  return n;
+}
+
+const seq_work* find_work(const planned_step& ps, uint64_t id) {
+  for (const auto& w : ps.plan.seqs)
+    if (w.seq_id == id) return &w;
+  return nullptr;
+}
+
+// ---- batching -------------------------------------------------------------------------------
+
+TEST(SchedPolicy, AdmitsInArrivalOrder) {
+  policy p({});
+  p.add_replica(replica(0, 100, 16, 1), 0.0);
+  for (uint64_t id = 1; id <= 4; ++id) ASSERT_TRUE(p.submit(make_request(id, 5, 3), 0.5 * id).accepted);
+  fake_worker w;
+  std::vector<uint64_t> first_seen;
+  for (int i = 0; i < 40; ++i) {
+    auto ps = w.step(p, 0, 3.0 + i);
+    if (!ps) break;
+    for (const auto& s : ps->plan.seqs)
+      if (std::find(first_seen.begin(), first_seen.end(), s.seq_id) == first_seen.end()) first_seen.push_back(s.seq_id);
+  }
+  EXPECT_EQ(first_seen, (std::vector<uint64_t>{1, 2, 3, 4}));
+  for (uint64_t id = 1; id <= 4; ++id) EXPECT_EQ(w.streamed[id], expected_stream(id, 5, 3));
+  EXPECT_EQ(p.running() + p.queued(), 0u);
+}
+
+TEST(SchedPolicy, RespectsTokenBudgetAndBatch) {
+  policy_config cfg;
+  cfg.max_step_tokens = 48;
+  policy p(cfg);
+  p.add_replica(replica(0, 400, 16, 6), 0.0);
+  for (uint64_t id = 1; id <= 20; ++id) ASSERT_TRUE(p.submit(make_request(id, 10 + 7 * id, 12), 0.0).accepted);
+  fake_worker w;
+  int steps = 0;
+  while (auto ps = w.step(p, 0, 1.0 + steps)) {
+    EXPECT_LE(plan_tokens(*ps), 48);
+    EXPECT_LE(ps->plan.seqs.size(), 6u);
+    ASSERT_EQ(p.check_invariants(), "");
+    ASSERT_LT(++steps, 1000);
+  }
+  EXPECT_EQ(w.finished.size(), 20u);
+}
+
+TEST(SchedPolicy, ChunkedPrefillKeepsDecodesRunning) {
+  policy_config cfg;
+  cfg.max_step_tokens = 64;
+  policy p(cfg);
+  p.add_replica(replica(0, 200), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 8, 100), 0.0).accepted);
+  fake_worker w;
+  w.step(p, 0, 0.1);  // prefill of request 1
+  ASSERT_TRUE(p.submit(make_request(2, 1000, 4), 0.2).accepted);
+  int32_t prev_end = 0, chunks = 0;
+  for (int i = 0; i < 30 && !w.streamed.count(2); ++i) {
+    auto ps = w.step(p, 0, 0.3 + 0.1 * i);
+    ASSERT_TRUE(ps);
+    EXPECT_LE(plan_tokens(*ps), 64);
+    ASSERT_TRUE(find_work(*ps, 1)) << "the running decode skipped a step";
+    EXPECT_EQ(find_work(*ps, 1)->tokens.size(), 1u);
+    const seq_work* b = find_work(*ps, 2);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->start_pos, prev_end);  // chunks follow one another
+    prev_end = b->start_pos + static_cast<int32_t>(b->tokens.size());
+    EXPECT_EQ(b->sample, prev_end == 1000);
+    EXPECT_EQ(b->block_table.size(), static_cast<size_t>((prev_end + 15) / 16));
+    ++chunks;
+  }
+  EXPECT_EQ(prev_end, 1000);
+  EXPECT_EQ(chunks, (1000 + 62) / 63);  // 63 tokens a step next to the decode
+}
+
+TEST(SchedPolicy, WithoutChunkingAPromptIsPrefilledWhole) {
+  policy_config cfg;
+  cfg.max_step_tokens = 1024;
+  cfg.chunked_prefill = false;
+  policy p(cfg);
+  p.add_replica(replica(0, 200), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 8, 100), 0.0).accepted);
+  fake_worker w;
+  w.step(p, 0, 0.1);
+  ASSERT_TRUE(p.submit(make_request(2, 1000, 4), 0.2).accepted);
+  auto ps = w.step(p, 0, 0.3);
+  ASSERT_TRUE(ps);
+  const seq_work* b = find_work(*ps, 2);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->tokens.size(), 1000u);
+  EXPECT_TRUE(b->sample);
+  EXPECT_EQ(plan_tokens(*ps), 1001);  // the decode waited for the whole prompt
+  // A prompt that can never be prefilled in one step is refused at the door.
+  auto a = p.submit(make_request(3, 1025, 4), 0.4);
+  EXPECT_FALSE(a.accepted);
+  EXPECT_EQ(a.field, "prompt");
+}
+
+// ---- admission ------------------------------------------------------------------------------
+
+TEST(SchedPolicy, RejectsWhatCanNeverRunNamingTheField) {
+  policy_config cfg;
+  cfg.max_queued = 2;
+  cfg.max_context = 2000;
+  policy p(cfg);
+  p.add_replica(replica(0, 64, 16), 0.0);  // 1024 tokens
+  auto a = p.submit(make_request(1, 1000, 100), 0.0);
+  EXPECT_FALSE(a.accepted);
+  EXPECT_EQ(a.kind, error_kind::failed);
+  EXPECT_EQ(a.field, "max_tokens");
+  a = p.submit(make_request(2, 1500, 100), 0.0);
+  EXPECT_EQ(a.field, "prompt");
+  a = p.submit(make_request(3, 10, 3000), 0.0);
+  EXPECT_EQ(a.field, "max_tokens");
+  EXPECT_NE(a.message.find("max_context"), std::string::npos);
+  request r = make_request(4, 0, 10);
+  EXPECT_EQ(p.submit(r, 0.0).field, "prompt");
+  r = make_request(5, 10, 10);
+  r.sampling.temperature = -1;
+  EXPECT_EQ(p.submit(r, 0.0).field, "temperature");
+  ASSERT_TRUE(p.submit(make_request(6, 10, 10), 0.0).accepted);
+  EXPECT_EQ(p.submit(make_request(6, 10, 10), 0.0).field, "id");
+  ASSERT_TRUE(p.submit(make_request(7, 10, 10), 0.0).accepted);
+  a = p.submit(make_request(8, 10, 10), 0.0);
+  EXPECT_EQ(a.kind, error_kind::overloaded);
+  EXPECT_EQ(a.field, "queue");
+}
+
+TEST(SchedPolicy, BadConfigAndReplicaThrowNamingTheField) {
+  policy_config cfg;
+  cfg.max_step_tokens = 0;
+  try {
+    policy p(cfg);
+    FAIL();
+  } catch (const error& e) {
+    EXPECT_EQ(e.field(), "max_step_tokens");
+  }
+  policy p({});
+  EXPECT_THROW(p.add_replica(replica(0, 0), 0.0), error);
+  p.add_replica(replica(0, 10), 0.0);
+  EXPECT_THROW(p.add_replica(replica(0, 10), 0.0), error);
+}
+
+// ---- finishing ------------------------------------------------------------------------------
+
+TEST(SchedPolicy, FinishesOnEosStopIdsAndLength) {
+  policy p({});
+  p.add_replica(replica(0, 100), 0.0);
+  request eos = make_request(1, 4, 50);
+  eos.eos_ids = {token_at(1, 4 + 2)};  // the third generated token
+  request ignored = make_request(2, 4, 5);
+  ignored.eos_ids = {token_at(2, 4 + 1)};
+  ignored.sampling.ignore_eos = true;
+  request stop = make_request(3, 4, 50);
+  stop.sampling.stop_ids = {token_at(3, 4 + 3)};
+  ASSERT_TRUE(p.submit(eos, 0.0).accepted);
+  ASSERT_TRUE(p.submit(ignored, 0.0).accepted);
+  ASSERT_TRUE(p.submit(stop, 0.0).accepted);
+  fake_worker w;
+  for (int i = 0; i < 20; ++i) w.step(p, 0, 0.1 * (i + 1));
+  EXPECT_EQ(w.finished[1], finish_reason::stop);
+  EXPECT_EQ(w.streamed[1], expected_stream(1, 4, 3));  // the EOS token is reported
+  EXPECT_EQ(w.finished[2], finish_reason::length);
+  EXPECT_EQ(w.streamed[2], expected_stream(2, 4, 5));
+  EXPECT_EQ(w.finished[3], finish_reason::stop);
+  EXPECT_EQ(w.streamed[3].size(), 4u);
+  EXPECT_EQ(p.stats(0)->used_blocks, 0);
+}
+
+TEST(SchedPolicy, CancelMidPrefillFreesBlocks) {
+  policy_config cfg;
+  cfg.max_step_tokens = 64;
+  policy p(cfg);
+  p.add_replica(replica(0, 100), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 500, 10), 0.0).accepted);
+  fake_worker w;
+  auto ps = w.step(p, 0, 0.1);
+  ASSERT_TRUE(ps);
+  EXPECT_FALSE(ps->plan.seqs[0].sample);
+  EXPECT_GT(p.stats(0)->used_blocks, 0);
+  // Cancelled while the next chunk is in flight: its output is ignored.
+  auto in_flight = p.schedule(0, 0.2);
+  ASSERT_TRUE(in_flight);
+  p.cancel(1, 0.25);
+  auto evs = p.take_events();
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].finished, finish_reason::cancelled);
+  EXPECT_EQ(p.stats(0)->used_blocks, 0);
+  EXPECT_TRUE(p.on_result(0, w.run(*in_flight), 0.3).empty());
+  EXPECT_EQ(p.check_invariants(), "");
+  EXPECT_FALSE(p.schedule(0, 0.4));
+  p.cancel(1, 0.5);  // unknown now: ignored
+  EXPECT_TRUE(p.take_events().empty());
+}
+
+TEST(SchedPolicy, MismatchedResultThrows) {
+  policy p({});
+  p.add_replica(replica(0, 100), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 5, 5), 0.0).accepted);
+  auto ps = p.schedule(0, 0.1);
+  ASSERT_TRUE(ps);
+  EXPECT_FALSE(p.schedule(0, 0.1));  // a step is in flight
+  step_result bad;
+  bad.step_id = ps->plan.step_id + 7;
+  EXPECT_THROW(p.on_result(0, bad, 0.2), error);
+  fake_worker w;
+  EXPECT_EQ(p.on_result(0, w.run(*ps), 0.2).size(), 1u);
+}
+
+// ---- preemption -----------------------------------------------------------------------------
+
+void run_until_done(policy& p, fake_worker& w, uint32_t replica, size_t n_requests) {
+  for (int i = 0; i < 2000 && w.finished.size() < n_requests; ++i) {
+    w.step(p, replica, 1.0 + 0.01 * i);
+    ASSERT_EQ(p.check_invariants(), "");
+  }
+  ASSERT_EQ(w.finished.size(), n_requests);
+}
+
+TEST(SchedPolicy, PreemptionByRecomputeKeepsHistory) {
+  policy_config cfg;
+  cfg.kv_watermark = 0;
+  policy p(cfg);
+  p.add_replica(replica(0, 10, 4), 0.0);  // 40 tokens; each request needs 32
+  ASSERT_TRUE(p.submit(make_request(1, 8, 24), 0.0).accepted);
+  ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
+  fake_worker w;
+  run_until_done(p, w, 0, 2);
+  EXPECT_GT(p.stats(0)->preemptions, 0u);
+  for (uint64_t id = 1; id <= 2; ++id) {
+    EXPECT_EQ(w.finished[id], finish_reason::length);
+    EXPECT_EQ(w.streamed[id], expected_stream(id, 8, 24)) << "request " << id;
+  }
+}
+
+TEST(SchedPolicy, ResumedPrefillCoversPromptAndGenerated) {
+  policy_config cfg;
+  cfg.kv_watermark = 0;
+  cfg.prefix_caching = false;  // the resumed prefill starts at 0
+  policy p(cfg);
+  p.add_replica(replica(0, 10, 4), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 8, 24), 0.0).accepted);
+  ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
+  fake_worker w;
+  bool saw_resume = false;
+  for (int i = 0; i < 200 && w.finished.size() < 2; ++i) {
+    auto ps = p.schedule(0, 1.0 + 0.01 * i);
+    if (!ps) continue;
+    for (const auto& s : ps->plan.seqs) {
+      if (s.start_pos != 0 || s.tokens.size() <= 8) continue;
+      // A resumed sequence re-feeds its prompt plus what it had generated, and no more.
+      saw_resume = true;
+      EXPECT_EQ(s.history.size(), s.tokens.size());
+      EXPECT_EQ(s.n_prompt, 8);
+      const auto gen = w.streamed[s.seq_id];
+      EXPECT_EQ(std::vector<int32_t>(s.tokens.begin() + 8, s.tokens.end()), gen);
+    }
+    w.record(p.on_result(0, w.run(*ps), 1.0 + 0.01 * i));
+  }
+  EXPECT_TRUE(saw_resume);
+}
+
+TEST(SchedPolicy, PreemptionBySwapKeepsComputedTokens) {
+  policy_config cfg;
+  cfg.kv_watermark = 0;
+  cfg.preemption = preemption_mode::swap;
+  cfg.host_kv_blocks = 16;
+  cfg.trace = true;
+  policy p(cfg);
+  p.add_replica(replica(0, 10, 4), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 8, 24), 0.0).accepted);
+  ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
+  fake_worker w;
+  run_until_done(p, w, 0, 2);
+  for (uint64_t id = 1; id <= 2; ++id) EXPECT_EQ(w.streamed[id], expected_stream(id, 8, 24));
+  const std::string trace = p.take_trace();
+  EXPECT_NE(trace.find("\"swapped_out\":[2]"), std::string::npos);
+  EXPECT_NE(trace.find("\"swapped_in\":[2]"), std::string::npos);
+  EXPECT_EQ(p.stats(0)->host_blocks_used, 0);
+}
+
+TEST(SchedPolicy, LowPriorityJobAgesPastAStreamOfHighOnes) {
+  for (double aging : {0.0, 1.0}) {
+    policy_config cfg;
+    cfg.aging_s = aging;
+    policy p(cfg);
+    p.add_replica(replica(0, 100, 16, 1), 0.0);
+    ASSERT_TRUE(p.submit(make_request(1, 4, 2, "default", 0), 0.0).accepted);
+    fake_worker w;
+    uint64_t next = 100;
+    // A new high-priority job every step, more than one slot can serve.
+    for (int i = 0; i < 100 && !w.finished.count(1); ++i) {
+      const double t = 0.1 * i;
+      ASSERT_TRUE(p.submit(make_request(next++, 4, 2, "default", 5), t).accepted);
+      w.step(p, 0, t);
+    }
+    EXPECT_EQ(w.finished.count(1), aging > 0 ? 1u : 0u) << "aging_s " << aging;
+  }
+}
+
+// ---- replicas -------------------------------------------------------------------------------
+
+TEST(SchedPolicy, RemoveReplicaResumesItsWorkElsewhere) {
+  policy p({});
+  p.add_replica(replica(0, 100), 0.0);
+  for (uint64_t id = 1; id <= 3; ++id) ASSERT_TRUE(p.submit(make_request(id, 20, 10), 0.0).accepted);
+  fake_worker w;
+  for (int i = 0; i < 4; ++i) w.step(p, 0, 0.1 * (i + 1));
+  for (uint64_t id = 1; id <= 3; ++id) ASSERT_EQ(w.streamed[id].size(), 4u);
+  auto lost = p.schedule(0, 0.5);  // in flight when the replica dies
+  ASSERT_TRUE(lost);
+  p.add_replica(replica(1, 100), 0.5);
+  p.remove_replica(0, 0.6);
+  EXPECT_EQ(p.queued(), 3u);
+  EXPECT_TRUE(p.on_result(0, w.run(*lost), 0.7).empty());
+  EXPECT_FALSE(p.stats(0));
+  for (int i = 0; i < 20 && w.finished.size() < 3; ++i) w.step(p, 1, 1.0 + 0.1 * i);
+  for (uint64_t id = 1; id <= 3; ++id) EXPECT_EQ(w.streamed[id], expected_stream(id, 20, 10));
+  EXPECT_EQ(p.check_invariants(), "");
+}
+
+TEST(SchedPolicy, RemoveReplicaFailsWhatNoReplicaLeftCanHold) {
+  policy p({});
+  p.add_replica(replica(0, 100), 0.0);
+  p.add_replica(replica(1, 4), 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 200, 10), 0.0).accepted);
+  p.remove_replica(0, 1.0);
+  auto evs = p.take_events();
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].finished, finish_reason::error);
+  EXPECT_EQ(p.queued(), 0u);
+}
+
+}  // namespace
+}  // namespace troupe::sched::test

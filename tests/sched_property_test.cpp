@@ -1,0 +1,187 @@
+// Randomized workloads over many seeds, checking the policy's invariants after every call:
+// no block leaked or held twice, the budget and batch bounds, tables covering their
+// positions, every request ending, and every client seeing each token exactly once.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "src/sched/policy.h"
+#include "src/sched/trace.h"
+#include "tests/sched_test_support.h"
+
+namespace troupe::sched::test {
+namespace {
+
+struct job {
+  request req;
+  bool done = false;
+};
+
+class workload {
+ public:
+  explicit workload(uint64_t seed) : rng_(seed) {
+    cfg_.max_step_tokens = pick({16, 32, 64, 128});
+    cfg_.chunked_prefill = chance(0.8);
+    cfg_.prefix_caching = chance(0.6);
+    if (chance(0.3)) {
+      cfg_.preemption = preemption_mode::swap;
+      cfg_.host_kv_blocks = uniform(0, 32);
+    }
+    cfg_.kv_watermark = chance(0.5) ? 0.0 : 0.05;
+    cfg_.aging_s = chance(0.5) ? 0.0 : 0.5;
+    cfg_.max_queued = 64;
+    cfg_.tenants = {{"a", 1.0}, {"b", 2.0}};
+    cfg_.trace = seed % 10 == 0;
+    for (int f = 0; f < 3; ++f)
+      for (int i = 0; i < 64; ++i) families_[f].push_back(uniform(100, 140));
+  }
+
+  void run() {
+    policy p(cfg_);
+    const int n_replicas = uniform(1, 3);
+    for (int i = 0; i < n_replicas; ++i) add_replica(p, 0.0);
+    const int n_requests = uniform(5, 40);
+    int submitted = 0;
+    for (int tick = 0; tick < 20000; ++tick) {
+      const double t = 0.01 * tick;
+      if (submitted < n_requests && chance(0.4)) {
+        submit(p, t, static_cast<uint64_t>(++submitted));
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+      if (chance(0.03) && !jobs_.empty()) {
+        auto it = jobs_.begin();
+        std::advance(it, uniform(0, static_cast<int>(jobs_.size()) - 1));
+        p.cancel(it->first, t);
+        check(p);
+      }
+      if (chance(0.005) && replicas_.size() > 1) {
+        auto it = replicas_.begin();
+        std::advance(it, uniform(0, static_cast<int>(replicas_.size()) - 1));
+        p.remove_replica(it->first, t);
+        replicas_.erase(it);
+        check(p);
+        add_replica(p, t);
+      }
+      for (auto& [id, r] : replicas_) {
+        if (r.pending) {
+          if (chance(0.3)) continue;  // the result arrives later
+          worker_.record(p.on_result(id, worker_.run(*r.pending), t));
+          r.pending.reset();
+        } else {
+          r.pending = p.schedule(id, t);
+          if (r.pending) check_plan(*r.pending, r.info);
+        }
+        check(p);
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+      worker_.record(p.take_events());
+      if (submitted == n_requests && p.running() + p.queued() == 0) break;
+    }
+    ASSERT_EQ(p.running() + p.queued(), 0u) << "requests left hanging";
+    check_streams();
+    if (cfg_.trace) {
+      std::stringstream trace(p.take_trace());
+      const replay_report rep = replay(trace, cfg_);
+      EXPECT_TRUE(rep.same) << rep.difference;
+    }
+  }
+
+ private:
+  struct replica_run {
+    replica_info info;
+    std::optional<planned_step> pending;
+  };
+
+  bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  int uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  int pick(std::initializer_list<int> v) { return *(v.begin() + uniform(0, static_cast<int>(v.size()) - 1)); }
+
+  void add_replica(policy& p, double t) {
+    replica_run r;
+    r.info.id = next_replica_++;
+    r.info.block_size = pick({4, 8, 16});
+    r.info.kv_blocks = uniform(8, 64);
+    r.info.max_batch = uniform(1, 8);
+    p.add_replica(r.info, t);
+    replicas_.emplace(r.info.id, r);
+  }
+
+  void submit(policy& p, double t, uint64_t id) {
+    request r = make_request(id, 1, uniform(1, 30), chance(0.5) ? "a" : "b", uniform(0, 2));
+    const auto& fam = families_[uniform(0, 2)];
+    r.prompt.assign(fam.begin(), fam.begin() + uniform(0, 40));
+    for (int n = uniform(1, 60); n > 0; --n) r.prompt.push_back(uniform(100, 140));
+    if (chance(0.2)) r.sampling.stop_ids = {token_at(id, static_cast<int32_t>(r.prompt.size()) + uniform(0, 10))};
+    const admission a = p.submit(r, t);
+    if (a.accepted) {
+      jobs_[id].req = r;
+    } else {
+      EXPECT_FALSE(a.field.empty());
+      EXPECT_FALSE(a.message.empty());
+    }
+    check(p);
+  }
+
+  void check(const policy& p) { ASSERT_EQ(p.check_invariants(), ""); }
+
+  void check_plan(const planned_step& ps, const replica_info& info) {
+    int32_t tokens = 0;
+    ASSERT_LE(ps.plan.seqs.size(), static_cast<size_t>(info.max_batch));
+    for (const seq_work& w : ps.plan.seqs) {
+      const auto n = static_cast<int32_t>(w.tokens.size());
+      tokens += n;
+      ASSERT_GT(n, 0);
+      ASSERT_GE(static_cast<int64_t>(w.block_table.size()) * info.block_size, w.start_pos + n);
+      for (int32_t b : w.block_table) ASSERT_TRUE(b >= 0 && b < info.kv_blocks);
+      const job& j = jobs_.at(w.seq_id);
+      // The history is the prompt plus exactly what the client has seen.
+      std::vector<int32_t> want = j.req.prompt;
+      const auto& seen = worker_.streamed[w.seq_id];
+      want.insert(want.end(), seen.begin(), seen.end());
+      ASSERT_EQ(w.history, want);
+      ASSERT_EQ(w.n_prompt, static_cast<int32_t>(j.req.prompt.size()));
+      ASSERT_EQ(w.tokens, std::vector<int32_t>(want.begin() + w.start_pos, want.begin() + w.start_pos + n));
+      ASSERT_EQ(w.sample, w.start_pos + n == static_cast<int32_t>(want.size()));
+    }
+    ASSERT_LE(tokens, cfg_.max_step_tokens);
+  }
+
+  void check_streams() {
+    for (const auto& [id, j] : jobs_) {
+      ASSERT_TRUE(worker_.finished.count(id)) << "request " << id << " never finished";
+      const auto& got = worker_.streamed[id];
+      const auto n_prompt = static_cast<int32_t>(j.req.prompt.size());
+      ASSERT_EQ(got, expected_stream(id, n_prompt, static_cast<int32_t>(got.size()))) << "request " << id;
+      const finish_reason why = worker_.finished[id];
+      if (why == finish_reason::length) {
+        EXPECT_EQ(static_cast<int32_t>(got.size()), j.req.sampling.max_tokens);
+      }
+      if (why == finish_reason::stop) {
+        EXPECT_EQ(got.back(), j.req.sampling.stop_ids.at(0));
+      }
+      EXPECT_LE(static_cast<int32_t>(got.size()), j.req.sampling.max_tokens);
+    }
+  }
+
+  std::mt19937_64 rng_;
+  policy_config cfg_;
+  std::vector<int32_t> families_[3];
+  std::map<uint32_t, replica_run> replicas_;
+  uint32_t next_replica_ = 0;
+  std::map<uint64_t, job> jobs_;
+  fake_worker worker_;
+};
+
+TEST(SchedProperty, InvariantsHoldOverManySeededWorkloads) {
+  for (uint64_t seed = 1; seed <= 300; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    workload(seed).run();
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+}  // namespace
+}  // namespace troupe::sched::test

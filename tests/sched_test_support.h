@@ -1,0 +1,74 @@
+// A fake worker for policy tests: checks each plan against the sequences it has seen and
+// answers with deterministic tokens, so a test can tell a duplicated or missing token.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "src/sched/policy.h"
+
+namespace troupe::sched::test {
+
+// The token a sequence produces at a position: a pure function, never an EOS id below 10.
+inline int32_t token_at(uint64_t id, int32_t pos) { return 10 + static_cast<int32_t>((id * 7919 + pos * 31) % 997); }
+
+inline request make_request(uint64_t id, int32_t prompt_len, int32_t max_tokens, std::string tenant = "default",
+                            int32_t priority = 0) {
+  request r;
+  r.id = id;
+  r.tenant = std::move(tenant);
+  r.priority = priority;
+  for (int32_t i = 0; i < prompt_len; ++i) r.prompt.push_back(1000 + static_cast<int32_t>((id * 13 + i) % 50000));
+  r.sampling.max_tokens = max_tokens;
+  r.eos_ids = {2};
+  return r;
+}
+
+struct fake_worker {
+  // Everything the client has been told, per request.
+  std::map<uint64_t, std::vector<int32_t>> streamed;
+  std::map<uint64_t, finish_reason> finished;
+
+  step_result run(const planned_step& ps) {
+    step_result r;
+    r.step_id = ps.plan.step_id;
+    for (const seq_work& w : ps.plan.seqs) {
+      seq_output o;
+      o.seq_id = w.seq_id;
+      // The history a worker gets must be the prompt plus exactly the tokens streamed.
+      EXPECT_GE(static_cast<int32_t>(w.history.size()), w.start_pos + static_cast<int32_t>(w.tokens.size()));
+      if (w.sample) o.token = token_at(w.seq_id, w.start_pos + static_cast<int32_t>(w.tokens.size()));
+      r.outputs.push_back(o);
+    }
+    return r;
+  }
+
+  void record(const std::vector<request_event>& evs) {
+    for (const request_event& e : evs) {
+      for (const token_logprob& t : e.tokens) streamed[e.id].push_back(t.id);
+      if (e.finished != finish_reason::none) {
+        EXPECT_FALSE(finished.count(e.id)) << "request " << e.id << " finished twice";
+        finished[e.id] = e.finished;
+      }
+    }
+  }
+
+  // One schedule + result round on a replica; returns the plan (empty when none).
+  std::optional<planned_step> step(policy& p, uint32_t replica, double now) {
+    auto ps = p.schedule(replica, now);
+    if (ps) record(p.on_result(replica, run(*ps), now));
+    record(p.take_events());
+    return ps;
+  }
+};
+
+// The tokens request `id` with prompt length n_prompt must stream, in order.
+inline std::vector<int32_t> expected_stream(uint64_t id, int32_t n_prompt, int32_t n) {
+  std::vector<int32_t> v;
+  for (int32_t i = 0; i < n; ++i) v.push_back(token_at(id, n_prompt + i));
+  return v;
+}
+
+}  // namespace troupe::sched::test

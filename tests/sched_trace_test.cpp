@@ -1,0 +1,112 @@
+// The JSONL step trace: what it records, and replaying it through a fresh policy.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "src/sched/policy.h"
+#include "src/sched/trace.h"
+#include "tests/sched_test_support.h"
+
+namespace troupe::sched::test {
+namespace {
+
+std::string record(const policy_config& cfg) {
+  policy p(cfg);
+  replica_info r;
+  r.kv_blocks = 12;
+  r.block_size = 4;
+  r.max_batch = 3;
+  p.add_replica(r, 0.0);
+  fake_worker w;
+  for (uint64_t id = 1; id <= 6; ++id) p.submit(make_request(id, 6 + static_cast<int32_t>(id), 10), 0.25 * id);
+  for (int i = 0; i < 200 && p.running() + p.queued() > 0; ++i) {
+    if (i == 3) p.cancel(2, 0.125 + 0.5 * i);
+    w.step(p, 0, 0.5 * i);
+  }
+  return p.take_trace();
+}
+
+policy_config traced() {
+  policy_config cfg;
+  cfg.trace = true;
+  cfg.max_step_tokens = 16;
+  cfg.kv_watermark = 0;
+  return cfg;
+}
+
+TEST(SchedTrace, RecordsEveryDecisionAsJsonLines) {
+  const std::string t = record(traced());
+  std::istringstream in(t);
+  std::string line;
+  std::map<std::string, int> kinds;
+  while (std::getline(in, line)) {
+    const auto at = line.find("\"ev\":\"");
+    ASSERT_NE(at, std::string::npos) << line;
+    kinds[line.substr(at + 6, line.find('"', at + 6) - at - 6)]++;
+  }
+  EXPECT_EQ(kinds["add_replica"], 1);
+  EXPECT_EQ(kinds["submit"], 6);
+  EXPECT_EQ(kinds["cancel"], 1);
+  EXPECT_GT(kinds["step"], 10);
+  EXPECT_EQ(kinds["step"], kinds["result"]);
+  EXPECT_NE(t.find("\"preempted\":[6]"), std::string::npos);  // 12 blocks are too few
+  EXPECT_NE(t.find("\"finished\":[[1,\"length\"]]"), std::string::npos);
+  EXPECT_TRUE(record(policy_config{}).empty());  // tracing is off by default
+}
+
+TEST(SchedTrace, ReplayMakesTheSameDecisions) {
+  std::istringstream in(record(traced()));
+  const replay_report r = replay(in, traced());
+  EXPECT_TRUE(r.same) << r.difference;
+  EXPECT_GT(r.lines, 20u);
+}
+
+TEST(SchedTrace, ReplayUnderAnotherConfigDiffers) {
+  std::istringstream in(record(traced()));
+  policy_config other = traced();
+  other.max_step_tokens = 8;
+  const replay_report r = replay(in, other);
+  EXPECT_FALSE(r.same);
+  EXPECT_NE(r.difference.find("line "), std::string::npos);
+}
+
+TEST(SchedTrace, CompareNamesTheFirstDifferentLine) {
+  std::istringstream a("{\"ev\":\"step\",\"n\":1}\n{\"ev\":\"step\",\"n\":2}\n");
+  std::istringstream b("{\"n\":1, \"ev\":\"step\"}\n{\"ev\":\"step\",\"n\":3}\n");
+  const std::string d = compare_traces(a, b);
+  EXPECT_EQ(d.rfind("line 2", 0), 0u) << d;
+  std::istringstream c("{\"a\":1}\n"), e("{\"a\":1}\n{\"a\":2}\n");
+  EXPECT_NE(compare_traces(c, e), "");
+}
+
+TEST(SchedTrace, DecisionsOnlyIgnoresTimesAndInputs) {
+  std::istringstream a("{\"ev\":\"submit\",\"t\":1}\n{\"ev\":\"step\",\"t\":2,\"seqs\":[1]}\n");
+  std::istringstream b("{\"ev\":\"step\",\"t\":7,\"seqs\":[1]}\n");
+  EXPECT_EQ(compare_traces(a, b, true), "");
+  std::istringstream c("{\"ev\":\"step\",\"t\":2,\"seqs\":[1]}\n");
+  std::istringstream d("{\"ev\":\"step\",\"t\":7,\"seqs\":[1]}\n");
+  EXPECT_NE(compare_traces(c, d), "");
+}
+
+TEST(SchedTrace, ReadsArrivalsAndFinishes) {
+  std::istringstream in(record(traced()));
+  const trace_events ev = read_trace_events(in);
+  ASSERT_EQ(ev.arrivals.size(), 6u);
+  EXPECT_EQ(ev.arrivals[2].t, 0.75);
+  EXPECT_EQ(ev.arrivals[2].req.id, 3u);
+  EXPECT_EQ(ev.arrivals[2].req.prompt, make_request(3, 9, 10).prompt);
+  EXPECT_EQ(ev.arrivals[2].req.sampling.max_tokens, 10);
+  ASSERT_EQ(ev.finishes.size(), 6u);
+  size_t cancelled = 0, length = 0;
+  for (const auto& f : ev.finishes) {
+    cancelled += f.reason == finish_reason::cancelled;
+    length += f.reason == finish_reason::length;
+  }
+  EXPECT_EQ(cancelled, 1u);
+  EXPECT_EQ(length, 5u);
+  std::istringstream bad("{\"ev\":\"submit\"}\n");
+  EXPECT_THROW(read_trace_events(bad), error);
+}
+
+}  // namespace
+}  // namespace troupe::sched::test
