@@ -1,34 +1,80 @@
 // Per-variant kernel throughput on the CPU: bytes of weights streamed per second for the
-// matrix-vector products that dominate decoding.
+// matrix-vector products that dominate decoding (m = 1), and for batched matmuls (m = 64,
+// prefill-like), per weight type and variant, on 1 and 2 threads.
+//
+//   bench_kernels --benchmark_filter=q4_0
+//
+// Other processes on a shared machine move these numbers: treat them as indicative.
 #include <benchmark/benchmark.h>
 
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "kernels/check.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
 #include "troupe/kernel_registry.h"
 
 namespace {
 
-void bm_matvec_ref_f32(benchmark::State& st) {
-  const int64_t n = st.range(0), k = st.range(1);
-  std::vector<float> w(n * k), x(k), y(n);
-  std::mt19937 rng(1);
+constexpr troupe_op k_matmul_ops[] = {TROUPE_OP_MATMUL_F32, TROUPE_OP_MATMUL_F16, TROUPE_OP_MATMUL_BF16,
+                                      TROUPE_OP_MATMUL_Q8_0, TROUPE_OP_MATMUL_Q4_0};
+
+// y(m, n) = x(m, k) . W(n, k)^T with one variant on a pool of `threads`.
+void bm_matmul(benchmark::State& st, troupe_op op, troupe_kernel_variant v, int64_t m, int64_t n, int64_t k,
+               int threads) {
+  const int dt = troupe::kern::op_dtype(op);
+  const auto w = troupe::kern::random_weights(dt, n, k, 1);
+  std::vector<float> x(m * k), y(m * n);
+  std::mt19937 rng(2);
   std::uniform_real_distribution<float> u(-1, 1);
-  for (auto& v : w) v = u(rng);
-  for (auto& v : x) v = u(rng);
-  troupe::kernel_registry reg;
-  for (const auto& v : troupe::kern::ref::variants()) reg.add(v);
-  auto mm = reg.get<troupe_matmul_fn>(TROUPE_OP_MATMUL_F32);
+  for (auto& e : x) e = u(rng);
+  troupe::kern::cpu::thread_pool pool(threads);
+  const troupe_kctx ctx = troupe::kern::cpu::make_kctx(pool);
+  auto mm = reinterpret_cast<troupe_matmul_fn>(v.fn);
   for (auto _ : st) {
-    mm(nullptr, y.data(), x.data(), w.data(), 1, n, k);
+    mm(&ctx, y.data(), x.data(), w.data(), m, n, k);
     benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
   }
-  st.SetBytesProcessed(st.iterations() * n * k * 4);
+  st.SetBytesProcessed(st.iterations() * (int64_t)w.size());
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(bm_matvec_ref_f32)->Args({768, 768});
+
+void register_all_benchmarks(const troupe::kernel_registry& reg) {
+  struct shape {
+    int64_t m, n, k;
+  };
+  const shape shapes[] = {{1, 2048, 2048}, {1, 8192, 2048}, {64, 2048, 2048}, {64, 8192, 2048}};
+  for (troupe_op op : k_matmul_ops)
+    for (const auto& v : reg.variants(op))
+      for (const shape& s : shapes)
+        for (int threads : {1, 2}) {
+          const bool ref = std::string_view(v.name) == "ref";
+          if (ref && (s.m > 1 || s.n > 2048 || threads > 1)) continue;  // the oracle is slow and single-threaded
+          const std::string name = std::string(s.m == 1 ? "matvec/" : "matmul/") + std::string(troupe::op_name(op)) +
+                                   "/" + v.name + "/" + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
+                                   std::to_string(s.k) + "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(name.c_str(), bm_matmul, op, v, s.m, s.n, s.k, threads)
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+        }
+}
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  troupe::kernel_registry reg;
+  for (const auto& v : troupe::kern::ref::variants()) reg.add(v);
+  troupe::kern::cpu::register_all(reg);
+  benchmark::AddCustomContext("cpu kernels", troupe::kern::cpu::describe());
+  register_all_benchmarks(reg);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,9 +1,229 @@
+// troupe kernels list|check|bench: the kernel registry as built in this binary (the
+// reference, the CPU variants this machine supports, and any --plugin), checked against
+// the reference or timed.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
 #include "commands.h"
+#include "kernels/check.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/ref/ref.h"
+#include "troupe/error.h"
+#include "troupe/kernel_registry.h"
 
 namespace troupe::cli {
 
+namespace {
+
+struct kernels_options {
+  std::string op;  // empty: all
+  std::string variant;
+  std::vector<std::string> plugins;
+  int threads = 0;  // 0: the hardware threads
+  uint64_t seed = 1;
+};
+
+int thread_count(const kernels_options& o) {
+  return o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
+}
+
+void build_registry(kernel_registry& reg, const kernels_options& o) {
+  for (const auto& v : kern::ref::variants()) reg.add(v);
+  kern::cpu::register_all(reg);
+  for (const auto& p : o.plugins) reg.load_plugin(p);
+}
+
+// Throws on an unknown --op name, listing the known ones.
+void validate_op(const std::string& name) {
+  troupe_op op;
+  if (name.empty() || op_from_name(name, &op)) return;
+  std::string known;
+  for (int i = 0; i < TROUPE_OP_COUNT; ++i) known += (i ? ", " : "") + std::string(op_name(static_cast<troupe_op>(i)));
+  throw error(error_kind::failed, "--op: unknown op '" + name + "' (known: " + known + ")", "op");
+}
+
+// The registry and a thread pool, as check and bench use them.
+struct kernel_session {
+  explicit kernel_session(const kernels_options& o) : pool(thread_count(o)), ctx(kern::cpu::make_kctx(pool)) {
+    validate_op(o.op);
+    build_registry(reg, o);
+  }
+  kernel_registry reg;
+  kern::cpu::thread_pool pool;
+  troupe_kctx ctx;
+};
+
+// ---- list --------------------------------------------------------------------------
+
+int run_list(const kernels_options& o) {
+  kernel_registry reg;
+  build_registry(reg, o);
+  fmt::print("cpu: {}\n", kern::cpu::describe(thread_count(o)));
+  fmt::print("{:<16} {:<8} {}\n", "op", "backend", "variants (* = default)");
+  for (int i = 0; i < TROUPE_OP_COUNT; ++i) {
+    const auto op = static_cast<troupe_op>(i);
+    for (troupe_backend b : {TROUPE_BACKEND_CPU, TROUPE_BACKEND_CUDA}) {
+      std::string names;
+      for (const auto& v : reg.variants(op)) {
+        if (v.backend != b) continue;
+        const bool dflt = std::strcmp(reg.selected(op, b).name, v.name) == 0;
+        names += (names.empty() ? "" : ", ") + std::string(dflt ? "*" : "") + v.name;
+      }
+      if (!names.empty()) fmt::print("{:<16} {:<8} {}\n", op_name(op), b == TROUPE_BACKEND_CPU ? "cpu" : "cuda", names);
+    }
+  }
+  return 0;
+}
+
+// ---- check -------------------------------------------------------------------------
+
+int run_check(const kernels_options& o) {
+  kernel_session ks(o);
+  const kernel_registry& reg = ks.reg;
+  kern::cpu::thread_pool& pool = ks.pool;
+  const troupe_kctx& ctx = ks.ctx;
+  kern::check_options opt;
+  opt.op = o.op;
+  opt.variant = o.variant;
+  opt.seed = o.seed;
+  fmt::print("checking against ref on {}\n", kern::cpu::describe(pool.size()));
+  fmt::print("{:<16} {:<18} {:>5} {:>12} {:>12}  {}\n", "op", "variant", "cases", "worst |err|", "err/allowed",
+             "result");
+  const auto results = kern::check_variants(reg, &ctx, opt);
+  int failed = 0;
+  for (const auto& r : results) {
+    fmt::print("{:<16} {:<18} {:>5} {:>12.3g} {:>12.3f}  {}\n", op_name(r.op), r.variant, r.cases, r.max_abs_err,
+               r.worst_ratio, r.pass ? "pass" : "FAIL");
+    if (!r.pass) {
+      fmt::print("    first failure: {}\n", r.first_failure);
+      ++failed;
+    }
+  }
+  if (results.empty()) {
+    fmt::print(stderr, "troupe kernels check: no variant matched{}{}\n", o.op.empty() ? "" : " --op " + o.op,
+               o.variant.empty() ? "" : " --variant " + o.variant);
+    return 1;
+  }
+  fmt::print("{} variants checked, {} failed\n", results.size(), failed);
+  return failed ? 1 : 0;
+}
+
+// ---- bench -------------------------------------------------------------------------
+
+// Seconds per call of f: one warm-up call, then repeats until ~0.3 s (at least 2 calls).
+template <typename F>
+double time_per_call(F f) {
+  using clock = std::chrono::steady_clock;
+  f();
+  int reps = 0;
+  const auto t0 = clock::now();
+  double elapsed = 0;
+  do {
+    f();
+    ++reps;
+    elapsed = std::chrono::duration<double>(clock::now() - t0).count();
+  } while (elapsed < 0.3 || reps < 2);
+  return elapsed / reps;
+}
+
+// A simple stream copy of 64 MiB on the pool: what the memory system gives these threads.
+double copy_bandwidth(kern::cpu::thread_pool& pool) {
+  const size_t n = (64u << 20) / sizeof(float);
+  std::vector<float> src(n, 1.0f), dst(n, 0.0f);
+  struct job {
+    const float* src;
+    float* dst;
+  } j{src.data(), dst.data()};
+  const double s = time_per_call([&] {
+    pool.parallel_for((int64_t)n / 4096,
+                      [](void* a, int64_t b, int64_t e) {
+                        auto* jj = static_cast<job*>(a);
+                        std::memcpy(jj->dst + b * 4096, jj->src + b * 4096, (size_t)(e - b) * 4096 * sizeof(float));
+                      },
+                      &j);
+  });
+  return 2.0 * n * sizeof(float) / s / 1e9;  // read + write
+}
+
+int run_bench(const kernels_options& o) {
+  kernel_session ks(o);
+  const kernel_registry& reg = ks.reg;
+  kern::cpu::thread_pool& pool = ks.pool;
+  const troupe_kctx& ctx = ks.ctx;
+  fmt::print("cpu: {}\n", kern::cpu::describe(pool.size()));
+  fmt::print("stream copy: {:.1f} GB/s (read + write, 64 MiB)\n", copy_bandwidth(pool));
+  fmt::print("{:<12} {:<18} {:<16} {:>10} {:>9} {:>10}\n", "op", "variant", "shape m x n x k", "ms/call", "GB/s",
+             "GFLOP/s");
+  struct shape {
+    int64_t m, n, k;
+  };
+  const troupe_op ops[] = {TROUPE_OP_MATMUL_F32, TROUPE_OP_MATMUL_F16, TROUPE_OP_MATMUL_BF16, TROUPE_OP_MATMUL_Q8_0,
+                           TROUPE_OP_MATMUL_Q4_0};
+  int benched = 0;
+  for (troupe_op op : ops) {
+    if (!o.op.empty() && o.op != op_name(op)) continue;
+    const int dt = kern::op_dtype(op);
+    for (const shape s : {shape{1, 2048, 2048}, shape{512, 2048, 2048}}) {
+      const auto w = kern::random_weights(dt, s.n, s.k, o.seed);
+      std::vector<float> x(s.m * s.k), y(s.m * s.n);
+      std::mt19937 rng((unsigned)o.seed);
+      std::uniform_real_distribution<float> u(-1, 1);
+      for (auto& e : x) e = u(rng);
+      for (const auto& v : reg.variants(op)) {
+        if (v.backend != TROUPE_BACKEND_CPU || (!o.variant.empty() && o.variant != v.name)) continue;
+        if (s.m > 1 && std::string_view(v.name) == "ref") continue;  // minutes per call
+        auto mm = reinterpret_cast<troupe_matmul_fn>(v.fn);
+        const double sec = time_per_call([&] { mm(&ctx, y.data(), x.data(), w.data(), s.m, s.n, s.k); });
+        fmt::print("{:<12} {:<18} {:<16} {:>10.3f} {:>9.1f} {:>10.1f}\n", op_name(op), v.name,
+                   fmt::format("{} x {} x {}", s.m, s.n, s.k), sec * 1e3, (double)w.size() / sec / 1e9,
+                   2.0 * s.m * s.n * s.k / sec / 1e9);
+        std::fflush(stdout);
+        ++benched;
+      }
+    }
+  }
+  if (!o.op.empty() && benched == 0)
+    fmt::print("troupe kernels bench: no matmul variant matched (bench times the matmul ops)\n");
+  return 0;
+}
+
+}  // namespace
+
 void add_kernels(CLI::App& app) {
-  add_unbuilt(app, "kernels", "List, check and benchmark kernel variants", "the CUDA backend issue");
+  auto* kernels = app.add_subcommand("kernels", "List, check and benchmark kernel variants");
+  kernels->require_subcommand(1);
+  auto opts = std::make_shared<kernels_options>();
+  auto add_plugin_option = [&](CLI::App* sub) {
+    sub->add_option("--plugin", opts->plugins, "Load a kernel plugin (.so exporting troupe_kernel_plugin_v1)");
+  };
+
+  auto* list = kernels->add_subcommand("list", "Ops, their variants and backends (* = the default)");
+  add_plugin_option(list);
+  list->callback([opts] { set_runner([opts] { return run_list(*opts); }); });
+
+  auto* check = kernels->add_subcommand("check", "Check variants against the reference on random and awkward shapes");
+  check->add_option("--op", opts->op, "Only this op (e.g. matmul_q4_0)");
+  check->add_option("--variant", opts->variant, "Only this variant (e.g. cpu.avx2); default all but ref");
+  add_plugin_option(check);
+  check->add_option("--threads", opts->threads, "Threads in the pool (default: hardware threads)");
+  check->add_option("--seed", opts->seed, "Seed of the random inputs");
+  check->callback([opts] { set_runner([opts] { return run_check(*opts); }); });
+
+  auto* bench = kernels->add_subcommand("bench", "GB/s and GFLOP/s of the matmul variants, beside a stream copy");
+  bench->add_option("--op", opts->op, "Only this matmul op (e.g. matmul_q4_0)");
+  bench->add_option("--variant", opts->variant, "Only this variant");
+  bench->add_option("--threads", opts->threads, "Threads in the pool (default: hardware threads)");
+  add_plugin_option(bench);
+  bench->callback([opts] { set_runner([opts] { return run_bench(*opts); }); });
 }
 
 }  // namespace troupe::cli

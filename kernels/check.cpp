@@ -1,0 +1,357 @@
+// Checks kernel variants against the reference: the cases per op, the allowed error per
+// element (derived in check.h), and the worst error per variant.
+#include "kernels/check.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "kernels/ref/dtype.h"
+#include "troupe/kernel_registry.h"
+
+namespace troupe::kern {
+
+namespace {
+
+constexpr double k_u = 1.0 / (1 << 24);  // f32 unit roundoff
+
+using rng_t = std::mt19937_64;
+
+std::vector<float> uniform(rng_t& rng, size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Accumulates one case's comparison into the variant's result.
+void compare(check_result& r, const std::string& label, const std::vector<float>& got, const std::vector<float>& ref,
+             const std::vector<double>& allowed) {
+  ++r.cases;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::fabs((double)got[i] - (double)ref[i]);
+    const bool ok = err <= allowed[i];  // false for NaN
+    if (!(err <= r.max_abs_err)) r.max_abs_err = std::isnan(err) ? INFINITY : err;
+    const double ratio = allowed[i] > 0 ? err / allowed[i] : (err == 0 ? 0 : INFINITY);
+    if (!(ratio <= r.worst_ratio)) r.worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
+    if (!ok && r.pass) {
+      r.pass = false;
+      std::ostringstream s;
+      s << label << ": element " << i << " got " << got[i] << ", ref " << ref[i] << ", allowed error " << allowed[i];
+      r.first_failure = s.str();
+    }
+  }
+}
+
+std::vector<double> rel_bound(const std::vector<float>& ref, double atol, double rtol) {
+  std::vector<double> a(ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) a[i] = atol + rtol * std::fabs(ref[i]);
+  return a;
+}
+
+template <typename Fn>
+Fn as(const troupe_kernel_variant& v) {
+  return reinterpret_cast<Fn>(v.fn);
+}
+
+// ---- matmul ----------------------------------------------------------------------------
+
+}  // namespace
+
+int op_dtype(troupe_op op) {
+  switch (op) {
+    case TROUPE_OP_MATMUL_F32:
+    case TROUPE_OP_EMBEDDING_F32:
+      return TROUPE_F32;
+    case TROUPE_OP_MATMUL_F16:
+    case TROUPE_OP_EMBEDDING_F16:
+      return TROUPE_F16;
+    case TROUPE_OP_MATMUL_BF16:
+    case TROUPE_OP_EMBEDDING_BF16:
+      return TROUPE_BF16;
+    case TROUPE_OP_MATMUL_Q8_0:
+    case TROUPE_OP_EMBEDDING_Q8_0:
+      return TROUPE_Q8_0;
+    default:
+      return TROUPE_Q4_0;
+  }
+}
+
+namespace {
+
+bool is_quant(int dt) { return dt == TROUPE_Q8_0 || dt == TROUPE_Q4_0; }
+
+// Rows of f32 values stored as dtype `dt` (k a multiple of 32 for the quantized types).
+std::vector<char> encode_rows(int dt, const std::vector<float>& v, int64_t rows, int64_t k) {
+  const int64_t rb = row_bytes(dt, k);
+  std::vector<char> out(rows * rb);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = v.data() + r * k;
+    char* dst = out.data() + r * rb;
+    switch (dt) {
+      case TROUPE_F32:
+        std::copy_n(src, k, reinterpret_cast<float*>(dst));
+        break;
+      case TROUPE_F16:
+        for (int64_t i = 0; i < k; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_f16(src[i]);
+        break;
+      case TROUPE_BF16:
+        for (int64_t i = 0; i < k; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
+        break;
+      case TROUPE_Q8_0:
+        quantize_row_q8_0(src, reinterpret_cast<block_q8_0*>(dst), k);
+        break;
+      case TROUPE_Q4_0:
+        quantize_row_q4_0(src, reinterpret_cast<block_q4_0*>(dst), k);
+        break;
+    }
+  }
+  return out;
+}
+
+struct mm_shape {
+  int64_t m, n, k;
+};
+
+void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var,
+                  const troupe_kctx* ctx, rng_t& rng, check_result& r) {
+  const int dt = op_dtype(op);
+  // Awkward shapes: m = 1, 3, 7, 33; n and k off the SIMD widths where the type allows.
+  static const mm_shape float_shapes[] = {{1, 1, 1},     {1, 37, 129}, {3, 16, 64},   {7, 33, 47},
+                                          {33, 21, 300}, {4, 64, 512}, {1, 300, 2048}};
+  static const mm_shape quant_shapes[] = {{1, 1, 32},    {1, 37, 128}, {3, 16, 64},   {7, 33, 96},
+                                          {33, 21, 320}, {4, 64, 512}, {1, 300, 2048}};
+  for (const auto& s : is_quant(dt) ? quant_shapes : float_shapes) {
+    const auto x = uniform(rng, s.m * s.k);
+    const auto wf = uniform(rng, s.n * s.k);
+    const auto w = encode_rows(dt, wf, s.n, s.k);
+    std::vector<float> deq(s.n * s.k);  // the weights as the kernels see them
+    for (int64_t j = 0; j < s.n; ++j) dequantize_row(dt, w.data() + j * row_bytes(dt, s.k), deq.data() + j * s.k, s.k);
+    std::vector<float> want(s.m * s.n), got(s.m * s.n, NAN);
+    as<troupe_matmul_fn>(ref)(ctx, want.data(), x.data(), w.data(), s.m, s.n, s.k);
+    as<troupe_matmul_fn>(var)(ctx, got.data(), x.data(), w.data(), s.m, s.n, s.k);
+    std::vector<double> allowed(want.size());
+    for (int64_t i = 0; i < s.m; ++i)
+      for (int64_t j = 0; j < s.n; ++j) {
+        const float* xi = x.data() + i * s.k;
+        const float* wj = deq.data() + j * s.k;
+        double abs_sum = 0, quant_err = 0;
+        for (int64_t p = 0; p < s.k; ++p) abs_sum += std::fabs((double)xi[p] * wj[p]);
+        if (is_quant(dt))
+          for (int64_t b = 0; b < s.k / QK; ++b) {
+            double amax = 0, wsum = 0;
+            for (int q = 0; q < QK; ++q) {
+              amax = std::max(amax, (double)std::fabs(xi[b * QK + q]));
+              wsum += std::fabs(wj[b * QK + q]);
+            }
+            quant_err += amax * (0.5 + 127.0 / 2048) / 127 * wsum;
+          }
+        allowed[i * s.n + j] = 1e-6 + 1e-5 * std::fabs(want[i * s.n + j]) + s.k * k_u * abs_sum + quant_err;
+      }
+    std::ostringstream label;
+    label << "m=" << s.m << " n=" << s.n << " k=" << s.k;
+    compare(r, label.str(), got, want, allowed);
+  }
+}
+
+// ---- norms, elementwise ----------------------------------------------------------------
+
+void check_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                   rng_t& rng, check_result& r) {
+  for (int64_t rows : {1, 3, 7})
+    for (int64_t dim : {1, 7, 64, 129, 4096}) {
+      const auto x = uniform(rng, rows * dim, -3, 3);
+      const auto w = uniform(rng, dim, 0.5, 1.5);
+      std::vector<float> want(x.size()), got(x.size(), NAN);
+      as<troupe_rmsnorm_fn>(ref)(ctx, want.data(), x.data(), w.data(), rows, dim, 1e-5f);
+      as<troupe_rmsnorm_fn>(var)(ctx, got.data(), x.data(), w.data(), rows, dim, 1e-5f);
+      compare(r, "rows=" + std::to_string(rows) + " dim=" + std::to_string(dim), got, want,
+              rel_bound(want, 1e-6, 1e-6 + dim * k_u));
+      // In place (out aliases x), as the ABI allows.
+      auto inplace = x;
+      as<troupe_rmsnorm_fn>(var)(ctx, inplace.data(), inplace.data(), w.data(), rows, dim, 1e-5f);
+      compare(r, "in place rows=" + std::to_string(rows) + " dim=" + std::to_string(dim), inplace, want,
+              rel_bound(want, 1e-6, 1e-6 + dim * k_u));
+    }
+}
+
+void check_silu_mul(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                    rng_t& rng, check_result& r) {
+  for (int64_t n : {1, 7, 16, 33, 1000, 70001}) {
+    auto gate = uniform(rng, n, -20, 20);
+    const auto up = uniform(rng, n, -2, 2);
+    const float extremes[] = {0.0f, -0.0f, 100.0f, -100.0f, 88.0f, -88.0f, 1e-30f};
+    for (size_t i = 0; i < std::size(extremes) && i < gate.size(); ++i) gate[i * gate.size() / 7] = extremes[i];
+    std::vector<float> want(n), got(n, NAN);
+    as<troupe_silu_mul_fn>(ref)(ctx, want.data(), gate.data(), up.data(), n);
+    as<troupe_silu_mul_fn>(var)(ctx, got.data(), gate.data(), up.data(), n);
+    compare(r, "n=" + std::to_string(n), got, want, rel_bound(want, 1e-6, 1e-5));
+  }
+}
+
+void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx, rng_t& rng,
+               check_result& r) {
+  for (int64_t n : {1, 7, 16, 33, 1000, 70001}) {
+    const auto a = uniform(rng, n), b = uniform(rng, n);
+    std::vector<float> want(n), got(n, NAN);
+    as<troupe_add_fn>(ref)(ctx, want.data(), a.data(), b.data(), n);
+    as<troupe_add_fn>(var)(ctx, got.data(), a.data(), b.data(), n);
+    compare(r, "n=" + std::to_string(n), got, want, rel_bound(want, 0, 0));
+  }
+}
+
+// ---- rope, embedding -------------------------------------------------------------------
+
+void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx, rng_t& rng,
+                check_result& r) {
+  for (int neox : {0, 1})
+    for (int64_t n_tokens : {1, 3, 7})
+      for (int64_t n_heads : {1, 5})
+        for (int64_t head_dim : {2, 6, 34, 64, 128}) {
+          const auto x = uniform(rng, n_tokens * n_heads * head_dim);
+          std::vector<float> inv_freq(head_dim / 2);
+          for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / head_dim);
+          std::vector<int32_t> pos(n_tokens);
+          std::uniform_int_distribution<int32_t> pd(0, 5000);
+          for (auto& p : pos) p = pd(rng);
+          auto want = x, got = x;
+          as<troupe_rope_fn>(ref)(ctx, want.data(), pos.data(), n_tokens, n_heads, head_dim, inv_freq.data(), neox);
+          as<troupe_rope_fn>(var)(ctx, got.data(), pos.data(), n_tokens, n_heads, head_dim, inv_freq.data(), neox);
+          std::ostringstream label;
+          label << (neox ? "neox" : "interleaved") << " tokens=" << n_tokens << " heads=" << n_heads
+                << " head_dim=" << head_dim;
+          compare(r, label.str(), got, want, rel_bound(want, 1e-6, 1e-5));
+        }
+}
+
+void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var,
+                     const troupe_kctx* ctx, rng_t& rng, check_result& r) {
+  const int dt = op_dtype(op);
+  const int64_t vocab = 50;
+  for (int64_t dim : is_quant(dt) ? std::vector<int64_t>{32, 96} : std::vector<int64_t>{1, 7, 33, 64})
+    for (int64_t n_ids : {1, 3, 9}) {
+      const auto table = encode_rows(dt, uniform(rng, vocab * dim, -4, 4), vocab, dim);
+      std::vector<int32_t> ids(n_ids);
+      std::uniform_int_distribution<int32_t> idd(0, (int32_t)vocab - 1);
+      for (auto& id : ids) id = idd(rng);
+      ids[0] = (int32_t)vocab - 1;  // the last row: catches an off-by-one row stride
+      std::vector<float> want(n_ids * dim), got(n_ids * dim, NAN);
+      as<troupe_embedding_fn>(ref)(ctx, want.data(), table.data(), ids.data(), n_ids, dim);
+      as<troupe_embedding_fn>(var)(ctx, got.data(), table.data(), ids.data(), n_ids, dim);
+      compare(r, "dim=" + std::to_string(dim) + " ids=" + std::to_string(n_ids), got, want, rel_bound(want, 0, 0));
+    }
+}
+
+// ---- attention -------------------------------------------------------------------------
+
+void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                     rng_t& rng, check_result& r) {
+  struct heads {
+    int64_t n_heads, n_kv_heads;
+  };
+  for (const heads hs : {heads{2, 2}, heads{4, 2}, heads{8, 2}})  // GQA groups 1, 2, 4
+    for (int64_t head_dim : {8, 20, 64})
+      for (int64_t block_size : {1, 16, 7})
+        for (int64_t n_tokens : {1, 3, 7}) {
+          // The query tokens end at a position that crosses several blocks; the earlier
+          // ones are already in the cache (a prefill chunk after a prefix, or one decode).
+          std::uniform_int_distribution<int32_t> startd(0, 40);
+          const int32_t start = startd(rng);
+          const int64_t n_pos = start + n_tokens;
+          const int64_t n_blocks = (n_pos + block_size - 1) / block_size + 2;
+          std::vector<int32_t> table(n_blocks);  // a shuffled mapping, not the identity
+          for (int64_t b = 0; b < n_blocks; ++b) table[b] = (int32_t)b;
+          std::shuffle(table.begin(), table.end(), rng);
+          std::vector<int32_t> pos(n_tokens);
+          for (int64_t t = 0; t < n_tokens; ++t) pos[t] = start + (int32_t)t;
+          const int64_t pool_elems = n_blocks * block_size * hs.n_kv_heads * head_dim;
+          const auto k_pool = uniform(rng, pool_elems), v_pool = uniform(rng, pool_elems);
+          const auto q = uniform(rng, n_tokens * hs.n_heads * head_dim, -2, 2);
+          const float scale = 1.0f / std::sqrt((float)head_dim);
+          std::vector<float> want(q.size()), got(q.size(), NAN);
+          as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
+                                       pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+          as<troupe_attention_fn>(var)(ctx, got.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
+                                       pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+          std::ostringstream label;
+          label << "heads=" << hs.n_heads << "/" << hs.n_kv_heads << " head_dim=" << head_dim << " block=" << block_size
+                << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1;
+          compare(r, label.str(), got, want, rel_bound(want, 5e-6, 1e-5));
+        }
+}
+
+void check_one(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+               rng_t& rng, check_result& r) {
+  switch (op) {
+    case TROUPE_OP_MATMUL_F32:
+    case TROUPE_OP_MATMUL_F16:
+    case TROUPE_OP_MATMUL_BF16:
+    case TROUPE_OP_MATMUL_Q8_0:
+    case TROUPE_OP_MATMUL_Q4_0:
+      return check_matmul(op, ref, var, ctx, rng, r);
+    case TROUPE_OP_RMSNORM:
+      return check_rmsnorm(ref, var, ctx, rng, r);
+    case TROUPE_OP_ROPE:
+      return check_rope(ref, var, ctx, rng, r);
+    case TROUPE_OP_ATTENTION:
+      return check_attention(ref, var, ctx, rng, r);
+    case TROUPE_OP_SILU_MUL:
+      return check_silu_mul(ref, var, ctx, rng, r);
+    case TROUPE_OP_ADD:
+      return check_add(ref, var, ctx, rng, r);
+    default:
+      return check_embedding(op, ref, var, ctx, rng, r);
+  }
+}
+
+}  // namespace
+
+std::vector<check_result> check_variants(const kernel_registry& reg, const troupe_kctx* ctx, const check_options& opt) {
+  std::vector<check_result> out;
+  for (int o = 0; o < TROUPE_OP_COUNT; ++o) {
+    const auto op = static_cast<troupe_op>(o);
+    if (!opt.op.empty() && opt.op != op_name(op)) continue;
+    const troupe_kernel_variant* ref = reg.find(op, "ref");
+    if (!ref) continue;
+    for (const auto& v : reg.variants(op)) {
+      if (v.backend != TROUPE_BACKEND_CPU) continue;
+      if (opt.variant.empty() ? std::string_view(v.name) == "ref" : opt.variant != v.name) continue;
+      check_result r;
+      r.op = op;
+      r.variant = v.name;
+      rng_t rng(opt.seed * 1000003 + o);  // the same inputs for every variant of an op
+      check_one(op, *ref, v, ctx, rng, r);
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+std::vector<char> random_weights(int dtype, int64_t rows, int64_t k, uint64_t seed) {
+  rng_t rng(seed);
+  return encode_rows(dtype, uniform(rng, rows * k), rows, k);
+}
+
+std::string tolerance_summary(troupe_op op) {
+  switch (op) {
+    case TROUPE_OP_MATMUL_F32:
+    case TROUPE_OP_MATMUL_F16:
+    case TROUPE_OP_MATMUL_BF16:
+      return "1e-6 + 1e-5|ref| + k u sum|x w|";
+    case TROUPE_OP_MATMUL_Q8_0:
+    case TROUPE_OP_MATMUL_Q4_0:
+      return "1e-6 + 1e-5|ref| + k u sum|x w| + sum_b 0.0044 amax_b(x) sum_b|w|";
+    case TROUPE_OP_RMSNORM:
+      return "1e-6 + (1e-6 + dim u)|ref|";
+    case TROUPE_OP_ROPE:
+    case TROUPE_OP_SILU_MUL:
+      return "1e-6 + 1e-5|ref|";
+    case TROUPE_OP_ATTENTION:
+      return "5e-6 + 1e-5|ref|";
+    default:
+      return "exact";
+  }
+}
+
+}  // namespace troupe::kern

@@ -1,0 +1,495 @@
+// The CPU kernels, written once over the vector vocabulary of simd.h and compiled once per
+// instruction set: ops_avx512.cpp, ops_avx2.cpp and ops_generic.cpp define TROUPE_ISA_NS
+// and TROUPE_ISA_NAME and include this file. See simd.h for why nothing here uses a C++
+// library template.
+#if defined(__x86_64__) && (defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ref/dtype.h"  // block layouts only; its inline functions are not called here
+#include "troupe/kernel_abi.h"
+
+namespace troupe::kern::cpu::TROUPE_ISA_NS {
+namespace {
+
+#include "kernels/cpu/simd.h"
+
+// ============================ work splitting and scratch ============================
+
+// Runs f(begin, end) over [0, n) on the context's pool (or inline).
+template <typename F>
+void trampoline(void* arg, int64_t begin, int64_t end) {
+  (*static_cast<F*>(arg))(begin, end);
+}
+template <typename F>
+void parallel(const troupe_kctx* ctx, int64_t n, F f) {
+  if (n <= 0) return;
+  if (ctx && ctx->parallel_for && n > 1)
+    ctx->parallel_for(ctx->pool, n, &trampoline<F>, &f);
+  else
+    f(0, n);
+}
+
+// A 64-byte aligned scratch buffer owned for one call.
+struct scratch {
+  void* p = nullptr;
+  explicit scratch(size_t bytes) {
+    p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!p) abort();  // out of memory inside a kernel: nothing sensible to return
+  }
+  ~scratch() { free(p); }
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+  template <typename T>
+  T* as(size_t offset_bytes = 0) const {
+    return (T*)((char*)p + offset_bytes);
+  }
+};
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// ============================ matmul: tiling ============================
+// y(m, n) = x(m, k) . W(n, k)^T. The output is cut into tasks of up to MC rows of x by NC
+// rows of W; inside a task, tiles of MR x NR outputs keep MR * NR accumulators in
+// registers, so each weight vector loaded serves MR rows of x and each x vector NR rows of
+// W. Edge tiles repeat the last valid row (the extra results are not stored).
+
+#if defined(__AVX512F__)
+constexpr int k_mr = 4, k_nr = 4;  // 16 zmm accumulators of 32
+#elif defined(__AVX2__)
+constexpr int k_mr = 4, k_nr = 2;  // 8 ymm accumulators of 16
+#else
+constexpr int k_mr = 4, k_nr = 2;
+#endif
+constexpr int k_decode_nr = 4;  // m == 1: four weight rows in flight
+constexpr int64_t k_nc = 16;    // weight rows per task
+constexpr int64_t k_mc = 64;    // x rows per task
+
+// tile<MR, NR>(i0, mr, j0, nr) computes the output rows i0..i0+mr-1, columns j0..j0+nr-1.
+template <int MR, int NR, typename Tile>
+void run_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
+  const int64_t n_mc = (m + k_mc - 1) / k_mc, n_nc = (n + k_nc - 1) / k_nc;
+  parallel(ctx, n_mc * n_nc, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      // Consecutive tasks share a weight chunk, so one thread's range reuses it from cache.
+      const int64_t nc = t / n_mc, mc = t % n_mc;
+      const int64_t i_end = min64(m, (mc + 1) * k_mc), j_end = min64(n, (nc + 1) * k_nc);
+      for (int64_t i0 = mc * k_mc; i0 < i_end; i0 += MR)
+        for (int64_t j0 = nc * k_nc; j0 < j_end; j0 += NR)
+          tile.template operator()<MR, NR>(i0, (int)min64(MR, i_end - i0), j0, (int)min64(NR, j_end - j0));
+    }
+  });
+}
+
+// A matrix-vector product (m == 1) streams the weights once with several rows in flight;
+// otherwise register tiles of k_mr x k_nr. `tile` is a lambda templated on <MR, NR>.
+template <typename Tile>
+void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
+  if (m == 1)
+    run_tiles<1, k_decode_nr>(ctx, m, n, tile);
+  else
+    run_tiles<k_mr, k_nr>(ctx, m, n, tile);
+}
+
+// ============================ matmul: f32, f16, bf16 weights ============================
+
+template <int DT, int MR, int NR>
+void float_tile(const float* x, const char* w, int64_t rb, float* y, int64_t n, int64_t k, int64_t i0, int mr,
+                int64_t j0, int nr) {
+  const float* xr[MR];
+  const char* wr[NR];
+  for (int i = 0; i < MR; ++i) xr[i] = x + (i0 + (i < mr ? i : mr - 1)) * k;
+  for (int j = 0; j < NR; ++j) wr[j] = w + (j0 + (j < nr ? j : nr - 1)) * rb;
+  vf acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = vzero();
+  int64_t p = 0;
+  for (; p + VL <= k; p += VL) {
+    vf wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = wload<DT>(wr[j], p);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const vf xv = vload(xr[i] + p);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+    }
+  }
+  if (p < k) {
+    const int rest = (int)(k - p);
+    vf wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = wload_n<DT>(wr[j], p, rest);
+    for (int i = 0; i < MR; ++i) {
+      const vf xv = vload_n(xr[i] + p, rest);
+      for (int j = 0; j < NR; ++j) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) y[(i0 + i) * n + j0 + j] = vhsum(acc[i][j]);
+}
+
+template <int DT>
+void matmul_float(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
+  const char* wb = (const char*)w;
+  const int64_t rb = k * (DT == TROUPE_F32 ? 4 : 2);
+  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+    float_tile<DT, MR, NR>(x, wb, rb, y, n, k, i0, mr, j0, nr);
+  });
+}
+
+// ============================ matmul: Q8_0 and Q4_0 weights ============================
+// The activations are quantized once per call (like GGML's q8_0 activations, but with a
+// float scale); then every block product is an integer dot product.
+
+struct quantized_x {
+  const int8_t* qs;  // (m, k)
+  const float* d;    // (m, k / 32) scale per block
+  const int32_t* s;  // (m, k / 32) sum of qs per block
+};
+
+void quantize_x_rows(const float* x, int64_t k, int64_t r0, int64_t r1, int8_t* qs, float* d, int32_t* s) {
+  const int64_t nb = k / QK;
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + r * k + b * QK;
+      float amax = 0.0f;
+      for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(v[i]));
+      const float scale = amax / 127.0f;
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      int8_t* q = qs + r * k + b * QK;
+      int32_t sum = 0;
+      for (int i = 0; i < QK; ++i) {
+        q[i] = (int8_t)__builtin_lrintf(v[i] * inv);
+        sum += q[i];
+      }
+      d[r * nb + b] = scale;
+      s[r * nb + b] = sum;
+    }
+}
+
+template <int DT>
+struct qtraits;
+template <>
+struct qtraits<TROUPE_Q8_0> {
+  using block = block_q8_0;
+  static wq unpack(const block* b) { return unpack_q8(b); }
+  static vi bias(int32_t xsum) { return bias_q8(xsum); }
+  static vi idot(const wq& w, xq_t x, vi b) { return idot_q8(w, x, b); }
+};
+template <>
+struct qtraits<TROUPE_Q4_0> {
+  using block = block_q4_0;
+  static wq unpack(const block* b) { return unpack_q4(b); }
+  static vi bias(int32_t xsum) { return bias_q4(xsum); }
+  static vi idot(const wq& w, xq_t x, vi b) { return idot_q4(w, x, b); }
+};
+
+template <int DT, int MR, int NR>
+void quant_tile(const quantized_x& xa, const char* w, int64_t rb, float* y, int64_t n, int64_t k, int64_t i0, int mr,
+                int64_t j0, int nr) {
+  using T = qtraits<DT>;
+  using block = typename T::block;
+  const int64_t nb = k / QK;
+  const block* wr[NR];
+  int64_t xr[MR];
+  for (int j = 0; j < NR; ++j) wr[j] = (const block*)(w + (j0 + (j < nr ? j : nr - 1)) * rb);
+  for (int i = 0; i < MR; ++i) xr[i] = i0 + (i < mr ? i : mr - 1);
+  acc_t acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = acc_zero();
+  for (int64_t b = 0; b < nb; ++b) {
+    wq wv[NR];
+    float dw[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      wv[j] = T::unpack(wr[j] + b);
+      dw[j] = h2f(wr[j][b].d);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const int64_t xb = xr[i] * nb + b;
+      const xq_t xv = xq_load(xa.qs + xb * QK);
+      const vi bias = T::bias(xa.s[xb]);
+      const float dx = xa.d[xb];
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = acc_fma(acc[i][j], T::idot(wv[j], xv, bias), dw[j] * dx);
+    }
+  }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) y[(i0 + i) * n + j0 + j] = acc_sum(acc[i][j]);
+}
+
+template <int DT>
+void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
+  const int64_t nb = k / QK;
+  const int64_t rb = nb * (int64_t)sizeof(typename qtraits<DT>::block);
+  const size_t qs_bytes = (size_t)(m * k + 63) / 64 * 64, d_bytes = (size_t)(m * nb * 4 + 63) / 64 * 64;
+  scratch buf(qs_bytes + 2 * d_bytes);
+  int8_t* qs = buf.as<int8_t>();
+  float* d = buf.as<float>(qs_bytes);
+  int32_t* s = buf.as<int32_t>(qs_bytes + d_bytes);
+  if (m >= 8)
+    parallel(ctx, m, [&](int64_t r0, int64_t r1) { quantize_x_rows(x, k, r0, r1, qs, d, s); });
+  else
+    quantize_x_rows(x, k, 0, m, qs, d, s);
+  const quantized_x xa{qs, d, s};
+  const char* wb = (const char*)w;
+  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+    quant_tile<DT, MR, NR>(xa, wb, rb, y, n, k, i0, mr, j0, nr);
+  });
+}
+
+// ============================ elementwise and normalization ============================
+
+// Elementwise ops below this size run on the calling thread: waking the pool costs more.
+constexpr int64_t k_parallel_elems = 1 << 16;
+constexpr int64_t k_elem_chunk = 1 << 12;
+
+template <typename F>
+void elementwise(const troupe_kctx* ctx, int64_t n, F f) {
+  if (n < k_parallel_elems) return f(0, n);
+  const int64_t chunks = (n + k_elem_chunk - 1) / k_elem_chunk;
+  parallel(ctx, chunks, [&](int64_t c0, int64_t c1) { f(c0 * k_elem_chunk, min64(n, c1 * k_elem_chunk)); });
+}
+
+void silu_mul(const troupe_kctx* ctx, float* out, const float* gate, const float* up, int64_t n) {
+  elementwise(ctx, n, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    const vf one = vset1(1.0f), zero = vzero();
+    for (; i < end; i += VL) {
+      const int rest = (int)min64(VL, end - i);
+      const vf g = rest == VL ? vload(gate + i) : vload_n(gate + i, rest);
+      const vf u = rest == VL ? vload(up + i) : vload_n(up + i, rest);
+      const vf r = vmul(vdiv(g, vadd(one, vexp(vsub(zero, g)))), u);
+      if (rest == VL)
+        vstore(out + i, r);
+      else
+        vstore_n(out + i, r, rest);
+    }
+  });
+}
+
+void add(const troupe_kctx* ctx, float* out, const float* a, const float* b, int64_t n) {
+  elementwise(ctx, n, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    for (; i + VL <= end; i += VL) vstore(out + i, vadd(vload(a + i), vload(b + i)));
+    if (i < end)
+      vstore_n(out + i, vadd(vload_n(a + i, (int)(end - i)), vload_n(b + i, (int)(end - i))), (int)(end - i));
+  });
+}
+
+void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w, int64_t rows, int64_t dim, float eps) {
+  parallel(ctx, rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      float* o = out + r * dim;
+      vf ss0 = vzero(), ss1 = vzero();
+      int64_t i = 0;
+      for (; i + 2 * VL <= dim; i += 2 * VL) {
+        const vf a = vload(xr + i), b = vload(xr + i + VL);
+        ss0 = vfma(a, a, ss0);
+        ss1 = vfma(b, b, ss1);
+      }
+      for (; i < dim; i += VL) {
+        const vf a = vload_n(xr + i, (int)min64(VL, dim - i));
+        ss0 = vfma(a, a, ss0);
+      }
+      const float ss = vhsum(vadd(ss0, ss1));
+      const vf scale = vset1(1.0f / sqrtf(ss / (float)dim + eps));
+      for (i = 0; i + VL <= dim; i += VL) vstore(o + i, vmul(vmul(vload(xr + i), scale), vload(w + i)));
+      if (i < dim) {
+        const int rest = (int)(dim - i);
+        vstore_n(o + i, vmul(vmul(vload_n(xr + i, rest), scale), vload_n(w + i, rest)), rest);
+      }
+    }
+  });
+}
+
+// ============================ rope ============================
+// cos/sin are computed once per token (not per head), laid out so that both pair layouts
+// become one multiply-add per vector: x' = x * c + partner(x) * s.
+
+void rope(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+          int64_t head_dim, const float* inv_freq, int neox) {
+  const int64_t half = head_dim / 2;
+  parallel(ctx, n_tokens, [&](int64_t t0, int64_t t1) {
+    scratch tab((size_t)head_dim * 2 * sizeof(float));
+    float* c = tab.as<float>();
+    float* s = c + head_dim;
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float theta = (float)positions[t] * inv_freq[i];
+        const float ci = cosf(theta), si = sinf(theta);
+        if (neox) {  // pairs (i, i + half): c and s per i, used for both halves
+          c[i] = ci;
+          s[i] = si;
+        } else {  // pairs (2i, 2i + 1): partner is the neighbour, with sign in s
+          c[2 * i] = c[2 * i + 1] = ci;
+          s[2 * i] = -si;
+          s[2 * i + 1] = si;
+        }
+      }
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* v = x + (t * n_heads + h) * head_dim;
+        if (neox) {
+          for (int64_t i = 0; i < half; i += VL) {
+            const int rest = (int)min64(VL, half - i);
+            const vf x0 = vload_n(v + i, rest), x1 = vload_n(v + half + i, rest);
+            const vf ci = vload_n(c + i, rest), si = vload_n(s + i, rest);
+            vstore_n(v + i, vsub(vmul(x0, ci), vmul(x1, si)), rest);
+            vstore_n(v + half + i, vfma(x0, si, vmul(x1, ci)), rest);
+          }
+        } else {
+          for (int64_t i = 0; i < head_dim; i += VL) {  // VL is even: a pair never straddles
+            const int rest = (int)min64(VL, head_dim - i);
+            const vf xv = vload_n(v + i, rest);
+            vstore_n(v + i, vfma(vswap_pairs(xv), vload_n(s + i, rest), vmul(xv, vload_n(c + i, rest))), rest);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ============================ embedding ============================
+
+template <int DT>
+void embed_row(const void* table, int64_t id, int64_t dim, float* out) {
+  if constexpr (DT == TROUPE_F32 || DT == TROUPE_F16 || DT == TROUPE_BF16) {
+    const char* row = (const char*)table + id * dim * (DT == TROUPE_F32 ? 4 : 2);
+    int64_t p = 0;
+    for (; p + VL <= dim; p += VL) vstore(out + p, wload<DT>(row, p));
+    if (p < dim) vstore_n(out + p, wload_n<DT>(row, p, (int)(dim - p)), (int)(dim - p));
+  } else if constexpr (DT == TROUPE_Q8_0) {
+    const block_q8_0* b = (const block_q8_0*)table + id * (dim / QK);
+    for (int64_t j = 0; j < dim / QK; ++j) {
+      const float d = h2f(b[j].d);
+      for (int i = 0; i < QK; ++i) out[j * QK + i] = d * b[j].qs[i];
+    }
+  } else {
+    const block_q4_0* b = (const block_q4_0*)table + id * (dim / QK);
+    for (int64_t j = 0; j < dim / QK; ++j) {
+      const float d = h2f(b[j].d);
+      for (int i = 0; i < QK / 2; ++i) {
+        out[j * QK + i] = d * ((b[j].qs[i] & 0x0f) - 8);
+        out[j * QK + QK / 2 + i] = d * ((b[j].qs[i] >> 4) - 8);
+      }
+    }
+  }
+}
+
+template <int DT>
+void embedding(const troupe_kctx* ctx, float* out, const void* table, const int32_t* ids, int64_t n_ids, int64_t dim) {
+  parallel(ctx, n_ids >= 8 ? n_ids : 1, [&](int64_t t0, int64_t t1) {
+    if (n_ids < 8) t1 = n_ids;
+    for (int64_t t = t0; t < t1; ++t) embed_row<DT>(table, ids[t], dim, out + t * dim);
+  });
+}
+
+// ============================ attention ============================
+// One task per (query token, head): the keys are visited in chunks; each chunk's scores
+// are computed, exponentiated against the running maximum (online softmax), and the value
+// rows accumulated, so the score vector never grows with the context.
+
+constexpr int64_t k_key_chunk = 64;
+
+void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
+               const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t kv_stride = n_kv_heads * head_dim;  // one slot
+  parallel(ctx, n_tokens * n_heads, [&](int64_t task0, int64_t task1) {
+    scratch buf((size_t)(head_dim + k_key_chunk + VL) * sizeof(float));
+    float* acc = buf.as<float>();  // (head_dim)
+    float* sc = acc + head_dim;    // (k_key_chunk) scores of the current chunk
+    for (int64_t task = task0; task < task1; ++task) {
+      const int64_t t = task / n_heads, h = task % n_heads, kvh = h / group;
+      const float* qh = q + (t * n_heads + h) * head_dim;
+      const int64_t n_keys = (int64_t)positions[t] + 1;
+      for (int64_t i = 0; i < head_dim; ++i) acc[i] = 0.0f;
+      float run_max = -INFINITY, run_sum = 0.0f;
+      for (int64_t c0 = 0; c0 < n_keys; c0 += k_key_chunk) {
+        const int64_t cn = min64(k_key_chunk, n_keys - c0);
+        float cmax = -INFINITY;
+        for (int64_t j = 0; j < cn; ++j) {
+          const int64_t p = c0 + j;
+          const float* kp = k_pool + ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride +
+                            kvh * head_dim;
+          vf d = vzero();
+          int64_t i = 0;
+          for (; i + VL <= head_dim; i += VL) d = vfma(vload(qh + i), vload(kp + i), d);
+          if (i < head_dim) d = vfma(vload_n(qh + i, (int)(head_dim - i)), vload_n(kp + i, (int)(head_dim - i)), d);
+          sc[j] = vhsum(d) * scale;
+          cmax = fmaxf(cmax, sc[j]);
+        }
+        const float new_max = fmaxf(run_max, cmax);
+        const float correction = expf(run_max - new_max);  // 0 on the first chunk
+        run_sum *= correction;
+        const vf corr = vset1(correction), mx = vset1(new_max);
+        for (int64_t j = 0; j < cn; j += VL) {
+          const int rest = (int)min64(VL, cn - j);
+          vstore_n(sc + j, vexp(vsub(vload_n(sc + j, rest), mx)), rest);
+        }
+        for (int64_t j = 0; j < cn; ++j) run_sum += sc[j];
+        for (int64_t i = 0; i < head_dim; i += VL) {
+          const int rest = (int)min64(VL, head_dim - i);
+          vf a = vmul(vload_n(acc + i, rest), corr);
+          for (int64_t j = 0; j < cn; ++j) {
+            const int64_t p = c0 + j;
+            const float* vp = v_pool +
+                              ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride +
+                              kvh * head_dim;
+            a = vfma(vset1(sc[j]), vload_n(vp + i, rest), a);
+          }
+          vstore_n(acc + i, a, rest);
+        }
+        run_max = new_max;
+      }
+      float* oh = out + (t * n_heads + h) * head_dim;
+      const float inv = 1.0f / run_sum;
+      for (int64_t i = 0; i < head_dim; ++i) oh[i] = acc[i] * inv;
+    }
+  });
+}
+
+template <typename F>
+troupe_kernel_variant var(troupe_op op, F* fn) {
+  return {op, TROUPE_BACKEND_CPU, "cpu." TROUPE_ISA_NAME, reinterpret_cast<void (*)(void)>(fn)};
+}
+
+}  // namespace
+
+// The variants of this instruction set; called only after the CPU was found to support
+// it. Returns how many were written (at most TROUPE_OP_COUNT).
+int get_variants(troupe_kernel_variant* out) {
+  const troupe_kernel_variant all[] = {
+      var(TROUPE_OP_MATMUL_F32, static_cast<troupe_matmul_fn>(matmul_float<TROUPE_F32>)),
+      var(TROUPE_OP_MATMUL_F16, static_cast<troupe_matmul_fn>(matmul_float<TROUPE_F16>)),
+      var(TROUPE_OP_MATMUL_BF16, static_cast<troupe_matmul_fn>(matmul_float<TROUPE_BF16>)),
+      var(TROUPE_OP_MATMUL_Q8_0, static_cast<troupe_matmul_fn>(matmul_quant<TROUPE_Q8_0>)),
+      var(TROUPE_OP_MATMUL_Q4_0, static_cast<troupe_matmul_fn>(matmul_quant<TROUPE_Q4_0>)),
+      var(TROUPE_OP_RMSNORM, static_cast<troupe_rmsnorm_fn>(rmsnorm)),
+      var(TROUPE_OP_ROPE, static_cast<troupe_rope_fn>(rope)),
+      var(TROUPE_OP_ATTENTION, static_cast<troupe_attention_fn>(attention)),
+      var(TROUPE_OP_SILU_MUL, static_cast<troupe_silu_mul_fn>(silu_mul)),
+      var(TROUPE_OP_ADD, static_cast<troupe_add_fn>(add)),
+      var(TROUPE_OP_EMBEDDING_F32, static_cast<troupe_embedding_fn>(embedding<TROUPE_F32>)),
+      var(TROUPE_OP_EMBEDDING_F16, static_cast<troupe_embedding_fn>(embedding<TROUPE_F16>)),
+      var(TROUPE_OP_EMBEDDING_BF16, static_cast<troupe_embedding_fn>(embedding<TROUPE_BF16>)),
+      var(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding<TROUPE_Q8_0>)),
+      var(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding<TROUPE_Q4_0>)),
+  };
+  const int count = (int)(sizeof all / sizeof all[0]);
+  for (int i = 0; i < count; ++i) out[i] = all[i];
+  return count;
+}
+
+}  // namespace troupe::kern::cpu::TROUPE_ISA_NS

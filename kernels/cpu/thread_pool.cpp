@@ -1,0 +1,115 @@
+// The thread pool: one job at a time, split into chunks that the caller and the workers
+// take from a shared counter (dynamic, so a core busy with another process does not hold
+// the whole step back).
+#include "kernels/cpu/thread_pool.h"
+
+#include <algorithm>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TROUPE_CPU_RELAX() _mm_pause()
+#else
+#define TROUPE_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
+namespace troupe::kern::cpu {
+
+namespace {
+// About 50 µs of pause before a worker blocks: longer than the gap between two kernels
+// of one decode step, short enough not to steal a shared core for long.
+constexpr int k_spin_iterations = 2000;
+// Chunks per thread: enough for balance when a core is slow, few enough that a chunk of
+// a matrix-vector product is still a long sequential stream.
+constexpr int64_t k_chunks_per_thread = 4;
+}  // namespace
+
+thread_pool::thread_pool(int n_threads) {
+  const int workers = std::max(1, n_threads) - 1;
+  workers_.reserve(workers);
+  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+thread_pool::~thread_pool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void thread_pool::run_chunks() {
+  for (;;) {
+    const int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
+    if (c >= n_chunks_) return;
+    const int64_t begin = n_ * c / n_chunks_, end = n_ * (c + 1) / n_chunks_;
+    if (begin < end) fn_(arg_, begin, end);
+  }
+}
+
+void thread_pool::worker_loop() {
+  uint32_t seen = 0;
+  for (;;) {
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && spins < k_spin_iterations) {
+      TROUPE_CPU_RELAX();
+      ++spins;
+    }
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      sleepers_.fetch_add(1);
+      cv_.wait(lock, [&] { return generation_.load() != seen; });
+      sleepers_.fetch_sub(1);
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    run_chunks();
+    unfinished_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void thread_pool::parallel_for(int64_t n, troupe_range_fn fn, void* arg) {
+  if (n <= 0) return;
+  bool expected = false;
+  if (workers_.empty() || n == 1 || !busy_.compare_exchange_strong(expected, true)) {
+    fn(arg, 0, n);
+    return;
+  }
+  fn_ = fn;
+  arg_ = arg;
+  n_ = n;
+  n_chunks_ = std::min<int64_t>(n, k_chunks_per_thread * size());
+  next_chunk_.store(0, std::memory_order_relaxed);
+  unfinished_.store((int)workers_.size(), std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: pairs with the sleepers_ increment in worker_loop
+  if (sleepers_.load() > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cv_.notify_all();
+  }
+  run_chunks();
+  // Every worker must leave the job before the next one overwrites fn_/arg_.
+  int spins = 0;
+  while (unfinished_.load(std::memory_order_acquire) != 0) {
+    if (++spins < k_spin_iterations)
+      TROUPE_CPU_RELAX();
+    else
+      std::this_thread::yield();
+  }
+  busy_.store(false, std::memory_order_release);
+}
+
+void thread_pool::parallel_for_c(void* pool, int64_t n, troupe_range_fn fn, void* arg) {
+  static_cast<thread_pool*>(pool)->parallel_for(n, fn, arg);
+}
+
+troupe_kctx make_kctx(thread_pool& pool) {
+  troupe_kctx ctx{};
+  ctx.pool = &pool;
+  ctx.parallel_for = &thread_pool::parallel_for_c;
+  ctx.n_threads = pool.size();
+  ctx.stream = nullptr;
+  return ctx;
+}
+
+}  // namespace troupe::kern::cpu

@@ -1,0 +1,367 @@
+// The CPU worker backend. One step() runs every sequence of the plan through the model at
+// once: the new tokens of all sequences form one (n_tokens, dim) activation matrix, so each
+// weight matrix is streamed once per step whatever the batch; only attention runs per
+// sequence, over that sequence's KV blocks.
+#include "src/cpu_backend.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+#include "kernels/ref/dtype.h"
+#include "src/sampler.h"
+#include "troupe/error.h"
+
+namespace troupe {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg, const std::string& field = {}) {
+  throw error(error_kind::failed, msg, field);
+}
+
+int dtype_index(troupe_dtype t) {
+  switch (t) {
+    case TROUPE_F32:
+      return 0;
+    case TROUPE_F16:
+      return 1;
+    case TROUPE_BF16:
+      return 2;
+    case TROUPE_Q8_0:
+      return 3;
+    case TROUPE_Q4_0:
+      return 4;
+  }
+  return -1;
+}
+
+// RoPE frequencies, with Llama 3's rope scaling: long wavelengths are stretched by `factor`,
+// short ones kept, and the band between blended smoothly.
+std::vector<float> rope_frequencies(const model_config& c) {
+  const int64_t half = c.head_dim / 2;
+  std::vector<float> f(half);
+  for (int64_t i = 0; i < half; ++i) {
+    double freq = 1.0 / std::pow((double)c.rope_theta, (double)(2 * i) / (double)c.head_dim);
+    if (c.scaling.enabled) {
+      const rope_scaling& s = c.scaling;
+      const double wavelen = 2.0 * std::numbers::pi / freq;
+      const double low_wavelen = (double)s.original_max_position / s.low_freq_factor;
+      const double high_wavelen = (double)s.original_max_position / s.high_freq_factor;
+      if (wavelen > low_wavelen) {
+        freq /= s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            ((double)s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        freq = (1.0 - smooth) * freq / s.factor + smooth * freq;
+      }
+    }
+    f[i] = (float)freq;
+  }
+  return f;
+}
+
+int64_t physical_ram_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? (int64_t)pages * page : 0;
+}
+
+}  // namespace
+
+// ---- activation buffers ---------------------------------------------------------------
+
+struct cpu_backend::scratch {
+  std::vector<int32_t> ids, positions;  // (n_tokens)
+  std::vector<int64_t> seq_begin;       // (n_seqs + 1) first token of each sequence
+  std::vector<float> x;                 // (n_tokens, dim) the residual stream
+  std::vector<float> xb;                // (n_tokens, dim)
+  std::vector<float> q, att;            // (n_tokens, n_heads * head_dim)
+  std::vector<float> k, v;              // (n_tokens, n_kv_heads * head_dim)
+  std::vector<float> hb, hb2;           // (n_tokens, hidden_dim)
+  std::vector<float> last;              // (n_sampled, dim) final hidden state of sampled tokens
+  std::vector<float> logits;            // (n_sampled, vocab)
+  int64_t n_sampled = 0;
+};
+
+// ---- construction: check the weights against the config, size the KV pool ------------
+
+cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt)
+    : model_(model), cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
+  const model_config& c = cfg_;
+  if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
+      c.vocab_size <= 0)
+    fail(model.path() +
+         ": config has a non-positive dimension (dim, n_layers, n_heads, n_kv_heads, head_dim, "
+         "hidden_dim, vocab_size)");
+  if (c.n_heads % c.n_kv_heads != 0)
+    fail(model.path() + ": n_heads " + std::to_string(c.n_heads) + " is not a multiple of n_kv_heads " +
+             std::to_string(c.n_kv_heads),
+         "n_kv_heads");
+  if (c.head_dim % 2 != 0) fail(model.path() + ": head_dim must be even for RoPE", "head_dim");
+  if ((int64_t)w_.layers.size() != c.n_layers)
+    fail(model.path() + ": " + std::to_string(w_.layers.size()) + " layers of weights, config says " +
+         std::to_string(c.n_layers));
+  if (opt.block_size <= 0) fail("cpu backend: block_size must be > 0", "block_size");
+  if (opt.max_batch_tokens <= 0) fail("cpu backend: max_batch_tokens must be > 0", "max_batch_tokens");
+
+  std::string desc;
+  auto note = [&](troupe_op op) {
+    const std::string item = std::string(op_name(op)) + "=" + registry.selected(op).name;
+    if (desc.find(item) == std::string::npos) desc += (desc.empty() ? "" : " ") + item;
+  };
+  auto check = [&](const tensor_view& t, int64_t rows, int64_t cols) {
+    if (!t.data) fail(model.path() + ": tensor " + t.name + " has no data", "tensor " + t.name);
+    if (t.rows != rows || t.cols != cols)
+      fail(model.path() + ": tensor " + t.name + " is (" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
+               "), expected (" + std::to_string(rows) + ", " + std::to_string(cols) + ")",
+           "tensor " + t.name);
+    const int di = dtype_index(t.dtype);
+    if (di < 0 || kern::row_bytes(t.dtype, cols) < 0 || (di >= 3 && cols % kern::QK != 0))
+      fail(model.path() + ": tensor " + t.name + " has unsupported type " + std::to_string((int)t.dtype) +
+               " for its width " + std::to_string(cols),
+           "tensor " + t.name);
+    return di;
+  };
+  auto check_matmul = [&](const tensor_view& t, int64_t rows, int64_t cols) {
+    const int di = check(t, rows, cols);
+    const auto op = static_cast<troupe_op>(TROUPE_OP_MATMUL_F32 + di);
+    matmul_[di] = registry.get<troupe_matmul_fn>(op);
+    note(op);
+  };
+  auto check_norm = [&](const tensor_view& t) {
+    if (!t.data || t.dtype != TROUPE_F32 || t.rows * t.cols != c.dim)
+      fail(model.path() + ": norm " + t.name + " must be f32 of " + std::to_string(c.dim) + " elements",
+           "tensor " + t.name);
+  };
+
+  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  const int emb = check(w_.tok_embd, c.vocab_size, c.dim);
+  const auto emb_op = static_cast<troupe_op>(TROUPE_OP_EMBEDDING_F32 + emb);
+  embedding_ = registry.get<troupe_embedding_fn>(emb_op);
+  note(emb_op);
+  for (const layer_weights& L : w_.layers) {
+    check_norm(L.attn_norm);
+    check_matmul(L.wq, q_dim, c.dim);
+    check_matmul(L.wk, kv_dim, c.dim);
+    check_matmul(L.wv, kv_dim, c.dim);
+    check_matmul(L.wo, c.dim, q_dim);
+    check_norm(L.ffn_norm);
+    check_matmul(L.w_gate, c.hidden_dim, c.dim);
+    check_matmul(L.w_up, c.hidden_dim, c.dim);
+    check_matmul(L.w_down, c.dim, c.hidden_dim);
+  }
+  check_norm(w_.output_norm);
+  check_matmul(w_.output, c.vocab_size, c.dim);
+  rmsnorm_ = registry.get<troupe_rmsnorm_fn>(TROUPE_OP_RMSNORM);
+  rope_ = registry.get<troupe_rope_fn>(TROUPE_OP_ROPE);
+  attention_ = registry.get<troupe_attention_fn>(TROUPE_OP_ATTENTION);
+  silu_mul_ = registry.get<troupe_silu_mul_fn>(TROUPE_OP_SILU_MUL);
+  add_ = registry.get<troupe_add_fn>(TROUPE_OP_ADD);
+  for (troupe_op op : {TROUPE_OP_RMSNORM, TROUPE_OP_ROPE, TROUPE_OP_ATTENTION, TROUPE_OP_SILU_MUL, TROUPE_OP_ADD})
+    note(op);
+  kernels_desc_ = desc;
+
+  if (opt.kctx) {
+    kctx_ = *opt.kctx;
+  } else {
+    kctx_.n_threads = 1;  // no pool: every kernel runs on the calling thread
+  }
+  inv_freq_ = rope_frequencies(c);
+
+  // The KV pool. Pages are left untouched until a block is written, so a large pool costs
+  // address space, not resident memory, until it fills.
+  block_size_ = opt.block_size;
+  const int64_t block_bytes = c.n_layers * 2 * (int64_t)block_size_ * kv_dim * (int64_t)sizeof(float);
+  const int64_t budget = opt.kv_bytes > 0 ? opt.kv_bytes : (int64_t)(opt.kv_fraction * (double)physical_ram_bytes());
+  n_blocks_ = std::min<int64_t>(budget / block_bytes, INT32_MAX);
+  if (n_blocks_ <= 0)
+    fail("cpu backend: a KV budget of " + std::to_string(budget) + " bytes holds no block of " +
+             std::to_string(block_bytes) + " bytes",
+         "kv_bytes");
+  layer_floats_ = n_blocks_ * block_size_ * kv_dim;
+  k_pool_ = std::make_unique_for_overwrite<float[]>(c.n_layers * layer_floats_);
+  v_pool_ = std::make_unique_for_overwrite<float[]>(c.n_layers * layer_floats_);
+  spdlog::info("cpu backend: KV pool of {} blocks x {} tokens = {} tokens ({:.1f} MiB, {} layers)", n_blocks_,
+               block_size_, n_blocks_ * block_size_, (double)(n_blocks_ * block_bytes) / (1 << 20), c.n_layers);
+
+  scratch& s = *s_;
+  const int64_t T = opt.max_batch_tokens;
+  s.ids.resize(T);
+  s.positions.resize(T);
+  s.x.resize(T * c.dim);
+  s.xb.resize(T * c.dim);
+  s.q.resize(T * q_dim);
+  s.att.resize(T * q_dim);
+  s.k.resize(T * kv_dim);
+  s.v.resize(T * kv_dim);
+  s.hb.resize(T * c.hidden_dim);
+  s.hb2.resize(T * c.hidden_dim);
+}
+
+cpu_backend::~cpu_backend() = default;
+
+std::string cpu_backend::describe() const {
+  return "cpu (" + std::to_string(kctx_.n_threads) + " threads; " + kernels_desc_ + "; KV " +
+         std::to_string(n_blocks_) + " blocks x " + std::to_string(block_size_) + ")";
+}
+
+void cpu_backend::copy_block(int32_t src, int32_t dst) {
+  if (src < 0 || src >= n_blocks_ || dst < 0 || dst >= n_blocks_)
+    fail("copy_block: block ids " + std::to_string(src) + " -> " + std::to_string(dst) + " outside [0, " +
+             std::to_string(n_blocks_) + ")",
+         "block_table");
+  if (src == dst) return;
+  const int64_t block_floats = layer_floats_ / n_blocks_;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const int64_t base = l * layer_floats_;
+    std::memcpy(&k_pool_[base + dst * block_floats], &k_pool_[base + src * block_floats], block_floats * sizeof(float));
+    std::memcpy(&v_pool_[base + dst * block_floats], &v_pool_[base + src * block_floats], block_floats * sizeof(float));
+  }
+}
+
+std::span<const float> cpu_backend::last_logits(size_t sampled_index) const {
+  if ((int64_t)sampled_index >= s_->n_sampled)
+    fail("last_logits: index " + std::to_string(sampled_index) + " but the last step sampled " +
+         std::to_string(s_->n_sampled) + " sequences");
+  return {s_->logits.data() + sampled_index * cfg_.vocab_size, (size_t)cfg_.vocab_size};
+}
+
+// ---- one step --------------------------------------------------------------------------
+
+void cpu_backend::validate(const step_plan& plan) const {
+  int64_t total = 0;
+  for (const seq_work& w : plan.seqs) {
+    const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";
+    if (w.tokens.empty()) fail(who + "no tokens to feed", "tokens");
+    if (w.start_pos < 0) fail(who + "negative start_pos " + std::to_string(w.start_pos), "start_pos");
+    const int64_t end = (int64_t)w.start_pos + (int64_t)w.tokens.size();
+    if ((int64_t)w.block_table.size() * block_size_ < end)
+      fail(who + "block table of " + std::to_string(w.block_table.size()) + " blocks covers " +
+               std::to_string(w.block_table.size() * block_size_) + " positions, needs " + std::to_string(end),
+           "block_table");
+    for (int32_t b : w.block_table)
+      if (b < 0 || b >= n_blocks_)
+        fail(who + "block id " + std::to_string(b) + " outside the pool [0, " + std::to_string(n_blocks_) + ")",
+             "block_table");
+    for (int32_t t : w.tokens)
+      if (t < 0 || t >= cfg_.vocab_size)
+        fail(who + "token id " + std::to_string(t) + " outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) +
+                 ")",
+             "tokens");
+    if (w.sample) {
+      if (std::string why = troupe::validate(w.sampling); !why.empty()) fail(who + why, "sampling");
+      if (w.n_prompt < 0 || w.n_prompt > (int32_t)w.history.size())
+        fail(who + "n_prompt " + std::to_string(w.n_prompt) + " outside the history of " +
+                 std::to_string(w.history.size()) + " tokens",
+             "n_prompt");
+    }
+    total += (int64_t)w.tokens.size();
+  }
+  if (total > opt_.max_batch_tokens)
+    fail("step " + std::to_string(plan.step_id) + ": " + std::to_string(total) +
+             " tokens, more than max_batch_tokens " + std::to_string(opt_.max_batch_tokens),
+         "tokens");
+}
+
+void cpu_backend::matmul(const tensor_view& w, float* y, const float* x, int64_t m) const {
+  matmul_[dtype_index(w.dtype)](&kctx_, y, x, w.data, m, w.rows, w.cols);
+}
+
+void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
+  const model_config& c = cfg_;
+  const layer_weights& L = w_.layers[l];
+  scratch& s = *s_;
+  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  float* k_pool = &k_pool_[l * layer_floats_];  // (n_blocks, block_size, kv_dim)
+  float* v_pool = &v_pool_[l * layer_floats_];
+
+  // attention: q, k, v of every new token of every sequence in three matmuls
+  rmsnorm_(&kctx_, s.xb.data(), s.x.data(), static_cast<const float*>(L.attn_norm.data), T, c.dim, c.rms_eps);
+  matmul(L.wq, s.q.data(), s.xb.data(), T);  // (T, q_dim)
+  matmul(L.wk, s.k.data(), s.xb.data(), T);  // (T, kv_dim)
+  matmul(L.wv, s.v.data(), s.xb.data(), T);  // (T, kv_dim)
+  rope_(&kctx_, s.q.data(), s.positions.data(), T, c.n_heads, c.head_dim, inv_freq_.data(), c.rope_neox);
+  rope_(&kctx_, s.k.data(), s.positions.data(), T, c.n_kv_heads, c.head_dim, inv_freq_.data(), c.rope_neox);
+
+  // K/V of the new tokens into their slots, then each sequence attends over its blocks
+  const float scale = 1.0f / std::sqrt((float)c.head_dim);
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    const seq_work& w = plan.seqs[i];
+    const int64_t begin = s.seq_begin[i], n = s.seq_begin[i + 1] - begin;
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t p = w.start_pos + t;
+      const int64_t slot = (int64_t)w.block_table[p / block_size_] * block_size_ + p % block_size_;
+      std::memcpy(k_pool + slot * kv_dim, &s.k[(begin + t) * kv_dim], kv_dim * sizeof(float));
+      std::memcpy(v_pool + slot * kv_dim, &s.v[(begin + t) * kv_dim], kv_dim * sizeof(float));
+    }
+    attention_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], k_pool, v_pool, w.block_table.data(),
+               &s.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim, block_size_, scale);
+  }
+  matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim)
+  add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
+
+  // SwiGLU feed-forward
+  rmsnorm_(&kctx_, s.xb.data(), s.x.data(), static_cast<const float*>(L.ffn_norm.data), T, c.dim, c.rms_eps);
+  matmul(L.w_gate, s.hb.data(), s.xb.data(), T);  // (T, hidden)
+  matmul(L.w_up, s.hb2.data(), s.xb.data(), T);   // (T, hidden)
+  silu_mul_(&kctx_, s.hb.data(), s.hb.data(), s.hb2.data(), T * c.hidden_dim);
+  matmul(L.w_down, s.xb.data(), s.hb.data(), T);  // (T, dim)
+  add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
+}
+
+step_result cpu_backend::step(const step_plan& plan) {
+  validate(plan);
+  const model_config& c = cfg_;
+  scratch& s = *s_;
+
+  // gather the new tokens of every sequence into one batch
+  s.seq_begin.assign(1, 0);
+  int64_t T = 0;
+  for (const seq_work& w : plan.seqs) {
+    for (size_t t = 0; t < w.tokens.size(); ++t, ++T) {
+      s.ids[T] = w.tokens[t];
+      s.positions[T] = w.start_pos + (int32_t)t;
+    }
+    s.seq_begin.push_back(T);
+  }
+
+  step_result result;
+  result.step_id = plan.step_id;
+  s.n_sampled = 0;
+  if (T == 0) return result;
+
+  embedding_(&kctx_, s.x.data(), w_.tok_embd.data, s.ids.data(), T, c.dim);  // (T, dim)
+  for (int64_t l = 0; l < c.n_layers; ++l) forward_layer(l, plan, T);
+
+  // logits only for the last token of each sequence that samples
+  int64_t S = 0;
+  for (const seq_work& w : plan.seqs) S += w.sample ? 1 : 0;
+  s.last.resize(S * c.dim);
+  s.logits.resize(S * c.vocab_size);
+  for (size_t i = 0, j = 0; i < plan.seqs.size(); ++i)
+    if (plan.seqs[i].sample)
+      std::memcpy(&s.last[j++ * c.dim], &s.x[(s.seq_begin[i + 1] - 1) * c.dim], c.dim * sizeof(float));
+  if (S > 0) {
+    rmsnorm_(&kctx_, s.last.data(), s.last.data(), static_cast<const float*>(w_.output_norm.data), S, c.dim, c.rms_eps);
+    matmul(w_.output, s.logits.data(), s.last.data(), S);  // (S, vocab)
+  }
+  s.n_sampled = S;
+
+  result.outputs.reserve(plan.seqs.size());
+  for (size_t i = 0, j = 0; i < plan.seqs.size(); ++i) {
+    const seq_work& w = plan.seqs[i];
+    if (w.sample) {
+      result.outputs.push_back(sample_next(last_logits(j++), w));
+    } else {
+      seq_output o;
+      o.seq_id = w.seq_id;
+      result.outputs.push_back(o);
+    }
+  }
+  return result;
+}
+
+}  // namespace troupe

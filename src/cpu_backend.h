@@ -1,0 +1,79 @@
+// The CPU worker backend: one model replica on the host, its paged KV pool, and the
+// forward pass of a whole step plan at once over the kernel registry's selected variants.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "troupe/kernel_registry.h"
+#include "troupe/model.h"
+
+namespace troupe {
+
+struct cpu_backend_options {
+  int n_threads = 1;               // handed to the kernels through troupe_kctx
+  int64_t kv_bytes = 0;            // size of the KV pool; 0 = kv_fraction of physical RAM
+  double kv_fraction = 0.05;       // used when kv_bytes == 0
+  int32_t block_size = 16;         // tokens per KV block
+  int64_t max_batch_tokens = 512;  // most new tokens one step plan may carry (sizes the scratch buffers)
+  // The kernels' thread pool, when the caller has one (its parallel_for and pool are used);
+  // null runs every kernel on the calling thread.
+  const troupe_kctx* kctx = nullptr;
+};
+
+class cpu_backend : public worker_backend {
+ public:
+  // Keeps references to `model` and `registry`: both must outlive the backend. Throws
+  // troupe::error(failed) naming the tensor when a weight's shape or type does not fit the
+  // config, or when the options leave room for no KV block.
+  cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt);
+  ~cpu_backend() override;
+
+  step_result step(const step_plan& plan) override;
+  int64_t kv_blocks() const override { return n_blocks_; }
+  int32_t block_size() const override { return block_size_; }
+  std::string describe() const override;
+  void copy_block(int32_t src, int32_t dst) override;
+
+  // The logits of the last step, one row of vocab floats per seq_work with sample == true,
+  // in plan order: for tests and debugging.
+  std::span<const float> last_logits(size_t sampled_index) const;
+  int64_t vocab_size() const { return cfg_.vocab_size; }
+
+ private:
+  struct scratch;  // activation buffers, sized for max_batch_tokens
+
+  void validate(const step_plan& plan) const;
+  void forward_layer(int64_t layer, const step_plan& plan, int64_t n_tokens);
+  void matmul(const tensor_view& w, float* y, const float* x, int64_t m) const;
+
+  const model_file& model_;
+  const model_config& cfg_;
+  const model_weights& w_;
+  cpu_backend_options opt_;
+  troupe_kctx kctx_{};
+
+  // The selected variant of each op, fetched once from the registry.
+  troupe_matmul_fn matmul_[5]{};  // by dtype: f32, f16, bf16, q8_0, q4_0
+  troupe_embedding_fn embedding_ = nullptr;
+  troupe_rmsnorm_fn rmsnorm_ = nullptr;
+  troupe_rope_fn rope_ = nullptr;
+  troupe_attention_fn attention_ = nullptr;
+  troupe_silu_mul_fn silu_mul_ = nullptr;
+  troupe_add_fn add_ = nullptr;
+  std::string kernels_desc_;
+
+  std::vector<float> inv_freq_;  // (head_dim/2) RoPE frequencies, Llama 3 scaling applied
+
+  // The KV pool: per layer, K and V of (n_blocks, block_size, n_kv_heads, head_dim) f32.
+  int32_t block_size_ = 16;
+  int64_t n_blocks_ = 0;
+  int64_t layer_floats_ = 0;                  // floats in one layer's K (or V) pool
+  std::unique_ptr<float[]> k_pool_, v_pool_;  // (n_layers, n_blocks, block_size, kv_dim)
+
+  std::unique_ptr<scratch> s_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,56 @@
+// Single-process generation over a worker backend: the loop behind `troupe generate` and
+// the end-to-end tests. It plays a minimal scheduler (a free list of KV blocks, prefill in
+// chunks, then batched decode of every prompt together) without the cluster around it.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "src/tokenizer.h"
+#include "troupe/model.h"
+#include "troupe/sampling.h"
+
+namespace troupe {
+
+struct generation_request {
+  std::string prompt;
+  std::vector<int32_t> prompt_ids;  // used instead of tokenizing `prompt` when not empty
+  sampling_params sampling;
+};
+
+struct generation_output {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> ids;   // generated, including a final EOS or stop id
+  std::string text;           // generated text, without EOS and without a matched stop string
+  std::string finish_reason;  // "stop" (EOS, stop id, stop string) or "length" (max_tokens, context)
+};
+
+struct generation_timings {
+  double load_ms = 0.0;     // filled by the caller, who loaded the model
+  double prefill_ms = 0.0;  // steps that consumed prompts (they also sample each first token)
+  double decode_ms = 0.0;   // steps of one new token per sequence
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+  double prefill_tok_s() const { return prefill_ms > 0 ? prefill_tokens * 1000.0 / prefill_ms : 0.0; }
+  double decode_tok_s() const { return decode_ms > 0 ? decode_tokens * 1000.0 / decode_ms : 0.0; }
+};
+
+struct generate_options {
+  int64_t max_batch_tokens = 512;  // tokens per step: prefill chunks are cut to fit
+  int64_t max_seq_len = 0;         // context limit (prompt + generated); 0 = none
+};
+
+// Called with each piece of text as soon as it is final (whole UTF-8 characters, never part
+// of a stop string), with the index of the request it belongs to.
+using text_callback = std::function<void(size_t request, std::string_view text)>;
+
+// Generates for every request at once, in one batch. Throws troupe::error(failed) for an
+// invalid request (sampling parameters, empty prompt) and troupe::error(overloaded) when the
+// backend's KV pool runs out of blocks.
+std::vector<generation_output> generate(worker_backend& backend, const tokenizer& tok,
+                                        const std::vector<generation_request>& requests, const generate_options& opt,
+                                        const text_callback& on_text = {}, generation_timings* timings = nullptr);
+
+}  // namespace troupe

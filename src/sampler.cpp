@@ -1,0 +1,140 @@
+// Sampling one token from logits: penalties, greedy or filtered random draw, logprobs.
+#include "src/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace troupe {
+
+namespace {
+
+uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Penalties from the sequence's history, applied in place on logits (vocab).
+void apply_penalties(std::vector<float>& logits, const seq_work& w) {
+  const sampling_params& p = w.sampling;
+  const int64_t vocab = (int64_t)logits.size();
+  if (p.repetition_penalty != 1.0f && p.repeat_window > 0) {
+    const size_t n = std::min<size_t>(w.history.size(), (size_t)p.repeat_window);
+    std::unordered_set<int32_t> seen(w.history.end() - (std::ptrdiff_t)n, w.history.end());
+    for (int32_t id : seen) {
+      if (id < 0 || id >= vocab) continue;
+      float& l = logits[id];
+      l = l > 0.0f ? l / p.repetition_penalty : l * p.repetition_penalty;
+    }
+  }
+  if (p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
+    std::unordered_map<int32_t, int> counts;
+    for (size_t i = std::min<size_t>((size_t)std::max(w.n_prompt, 0), w.history.size()); i < w.history.size(); ++i)
+      ++counts[w.history[i]];
+    for (auto [id, count] : counts) {
+      if (id < 0 || id >= vocab) continue;
+      logits[id] -= (float)count * p.frequency_penalty + p.presence_penalty;
+    }
+  }
+}
+
+// Orders ids by logit, highest first; the lowest id wins ties, so that greedy decoding and
+// top-k = 1 agree and do not depend on a sort's whims.
+auto by_logit(const std::vector<float>& l) {
+  return [&l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  int32_t best = 0;
+  for (int32_t i = 1; i < (int32_t)v.size(); ++i)
+    if (v[i] > v[best]) best = i;
+  return best;
+}
+
+}  // namespace
+
+double sampling_uniform(uint64_t seed, int64_t n_generated) {
+  const uint64_t z = splitmix64(splitmix64(seed) ^ splitmix64(0x5eed0000ull + (uint64_t)n_generated));
+  return (double)(z >> 11) * 0x1.0p-53;
+}
+
+seq_output sample_next(std::span<const float> logits_in, const seq_work& w) {
+  const sampling_params& p = w.sampling;
+  std::vector<float> logits(logits_in.begin(), logits_in.end());  // (vocab)
+  apply_penalties(logits, w);
+
+  // log-softmax of the penalized logits at temperature 1: the reported logprobs
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp((double)l - mx);
+  const float log_z = mx + (float)std::log(sum);
+  auto logprob = [&](int32_t id) { return logits[id] - log_z; };
+
+  seq_output out;
+  out.seq_id = w.seq_id;
+  if (p.temperature == 0.0f) {
+    out.token = argmax(logits);
+  } else {
+    // candidates by logit, highest first, lowest id first on ties
+    std::vector<int32_t> cand(logits.size());
+    std::iota(cand.begin(), cand.end(), 0);
+    const auto higher = by_logit(logits);
+    size_t keep = cand.size();
+    if (p.top_k > 0 && (size_t)p.top_k < keep) {
+      keep = (size_t)p.top_k;
+      std::partial_sort(cand.begin(), cand.begin() + (std::ptrdiff_t)keep, cand.end(), higher);
+      cand.resize(keep);
+    } else {
+      std::sort(cand.begin(), cand.end(), higher);
+    }
+    // probabilities at the temperature; cand[0] holds the largest logit
+    std::vector<double> prob(cand.size());
+    const double top = logits[cand[0]] / p.temperature;
+    double z = 0.0;
+    for (size_t i = 0; i < cand.size(); ++i) z += prob[i] = std::exp(logits[cand[i]] / p.temperature - top);
+    for (double& q : prob) q /= z;
+    if (p.top_p < 1.0f) {
+      double cum = 0.0;
+      size_t n = 0;
+      while (n < prob.size() && cum < p.top_p) cum += prob[n++];
+      keep = std::max<size_t>(n, 1);
+      prob.resize(keep);
+    }
+    if (p.min_p > 0.0f) {
+      const double floor = p.min_p * prob[0];
+      size_t n = 1;
+      while (n < prob.size() && prob[n] >= floor) ++n;
+      prob.resize(n);
+    }
+    const double total = std::accumulate(prob.begin(), prob.end(), 0.0);
+    const int64_t n_generated = std::max<int64_t>(0, (int64_t)w.history.size() - w.n_prompt);
+    const double target = sampling_uniform(p.seed, n_generated) * total;
+    double cum = 0.0;
+    size_t chosen = prob.size() - 1;  // rounding may leave target just above the sum
+    for (size_t i = 0; i < prob.size(); ++i) {
+      cum += prob[i];
+      if (target < cum) {
+        chosen = i;
+        break;
+      }
+    }
+    out.token = cand[chosen];
+  }
+  out.logprob = logprob(out.token);
+
+  if (p.top_logprobs > 0) {
+    const size_t n = std::min<size_t>((size_t)p.top_logprobs, logits.size());
+    std::vector<int32_t> ids(logits.size());
+    std::iota(ids.begin(), ids.end(), 0);
+    std::partial_sort(ids.begin(), ids.begin() + (std::ptrdiff_t)n, ids.end(), by_logit(logits));
+    for (size_t i = 0; i < n; ++i) out.top.push_back({ids[i], logprob(ids[i])});
+  }
+  return out;
+}
+
+}  // namespace troupe

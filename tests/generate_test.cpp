@@ -1,0 +1,137 @@
+// The generation loop end to end on the shared tiny models: reference ids through the
+// tokenizer, batched generation equal to single runs, stop conditions, streaming.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "kernels/ref/ref.h"
+#include "src/cpu_backend.h"
+#include "src/generate.h"
+#include "reference_run.h"
+#include "test_support.h"
+#include "troupe/error.h"
+
+namespace troupe {
+namespace {
+
+using test::models_dir;
+using test::read_reference;
+
+struct engine {
+  explicit engine(const std::filesystem::path& path, int32_t block_size = 16, int64_t max_batch = 512)
+      : model(open_model(path)), tok(model->tokenizer()) {
+    for (const auto& v : kern::ref::variants()) registry.add(v);
+    cpu_backend_options o;
+    o.kv_bytes = 16 << 20;
+    o.block_size = block_size;
+    o.max_batch_tokens = max_batch;
+    backend = std::make_unique<cpu_backend>(*model, registry, o);
+    gopt.max_batch_tokens = max_batch;
+    gopt.max_seq_len = model->config().max_seq_len;
+  }
+  std::vector<generation_output> run(const std::vector<generation_request>& reqs, const text_callback& cb = {}) {
+    return generate(*backend, tok, reqs, gopt, cb);
+  }
+  std::unique_ptr<model_file> model;
+  tokenizer tok;
+  kernel_registry registry;
+  std::unique_ptr<cpu_backend> backend;
+  generate_options gopt;
+};
+
+generation_request greedy(const std::string& prompt, int32_t max_tokens) {
+  generation_request r;
+  r.prompt = prompt;
+  r.sampling.max_tokens = max_tokens;
+  return r;
+}
+
+void check_reference(const std::filesystem::path& model, const std::filesystem::path& ref_file) {
+  const auto ref = read_reference(ref_file);
+  engine e(model);
+  std::string streamed;
+  const auto out = e.run({greedy("Once upon a time", 64)}, [&](size_t, std::string_view t) { streamed += t; });
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].prompt_ids, ref.prompt_ids) << model;
+  EXPECT_EQ(out[0].ids, ref.generated_ids) << model;
+  EXPECT_EQ(out[0].finish_reason, "length");
+  EXPECT_EQ("Once upon a time" + out[0].text, ref.text) << model;
+  EXPECT_EQ(streamed, out[0].text);
+}
+
+TEST(Generate, Stories260kGgufReference) {
+  TROUPE_REQUIRE_MODELS();
+  check_reference(models_dir() / "stories260K/stories260K.gguf",
+                  models_dir() / "stories260K/reference/once_upon_a_time.gen64.ids.txt");
+}
+
+TEST(Generate, Stories260kLlama2cReference) {
+  TROUPE_REQUIRE_MODELS();
+  check_reference(models_dir() / "stories260K/stories260K.bin",
+                  models_dir() / "stories260K/reference/once_upon_a_time.gen64.ids.txt");
+}
+
+TEST(Generate, Tinystories656kHuggingFaceReference) {
+  TROUPE_REQUIRE_MODELS();
+  check_reference(models_dir() / "tinystories-656K",
+                  models_dir() / "tinystories-656K/reference/once_upon_a_time.gen64.ids.txt");
+}
+
+TEST(Generate, BatchedChunkedEqualsSingleRuns) {
+  TROUPE_REQUIRE_MODELS();
+  const auto model = models_dir() / "stories260K/stories260K.gguf";
+  std::vector<generation_request> reqs = {greedy("Once upon a time", 40), greedy("The little dog", 25),
+                                          greedy("Lily and Ben went to the park to play with a ball", 33)};
+  reqs.push_back(reqs[0]);              // the same prompt twice in one batch
+  reqs[3].sampling.temperature = 0.9f;  // seeded sampling: same draws batched or not
+  reqs[3].sampling.seed = 11;
+  std::vector<generation_output> single;
+  for (const auto& r : reqs) single.push_back(engine(model).run({r})[0]);
+  // one batch, prefill cut into 4-token chunks, 5-token blocks that divide no prompt
+  engine batched(model, 5, 4);
+  const auto together = batched.run(reqs);
+  ASSERT_EQ(together.size(), reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(together[i].prompt_ids, single[i].prompt_ids) << "request " << i;
+    EXPECT_EQ(together[i].ids, single[i].ids) << "request " << i;
+    EXPECT_EQ(together[i].text, single[i].text) << "request " << i;
+    EXPECT_EQ((int32_t)together[i].ids.size(), reqs[i].sampling.max_tokens);
+  }
+  EXPECT_NE(together[3].ids, together[0].ids);
+}
+
+TEST(Generate, StopStringEndsTheTextBeforeIt) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  generation_request r = greedy("Once upon a time", 64);
+  r.sampling.stop_strings = {"Lily"};
+  std::string streamed;
+  const auto out = e.run({r}, [&](size_t, std::string_view t) { streamed += t; });
+  EXPECT_EQ(out[0].text, ", there was a little girl named ");
+  EXPECT_EQ(out[0].finish_reason, "stop");
+  EXPECT_EQ(streamed, out[0].text);
+}
+
+TEST(Generate, StopIdEndsTheSequence) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  const auto ref = read_reference(models_dir() / "stories260K/reference/once_upon_a_time.gen64.ids.txt");
+  generation_request r = greedy("Once upon a time", 64);
+  r.sampling.stop_ids = {ref.generated_ids[5]};
+  const auto out = e.run({r});
+  EXPECT_EQ(out[0].finish_reason, "stop");
+  EXPECT_EQ(out[0].ids, std::vector<int32_t>(ref.generated_ids.begin(), ref.generated_ids.begin() + 6));
+  EXPECT_EQ(out[0].text, ", there was a little");  // the stop id's own text is not part of it
+}
+
+TEST(Generate, RejectsInvalidRequests) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  generation_request r = greedy("Once", 4);
+  r.sampling.top_p = 0.0f;
+  EXPECT_THROW(e.run({r}), error);
+}
+
+}  // namespace
+}  // namespace troupe

@@ -1,0 +1,175 @@
+// The sampler: greedy, penalties, filters, seeded draws and logprobs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "src/sampler.h"
+
+namespace troupe {
+namespace {
+
+seq_work with(sampling_params p, std::vector<int32_t> history = {}, int32_t n_prompt = 0) {
+  seq_work w;
+  w.seq_id = 3;
+  w.sampling = std::move(p);
+  w.history = std::move(history);
+  w.n_prompt = n_prompt;
+  return w;
+}
+
+sampling_params temp(float t, uint64_t seed = 0) {
+  sampling_params p;
+  p.temperature = t;
+  p.seed = seed;
+  return p;
+}
+
+// logits whose softmax is exactly `probs`
+std::vector<float> from_probs(const std::vector<double>& probs) {
+  std::vector<float> l;
+  for (double p : probs) l.push_back((float)std::log(p));
+  return l;
+}
+
+TEST(Sampler, GreedyTakesTheArgmaxLowestIdOnTies) {
+  const std::vector<float> l = {0.5f, 2.0f, -1.0f, 2.0f};
+  const seq_output o = sample_next(l, with(temp(0)));
+  EXPECT_EQ(o.seq_id, 3u);
+  EXPECT_EQ(o.token, 1);
+  // logprob: log-softmax at temperature 1
+  double z = 0;
+  for (float x : l) z += std::exp(x);
+  EXPECT_NEAR(o.logprob, 2.0 - std::log(z), 1e-5);
+}
+
+TEST(Sampler, TopKOneEqualsGreedy) {
+  std::vector<float> l(50);
+  for (int i = 0; i < 50; ++i) l[i] = (float)((i * 37) % 11);  // ties at the top
+  sampling_params p = temp(1.5f);
+  p.top_k = 1;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    p.seed = seed;
+    EXPECT_EQ(sample_next(l, with(p)).token, sample_next(l, with(temp(0))).token);
+  }
+}
+
+TEST(Sampler, SameSeedSameOutputDifferentSeedDiffers) {
+  const std::vector<float> l(100, 0.0f);  // flat: every draw is the generator's
+  auto run = [&](uint64_t seed) {
+    std::vector<int32_t> history = {1, 2};  // a 2-token prompt, then what was generated
+    for (int i = 0; i < 20; ++i) history.push_back(sample_next(l, with(temp(1.0f, seed), history, 2)).token);
+    return history;
+  };
+  EXPECT_EQ(run(42), run(42));
+  EXPECT_NE(run(42), run(43));
+}
+
+TEST(Sampler, DrawDependsOnlyOnSeedAndTokensGenerated) {
+  const std::vector<float> l(100, 0.0f);
+  // a resumed sequence: same seed, same count generated, different worker and history content
+  const int32_t a = sample_next(l, with(temp(1.0f, 9), {5, 6, 7, 8}, 2)).token;
+  const int32_t b = sample_next(l, with(temp(1.0f, 9), {1, 1, 1, 9, 9}, 3)).token;
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(sampling_uniform(9, 2), sampling_uniform(9, 2));
+  EXPECT_NE(sampling_uniform(9, 2), sampling_uniform(9, 3));
+}
+
+TEST(Sampler, DrawsFollowTheDistribution) {
+  const auto l = from_probs({0.5, 0.3, 0.2});
+  std::map<int32_t, int> n;
+  for (uint64_t seed = 0; seed < 4000; ++seed) ++n[sample_next(l, with(temp(1.0f, seed))).token];
+  EXPECT_NEAR(n[0] / 4000.0, 0.5, 0.03);
+  EXPECT_NEAR(n[1] / 4000.0, 0.3, 0.03);
+  EXPECT_NEAR(n[2] / 4000.0, 0.2, 0.03);
+}
+
+std::set<int32_t> drawn(const std::vector<float>& l, sampling_params p) {
+  std::set<int32_t> s;
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    p.seed = seed;
+    s.insert(sample_next(l, with(p)).token);
+  }
+  return s;
+}
+
+TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
+  const auto l = from_probs({0.2, 0.5, 0.3});
+  sampling_params p = temp(1.0f);
+  p.top_p = 0.6f;
+  EXPECT_EQ(drawn(l, p), (std::set<int32_t>{1, 2}));
+  p.top_p = 0.5f;
+  EXPECT_EQ(drawn(l, p), (std::set<int32_t>{1}));
+  p.top_p = 1.0f;
+  EXPECT_EQ(drawn(l, p), (std::set<int32_t>{0, 1, 2}));
+}
+
+TEST(Sampler, MinPDropsTokensBelowAFractionOfTheBest) {
+  const auto l = from_probs({0.2, 0.5, 0.3});
+  sampling_params p = temp(1.0f);
+  p.min_p = 0.5f;  // floor 0.25
+  EXPECT_EQ(drawn(l, p), (std::set<int32_t>{1, 2}));
+  p.min_p = 0.7f;  // floor 0.35
+  EXPECT_EQ(drawn(l, p), (std::set<int32_t>{1}));
+}
+
+TEST(Sampler, TopKKeepsTheKBest) {
+  const auto l = from_probs({0.1, 0.4, 0.15, 0.35});
+  sampling_params p = temp(1.0f);
+  p.top_k = 2;
+  EXPECT_EQ(drawn(l, p), (std::set<int32_t>{1, 3}));
+}
+
+TEST(Sampler, RepetitionPenaltyOverTheWindow) {
+  sampling_params p = temp(0);
+  p.repetition_penalty = 1.1f;
+  EXPECT_EQ(sample_next(std::vector<float>{2.0f, 1.9f}, with(p, {0})).token, 1);     // 2 / 1.1 < 1.9
+  EXPECT_EQ(sample_next(std::vector<float>{-1.0f, -1.05f}, with(p, {0})).token, 1);  // -1 * 1.1 < -1.05
+  p.repeat_window = 2;                                                               // 0 is out of the window
+  EXPECT_EQ(sample_next(std::vector<float>{2.0f, 1.9f}, with(p, {0, 1, 1})).token, 0);
+  // applied once per distinct token, however often it repeats
+  p.repeat_window = 64;
+  EXPECT_EQ(sample_next(std::vector<float>{2.0f, 1.9f, 1.85f}, with(p, {0, 0, 0, 0})).token, 1);
+}
+
+TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokensOnly) {
+  const std::vector<float> l = {2.0f, 1.5f};
+  sampling_params p = temp(0);
+  p.frequency_penalty = 0.3f;
+  EXPECT_EQ(sample_next(l, with(p, {0, 0, 0}, 3)).token, 0);  // all prompt: no penalty
+  EXPECT_EQ(sample_next(l, with(p, {0, 0}, 1)).token, 0);     // once: 2 - 0.3 > 1.5
+  EXPECT_EQ(sample_next(l, with(p, {1, 0, 0}, 1)).token, 1);  // twice: 2 - 0.6 < 1.5
+  p.frequency_penalty = 0.0f;
+  p.presence_penalty = 0.4f;
+  EXPECT_EQ(sample_next(l, with(p, {1, 0, 0, 0}, 1)).token, 0);  // 2 - 0.4 > 1.5: presence counts once
+  p.presence_penalty = 0.6f;
+  EXPECT_EQ(sample_next(l, with(p, {1, 0}, 1)).token, 1);
+  // the reported logprob is that of the penalized logits
+  p.presence_penalty = 0.0f;
+  p.frequency_penalty = 0.3f;
+  EXPECT_NEAR(sample_next(l, with(p, {1, 0, 0}, 1)).logprob, 1.5 - std::log(std::exp(1.4) + std::exp(1.5)), 1e-5);
+}
+
+TEST(Sampler, TopLogprobsAreSortedAndConsistent) {
+  const auto l = from_probs({0.1, 0.4, 0.15, 0.35});
+  sampling_params p = temp(0);
+  p.top_logprobs = 3;
+  const seq_output o = sample_next(l, with(p));
+  ASSERT_EQ(o.top.size(), 3u);
+  EXPECT_EQ(o.top[0].id, 1);
+  EXPECT_EQ(o.top[1].id, 3);
+  EXPECT_EQ(o.top[2].id, 2);
+  EXPECT_NEAR(o.top[0].logprob, std::log(0.4), 1e-5);
+  EXPECT_NEAR(o.logprob, o.top[0].logprob, 1e-6);
+  EXPECT_NEAR(o.top[2].logprob, std::log(0.15), 1e-5);
+}
+
+TEST(Sampler, LowTemperatureConcentratesOnTheBest) {
+  const auto l = from_probs({0.3, 0.4, 0.3});
+  EXPECT_EQ(drawn(l, temp(0.01f)), (std::set<int32_t>{1}));
+  EXPECT_EQ(drawn(l, temp(1.0f)).size(), 3u);
+}
+
+}  // namespace
+}  // namespace troupe
