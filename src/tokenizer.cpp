@@ -24,37 +24,7 @@ constexpr int32_t k_type_byte = 6;
   throw error(error_kind::failed, "tokenizer: " + field + ": " + what, field);
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-// "<0x0A>" -> 10, else -1.
-int byte_piece_value(std::string_view s) {
-  if (s.size() != 6 || s.substr(0, 3) != "<0x" || s[5] != '>') return -1;
-  const int hi = hex_value(s[3]), lo = hex_value(s[4]);
-  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
-
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    if (s.compare(i, from.size(), from) == 0) {
-      out += to;
-      i += from.size();
-    } else {
-      out += s[i++];
-    }
-  }
-  return out;
-}
-
-uint64_t pair_key(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-}
+uint64_t pair_key(uint32_t left, uint32_t right) { return (static_cast<uint64_t>(left) << 32) | right; }
 
 }  // namespace
 
@@ -104,11 +74,12 @@ tokenizer::tokenizer(tokenizer_data data) : data_(std::move(data)) {
           unicode::append_utf8(bytes_[id], cp);
         }
       }
-    } else if (const int b = byte_piece_value(text); b >= 0 && (type == k_type_byte || data_.token_types.empty())) {
+    } else if (const int b = unicode::byte_piece_value(text);
+               b >= 0 && (type == k_type_byte || data_.token_types.empty())) {
       bytes_[id] = std::string(1, static_cast<char>(b));
       if (byte_token_[b] < 0) byte_token_[b] = id;
     } else {
-      bytes_[id] = replace_all(text, k_space_marker, " ");
+      bytes_[id] = unicode::replace_all(text, k_space_marker, " ");
     }
   }
   if (byte_level) {
@@ -146,7 +117,8 @@ tokenizer::tokenizer(tokenizer_data data) : data_(std::move(data)) {
       if (a < 0 || b < 0) continue;
       const int32_t ab = find_piece(m.substr(0, sp) + m.substr(sp + 1));
       if (ab < 0) continue;
-      merges_.try_emplace(pair_key(a, b), merge_rule{static_cast<int32_t>(rank), ab});
+      merges_.try_emplace(pair_key(static_cast<uint32_t>(a), static_cast<uint32_t>(b)),
+                          merge_rule{static_cast<int32_t>(rank), ab});
       found = true;
     }
     if (!found)
@@ -154,9 +126,22 @@ tokenizer::tokenizer(tokenizer_data data) : data_(std::move(data)) {
            "'" + m + "' is not two vocabulary tokens whose concatenation is a vocabulary token");
   }
 
+  // Pairs of characters adjacent inside some token: only there can a merge join two chunks.
+  if (!byte_level) {
+    for (const std::string& text : data_.tokens) {
+      size_t pos = 0;
+      char32_t prev = text.empty() ? 0 : unicode::next_code_point(text, pos);
+      while (pos < text.size()) {
+        const char32_t cp = unicode::next_code_point(text, pos);
+        adjacent_pairs_.insert(pair_key(prev, cp));
+        prev = cp;
+      }
+    }
+  }
+
   const std::string& pre = data_.pre;
   ignore_merges_ = byte_level && (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3");
-  llama3_pattern_ = pre != "gpt2";
+  llama3_pattern_ = pre != "gpt2" && pre != "gpt-2";
 }
 
 int32_t tokenizer::find_piece(std::string_view piece) const {
@@ -179,7 +164,8 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos, bool
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos && data_.bos_id >= 0) out.push_back(data_.bos_id);
-  bool after_special = true;  // SentencePiece prefixes a space to a fragment at the start or after a special
+  // Text between special tokens is encoded fragment by fragment; SentencePiece prefixes each
+  // with a space, as llama.cpp does (a fragment is always at the start or after a special).
   size_t start = 0;
   for (size_t i = 0; parse_special && i < text.size();) {
     int32_t matched = -1;
@@ -193,21 +179,20 @@ std::vector<int32_t> tokenizer::encode(std::string_view text, bool add_bos, bool
       ++i;
       continue;
     }
-    if (i > start) encode_text(text.substr(start, i - start), after_special, out);
+    if (i > start) encode_text(text.substr(start, i - start), out);
     out.push_back(matched);
-    after_special = true;
     i += data_.tokens[matched].size();
     start = i;
   }
-  if (start < text.size()) encode_text(text.substr(start), after_special, out);
+  if (start < text.size()) encode_text(text.substr(start), out);
   return out;
 }
 
-void tokenizer::encode_text(std::string_view text, bool after_special, std::vector<int32_t>& out) const {
+void tokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
   if (data_.type == tokenizer_data::kind::byte_level_bpe) {
     encode_byte_level(text, out);
   } else {
-    encode_sentencepiece(text, after_special && data_.add_space_prefix, out);
+    encode_sentencepiece(text, data_.add_space_prefix, out);
   }
 }
 
@@ -224,24 +209,36 @@ struct tokenizer::symbol {
 void tokenizer::encode_sentencepiece(std::string_view text, bool prefix_space, std::vector<int32_t>& out) const {
   if (text.empty()) return;
   std::string work = prefix_space ? k_space_marker : std::string();
-  work += replace_all(text, " ", k_space_marker);
+  work += unicode::replace_all(text, " ", k_space_marker);
 
+  // The work string is cut where no merge can ever cross: between two characters that are
+  // adjacent in no vocabulary token. Each chunk then merges alone, with the same result as the
+  // whole string (merges are local) and a small queue.
   std::vector<symbol> symbols;
-  symbols.reserve(work.size());
+  char32_t prev_cp = 0;
+  bool prev_whole = false;  // the previous character entered as one symbol
   for (size_t pos = 0; pos < work.size();) {
-    const size_t len = std::min<size_t>(unicode::utf8_length(static_cast<unsigned char>(work[pos])), work.size() - pos);
-    const int32_t id = find_piece(std::string_view(work).substr(pos, len));
+    const size_t begin = pos;
+    const char32_t cp = unicode::next_code_point(work, pos);
+    const size_t len = pos - begin;
+    const int32_t id = find_piece(std::string_view(work).substr(begin, len));
     bool bytes_known = true;
-    for (size_t k = 0; k < len; ++k)
-      bytes_known = bytes_known && byte_token_[static_cast<unsigned char>(work[pos + k])] >= 0;
-    if (id < 0 && use_merges_ && bytes_known) {
-      // Ranked merges work on ids: a character outside the vocabulary enters as its bytes.
-      for (size_t k = 0; k < len; ++k)
-        symbols.push_back({static_cast<uint32_t>(pos + k), 1, byte_token_[static_cast<unsigned char>(work[pos + k])]});
-    } else {
-      symbols.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(len), id});
+    for (size_t k = begin; k < pos; ++k)
+      bytes_known = bytes_known && byte_token_[static_cast<unsigned char>(work[k])] >= 0;
+    const bool whole = !(id < 0 && use_merges_ && bytes_known);
+    if (!symbols.empty() && whole && prev_whole && !adjacent_pairs_.contains(pair_key(prev_cp, cp))) {
+      merge_symbols(work, symbols, out);
+      symbols.clear();
     }
-    pos += len;
+    if (whole) {
+      symbols.push_back({static_cast<uint32_t>(begin), static_cast<uint32_t>(len), id});
+    } else {
+      // Ranked merges work on ids: a character outside the vocabulary enters as its bytes.
+      for (size_t k = begin; k < pos; ++k)
+        symbols.push_back({static_cast<uint32_t>(k), 1, byte_token_[static_cast<unsigned char>(work[k])]});
+    }
+    prev_cp = cp;
+    prev_whole = whole;
   }
   merge_symbols(work, symbols, out);
 }
@@ -293,7 +290,7 @@ void tokenizer::merge_symbols(std::string_view work, std::vector<symbol>& symbol
     const symbol& b = symbols[r];
     if (use_merges_) {
       if (a.id < 0 || b.id < 0) return;
-      const auto it = merges_.find(pair_key(a.id, b.id));
+      const auto it = merges_.find(pair_key(static_cast<uint32_t>(a.id), static_cast<uint32_t>(b.id)));
       if (it == merges_.end()) return;
       queue.push({-static_cast<double>(it->second.rank), l, r, a.len + b.len, it->second.result});
     } else {

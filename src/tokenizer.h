@@ -7,12 +7,15 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "troupe/model.h"
 
 namespace troupe {
 
+// A value type: copyable, and safe to use from several threads at once (every method is
+// const and keeps no cache).
 class tokenizer {
  public:
   // Throws troupe::error when the data is inconsistent (a merge naming an unknown token,
@@ -20,7 +23,11 @@ class tokenizer {
   explicit tokenizer(tokenizer_data data);
 
   // Text to ids. `parse_special`: control and user-defined tokens written in the text
-  // ("<|eot_id|>", "<s>") become their id instead of being tokenized as text.
+  // ("<|eot_id|>", "<s>") become their id instead of being tokenized as text (pass false
+  // for text that must not smuggle in control tokens).
+  // Byte-level pre-tokenizer by data.pre: "gpt2"/"gpt-2" the GPT-2 pattern, anything else
+  // the Llama 3 pattern; "llama-bpe"/"llama3" also take a word already in the vocabulary
+  // whole (Hugging Face's ignore_merges).
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = true) const;
 
   // The raw bytes a token stands for ("▁the" -> " the", "<0x0A>" -> "\n", "Ġthe" -> " the");
@@ -55,7 +62,7 @@ class tokenizer {
   };
   using piece_map = std::unordered_map<std::string, int32_t, string_hash, std::equal_to<>>;
 
-  void encode_text(std::string_view text, bool first_fragment, std::vector<int32_t>& out) const;
+  void encode_text(std::string_view text, std::vector<int32_t>& out) const;
   void encode_sentencepiece(std::string_view text, bool prefix_space, std::vector<int32_t>& out) const;
   void encode_byte_level(std::string_view text, std::vector<int32_t>& out) const;
   // BPE over `work`: symbols start as given (byte ranges with ids, -1 = not in the vocab)
@@ -67,6 +74,7 @@ class tokenizer {
   tokenizer_data data_;
   piece_map piece_to_id_;
   std::unordered_map<uint64_t, merge_rule> merges_;  // key: left id << 32 | right id
+  std::unordered_set<uint64_t> adjacent_pairs_;      // SentencePiece: code points a << 32 | b adjacent in a token
   std::vector<std::string> bytes_;                   // token_bytes per id
   std::vector<uint8_t> control_;                     // per id
   std::array<int32_t, 256> byte_token_{};            // the token of each byte value, -1 if none

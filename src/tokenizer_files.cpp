@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "src/unicode_text.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -26,26 +27,6 @@ std::string read_whole_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, {}, "cannot open file");
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// "<0x0A>": a SentencePiece byte-fallback token.
-bool is_byte_piece(std::string_view s) {
-  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f'); };
-  return s.size() == 6 && s.substr(0, 3) == "<0x" && hex(s[3]) && hex(s[4]) && s[5] == '>';
-}
-
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    if (s.substr(i, from.size()) == from) {
-      out += to;
-      i += from.size();
-    } else {
-      out += s[i++];
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -93,10 +74,10 @@ tokenizer_data load_llama2c_tokenizer(const std::string& path, int32_t vocab_siz
       // llama2.c writes them as "\n<s>\n" and "\n</s>\n"; GGUF and SentencePiece say "<s>".
       type = 3;
       piece = id == t.bos_id ? "<s>" : "</s>";
-    } else if (is_byte_piece(piece)) {
+    } else if (unicode::byte_piece_value(piece) >= 0) {
       type = 6;
     } else {
-      piece = replace_all(piece, " ", k_space_marker);
+      piece = unicode::replace_all(piece, " ", k_space_marker);
     }
     t.tokens.push_back(std::move(piece));
     t.scores.push_back(score);
@@ -242,7 +223,7 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
   const bool byte_fallback = model.value("byte_fallback", false);
   if (!byte_level && byte_fallback)
     for (size_t id = 0; id < t.tokens.size(); ++id)
-      if (is_byte_piece(t.tokens[id])) t.token_types[id] = 6;
+      if (unicode::byte_piece_value(t.tokens[id]) >= 0) t.token_types[id] = 6;
   for (const added& a : added_tokens) t.token_types[a.id] = a.special ? 3 : 4;
 
   if (byte_level) {

@@ -326,4 +326,39 @@ std::vector<std::string_view> pre_tokenize(std::string_view s, pre_tokenizer kin
   return pieces;
 }
 
+// ---------------------------------------------------------------------------------------------
+// String helpers shared by the tokenizer and its loaders
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+int byte_piece_value(std::string_view s) {
+  if (s.size() != 6 || s.substr(0, 3) != "<0x" || s[5] != '>') return -1;
+  const int hi = hex_value(s[3]), lo = hex_value(s[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (s.compare(i, from.size(), from) == 0) {
+      out += to;
+      i += from.size();
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
 }  // namespace troupe::unicode

@@ -45,4 +45,9 @@ enum class pre_tokenizer { llama3, gpt2 };
 //   gpt2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 std::vector<std::string_view> pre_tokenize(std::string_view s, pre_tokenizer kind);
 
+// "<0x0A>" (a SentencePiece byte-fallback token) -> 10, else -1.
+int byte_piece_value(std::string_view s);
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
+
 }  // namespace troupe::unicode
