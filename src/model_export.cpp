@@ -111,9 +111,11 @@ void store_row(troupe_dtype dtype, const float* x, int64_t n, uint8_t* out) {
 }  // namespace
 
 void write_llama_gguf(const std::string& path, const model_config& config, const tokenizer_data& tokenizer,
-                      const std::vector<tensor_source>& tensors, const write_progress& progress) {
+                      const std::vector<tensor_source>& tensors, const write_progress& progress,
+                      const std::vector<std::pair<std::string, gguf::value>>& extra) {
   gguf_writer w(path);
   set_metadata(w, config, tokenizer);
+  for (const auto& [key, v] : extra) w.set(key, v);
   uint64_t total = 0;
   for (const tensor_source& t : tensors) {
     if (storable_type(t.dtype, t.cols) != t.dtype)
@@ -169,6 +171,13 @@ std::function<void(int64_t, float*)> interleaved_rows_of(const tensor_view& v, i
 
 }  // namespace
 
+tensor_source rope_freqs_tensor(const model_config& c) {
+  auto factors = std::make_shared<std::vector<float>>(llama3_rope_factors(c));
+  return tensor_source{
+      "rope_freqs.weight", 1,    c.head_dim / 2,
+      TROUPE_F32,          true, [factors](int64_t, float* o) { std::copy(factors->begin(), factors->end(), o); }};
+}
+
 std::vector<tensor_source> gguf_tensors_of(const model_file& m, troupe_dtype target,
                                            const std::function<void(const std::string&)>& note) {
   const model_config& c = m.config();
@@ -187,11 +196,7 @@ std::vector<tensor_source> gguf_tensors_of(const model_file& m, troupe_dtype tar
   matrix("token_embd.weight", w.tok_embd, false);
   norm("output_norm.weight", w.output_norm);
   if (!c.tied_embeddings) matrix("output.weight", w.output, false);
-  if (c.scaling.enabled) {
-    auto factors = std::make_shared<std::vector<float>>(llama3_rope_factors(c));
-    out.push_back(tensor_source{"rope_freqs.weight", 1, c.head_dim / 2, TROUPE_F32, true,
-                                [factors](int64_t, float* o) { std::copy(factors->begin(), factors->end(), o); }});
-  }
+  if (c.scaling.enabled) out.push_back(rope_freqs_tensor(c));
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     const layer_weights& l = w.layers[i];

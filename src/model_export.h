@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "src/gguf.h"
 #include "troupe/model.h"
 
 namespace troupe {
@@ -25,9 +26,11 @@ struct tensor_source {
 // Called after each tensor: its name, and bytes written so far out of the total.
 using write_progress = std::function<void(const std::string& tensor, uint64_t done, uint64_t total)>;
 
-// Writes a GGUF v3 of architecture "llama" holding `config`, `tokenizer` and `tensors`.
+// Writes a GGUF v3 of architecture "llama" holding `config`, `tokenizer` and `tensors`;
+// `extra` metadata is written last, replacing any key of the same name.
 void write_llama_gguf(const std::string& path, const model_config& config, const tokenizer_data& tokenizer,
-                      const std::vector<tensor_source>& tensors, const write_progress& progress = {});
+                      const std::vector<tensor_source>& tensors, const write_progress& progress = {},
+                      const std::vector<std::pair<std::string, gguf::value>>& extra = {});
 
 // The type a weight matrix of `cols` columns gets when `target` is asked for: q8_0/q4_0
 // need cols % 32 == 0, else f16.
@@ -38,6 +41,9 @@ troupe_dtype storable_type(troupe_dtype target, int64_t cols);
 // norms as f32. Views into `m`: it must outlive the write.
 std::vector<tensor_source> gguf_tensors_of(const model_file& m, troupe_dtype target,
                                            const std::function<void(const std::string&)>& note = {});
+
+// Llama 3 rope scaling's divisors as llama.cpp stores them: rope_freqs.weight, (head_dim/2) f32.
+tensor_source rope_freqs_tensor(const model_config& config);
 
 // Parses "f32", "f16", "bf16", "q8_0", "q4_0"; throws troupe::error otherwise.
 troupe_dtype parse_dtype(const std::string& s);

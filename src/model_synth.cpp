@@ -118,6 +118,7 @@ std::vector<tensor_source> synth_tensors(const model_config& c, troupe_dtype dty
     matrix(b + "ffn_up.weight", c.hidden_dim, c.dim);
     matrix(b + "ffn_down.weight", c.dim, c.hidden_dim);
   }
+  if (c.scaling.enabled) out.push_back(rope_freqs_tensor(c));
   return out;
 }
 
