@@ -21,6 +21,11 @@ void add_unbuilt(CLI::App& app, const std::string& name, const std::string& desc
                  const std::string& which_issue);
 
 void add_generate(CLI::App& app);
+void add_serve(CLI::App& app);
+void add_gateway(CLI::App& app);
+void add_scheduler(CLI::App& app);
+void add_worker(CLI::App& app);
+void add_submit(CLI::App& app);
 void add_model(CLI::App& app);
 void add_kernels(CLI::App& app);
 

@@ -38,13 +38,13 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
-  add_unbuilt(app, "serve", "All-in-one cluster: gateway, scheduler and workers in one process", "the cluster issue");
-  add_unbuilt(app, "gateway", "Run the gateway role (clients connect here)", "the cluster issue");
-  add_unbuilt(app, "scheduler", "Run the scheduler role", "the cluster issue");
-  add_unbuilt(app, "worker", "Run a worker role", "the cluster issue");
-  add_unbuilt(app, "submit", "Submit a job to a gateway and stream the answer", "the cluster issue");
   add_unbuilt(app, "bench", "Real load against a gateway", "the scheduling issue");
   add_unbuilt(app, "sim", "Load simulator on a virtual clock", "the simulator issue");
+  add_serve(app);
+  add_gateway(app);
+  add_scheduler(app);
+  add_worker(app);
+  add_submit(app);
   add_generate(app);
   add_model(app);
   add_kernels(app);
