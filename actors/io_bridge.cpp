@@ -72,6 +72,7 @@ class io_loop {
       : self_(self), opts_(opts), bell_(std::move(bell)) {}
 
   void run() {
+    rebuild_poll_items();  // the doorbell alone until a socket opens
     while (running_) {
       drain_mailbox();
       if (!running_) break;
