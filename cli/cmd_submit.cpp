@@ -201,9 +201,10 @@ int run_submit(const submit_args& a) {
     print_error(r.error);
     return 1;
   }
-  std::fprintf(stderr, "troupe submit: %s, %u tokens; queue %.1f ms, first token %.1f ms, total %.1f ms\n",
-               sched::to_string(r.done.reason), r.done.completion_tokens, r.done.queue_ms, r.done.ttft_ms,
-               r.done.total_ms);
+  if (!a.json)
+    std::fprintf(stderr, "troupe submit: %s, %u tokens; queue %.1f ms, first token %.1f ms, total %.1f ms\n",
+                 sched::to_string(r.done.reason), r.done.completion_tokens, r.done.queue_ms, r.done.ttft_ms,
+                 r.done.total_ms);
   return r.done.reason == sched::finish_reason::cancelled && g_interrupted ? 130 : 0;
 }
 
