@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <set>
 #include <thread>
 
 #include "src/codec.h"
@@ -18,17 +17,6 @@ double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock:
 
 std::chrono::milliseconds ms(double seconds) { return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1e3)); }
 
-// ROUTER_NOTIFY sends an empty frame on a peer's connect and again on its disconnect.
-struct peer_tracker {
-  std::set<std::string> connected;
-  // True when this notification is the peer's disconnect.
-  bool gone(const std::string& peer) {
-    if (connected.erase(peer)) return true;
-    connected.insert(peer);
-    return false;
-  }
-};
-
 // ---- gateway --------------------------------------------------------------------------------------
 
 struct gateway_state {
@@ -36,7 +24,6 @@ struct gateway_state {
   io_handle io;
   uint32_t client_socket = 0;
   uint32_t scheduler_socket = 0;
-  peer_tracker peers;
   bool draining = false;
   caf::response_promise drained;
   size_t cancelled_at_deadline = 0;
@@ -73,7 +60,7 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
         if (socket == st->client_socket) st->flush(st->core->on_bad_frame(peer, reason));
       },
       [st](io_peer_atom, uint32_t socket, std::string& peer) {
-        if (socket == st->client_socket && st->peers.gone(peer)) {
+        if (socket == st->client_socket) {
           st->flush(st->core->on_client_gone(peer, now_s()));
           st->check_drained();
         }
@@ -105,7 +92,6 @@ struct scheduler_state {
   scheduler_core core;
   io_handle io;
   uint32_t socket = 0;
-  peer_tracker peers;
 
   void flush(scheduler_core::outbox&& out) {
     for (auto& m : out) io.send(socket, std::move(m.peer), codec::encode(m.message));
@@ -130,9 +116,7 @@ caf::behavior scheduler_actor(caf::event_based_actor* self, std::shared_ptr<sche
       [](io_bad_atom, uint32_t, std::string& peer, std::string& reason) {
         spdlog::warn("scheduler: unusable frame from {}: {}", peer, reason);
       },
-      [st](io_peer_atom, uint32_t, std::string& peer) {
-        if (st->peers.gone(peer)) st->flush(st->core.on_peer_gone(peer, now_s()));
-      },
+      [st](io_peer_atom, uint32_t, std::string& peer) { st->flush(st->core.on_peer_gone(peer, now_s())); },
       [self, st](tick_atom) {
         st->flush(st->core.on_tick(now_s()));
         self->delayed_send(self, std::chrono::milliseconds(100), tick_atom::value);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <map>
 #include <vector>
@@ -57,13 +58,16 @@ void io_handle::send(uint32_t socket, std::string peer, std::string bytes) const
 
 namespace {
 
-constexpr int router_notify_option = 97;  // ZMQ_ROUTER_NOTIFY, a draft option in libzmq 4.3
-constexpr int notify_connect_and_disconnect = 3;
-
+// A ROUTER learns that a TCP peer went away from a socket monitor, which names the file
+// descriptor; every inbound message names its descriptor too (ZMQ_SRCFD), so the routing
+// id of the peer on each descriptor is known. (ZMQ_ROUTER_NOTIFY would say it directly,
+// but Debian's libzmq 4.3 is built without draft options.)
 struct owned_socket {
   zmq::socket_t sock;
   socket_role role;
   caf::actor owner;
+  std::unique_ptr<zmq::socket_t> monitor;  // PAIR receiving this socket's disconnect events
+  std::map<int, std::string> peer_of_fd;   // TCP peers only
 };
 
 class io_loop {
@@ -74,12 +78,16 @@ class io_loop {
   void run() {
     rebuild_poll_items();  // the doorbell alone until a socket opens
     while (running_) {
-      drain_mailbox();
-      if (!running_) break;
-      bell_->going_to_sleep();
-      drain_mailbox();  // a message queued just before going_to_sleep() rang no bell
-      if (!running_) break;
-      poll_once();
+      try {
+        drain_mailbox();
+        if (!running_) break;
+        bell_->going_to_sleep();
+        drain_mailbox();  // a message queued just before going_to_sleep() rang no bell
+        if (!running_) break;
+        poll_once();
+      } catch (const std::exception& e) {
+        spdlog::error("io: {} (the I/O loop goes on)", e.what());  // losing the I/O actor would lose the process
+      }
     }
     sockets_.clear();  // closes every socket; ctx_ (destroyed after) waits up to linger_ms
   }
@@ -108,18 +116,22 @@ class io_loop {
       // reach us and their sender gets an error message instead of a silent disconnect.
       s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(4 * opts_.max_message_bytes + 4096));
       std::string endpoint = address;
+      std::unique_ptr<zmq::socket_t> monitor;
       if (role == socket_role::router_bind) {
-        int notify = notify_connect_and_disconnect;
-        zmq_setsockopt(s.handle(), router_notify_option, &notify, sizeof notify);  // best effort
         s.bind(address);
         endpoint = s.get(zmq::sockopt::last_endpoint);
+        const std::string mon = "inproc://troupe-monitor-" + std::to_string(next_id_);
+        if (zmq_socket_monitor(s.handle(), mon.c_str(), ZMQ_EVENT_DISCONNECTED) == 0) {
+          monitor = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
+          monitor->connect(mon);
+        }
       } else {
         if (!identity.empty()) s.set(zmq::sockopt::routing_id, identity);
         s.set(zmq::sockopt::reconnect_ivl, 100);
         s.connect(address);
       }
       const uint32_t id = next_id_++;
-      sockets_.emplace(id, owned_socket{std::move(s), role, owner});
+      sockets_.emplace(id, owned_socket{std::move(s), role, owner, std::move(monitor), {}});
       rebuild_poll_items();
       return caf::make_message(id, endpoint, std::string());
     } catch (const zmq::error_t& e) {
@@ -154,6 +166,10 @@ class io_loop {
     for (auto& [id, s] : sockets_) {
       items_.push_back({s.sock.handle(), 0, ZMQ_POLLIN, 0});
       order_.push_back(id);
+      if (s.monitor) {
+        items_.push_back({s.monitor->handle(), 0, ZMQ_POLLIN, 0});
+        order_.push_back(id | monitor_bit);
+      }
     }
   }
 
@@ -165,8 +181,37 @@ class io_loop {
       return;
     }
     if (items_[0].revents & ZMQ_POLLIN) bell_->woke();
-    for (size_t i = 1; i < items_.size(); ++i)
-      if (items_[i].revents & ZMQ_POLLIN) receive_from(order_[i - 1]);
+    for (size_t i = 1; i < items_.size(); ++i) {
+      if (!(items_[i].revents & ZMQ_POLLIN)) continue;
+      const uint32_t id = order_[i - 1];
+      if (id & monitor_bit)
+        monitor_events(id & ~monitor_bit);
+      else
+        receive_from(id);
+    }
+  }
+
+  // Disconnect events: a TCP peer of a ROUTER went away; its owner hears io_peer.
+  void monitor_events(uint32_t id) {
+    auto& os = sockets_.at(id);
+    for (;;) {
+      std::vector<zmq::message_t> frames;
+      try {
+        if (!zmq::recv_multipart(*os.monitor, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+      } catch (const zmq::error_t&) {
+        return;
+      }
+      if (frames.empty() || frames[0].size() < 6) continue;
+      uint16_t event;
+      uint32_t fd;
+      std::memcpy(&event, frames[0].data(), 2);
+      std::memcpy(&fd, static_cast<const char*>(frames[0].data()) + 2, 4);
+      if (event != ZMQ_EVENT_DISCONNECTED) continue;
+      auto it = os.peer_of_fd.find(static_cast<int>(fd));
+      if (it == os.peer_of_fd.end()) continue;
+      caf::anon_send(os.owner, io_peer_atom::value, id, std::move(it->second));
+      os.peer_of_fd.erase(it);
+    }
   }
 
   // Reads what is queued on one socket (bounded, so that one busy socket cannot starve
@@ -186,11 +231,11 @@ class io_loop {
       if (os.role == socket_role::router_bind) {
         peer = frames[0].to_string();
         first = 1;
+        const int fd = zmq_msg_get(frames.back().handle(), ZMQ_SRCFD);  // -1 for inproc peers
+        if (fd >= 0 && os.monitor) os.peer_of_fd[fd] = peer;
       }
       const size_t payloads = frames.size() - first;
-      if (payloads == 1 && frames[first].size() == 0 && os.role == socket_role::router_bind) {
-        caf::anon_send(os.owner, io_peer_atom::value, id, std::move(peer));
-      } else if (payloads != 1) {
+      if (payloads != 1) {
         caf::anon_send(
             os.owner, io_bad_atom::value, id, std::move(peer),
             "malformed message: expected exactly 1 frame after the routing id, got " + std::to_string(payloads));
@@ -218,6 +263,7 @@ class io_loop {
   std::vector<zmq::pollitem_t> items_;
   std::vector<uint32_t> order_;  // socket id of items_[i + 1]
   uint32_t next_id_ = 1;
+  static constexpr uint32_t monitor_bit = 0x80000000u;  // in order_: the monitor of a socket
   uint64_t dropped_ = 0;
   bool running_ = true;
 };

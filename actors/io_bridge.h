@@ -21,7 +21,7 @@ class actor_system;
 // Messages between the I/O actor and the component actors:
 //   owner <- (io_recv, socket, peer, bytes)    an inbound frame
 //   owner <- (io_bad, socket, peer, reason)    a frame that could not be used (too big, malformed)
-//   owner <- (io_peer, socket, peer)           ROUTER_NOTIFY: a peer connected or went away
+//   owner <- (io_peer, socket, peer)           a TCP peer of a ROUTER disconnected
 //   io    <- (io_send, socket, peer, bytes)    `peer` is ignored on DEALER sockets
 CAF_BEGIN_TYPE_ID_BLOCK(troupe_io, caf::first_custom_type_id)
 CAF_ADD_ATOM(troupe_io, troupe::actors, io_recv_atom, "io_recv")

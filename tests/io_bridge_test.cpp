@@ -72,3 +72,24 @@ TEST(IoBridge, OversizedAndMalformedFramesReachTheOwnerAsBad) {
   EXPECT_NE(reasons[0].find("exceeds the limit"), std::string::npos) << reasons[0];
   EXPECT_NE(reasons[1].find("malformed"), std::string::npos) << reasons[1];
 }
+
+TEST(IoBridge, TcpPeerDisconnectReachesTheOwner) {
+  process_runtime rt({.worker_threads = 1});
+  io_bridge io(rt.system(), {});
+  caf::scoped_actor self{rt.system()};
+  auto bound = io.open(socket_role::router_bind, "tcp://127.0.0.1:*", self);
+  std::string sender;
+  {
+    zmq::context_t ctx;
+    zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::routing_id, "leaver");
+    dealer.connect(bound.endpoint);
+    dealer.send(zmq::str_buffer("hi"));
+    self->receive([&](io_recv_atom, uint32_t, std::string& peer, std::string&) { sender = peer; });
+  }  // the dealer closes: its TCP connection goes away
+  EXPECT_EQ(sender, "leaver");
+  std::string gone;
+  self->receive([&](io_peer_atom, uint32_t, std::string& peer) { gone = peer; },
+                caf::after(std::chrono::seconds(10)) >> [] {});
+  EXPECT_EQ(gone, "leaver");
+}
