@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -19,6 +20,9 @@ void set_runner(run_fn fn);
 // and exits 2 instead of pretending.
 void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
                  const std::string& which_issue);
+
+// Turns each `--config FILE` (TOML/INI) into flags of the chosen subcommand (config_file.cpp).
+std::vector<std::string> expand_config_files(const std::vector<std::string>& args);
 
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);

@@ -2,7 +2,11 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
+
+#include "troupe/error.h"
 
 #include "commands.h"
 #include "troupe/version.h"
@@ -50,9 +54,15 @@ int main(int argc, char** argv) {
   add_kernels(app);
 
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args = expand_config_files(std::vector<std::string>(argv, argv + argc));
+    std::reverse(args.begin(), args.end());  // CLI11 takes a vector in reverse order, without argv[0]
+    args.pop_back();
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const troupe::error& e) {
+    std::fprintf(stderr, "troupe: %s\n", e.what());
+    return 2;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

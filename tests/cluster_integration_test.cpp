@@ -151,3 +151,17 @@ TEST(ClusterIntegration, SixtyFourConcurrentClientsMatchGenerate) {
   EXPECT_EQ(serve.wait(20), 0) << serve.log();
   std::filesystem::remove_all(dir);
 }
+
+TEST(ClusterIntegration, RolesReadTheirFlagsFromAConfigFile) {
+  auto dir = temp_dir("config");
+  const int port = free_port();
+  {
+    std::ofstream f(dir / "scheduler.toml");
+    f << "# troupe scheduler\nlisten = \"" << tcp(port) << "\"\nheartbeat-timeout = 3.5\n";
+  }
+  child_process s({"scheduler", "--config", (dir / "scheduler.toml").string()}, dir / "scheduler.log");
+  EXPECT_TRUE(s.wait_for_log("ready on " + tcp(port))) << s.log();
+  s.signal(SIGTERM);
+  EXPECT_EQ(s.wait(20), 0) << s.log();
+  std::filesystem::remove_all(dir);
+}
