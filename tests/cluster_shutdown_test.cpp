@@ -98,3 +98,38 @@ TEST(ClusterShutdown, PastTheDeadlineJobsAreCancelledWithAReason) {
   EXPECT_EQ(serve.wait(20), 0) << serve.log();
   std::filesystem::remove_all(dir);
 }
+
+TEST(ClusterShutdown, SubmitCancelsOnSigintAndExitsAfterTheReply) {
+  TROUPE_REQUIRE_MODELS();
+  auto dir = temp_dir("sigint");
+  const int port = free_port();
+  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--max-batch", "1"}, dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+  job_threads busy(tcp(port), 4, 120);  // one batch slot: the submitted job waits behind these
+  busy.wait_for_chunks(1);
+  child_process submit({"submit", "--gateway", tcp(port), "--prompt", "Once upon a time", "--max-tokens", "100"},
+                       dir / "submit.log");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  submit.signal(SIGINT);
+  EXPECT_EQ(submit.wait(20), 130) << submit.log();
+  EXPECT_NE(submit.log().find("cancelled"), std::string::npos) << submit.log();
+  busy.join();
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClusterShutdown, SubmitPrintsTheServersErrorAndFails) {
+  TROUPE_REQUIRE_MODELS();
+  auto dir = temp_dir("submit-error");
+  const int port = free_port();
+  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port)}, dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+  auto r = run_command(troupe_bin() + " submit --gateway " + tcp(port) + " --prompt hi --top-p 1.5");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("failed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("top_p"), std::string::npos) << r.out;
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  std::filesystem::remove_all(dir);
+}
