@@ -1,5 +1,6 @@
 // troupe: one binary, one subcommand per role or tool (see README.md).
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "troupe: %s\n", e.what());
     return 2;
   }
+  spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));  // stdout carries the commands' output
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   if (!g_runner) return 2;
