@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "schema/troupe.capnp.h"
+#include "src/overloaded.h"
 
 namespace troupe::codec {
 
@@ -15,13 +16,6 @@ static_assert(proto::protocol_version == wire::PROTOCOL_VERSION,
               "src/protocol.h and schema/troupe.capnp disagree on the protocol version");
 
 namespace {
-
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-overloaded(Ts...) -> overloaded<Ts...>;
 
 // ---- small pieces both ways --------------------------------------------------------------
 

@@ -2,18 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "src/overloaded.h"
+
 namespace troupe {
-
-namespace {
-
-template <class... Ts>
-struct overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-overloaded(Ts...) -> overloaded<Ts...>;
-
-}  // namespace
 
 scheduler_core::scheduler_core(scheduler_options opts)
     : opts_(std::move(opts)), policy_(std::make_unique<sched::policy>(opts_.policy)) {}

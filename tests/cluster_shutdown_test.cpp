@@ -51,8 +51,9 @@ TEST(ClusterShutdown, SigtermLetsJobsInFlightFinishAndRefusesNewOnes) {
   const int port = free_port();
   child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--max-batch", "1"}, dir / "serve.log");
   ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
-  job_threads jobs(tcp(port), 4, 120);
+  job_threads jobs(tcp(port), 6, 120);  // one batch slot: about half a second of work
   jobs.wait_for_chunks(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every job has reached the gateway
   serve.signal(SIGTERM);
   ASSERT_TRUE(serve.wait_for_log("draining")) << serve.log();
 
@@ -84,6 +85,7 @@ TEST(ClusterShutdown, PastTheDeadlineJobsAreCancelledWithAReason) {
   ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
   job_threads jobs(tcp(port), 6, 120);
   jobs.wait_for_chunks(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every job has reached the gateway
   serve.signal(SIGTERM);
   jobs.join();
   int cancelled = 0;
