@@ -102,7 +102,22 @@ scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, dou
   if (auto it = replica_of_peer_.find(peer); it != replica_of_peer_.end()) {
     remove(it->second, "disconnected", now, out);
     pump(now, out);
+    return out;
   }
+  // A gateway went away: nobody will read its requests' tokens.
+  std::vector<uint64_t> orphans;
+  for (const auto& [id, gw] : gateway_of_)
+    if (gw == peer) orphans.push_back(id);
+  for (uint64_t id : orphans) {
+    policy_->cancel(id, now);
+    gateway_of_.erase(id);
+    admitted_at_.erase(id);
+    queue_ms_.erase(id);
+  }
+  if (!orphans.empty())
+    spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
+  route(policy_->take_events(), out);  // the orphans' cancellations have no gateway left: dropped
+  pump(now, out);
   return out;
 }
 

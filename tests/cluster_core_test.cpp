@@ -187,3 +187,14 @@ TEST_F(GatewayCore, ClientGoneCancelsItsJobsOnly) {
   EXPECT_TRUE(out.to_clients.empty());
   EXPECT_EQ(g.in_flight(), 1u);
 }
+
+TEST(SchedulerCore, DisconnectedGatewayHasItsRequestsCancelled) {
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 1}, 0.0);
+  s.on_message("gw", long_request(1), 0.1);
+  s.on_message("gw", long_request(2), 0.1);
+  EXPECT_EQ(s.running() + s.queued(), 2u);
+  auto out = s.on_peer_gone("gw", 0.2);
+  EXPECT_TRUE(find_all<proto::request_events>(out).empty());
+  EXPECT_EQ(s.running() + s.queued(), 0u);
+}
