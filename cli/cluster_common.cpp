@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
 #include "src/cpu_backend.h"
 
@@ -20,6 +21,7 @@ loaded_model load_served_model(const std::string& path) {
   m.tok = std::make_unique<tokenizer>(m.file->tokenizer());
   m.registry = std::make_unique<kernel_registry>();
   for (const auto& v : kern::ref::variants()) m.registry->add(v);
+  kern::cpu::register_all(*m.registry);  // as `troupe generate`: the best variant this CPU runs
   m.name = std::filesystem::path(path).stem().string();
   const auto& c = m.file->config();
   spdlog::info("model {}: {} ({}), {} layers, dim {}, vocab {}, context {}", m.name, path, m.file->format(), c.n_layers,

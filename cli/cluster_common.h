@@ -22,7 +22,7 @@ namespace troupe::cli {
 struct loaded_model {
   std::unique_ptr<model_file> file;
   std::unique_ptr<tokenizer> tok;
-  std::unique_ptr<kernel_registry> registry;  // reference kernels, as `troupe generate`
+  std::unique_ptr<kernel_registry> registry;  // the kernels `troupe generate` picks
   std::string name;                           // the file's stem: what clients ask for
   served_model served() const;
 };
