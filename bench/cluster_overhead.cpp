@@ -6,6 +6,7 @@
 //       token each): one full round gateway -> scheduler -> worker -> scheduler -> gateway ->
 //       client per token;
 //   per token (batched): tokens/s over many concurrent streams;
+//   per job: submit -> done of one-token jobs, one at a time;
 //   jobs/s: one-token jobs from several clients, each keeping a window of jobs in flight.
 // Usage: bench_cluster [--tokens N] [--jobs N] [--clients N] [--window N] [--workers N]
 #include <algorithm>
@@ -112,6 +113,19 @@ int main(int argc, char** argv) {
     });
     std::printf("per token, 1 stream:  p50 %.1f us  p90 %.1f us  p99 %.1f us  (%zu tokens)\n", percentile(gaps, 0.5),
                 percentile(gaps, 0.9), percentile(gaps, 0.99), gaps.size() + 1);
+  }
+
+  // ---- per job, one at a time ---------------------------------------------------------------
+  {
+    actors::gateway_client c(gw);
+    std::vector<double> lat;
+    for (int i = 0; i < 500; ++i) {
+      const auto t0 = clock_type::now();
+      actors::run_job(c, make_job(name("seq", i), 1));
+      lat.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    }
+    std::printf("per job, 1 at a time (1 token): p50 %.1f us  p90 %.1f us  p99 %.1f us\n", percentile(lat, 0.5),
+                percentile(lat, 0.9), percentile(lat, 0.99));
   }
 
   // ---- per token, many streams --------------------------------------------------------------
