@@ -51,7 +51,7 @@ TEST(ClusterShutdown, SigtermLetsJobsInFlightFinishAndRefusesNewOnes) {
   const int port = free_port();
   child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--max-batch", "1"}, dir / "serve.log");
   ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
-  job_threads jobs(tcp(port), 6, 120);  // one batch slot: about half a second of work
+  job_threads jobs(tcp(port), 16, 120);  // one batch slot: some hundred milliseconds of work
   jobs.wait_for_chunks(1);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every job has reached the gateway
   serve.signal(SIGTERM);
@@ -83,9 +83,9 @@ TEST(ClusterShutdown, PastTheDeadlineJobsAreCancelledWithAReason) {
       {"serve", "--model", model_path(), "--listen", tcp(port), "--max-batch", "1", "--drain-timeout", "0.05"},
       dir / "serve.log");
   ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
-  job_threads jobs(tcp(port), 6, 120);
+  job_threads jobs(tcp(port), 16, 120);
   jobs.wait_for_chunks(1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // every job has reached the gateway
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // every job has reached the gateway
   serve.signal(SIGTERM);
   jobs.join();
   int cancelled = 0;
@@ -107,11 +107,11 @@ TEST(ClusterShutdown, SubmitCancelsOnSigintAndExitsAfterTheReply) {
   const int port = free_port();
   child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--max-batch", "1"}, dir / "serve.log");
   ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
-  job_threads busy(tcp(port), 4, 120);  // one batch slot: the submitted job waits behind these
+  job_threads busy(tcp(port), 16, 120);  // one batch slot: the submitted job waits behind these
   busy.wait_for_chunks(1);
   child_process submit({"submit", "--gateway", tcp(port), "--prompt", "Once upon a time", "--max-tokens", "100"},
                        dir / "submit.log");
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(submit.wait_for_log("Once upon a time", 10)) << submit.log();  // printed once submitted
   submit.signal(SIGINT);
   EXPECT_EQ(submit.wait(20), 130) << submit.log();
   EXPECT_NE(submit.log().find("cancelled"), std::string::npos) << submit.log();
