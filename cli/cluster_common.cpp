@@ -73,7 +73,8 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
 
 void add_config_flag(CLI::App& sub) {
   // Read before parsing by expand_config_files (CLI11 reads config files for the main app only).
-  sub.add_option("--config", "Read flags from a TOML or INI file (keys: the long flag names; flags given here win)");
+  sub.add_option("--config", "Read flags from a TOML or INI file (keys: the long flag names; flags given here win)")
+      ->type_name("FILE");
 }
 
 void block_stop_signals() {
