@@ -69,6 +69,15 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
   sub.add_option("--max-message-kb", f.max_message_kb, "Largest client message, KiB")->capture_default_str();
   sub.add_option("--drain-timeout", f.drain_s, "On SIGTERM, seconds jobs in flight may run before they are cancelled")
       ->capture_default_str();
+  sub.add_option("--api-key", f.api_keys, "Accept only jobs carrying this key (repeatable; none = no check)");
+}
+
+gateway_options make_gateway_options(const gateway_flags& f) {
+  gateway_options go;
+  go.max_queue = f.max_queue;
+  go.limits.max_message_bytes = f.max_message_kb << 10;
+  go.api_keys = f.api_keys;
+  return go;
 }
 
 void add_config_flag(CLI::App& sub) {

@@ -49,7 +49,9 @@ struct gateway_flags {
   size_t max_queue = 256;
   size_t max_message_kb = 1024;
   double drain_s = 10.0;  // shutdown deadline for jobs in flight
+  std::vector<std::string> api_keys;
 };
+gateway_options make_gateway_options(const gateway_flags& f);
 void add_gateway_flags(CLI::App& sub, gateway_flags& f);
 
 // Every role also reads its flags from a TOML/INI file (--config FILE).

@@ -23,9 +23,7 @@ int run_gateway(const gateway_args& a) {
   actors::transport_options transport;
   transport.max_message_bytes = a.gateway.max_message_kb << 10;
   actors::node n({.worker_threads = 2}, transport);
-  gateway_options go;
-  go.max_queue = a.gateway.max_queue;
-  go.limits.max_message_bytes = transport.max_message_bytes;
+  const gateway_options go = make_gateway_options(a.gateway);
   const std::string endpoint = n.add_gateway(a.listen, a.scheduler, go, {model.served()});
   spdlog::info("gateway: ready on {}", endpoint);
   wait_for_signal(n);

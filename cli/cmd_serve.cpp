@@ -33,9 +33,7 @@ int run_serve(const serve_args& a) {
     wo.identity = {"local", model.name, a.worker.max_batch};
     n.add_worker(control, "worker-" + std::to_string(i), make_cpu_backend(model, a.worker), wo);
   }
-  gateway_options go;
-  go.max_queue = a.gateway.max_queue;
-  go.limits.max_message_bytes = transport.max_message_bytes;
+  const gateway_options go = make_gateway_options(a.gateway);
   const std::string endpoint = n.add_gateway(a.listen, control, go, {model.served()});
   spdlog::info("serve: ready on {} ({} workers)", endpoint, a.workers);
   wait_for_signal(n);

@@ -76,6 +76,9 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
     out.to_clients.push_back(error_reply(peer, 0, j.client_request_id, kind, message, field));
     return out;
   };
+  if (!opts_.api_keys.empty() &&
+      std::find(opts_.api_keys.begin(), opts_.api_keys.end(), j.api_key) == opts_.api_keys.end())
+    return reject(error_kind::failed, j.api_key.empty() ? "an API key is required" : "unknown API key", "api_key");
   if (!accepting_) return reject(error_kind::overloaded, "the gateway is shutting down", "");
   if (jobs_.size() >= opts_.max_queue)
     return reject(error_kind::overloaded,

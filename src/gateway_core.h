@@ -28,6 +28,7 @@ struct served_model {
 struct gateway_options {
   size_t max_queue = 256;  // jobs accepted and not finished; past it: overloaded at once
   codec::limits limits;
+  std::vector<std::string> api_keys;  // when not empty, a job must carry one of them
 };
 
 struct client_reply {

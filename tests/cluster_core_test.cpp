@@ -198,3 +198,18 @@ TEST(SchedulerCore, DisconnectedGatewayHasItsRequestsCancelled) {
   EXPECT_TRUE(find_all<proto::request_events>(out).empty());
   EXPECT_EQ(s.running() + s.queued(), 0u);
 }
+
+TEST_F(GatewayCore, ApiKeyIsCheckedWhenConfigured) {
+  gateway_options opts;
+  opts.api_keys = {"secret"};
+  gateway_core g(opts, {{"stories260K", tok_.get(), 128}});
+  proto::job j;
+  j.prompt_text = "Once";
+  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  ASSERT_EQ(out.to_clients.size(), 1u);
+  EXPECT_EQ(std::get<proto::job_error>(decode(out.to_clients[0])).field, "api_key");
+  j.api_key = "secret";
+  out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  EXPECT_TRUE(out.to_clients.empty());
+  EXPECT_EQ(out.to_scheduler.size(), 1u);
+}
