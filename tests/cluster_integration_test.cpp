@@ -165,3 +165,40 @@ TEST(ClusterIntegration, RolesReadTheirFlagsFromAConfigFile) {
   EXPECT_EQ(s.wait(20), 0) << s.log();
   std::filesystem::remove_all(dir);
 }
+
+TEST(ClusterIntegration, SubmitFileRunsJobsConcurrentlyAndPrintsOneResultPerLineInOrder) {
+  TROUPE_REQUIRE_MODELS();
+  auto dir = temp_dir("file");
+  const int port = free_port();
+  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2"}, dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+  {
+    std::ofstream f(dir / "prompts.jsonl");
+    for (int i = 0; i < 6; ++i)
+      f << nlohmann::json{{"id", "p" + std::to_string(i)}, {"prompt", prompt_number(i)}, {"max_tokens", 24}}.dump()
+        << "\n";
+    f << nlohmann::json{{"id", "bad"}, {"prompt", "x"}, {"temperature", -1}}.dump() << "\n";
+  }
+  auto r = run_command(troupe_bin() + " submit --gateway " + tcp(port) + " --concurrency 3 --file " +
+                       (dir / "prompts.jsonl").string());
+  EXPECT_EQ(r.exit_code, 1) << r.out;  // one job failed
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (n < 6) {
+      EXPECT_EQ(j.at("id"), "p" + std::to_string(n));
+      EXPECT_EQ(j.at("ids").get<std::vector<int32_t>>(), generate_ids(prompt_number(n), 24)) << line;
+      EXPECT_TRUE(j.at("timings").contains("ttft_ms"));
+    } else {
+      EXPECT_EQ(j.at("id"), "bad");
+      EXPECT_EQ(j.at("error").at("field"), "temperature");
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 7);
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  std::filesystem::remove_all(dir);
+}
