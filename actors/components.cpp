@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -138,6 +139,7 @@ struct worker_state {
   io_handle io;
   uint32_t socket = 0;
   uint64_t heartbeats = 0;
+  std::shared_ptr<std::atomic<bool>> refused;  // set when the scheduler refused this worker
 
   void send(proto::control_message m) { io.send(socket, {}, codec::encode(m)); }
 };
@@ -169,6 +171,7 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
             st->send(st->core.registration());  // the scheduler lost us (restart, timeout)
           } else {
             spdlog::error("worker: the scheduler refused us: {} ({})", e->message, e->field);
+            st->refused->store(true);
             self->quit(caf::exit_reason::user_shutdown);
           }
         }
@@ -217,6 +220,7 @@ void node::add_worker(const std::string& scheduler_address, const std::string& n
                       std::unique_ptr<worker_backend> backend, worker_options opts) {
   auto st = std::make_shared<worker_state>(std::move(backend), std::move(opts));
   st->io = io_.handle();
+  st->refused = worker_refused_;
   auto w = rt_.system().spawn<caf::detached>(worker_actor, st);
   auto sock = io_.open(socket_role::dealer_connect, scheduler_address, w, name);
   caf::anon_send(w, sockets_atom::value, sock.socket, uint32_t{0});

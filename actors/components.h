@@ -3,6 +3,7 @@
 // role in one node over inproc://; `troupe gateway|scheduler|worker` put one role each in a
 // node over tcp://. Same code, different addresses.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -57,12 +58,15 @@ class node {
   // `timeout_s` passes; true when one exited.
   bool wait_for_workers(double timeout_s);
   bool has_workers() const { return !workers_.empty(); }
+  // True when the scheduler refused a worker of this node (e.g. another protocol version).
+  bool worker_refused() const { return worker_refused_->load(); }
 
  private:
   process_runtime rt_;
   io_bridge io_;
   caf::actor scheduler_, gateway_;
   std::vector<caf::actor> workers_;
+  std::shared_ptr<std::atomic<bool>> worker_refused_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace troupe::actors

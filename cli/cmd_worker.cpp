@@ -31,7 +31,7 @@ int run_worker(const worker_args& a) {
   wait_for_signal(n);
   n.stop();
   spdlog::info("worker {}: stopped", name);
-  return 0;
+  return n.worker_refused() ? 1 : 0;
 }
 
 }  // namespace
