@@ -402,10 +402,12 @@ std::string encode(const proto::server_message& m) {
   return to_bytes(b);
 }
 
-std::string encode(const proto::control_message& m) {
+std::string encode(const proto::control_message& m) { return encode_with_version(m, proto::protocol_version); }
+
+std::string encode_with_version(const proto::control_message& m, uint32_t version) {
   capnp::MallocMessageBuilder b;
   auto root = b.initRoot<wire::ControlMessage>();
-  root.setProtocolVersion(proto::protocol_version);
+  root.setProtocolVersion(version);
   std::visit(overloaded{[&](const proto::worker_registration& r) {
                           auto w = root.initRegistration();
                           w.setNode(r.node);

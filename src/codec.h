@@ -29,7 +29,8 @@ proto::client_message decode_client(std::string_view bytes, const limits& lim = 
 proto::server_message decode_server(std::string_view bytes, const limits& lim = {});
 proto::control_message decode_control(std::string_view bytes, const limits& lim = {});
 
-// Encodes a client message with another protocol version: for tests of the version check.
+// Encode with another protocol version: for tests of the version check.
 std::string encode_with_version(const proto::client_message& m, uint32_t version);
+std::string encode_with_version(const proto::control_message& m, uint32_t version);
 
 }  // namespace troupe::codec

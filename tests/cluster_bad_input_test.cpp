@@ -3,6 +3,8 @@
 // client's cancel. One in-process cluster (gateway, scheduler, one CPU worker) per test.
 #include <gtest/gtest.h>
 
+#include <zmq.hpp>
+
 #include "actors/client.h"
 #include "actors/components.h"
 #include "kernels/ref/ref.h"
@@ -227,4 +229,26 @@ TEST_F(BadInput, ClientCancelEndsTheJobAsCancelled) {
   EXPECT_EQ(r.done.reason, sched::finish_reason::cancelled);
   EXPECT_LT(r.ids.size(), 120u);
   expect_still_serving(c);
+}
+
+TEST(ControlPlane, AWorkerOfAnotherProtocolVersionIsToldBothVersions) {
+  actors::node n({.worker_threads = 1}, {});
+  const std::string endpoint = n.add_scheduler("tcp://127.0.0.1:*", {});
+  zmq::context_t ctx;
+  zmq::socket_t worker(ctx, zmq::socket_type::dealer);
+  worker.set(zmq::sockopt::routing_id, "old-worker");
+  worker.connect(endpoint);
+  const auto bytes = codec::encode_with_version(proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 2);
+  worker.send(zmq::buffer(bytes));
+  zmq::pollitem_t item{worker.handle(), 0, ZMQ_POLLIN, 0};
+  ASSERT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(10000)), 1);
+  zmq::message_t reply;
+  ASSERT_TRUE(worker.recv(reply));
+  auto m = codec::decode_control(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
+  ASSERT_TRUE(std::holds_alternative<proto::peer_error>(m));
+  const auto& e = std::get<proto::peer_error>(m);
+  EXPECT_EQ(e.kind, error_kind::failed);
+  EXPECT_EQ(e.field, "protocolVersion");
+  EXPECT_NE(e.message.find("version 2"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("version 1"), std::string::npos) << e.message;
 }
