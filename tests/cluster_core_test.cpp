@@ -213,3 +213,27 @@ TEST_F(GatewayCore, ApiKeyIsCheckedWhenConfigured) {
   EXPECT_TRUE(out.to_clients.empty());
   EXPECT_EQ(out.to_scheduler.size(), 1u);
 }
+
+TEST(SchedulerCore, CancelFreesTheKvBlocksByTheNextStep) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  // 8 blocks of 16 tokens: room for one 90-token prompt (6 blocks), not two.
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 8, 16, 4}, 0.0);
+  auto a = long_request(1), b = long_request(2);
+  a.prompt.assign(90, 5);
+  b.prompt.assign(90, 6);
+  a.sampling.max_tokens = b.sampling.max_tokens = 20;
+  auto plans = find_all<step_plan>(s.on_message("gw", a, 0.1));
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_TRUE(find_all<step_plan>(s.on_message("gw", b, 0.11)).empty());  // a step is in flight
+  auto out = s.on_message("w1", outcome(be, plans[0].second), 0.2);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  for (const auto& w : plans[0].second.seqs) EXPECT_EQ(w.seq_id, 1u) << "request 2 has no KV room yet";
+  s.on_message("gw", proto::cancel_request{1}, 0.3);
+  out = s.on_message("w1", outcome(be, plans[0].second), 0.4);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  ASSERT_EQ(plans[0].second.seqs.size(), 1u);
+  EXPECT_EQ(plans[0].second.seqs[0].seq_id, 2u);
+}
