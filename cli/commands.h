@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -20,7 +21,15 @@ void set_runner(run_fn fn);
 void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
                  const std::string& which_issue);
 
+// Turns each `--config FILE` (TOML/INI) into flags of the chosen subcommand (config_file.cpp).
+std::vector<std::string> expand_config_files(const std::vector<std::string>& args);
+
 void add_generate(CLI::App& app);
+void add_serve(CLI::App& app);
+void add_gateway(CLI::App& app);
+void add_scheduler(CLI::App& app);
+void add_worker(CLI::App& app);
+void add_submit(CLI::App& app);
 void add_model(CLI::App& app);
 void add_kernels(CLI::App& app);
 void add_sim(CLI::App& app);

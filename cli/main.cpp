@@ -3,7 +3,11 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
+
+#include "troupe/error.h"
 
 #include "commands.h"
 #include "troupe/version.h"
@@ -39,21 +43,27 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
-  add_unbuilt(app, "serve", "All-in-one cluster: gateway, scheduler and workers in one process", "the cluster issue");
-  add_unbuilt(app, "gateway", "Run the gateway role (clients connect here)", "the cluster issue");
-  add_unbuilt(app, "scheduler", "Run the scheduler role", "the cluster issue");
-  add_unbuilt(app, "worker", "Run a worker role", "the cluster issue");
-  add_unbuilt(app, "submit", "Submit a job to a gateway and stream the answer", "the cluster issue");
   add_unbuilt(app, "bench", "Real load against a gateway", "the scheduling issue");
+  add_serve(app);
+  add_gateway(app);
+  add_scheduler(app);
+  add_worker(app);
+  add_submit(app);
   add_generate(app);
   add_model(app);
   add_kernels(app);
   add_sim(app);
 
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args = expand_config_files(std::vector<std::string>(argv, argv + argc));
+    std::reverse(args.begin(), args.end());  // CLI11 takes a vector in reverse order, without argv[0]
+    args.pop_back();
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const troupe::error& e) {
+    std::fprintf(stderr, "troupe: %s\n", e.what());
+    return 2;
   }
   spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));  // stdout carries the commands' output
   spdlog::set_level(spdlog::level::from_str(log_level));

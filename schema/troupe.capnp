@@ -67,3 +67,163 @@ struct TokenChunk {
   logprobs @5 :List(Float32);
   topLogprobs @6 :List(List(TokenLogprob));
 }
+
+# ---- client <-> gateway --------------------------------------------------------------
+
+struct Cancel {
+  clientRequestId @0 :Text;  # the job to cancel, as the client named it
+}
+
+# Every message a client sends the gateway.
+struct ClientMessage {
+  protocolVersion @0 :UInt32;
+  union {
+    submit @1 :Job;
+    cancel @2 :Cancel;
+  }
+}
+
+enum FinishReason {
+  none @0;
+  stop @1;       # end of sequence, a stop id or a stop string
+  length @2;     # max tokens or the context reached
+  cancelled @3;  # by the client, a disconnect or a shutdown
+  error @4;
+}
+
+# The last message of a job that ran.
+struct Done {
+  jobId @0 :UInt64;
+  clientRequestId @1 :Text;
+  finishReason @2 :FinishReason;
+  promptTokens @3 :UInt32;
+  completionTokens @4 :UInt32;
+  queueMs @5 :Float64;   # accepted by the gateway -> first scheduled
+  ttftMs @6 :Float64;    # accepted by the gateway -> first token
+  totalMs @7 :Float64;   # accepted by the gateway -> done
+  reason @8 :Text;       # why, when cancelled by the server (shutdown deadline) or error
+}
+
+# The job failed (or never started): the last message of that job.
+struct JobError {
+  jobId @0 :UInt64;      # 0 when the job never got an id
+  clientRequestId @1 :Text;
+  error @2 :Error;
+}
+
+# Every message the gateway sends a client.
+struct ServerMessage {
+  protocolVersion @0 :UInt32;
+  union {
+    chunk @1 :TokenChunk;
+    done @2 :Done;
+    error @3 :JobError;
+  }
+}
+
+# ---- between components (gateway, scheduler, workers) ----------------------------------
+
+struct WorkerRegistration {
+  node @0 :Text;
+  device @1 :Text;
+  model @2 :Text;
+  kvBlocks @3 :Int64;     # KV capacity in blocks
+  blockSize @4 :Int32;    # tokens per block
+  maxBatch @5 :Int32;     # sequences per step
+}
+
+struct Registered {
+  replicaId @0 :UInt32;
+}
+
+struct Heartbeat {
+  seq @0 :UInt64;
+}
+
+struct SeqWork {
+  seqId @0 :UInt64;
+  tokens @1 :List(Int32);
+  startPos @2 :Int32;
+  blockTable @3 :List(Int32);
+  sample @4 :Bool;
+  sampling @5 :SamplingParams;
+  history @6 :List(Int32);
+  nPrompt @7 :Int32;
+}
+
+struct StepPlan {
+  stepId @0 :UInt64;
+  seqs @1 :List(SeqWork);
+}
+
+struct SeqOutput {
+  seqId @0 :UInt64;
+  token @1 :Int32;
+  logprob @2 :Float32;
+  top @3 :List(TokenLogprob);
+}
+
+struct StepResult {
+  stepId @0 :UInt64;
+  outputs @1 :List(SeqOutput);
+  error @2 :Text;   # non-empty when the worker could not execute the plan
+}
+
+struct Drain {}
+
+struct Shutdown {
+  reason @0 :Text;
+}
+
+# A validated, tokenized job, gateway -> scheduler.
+struct Request {
+  id @0 :UInt64;
+  tenant @1 :Text;
+  priority @2 :Int32;
+  prompt @3 :List(Int32);
+  sampling @4 :SamplingParams;
+  eosIds @5 :List(Int32);
+}
+
+struct CancelRequest {
+  id @0 :UInt64;
+}
+
+struct RequestEvent {
+  id @0 :UInt64;
+  tokens @1 :List(TokenLogprob);
+  top @2 :List(List(TokenLogprob));
+  finished @3 :FinishReason;
+  error @4 :Text;
+  queueMs @5 :Float64;   # when first scheduled: ms since the scheduler admitted it; else -1
+}
+
+# scheduler -> gateway
+struct RequestEvents {
+  events @0 :List(RequestEvent);
+}
+
+# A request the scheduler refused at admission, scheduler -> gateway.
+struct RequestRejected {
+  id @0 :UInt64;
+  error @1 :Error;
+}
+
+# Every message between components.
+struct ControlMessage {
+  protocolVersion @0 :UInt32;
+  union {
+    registration @1 :WorkerRegistration;
+    registered @2 :Registered;
+    heartbeat @3 :Heartbeat;
+    stepPlan @4 :StepPlan;
+    stepResult @5 :StepResult;
+    drain @6 :Drain;
+    shutdown @7 :Shutdown;
+    request @8 :Request;
+    cancelRequest @9 :CancelRequest;
+    events @10 :RequestEvents;
+    rejected @11 :RequestRejected;
+    error @12 :Error;   # the peer's message could not be used (e.g. another protocol version)
+  }
+}

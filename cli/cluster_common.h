@@ -1,0 +1,67 @@
+// What the cluster's subcommands (serve, gateway, scheduler, worker) share: the model a
+// process serves, CPU workers over it, flags common to several roles, and waiting for
+// SIGINT/SIGTERM.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/components.h"
+#include "src/tokenizer.h"
+#include "troupe/kernel_registry.h"
+#include "troupe/model.h"
+
+namespace CLI {
+class App;
+}
+
+namespace troupe::cli {
+
+// A model opened for serving: its file (weights stay mapped), tokenizer and kernels.
+struct loaded_model {
+  std::unique_ptr<model_file> file;
+  std::unique_ptr<tokenizer> tok;
+  std::unique_ptr<kernel_registry> registry;  // the kernels `troupe generate` picks
+  std::string name;                           // the file's stem: what clients ask for
+  served_model served() const;
+};
+loaded_model load_served_model(const std::string& path);
+
+struct worker_flags {
+  int threads = 1;
+  int64_t kv_mb = 64;  // per worker
+  int32_t block_size = 16;
+  int32_t max_batch = 64;
+  int64_t max_batch_tokens = 512;
+};
+void add_worker_flags(CLI::App& sub, worker_flags& f);
+std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f);
+
+struct scheduler_flags {
+  int64_t max_queued = 1024;
+  double heartbeat_timeout_s = 2.0;
+};
+void add_scheduler_flags(CLI::App& sub, scheduler_flags& f);
+scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_flags& w, int64_t max_context);
+
+struct gateway_flags {
+  size_t max_queue = 256;
+  size_t max_message_kb = 1024;
+  double drain_s = 10.0;  // shutdown deadline for jobs in flight
+  std::vector<std::string> api_keys;
+};
+gateway_options make_gateway_options(const gateway_flags& f);
+void add_gateway_flags(CLI::App& sub, gateway_flags& f);
+
+// Every role also reads its flags from a TOML/INI file (--config FILE).
+void add_config_flag(CLI::App& sub);
+
+// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after), so that
+// wait_for_signal() can take them synchronously. Call before starting any actor.
+void block_stop_signals();
+// Waits for SIGINT/SIGTERM (true) or, when `n` has workers, for one of them to exit
+// (false), checking every 200 ms.
+bool wait_for_signal(actors::node& n);
+
+}  // namespace troupe::cli

@@ -1,0 +1,46 @@
+// troupe scheduler: the scheduler role alone. Gateways and workers connect to --listen.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli/cluster_common.h"
+#include "commands.h"
+
+namespace troupe::cli {
+
+namespace {
+
+struct scheduler_args {
+  std::string listen = "tcp://127.0.0.1:5556";
+  int64_t max_context = 0;
+  int64_t max_step_tokens = 512;
+  scheduler_flags scheduler;
+};
+
+int run_scheduler(const scheduler_args& a) {
+  block_stop_signals();
+  actors::node n({.worker_threads = 2}, {});
+  worker_flags w;
+  w.max_batch_tokens = a.max_step_tokens;
+  const std::string endpoint = n.add_scheduler(a.listen, make_scheduler_options(a.scheduler, w, a.max_context));
+  spdlog::info("scheduler: ready on {}", endpoint);
+  wait_for_signal(n);
+  n.stop();
+  spdlog::info("scheduler: stopped");
+  return 0;
+}
+
+}  // namespace
+
+void add_scheduler(CLI::App& app) {
+  auto a = std::make_shared<scheduler_args>();
+  auto* sub = app.add_subcommand("scheduler", "Run the scheduler role");
+  add_config_flag(*sub);
+  sub->add_option("--listen", a->listen, "Address components connect to (tcp://HOST:PORT)")->capture_default_str();
+  sub->add_option("--max-context", a->max_context, "Prompt + generated tokens bound (0 = none; the gateway checks too)")
+      ->capture_default_str();
+  sub->add_option("--max-step-tokens", a->max_step_tokens, "Token budget per step")->capture_default_str();
+  add_scheduler_flags(*sub, a->scheduler);
+  sub->callback([a] { set_runner([a] { return run_scheduler(*a); }); });
+}
+
+}  // namespace troupe::cli

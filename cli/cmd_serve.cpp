@@ -1,0 +1,64 @@
+// troupe serve: the all-in-one cluster. Gateway, scheduler and N CPU workers in one
+// process, talking Cap'n Proto over inproc:// ZeroMQ sockets (the same code as across
+// processes); clients connect to --listen.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli/cluster_common.h"
+#include "commands.h"
+
+namespace troupe::cli {
+
+namespace {
+
+struct serve_args {
+  std::string model;
+  std::string listen = "tcp://127.0.0.1:5555";
+  int workers = 1;
+  worker_flags worker;
+  scheduler_flags scheduler;
+  gateway_flags gateway;
+};
+
+int run_serve(const serve_args& a) {
+  block_stop_signals();
+  const loaded_model model = load_served_model(a.model);
+  actors::transport_options transport;
+  transport.max_message_bytes = a.gateway.max_message_kb << 10;
+  actors::node n({.worker_threads = 2}, transport);
+  const std::string control = "inproc://troupe-scheduler";
+  n.add_scheduler(control, make_scheduler_options(a.scheduler, a.worker, model.file->config().max_seq_len));
+  for (int i = 0; i < a.workers; ++i) {
+    actors::worker_options wo;
+    wo.identity = {"local", model.name, a.worker.max_batch};
+    n.add_worker(control, "worker-" + std::to_string(i), make_cpu_backend(model, a.worker), wo);
+  }
+  const gateway_options go = make_gateway_options(a.gateway);
+  const std::string endpoint = n.add_gateway(a.listen, control, go, {model.served()});
+  spdlog::info("serve: ready on {} ({} workers)", endpoint, a.workers);
+  wait_for_signal(n);
+  const size_t cancelled = n.drain(a.gateway.drain_s);
+  spdlog::info("serve: drained ({} jobs cancelled at the deadline); stopping", cancelled);
+  n.stop();
+  spdlog::info("serve: stopped");
+  return 0;
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app) {
+  auto a = std::make_shared<serve_args>();
+  auto* sub = app.add_subcommand("serve", "All-in-one cluster: gateway, scheduler and workers in one process");
+  add_config_flag(*sub);
+  sub->add_option("--model", a->model, "GGUF file, llama2.c .bin or Hugging Face directory")->required();
+  sub->add_option("--listen", a->listen, "Client address (tcp://HOST:PORT)")->capture_default_str();
+  sub->add_option("--workers", a->workers, "CPU workers (model replicas)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  add_worker_flags(*sub, a->worker);
+  add_scheduler_flags(*sub, a->scheduler);
+  add_gateway_flags(*sub, a->gateway);
+  sub->callback([a] { set_runner([a] { return run_serve(*a); }); });
+}
+
+}  // namespace troupe::cli

@@ -1,0 +1,46 @@
+// --config FILE for every subcommand: CLI11 reads config files for the main app only, so the
+// file's keys become flags of the subcommand before parsing. Flags given on the command line
+// win over the file; keys may sit at the top level or in a [SUBCOMMAND] section.
+#include <CLI/CLI.hpp>
+
+#include <set>
+
+#include "commands.h"
+#include "troupe/error.h"
+
+namespace troupe::cli {
+
+std::vector<std::string> expand_config_files(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  std::set<std::string> given;
+  for (const auto& a : args)
+    if (a.rfind("--", 0) == 0) given.insert(a.substr(2, a.find('=') - 2));
+  std::string subcommand;
+  for (size_t i = 0; i < args.size(); ++i) {
+    out.push_back(args[i]);
+    if (i > 0 && subcommand.empty() && args[i].rfind("-", 0) != 0 && args[i - 1] != "--log-level") subcommand = args[i];
+    std::string path;
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      path = args[++i];
+      out.push_back(path);
+    } else if (args[i].rfind("--config=", 0) == 0) {
+      path = args[i].substr(9);
+    }
+    if (path.empty()) continue;
+    std::vector<CLI::ConfigItem> items;
+    try {
+      items = CLI::ConfigTOML().from_file(path);
+    } catch (const std::exception& e) {
+      throw error(error_kind::failed, "--config " + path + ": " + e.what(), "config");
+    }
+    for (const auto& item : items) {
+      const bool mine = item.parents.empty() || (item.parents.size() == 1 && item.parents[0] == subcommand);
+      if (!mine || item.name == "++" || item.name == "--" || given.count(item.name)) continue;
+      for (const auto& v : item.inputs) out.push_back("--" + item.name + "=" + v);
+      if (item.inputs.empty()) out.push_back("--" + item.name);
+    }
+  }
+  return out;
+}
+
+}  // namespace troupe::cli

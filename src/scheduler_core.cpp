@@ -1,0 +1,195 @@
+#include "src/scheduler_core.h"
+
+#include <spdlog/spdlog.h>
+
+#include "src/overloaded.h"
+
+namespace troupe {
+
+scheduler_core::scheduler_core(scheduler_options opts)
+    : opts_(std::move(opts)), policy_(std::make_unique<sched::policy>(opts_.policy)) {}
+
+scheduler_core::~scheduler_core() = default;
+
+size_t scheduler_core::queued() const { return policy_->queued(); }
+size_t scheduler_core::running() const { return policy_->running(); }
+
+// ---- inbound ----------------------------------------------------------------------------------
+
+scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto::control_message msg, double now) {
+  outbox out;
+  auto rit = replica_of_peer_.find(peer);
+  replica* rep = rit == replica_of_peer_.end() ? nullptr : &replicas_.at(rit->second);
+  if (rep) rep->last_seen = now;
+  std::visit(
+      overloaded{
+          [&](proto::worker_registration& r) { out = on_registration(peer, r, now); },
+          [&](proto::heartbeat&) {
+            if (!rep)
+              out.push_back({peer, proto::peer_error{error_kind::disconnected, "heartbeat from an unregistered worker",
+                                                     "registration"}});
+          },
+          [&](proto::step_outcome& o) {
+            if (rep) on_step_result(*rep, o, now, out);
+          },
+          [&](sched::request& q) {
+            const uint64_t id = q.id;
+            auto adm = policy_->submit(std::move(q), now);
+            if (!adm.accepted) {
+              out.push_back({peer, proto::request_rejected{id, adm.kind, adm.message, adm.field}});
+              return;
+            }
+            gateway_of_[id] = peer;
+            admitted_at_[id] = now;
+            pump(now, out);
+          },
+          [&](proto::cancel_request& c) {
+            policy_->cancel(c.id, now);
+            route(policy_->take_events(), out);
+            pump(now, out);
+          },
+          [&](proto::peer_error& e) { spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.message, e.field); },
+          [&](auto&) {
+            out.push_back({peer, proto::peer_error{error_kind::unimplemented,
+                                                   "the scheduler does not accept this message", "message"}});
+          },
+      },
+      msg);
+  return out;
+}
+
+scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, const proto::worker_registration& r,
+                                                       double now) {
+  outbox out;
+  if (auto it = replica_of_peer_.find(peer); it != replica_of_peer_.end())
+    remove(it->second, "registered again", now, out);  // a restarted worker with the same name
+  if (r.kv_blocks <= 0 || r.block_size <= 0 || r.max_batch <= 0) {
+    out.push_back(
+        {peer, proto::peer_error{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
+                                 "registration"}});
+    return out;
+  }
+  replica rep;
+  rep.id = next_replica_++;
+  rep.peer = peer;
+  rep.last_seen = now;
+  rep.model = r.model;
+  policy_->add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch}, now);
+  replicas_[rep.id] = rep;
+  replica_of_peer_[peer] = rep.id;
+  spdlog::info("scheduler: worker {} registered as replica {} (node {}, {}, model {}, {} KV blocks of {}, batch {})",
+               peer, rep.id, r.node, r.device, r.model, r.kv_blocks, r.block_size, r.max_batch);
+  out.push_back({peer, proto::registered{rep.id}});
+  pump(now, out);
+  return out;
+}
+
+void scheduler_core::on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out) {
+  if (!r.step_in_flight || o.result.step_id != r.step_id) return;  // stale: from before a re-registration
+  r.step_in_flight = false;
+  if (!o.error.empty()) {
+    remove(r.id, "step failed: " + o.error, now, out);
+    pump(now, out);
+    return;
+  }
+  route(policy_->on_result(r.id, o.result, now), out);
+  route(policy_->take_events(), out);
+  pump(now, out);
+}
+
+scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, double now) {
+  outbox out;
+  if (auto it = replica_of_peer_.find(peer); it != replica_of_peer_.end()) {
+    remove(it->second, "disconnected", now, out);
+    pump(now, out);
+    return out;
+  }
+  // A gateway went away: nobody will read its requests' tokens.
+  std::vector<uint64_t> orphans;
+  for (const auto& [id, gw] : gateway_of_)
+    if (gw == peer) orphans.push_back(id);
+  for (uint64_t id : orphans) {
+    policy_->cancel(id, now);
+    gateway_of_.erase(id);
+    admitted_at_.erase(id);
+    queue_ms_.erase(id);
+  }
+  if (!orphans.empty())
+    spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
+  route(policy_->take_events(), out);  // the orphans' cancellations have no gateway left: dropped
+  pump(now, out);
+  return out;
+}
+
+scheduler_core::outbox scheduler_core::on_tick(double now) {
+  outbox out;
+  std::vector<uint32_t> silent;
+  for (const auto& [id, r] : replicas_)
+    if (now - r.last_seen > opts_.heartbeat_timeout_s) silent.push_back(id);
+  for (uint32_t id : silent) remove(id, "missed heartbeats", now, out);
+  if (!silent.empty()) pump(now, out);
+  return out;
+}
+
+scheduler_core::outbox scheduler_core::shutdown_workers(const std::string& reason) {
+  outbox out;
+  for (const auto& [id, r] : replicas_) out.push_back({r.peer, proto::shutdown{reason}});
+  return out;
+}
+
+// ---- planning and routing -----------------------------------------------------------------------
+
+void scheduler_core::remove(uint32_t replica_id, const std::string& why, double now, outbox& out) {
+  auto it = replicas_.find(replica_id);
+  if (it == replicas_.end()) return;
+  spdlog::warn("scheduler: replica {} ({}) removed: {}; its requests are re-planned", replica_id, it->second.peer, why);
+  replica_of_peer_.erase(it->second.peer);
+  replicas_.erase(it);
+  policy_->remove_replica(replica_id, now);
+  route(policy_->take_events(), out);
+}
+
+void scheduler_core::pump(double now, outbox& out) {
+  for (auto& [id, r] : replicas_) {
+    if (r.step_in_flight) continue;
+    auto planned = policy_->schedule(id, now);
+    route(policy_->take_events(), out);
+    if (!planned) continue;
+    for (const auto& w : planned->plan.seqs) {
+      if (auto a = admitted_at_.find(w.seq_id); a != admitted_at_.end()) {
+        queue_ms_[w.seq_id] = (now - a->second) * 1000.0;
+        admitted_at_.erase(a);
+      }
+    }
+    r.step_in_flight = true;
+    r.step_id = planned->plan.step_id;
+    out.push_back({r.peer, std::move(planned->plan)});
+  }
+}
+
+// Groups events by the gateway that submitted each request: one message per gateway.
+void scheduler_core::route(std::vector<sched::request_event> events, outbox& out) {
+  if (events.empty()) return;
+  std::map<std::string, proto::request_events> by_gateway;
+  for (auto& e : events) {
+    auto g = gateway_of_.find(e.id);
+    if (g == gateway_of_.end()) continue;
+    proto::job_event je;
+    if (auto q = queue_ms_.find(e.id); q != queue_ms_.end()) {
+      je.queue_ms = q->second;
+      queue_ms_.erase(q);
+    }
+    const bool finished = e.finished != sched::finish_reason::none;
+    je.event = std::move(e);
+    auto& dst = by_gateway[g->second];
+    dst.events.push_back(std::move(je));
+    if (finished) {
+      admitted_at_.erase(g->first);
+      queue_ms_.erase(g->first);
+      gateway_of_.erase(g);
+    }
+  }
+  for (auto& [peer, m] : by_gateway) out.push_back({peer, std::move(m)});
+}
+
+}  // namespace troupe

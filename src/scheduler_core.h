@@ -1,0 +1,77 @@
+// The scheduler's logic without threads, sockets or a clock: it drives sched::policy with
+// the `now` it is given, keeps the replicas (workers) and their heartbeats, one step in
+// flight per replica, and routes request events back to the gateway that submitted each
+// request. The scheduler actor (actors/scheduler_actor) is a thin shell over it.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "src/protocol.h"
+#include "src/sched/policy.h"
+
+namespace troupe {
+
+struct scheduler_options {
+  sched::policy_config policy;
+  double heartbeat_timeout_s = 2.0;  // a worker silent this long is removed
+};
+
+// A control message for one peer (its ZeroMQ routing id).
+struct addressed_message {
+  std::string peer;
+  proto::control_message message;
+};
+
+class scheduler_core {
+ public:
+  explicit scheduler_core(scheduler_options opts);
+  ~scheduler_core();
+
+  using outbox = std::vector<addressed_message>;
+
+  // One decoded message from `peer`; returns what to send.
+  outbox on_message(const std::string& peer, proto::control_message msg, double now);
+  // The peer's connection went away (or it stopped answering): its replica is removed and
+  // its requests re-planned elsewhere, resuming from the tokens already generated.
+  outbox on_peer_gone(const std::string& peer, double now);
+  // Periodic: removes replicas whose heartbeats stopped.
+  outbox on_tick(double now);
+  // Asks every worker to stop (the scheduler is shutting down).
+  outbox shutdown_workers(const std::string& reason);
+
+  size_t replicas() const { return replicas_.size(); }
+  size_t queued() const;
+  size_t running() const;
+
+ private:
+  struct replica {
+    uint32_t id = 0;
+    std::string peer;
+    double last_seen = 0;
+    bool step_in_flight = false;
+    uint64_t step_id = 0;
+    std::string model;
+  };
+
+  outbox on_registration(const std::string& peer, const proto::worker_registration& r, double now);
+  void on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out);
+  void remove(uint32_t replica_id, const std::string& why, double now, outbox& out);
+  // Plans a step for every replica that has none in flight.
+  void pump(double now, outbox& out);
+  void route(std::vector<sched::request_event> events, outbox& out);
+
+  scheduler_options opts_;
+  std::unique_ptr<sched::policy> policy_;
+  std::map<uint32_t, replica> replicas_;
+  std::map<std::string, uint32_t> replica_of_peer_;
+  uint32_t next_replica_ = 1;
+  std::unordered_map<uint64_t, std::string> gateway_of_;  // request id -> the gateway peer
+  std::unordered_map<uint64_t, double> admitted_at_;      // until first scheduled
+  std::unordered_map<uint64_t, double> queue_ms_;         // first scheduled, not yet reported
+};
+
+}  // namespace troupe

@@ -1,0 +1,35 @@
+#include "src/worker_core.h"
+
+#include <exception>
+
+namespace troupe {
+
+worker_core::worker_core(std::unique_ptr<worker_backend> backend, worker_identity id)
+    : backend_(std::move(backend)), id_(std::move(id)) {}
+
+proto::worker_registration worker_core::registration() const {
+  return {id_.node, backend_->describe(), id_.model, backend_->kv_blocks(), backend_->block_size(), id_.max_batch};
+}
+
+proto::step_outcome worker_core::step(const step_plan& plan) {
+  proto::step_outcome o;
+  o.result.step_id = plan.step_id;
+  try {
+    o.result = backend_->step(plan);
+    o.result.step_id = plan.step_id;
+    ++steps_;
+  } catch (const std::exception& e) {
+    o.error = e.what();
+  }
+  return o;
+}
+
+step_result fixed_token_backend::step(const step_plan& plan) {
+  step_result r;
+  r.step_id = plan.step_id;
+  r.outputs.reserve(plan.seqs.size());
+  for (const auto& w : plan.seqs) r.outputs.push_back({w.seq_id, w.sample ? token_ : -1, 0.0f, {}});
+  return r;
+}
+
+}  // namespace troupe

@@ -1,0 +1,239 @@
+// The scheduler and gateway cores without actors or sockets, on literal timestamps:
+// cancellation frees the batch slot by the next step, a lost worker's sequences resume on
+// another, stop strings end a job by text and cancel it at the scheduler.
+#include <gtest/gtest.h>
+
+#include "src/codec.h"
+#include "src/gateway_core.h"
+#include "src/scheduler_core.h"
+#include "src/worker_core.h"
+#include "test_support.h"
+
+using namespace troupe;
+
+namespace {
+
+template <class T>
+std::vector<std::pair<std::string, T>> find_all(const scheduler_core::outbox& out) {
+  std::vector<std::pair<std::string, T>> v;
+  for (const auto& m : out)
+    if (const auto* x = std::get_if<T>(&m.message)) v.push_back({m.peer, *x});
+  return v;
+}
+
+sched::request long_request(uint64_t id) {
+  sched::request q;
+  q.id = id;
+  q.prompt = {1, 2, 3};
+  q.sampling.max_tokens = 100;
+  q.sampling.ignore_eos = true;
+  return q;
+}
+
+proto::control_message outcome(worker_backend& b, const step_plan& p) { return proto::step_outcome{b.step(p), ""}; }
+
+}  // namespace
+
+TEST(SchedulerCore, CancelFreesTheBatchSlotByTheNextStep) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, /*max_batch=*/1}, 0.0);
+  auto out = s.on_message("gw", long_request(1), 0.1);
+  auto plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].second.seqs.at(0).seq_id, 1u);
+  out = s.on_message("w1", outcome(be, plans[0].second), 0.2);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  auto events = find_all<proto::request_events>(out);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].first, "gw");
+  EXPECT_GE(events[0].second.events.at(0).queue_ms, 0.0);  // the first event reports the queue time
+
+  EXPECT_TRUE(find_all<step_plan>(s.on_message("gw", long_request(2), 0.25)).empty());  // the slot is taken
+  out = s.on_message("gw", proto::cancel_request{1}, 0.3);
+  events = find_all<proto::request_events>(out);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].second.events.at(0).event.finished, sched::finish_reason::cancelled);
+  // The step in flight (planned before the cancel) returns; the next one runs request 2.
+  out = s.on_message("w1", outcome(be, plans[0].second), 0.4);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  ASSERT_EQ(plans[0].second.seqs.size(), 1u);
+  EXPECT_EQ(plans[0].second.seqs[0].seq_id, 2u);
+}
+
+TEST(SchedulerCore, LostWorkerSequencesResumeElsewhereWithoutRepeatingTokens) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  s.on_message("w2", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  auto plans = find_all<step_plan>(s.on_message("gw", long_request(1), 0.1));
+  ASSERT_EQ(plans.size(), 1u);
+  const std::string first = plans[0].first;
+  size_t tokens = 0;
+  for (int step = 0; step < 3; ++step) {
+    auto out = s.on_message(first, outcome(be, plans[0].second), 0.2 + step * 0.01);
+    for (const auto& [peer, ev] : find_all<proto::request_events>(out)) tokens += ev.events.at(0).event.tokens.size();
+    plans = find_all<step_plan>(out);
+    ASSERT_EQ(plans.size(), 1u);
+  }
+  EXPECT_EQ(tokens, 3u);
+  // The worker stops answering: after the heartbeat timeout it is removed and request 1
+  // goes to the other worker with the 3 generated tokens in its history.
+  const std::string other = first == "w1" ? "w2" : "w1";
+  s.on_message(other, proto::heartbeat{1}, 2.5);
+  auto out = s.on_tick(2.6);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].first, other);
+  const auto& w = plans[0].second.seqs.at(0);
+  EXPECT_EQ(w.seq_id, 1u);
+  EXPECT_EQ(w.start_pos + static_cast<int32_t>(w.tokens.size()), 3 + 3);  // prompt + generated, recomputed
+  out = s.on_message(other, outcome(be, plans[0].second), 2.7);
+  auto events = find_all<proto::request_events>(out);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].second.events.at(0).event.tokens.size(), 1u);  // only the new token
+  EXPECT_EQ(s.replicas(), 1u);
+}
+
+TEST(SchedulerCore, DisconnectedWorkerIsRemovedAtOnce) {
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  EXPECT_EQ(s.replicas(), 1u);
+  s.on_peer_gone("w1", 0.1);
+  EXPECT_EQ(s.replicas(), 0u);
+  auto out = s.on_message("w1", proto::heartbeat{3}, 0.2);
+  ASSERT_EQ(find_all<proto::peer_error>(out).size(), 1u);  // told to register again
+}
+
+namespace {
+
+class GatewayCore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TROUPE_REQUIRE_MODELS();
+    model_ = open_model((test::models_dir() / "stories260K" / "stories260K.gguf").string());
+    tok_ = std::make_unique<tokenizer>(model_->tokenizer());
+  }
+  std::unique_ptr<model_file> model_;
+  std::unique_ptr<tokenizer> tok_;
+};
+
+proto::server_message decode(const client_reply& r) { return codec::decode_server(r.bytes); }
+
+}  // namespace
+
+TEST_F(GatewayCore, StopStringEndsTheJobByTextAndCancelsItAtTheScheduler) {
+  gateway_core g({}, {{"stories260K", tok_.get(), 128}});
+  proto::job j;
+  j.client_request_id = "s";
+  j.prompt_text = "Once";
+  j.sampling.stop_strings = {" there"};
+  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  ASSERT_EQ(out.to_scheduler.size(), 1u);
+  const auto q = std::get<sched::request>(out.to_scheduler[0]);
+  EXPECT_EQ(q.eos_ids, std::vector<int32_t>{tok_->eos()});
+
+  const auto ids = tok_->encode(" upon a time there was a cat", false);
+  proto::request_events ev;
+  for (int32_t id : ids) {
+    proto::job_event je;
+    je.event.id = q.id;
+    je.event.tokens = {{id, -0.5f}};
+    ev.events.push_back(je);
+  }
+  out = g.on_scheduler(ev, 0.5);
+  std::string text;
+  bool done = false;
+  for (const auto& r : out.to_clients) {
+    auto m = decode(r);
+    if (auto* c = std::get_if<proto::token_chunk>(&m)) text += c->text_delta;
+    if (auto* d = std::get_if<proto::job_done>(&m)) {
+      done = true;
+      EXPECT_EQ(d->reason, sched::finish_reason::stop);
+    }
+  }
+  EXPECT_TRUE(done);
+  incremental_detokenizer detok(*tok_);
+  std::string full;
+  for (int32_t id : ids) full += detok.feed(id);
+  ASSERT_NE(full.find(" there"), std::string::npos) << full;
+  EXPECT_EQ(text, full.substr(0, full.find(" there")));  // the stop string and what follows are never sent
+  ASSERT_EQ(out.to_scheduler.size(), 1u);
+  EXPECT_EQ(std::get<proto::cancel_request>(out.to_scheduler[0]).id, q.id);
+  EXPECT_EQ(g.in_flight(), 0u);
+}
+
+TEST_F(GatewayCore, MaxTokensIsCutToTheContextAsGenerateDoes) {
+  gateway_core g({}, {{"stories260K", tok_.get(), 128}});
+  proto::job j;
+  j.prompt_text = "Once upon a time";
+  j.sampling.max_tokens = 1000;
+  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  ASSERT_EQ(out.to_scheduler.size(), 1u);
+  const auto q = std::get<sched::request>(out.to_scheduler[0]);
+  EXPECT_EQ(q.sampling.max_tokens + static_cast<int32_t>(q.prompt.size()), 128);
+}
+
+TEST_F(GatewayCore, ClientGoneCancelsItsJobsOnly) {
+  gateway_core g({}, {{"stories260K", tok_.get(), 128}});
+  proto::job j;
+  j.prompt_text = "Once upon a time";
+  g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  g.on_client_frame("c2", codec::encode(proto::client_message{j}), 0.0);
+  auto out = g.on_client_gone("c1", 1.0);
+  ASSERT_EQ(out.to_scheduler.size(), 1u);
+  EXPECT_TRUE(out.to_clients.empty());
+  EXPECT_EQ(g.in_flight(), 1u);
+}
+
+TEST(SchedulerCore, DisconnectedGatewayHasItsRequestsCancelled) {
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 1}, 0.0);
+  s.on_message("gw", long_request(1), 0.1);
+  s.on_message("gw", long_request(2), 0.1);
+  EXPECT_EQ(s.running() + s.queued(), 2u);
+  auto out = s.on_peer_gone("gw", 0.2);
+  EXPECT_TRUE(find_all<proto::request_events>(out).empty());
+  EXPECT_EQ(s.running() + s.queued(), 0u);
+}
+
+TEST_F(GatewayCore, ApiKeyIsCheckedWhenConfigured) {
+  gateway_options opts;
+  opts.api_keys = {"secret"};
+  gateway_core g(opts, {{"stories260K", tok_.get(), 128}});
+  proto::job j;
+  j.prompt_text = "Once";
+  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  ASSERT_EQ(out.to_clients.size(), 1u);
+  EXPECT_EQ(std::get<proto::job_error>(decode(out.to_clients[0])).field, "api_key");
+  j.api_key = "secret";
+  out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  EXPECT_TRUE(out.to_clients.empty());
+  EXPECT_EQ(out.to_scheduler.size(), 1u);
+}
+
+TEST(SchedulerCore, CancelFreesTheKvBlocksByTheNextStep) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  // 8 blocks of 16 tokens: room for one 90-token prompt (6 blocks), not two.
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 8, 16, 4}, 0.0);
+  auto a = long_request(1), b = long_request(2);
+  a.prompt.assign(90, 5);
+  b.prompt.assign(90, 6);
+  a.sampling.max_tokens = b.sampling.max_tokens = 20;
+  auto plans = find_all<step_plan>(s.on_message("gw", a, 0.1));
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_TRUE(find_all<step_plan>(s.on_message("gw", b, 0.11)).empty());  // a step is in flight
+  auto out = s.on_message("w1", outcome(be, plans[0].second), 0.2);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  for (const auto& w : plans[0].second.seqs) EXPECT_EQ(w.seq_id, 1u) << "request 2 has no KV room yet";
+  s.on_message("gw", proto::cancel_request{1}, 0.3);
+  out = s.on_message("w1", outcome(be, plans[0].second), 0.4);
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  ASSERT_EQ(plans[0].second.seqs.size(), 1u);
+  EXPECT_EQ(plans[0].second.seqs[0].seq_id, 2u);
+}

@@ -1,0 +1,204 @@
+// The cluster end to end: real troupe processes on loopback TCP with the stories260K model.
+// Every greedy answer must equal `troupe generate` on the same prompt, token for token, also
+// when a worker is killed mid-stream (its sequences resume on the other worker).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "actors/client.h"
+#include "cluster_support.h"
+
+using namespace troupe;
+using namespace troupe::test;
+
+namespace {
+
+const char* const base_prompts[] = {"Once upon a time", "The cat sat", "Lily and Ben went to the park",
+                                    "One day, a little dog"};
+
+std::string prompt_number(int i) {
+  return std::string(base_prompts[i % 4]) + (i < 4 ? "" : " " + std::string(1, static_cast<char>('a' + i)));
+}
+
+proto::job greedy_job(const std::string& prompt, int max_tokens, const std::string& id) {
+  proto::job j;
+  j.client_request_id = id;
+  j.prompt_text = prompt;
+  j.sampling.max_tokens = max_tokens;
+  return j;
+}
+
+// Runs `n` jobs, one client (socket) and one thread each; returns their results.
+std::vector<actors::job_result> run_clients(const std::string& gateway, int n, int max_tokens,
+                                            std::atomic<int>* chunks = nullptr) {
+  std::vector<actors::job_result> results(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        actors::gateway_client c(gateway);
+        results[i] = actors::run_job(c, greedy_job(prompt_number(i % 8), max_tokens, "job-" + std::to_string(i)), 30000,
+                                     [&](const proto::token_chunk&) {
+                                       if (chunks) ++*chunks;
+                                     });
+      } catch (const std::exception& e) {
+        results[i].error.message = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  return results;
+}
+
+void expect_like_generate(const std::vector<actors::job_result>& results, int max_tokens) {
+  std::map<int, std::vector<int32_t>> reference;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const int p = static_cast<int>(i % 8);
+    if (!reference.count(p)) reference[p] = generate_ids(prompt_number(p), max_tokens);
+    ASSERT_TRUE(results[i].ok) << "job " << i << ": " << results[i].error.message;
+    EXPECT_FALSE(results[i].index_gap) << "job " << i << ": a token was lost or duplicated";
+    EXPECT_EQ(results[i].ids, reference[p]) << "job " << i << " (" << prompt_number(p) << ")";
+    EXPECT_EQ(results[i].done.completion_tokens, results[i].ids.size());
+  }
+}
+
+struct separate_processes {
+  std::filesystem::path dir;
+  int sched_port = free_port(), gateway_port = free_port();
+  std::unique_ptr<child_process> scheduler, gateway;
+  std::vector<std::unique_ptr<child_process>> workers;
+
+  explicit separate_processes(const std::string& name, int max_batch) : dir(temp_dir(name)) {
+    scheduler = std::make_unique<child_process>(
+        std::vector<std::string>{"scheduler", "--listen", tcp(sched_port), "--heartbeat-timeout", "1"},
+        dir / "scheduler.log");
+    EXPECT_TRUE(scheduler->wait_for_log("ready on")) << scheduler->log();
+    for (int w = 0; w < 2; ++w)
+      workers.push_back(std::make_unique<child_process>(
+          std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", tcp(sched_port), "--name",
+                                   "w" + std::to_string(w), "--max-batch", std::to_string(max_batch)},
+          dir / ("worker" + std::to_string(w) + ".log")));
+    gateway =
+        std::make_unique<child_process>(std::vector<std::string>{"gateway", "--model", model_path(), "--listen",
+                                                                 tcp(gateway_port), "--scheduler", tcp(sched_port)},
+                                        dir / "gateway.log");
+    EXPECT_TRUE(gateway->wait_for_log("ready on")) << gateway->log();
+    EXPECT_TRUE(scheduler->wait_for_log("registered as replica 2")) << scheduler->log();
+  }
+  ~separate_processes() { std::filesystem::remove_all(dir); }
+};
+
+}  // namespace
+
+TEST(ClusterIntegration, ServeAndSubmitMatchGenerate) {
+  TROUPE_REQUIRE_MODELS();
+  auto dir = temp_dir("serve");
+  const int port = free_port();
+  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2"}, dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+
+  auto json = run_command(troupe_bin() + " submit --json --gateway " + tcp(port) +
+                          " --prompt 'Once upon a time' --max-tokens 64 2>/dev/null");
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  auto got = nlohmann::json::parse(json.out);
+  EXPECT_EQ(got.at("ids").get<std::vector<int32_t>>(), generate_ids("Once upon a time", 64));
+  EXPECT_EQ(got.at("finish_reason"), "length");
+
+  auto text =
+      run_command(troupe_bin() + " submit --gateway " + tcp(port) + " --prompt 'Once upon a time' --max-tokens 64");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_NE(text.out.find("Once upon a time" + got.at("text").get<std::string>()), std::string::npos) << text.out;
+
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClusterIntegration, GatewaySchedulerAndTwoWorkersAsProcesses) {
+  TROUPE_REQUIRE_MODELS();
+  separate_processes c("procs", 64);
+  auto results = run_clients(tcp(c.gateway_port), 8, 48);
+  expect_like_generate(results, 48);
+  for (auto* p : {c.gateway.get(), c.workers[0].get(), c.workers[1].get(), c.scheduler.get()}) {
+    p->signal(SIGTERM);
+    EXPECT_EQ(p->wait(20), 0) << p->log();
+  }
+}
+
+TEST(ClusterIntegration, WorkerKilledMidStreamEveryJobStillMatchesGenerate) {
+  TROUPE_REQUIRE_MODELS();
+  separate_processes c("kill", 4);  // small batches: the jobs take a while
+  std::atomic<int> chunks{0};
+  std::thread killer([&] {
+    while (chunks < 24) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    c.workers[0]->signal(SIGKILL);
+  });
+  auto results = run_clients(tcp(c.gateway_port), 16, 100, &chunks);
+  killer.join();
+  expect_like_generate(results, 100);
+  EXPECT_TRUE(c.scheduler->wait_for_log("(w0) removed")) << c.scheduler->log();
+}
+
+TEST(ClusterIntegration, SixtyFourConcurrentClientsMatchGenerate) {
+  TROUPE_REQUIRE_MODELS();
+  auto dir = temp_dir("many");
+  const int port = free_port();
+  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2"}, dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+  auto results = run_clients(tcp(port), 64, 32);
+  expect_like_generate(results, 32);
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClusterIntegration, RolesReadTheirFlagsFromAConfigFile) {
+  auto dir = temp_dir("config");
+  const int port = free_port();
+  {
+    std::ofstream f(dir / "scheduler.toml");
+    f << "# troupe scheduler\nlisten = \"" << tcp(port) << "\"\nheartbeat-timeout = 3.5\n";
+  }
+  child_process s({"scheduler", "--config", (dir / "scheduler.toml").string()}, dir / "scheduler.log");
+  EXPECT_TRUE(s.wait_for_log("ready on " + tcp(port))) << s.log();
+  s.signal(SIGTERM);
+  EXPECT_EQ(s.wait(20), 0) << s.log();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClusterIntegration, SubmitFileRunsJobsConcurrentlyAndPrintsOneResultPerLineInOrder) {
+  TROUPE_REQUIRE_MODELS();
+  auto dir = temp_dir("file");
+  const int port = free_port();
+  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2"}, dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+  {
+    std::ofstream f(dir / "prompts.jsonl");
+    for (int i = 0; i < 6; ++i)
+      f << nlohmann::json{{"id", "p" + std::to_string(i)}, {"prompt", prompt_number(i)}, {"max_tokens", 24}}.dump()
+        << "\n";
+    f << nlohmann::json{{"id", "bad"}, {"prompt", "x"}, {"temperature", -1}}.dump() << "\n";
+  }
+  auto r = run_command(troupe_bin() + " submit --gateway " + tcp(port) + " --concurrency 3 --file " +
+                       (dir / "prompts.jsonl").string());
+  EXPECT_EQ(r.exit_code, 1) << r.out;  // one job failed
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (n < 6) {
+      EXPECT_EQ(j.at("id"), "p" + std::to_string(n));
+      EXPECT_EQ(j.at("ids").get<std::vector<int32_t>>(), generate_ids(prompt_number(n), 24)) << line;
+      EXPECT_TRUE(j.at("timings").contains("ttft_ms"));
+    } else {
+      EXPECT_EQ(j.at("id"), "bad");
+      EXPECT_EQ(j.at("error").at("field"), "temperature");
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 7);
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  std::filesystem::remove_all(dir);
+}
