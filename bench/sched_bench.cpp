@@ -57,7 +57,7 @@ void bm_schedule_256(benchmark::State& st) {
   st.counters["seq_steps_per_s"] = benchmark::Counter(static_cast<double>(seq_steps), benchmark::Counter::kIsRate);
   st.counters["seqs_per_step"] = static_cast<double>(seq_steps) / static_cast<double>(st.iterations());
 }
-BENCHMARK(bm_schedule_256)->Arg(1)->ArgName("chunked")->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_schedule_256)->ArgName("chunked")->Arg(1)->Arg(0)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -28,7 +30,8 @@ struct kernels_options {
   std::string op;  // empty: all
   std::string variant;
   std::vector<std::string> plugins;
-  int threads = 0;  // 0: the hardware threads
+  int threads = 0;                  // 0: the hardware threads
+  std::vector<std::string> shapes;  // bench: "MxNxK"; empty: decode and prefill sizes
   uint64_t seed = 1;
 };
 
@@ -154,7 +157,27 @@ double copy_bandwidth(kern::cpu::thread_pool& pool) {
   return 2.0 * n * sizeof(float) / s / 1e9;  // read + write
 }
 
+struct mm_shape {
+  int64_t m, n, k;
+};
+
+// --shape MxNxK values, or the decode and prefill sizes.
+std::vector<mm_shape> parse_shapes(const std::vector<std::string>& texts) {
+  std::vector<mm_shape> out;
+  for (const auto& text : texts) {
+    mm_shape s{};
+    char tail = 0;
+    if (std::sscanf(text.c_str(), "%" SCNd64 "x%" SCNd64 "x%" SCNd64 "%c", &s.m, &s.n, &s.k, &tail) != 3 || s.m < 1 ||
+        s.n < 1 || s.k < 32 || s.k % 32)
+      throw error(error_kind::failed, "--shape '" + text + "': expected MxNxK with K a multiple of 32", "shape");
+    out.push_back(s);
+  }
+  if (out.empty()) out = {{1, 2048, 2048}, {512, 2048, 2048}};
+  return out;
+}
+
 int run_bench(const kernels_options& o) {
+  const std::vector<mm_shape> bench_shapes = parse_shapes(o.shapes);
   kernel_session ks(o);
   const kernel_registry& reg = ks.reg;
   kern::cpu::thread_pool& pool = ks.pool;
@@ -163,16 +186,13 @@ int run_bench(const kernels_options& o) {
   fmt::print("stream copy: {:.1f} GB/s (read + write, 64 MiB)\n", copy_bandwidth(pool));
   fmt::print("{:<12} {:<18} {:<16} {:>10} {:>9} {:>10}\n", "op", "variant", "shape m x n x k", "ms/call", "GB/s",
              "GFLOP/s");
-  struct shape {
-    int64_t m, n, k;
-  };
   const troupe_op ops[] = {TROUPE_OP_MATMUL_F32, TROUPE_OP_MATMUL_F16, TROUPE_OP_MATMUL_BF16, TROUPE_OP_MATMUL_Q8_0,
                            TROUPE_OP_MATMUL_Q4_0};
   int benched = 0;
   for (troupe_op op : ops) {
     if (!o.op.empty() && o.op != op_name(op)) continue;
     const int dt = kern::op_dtype(op);
-    for (const shape s : {shape{1, 2048, 2048}, shape{512, 2048, 2048}}) {
+    for (const mm_shape& s : bench_shapes) {
       const auto w = kern::random_weights(dt, s.n, s.k, o.seed);
       std::vector<float> x(s.m * s.k), y(s.m * s.n);
       std::mt19937 rng((unsigned)o.seed);
@@ -222,6 +242,8 @@ void add_kernels(CLI::App& app) {
   bench->add_option("--op", opts->op, "Only this matmul op (e.g. matmul_q4_0)");
   bench->add_option("--variant", opts->variant, "Only this variant");
   bench->add_option("--threads", opts->threads, "Threads in the pool (default: hardware threads)");
+  bench->add_option("--shape", opts->shapes,
+                    "y(M, N) = x(M, K) W(N, K)^T as MxNxK (default 1x2048x2048 and 512x2048x2048)");
   add_plugin_option(bench);
   bench->callback([opts] { set_runner([opts] { return run_bench(*opts); }); });
 }

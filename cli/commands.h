@@ -28,5 +28,6 @@ void add_worker(CLI::App& app);
 void add_submit(CLI::App& app);
 void add_model(CLI::App& app);
 void add_kernels(CLI::App& app);
+void add_sim(CLI::App& app);
 
 }  // namespace troupe::cli

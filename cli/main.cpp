@@ -1,5 +1,6 @@
 // troupe: one binary, one subcommand per role or tool (see README.md).
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -39,7 +40,6 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   add_unbuilt(app, "bench", "Real load against a gateway", "the scheduling issue");
-  add_unbuilt(app, "sim", "Load simulator on a virtual clock", "the simulator issue");
   add_serve(app);
   add_gateway(app);
   add_scheduler(app);
@@ -48,12 +48,14 @@ int main(int argc, char** argv) {
   add_generate(app);
   add_model(app);
   add_kernels(app);
+  add_sim(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  spdlog::set_default_logger(spdlog::stderr_color_mt("troupe"));  // stdout carries the commands' output
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   if (!g_runner) return 2;

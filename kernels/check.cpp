@@ -30,10 +30,11 @@ void compare(check_result& r, const std::string& label, const std::vector<float>
              const std::vector<double>& allowed) {
   ++r.cases;
   for (size_t i = 0; i < ref.size(); ++i) {
-    const double err = std::fabs((double)got[i] - (double)ref[i]);
-    const bool ok = err <= allowed[i];  // false for NaN
+    // Equal values (infinities included) match; otherwise a NaN anywhere fails.
+    const double err = got[i] == ref[i] ? 0.0 : std::fabs((double)got[i] - (double)ref[i]);
+    const bool ok = err == 0.0 || err <= allowed[i];
     if (!(err <= r.max_abs_err)) r.max_abs_err = std::isnan(err) ? INFINITY : err;
-    const double ratio = allowed[i] > 0 ? err / allowed[i] : (err == 0 ? 0 : INFINITY);
+    const double ratio = err == 0.0 ? 0.0 : allowed[i] > 0 ? err / allowed[i] : INFINITY;
     if (!(ratio <= r.worst_ratio)) r.worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
     if (!ok && r.pass) {
       r.pass = false;
@@ -159,7 +160,8 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
 
 void check_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
                    rng_t& rng, check_result& r) {
-  for (int64_t rows : {1, 3, 7})
+  // (33, 4096) is big enough to be split over the pool.
+  for (int64_t rows : {1, 3, 7, 33})
     for (int64_t dim : {1, 7, 64, 129, 4096}) {
       const auto x = uniform(rng, rows * dim, -3, 3);
       const auto w = uniform(rng, dim, 0.5, 1.5);
@@ -206,7 +208,7 @@ void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& va
 void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx, rng_t& rng,
                 check_result& r) {
   for (int neox : {0, 1})
-    for (int64_t n_tokens : {1, 3, 7})
+    for (int64_t n_tokens : {1, 3, 7, 64})  // 64 tokens of 5 x 128 is split over the pool
       for (int64_t n_heads : {1, 5})
         for (int64_t head_dim : {2, 6, 34, 64, 128}) {
           const auto x = uniform(rng, n_tokens * n_heads * head_dim);
@@ -241,6 +243,20 @@ void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troup
       as<troupe_embedding_fn>(var)(ctx, got.data(), table.data(), ids.data(), n_ids, dim);
       compare(r, "dim=" + std::to_string(dim) + " ids=" + std::to_string(n_ids), got, want, rel_bound(want, 0, 0));
     }
+  if (dt == TROUPE_F16 || dt == TROUPE_BF16) {
+    // Every 16-bit pattern but NaN, as one row: subnormals, infinities, signed zeros.
+    std::vector<uint16_t> row;
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const bool nan = dt == TROUPE_F16 ? (h & 0x7c00) == 0x7c00 && (h & 0x3ff) : (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+      if (!nan) row.push_back((uint16_t)h);
+    }
+    const int64_t dim = (int64_t)row.size();
+    const int32_t id = 0;
+    std::vector<float> want(dim), got(dim, NAN);
+    as<troupe_embedding_fn>(ref)(ctx, want.data(), row.data(), &id, 1, dim);
+    as<troupe_embedding_fn>(var)(ctx, got.data(), row.data(), &id, 1, dim);
+    compare(r, "every non-NaN 16-bit value", got, want, rel_bound(want, 0, 0));
+  }
 }
 
 // ---- attention -------------------------------------------------------------------------
@@ -250,13 +266,21 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
   struct heads {
     int64_t n_heads, n_kv_heads;
   };
-  for (const heads hs : {heads{2, 2}, heads{4, 2}, heads{8, 2}})  // GQA groups 1, 2, 4
+  struct tokens {
+    int64_t n;
+    int32_t start_lo, start_hi;
+  };
+  // GQA groups 1, 2, 4, and 7 and 3 (which a kernel may split into runs of heads).
+  for (const heads hs : {heads{2, 2}, heads{4, 2}, heads{8, 2}, heads{7, 1}, heads{6, 2}})
     for (int64_t head_dim : {8, 20, 64})
       for (int64_t block_size : {1, 16, 7})
-        for (int64_t n_tokens : {1, 3, 7}) {
-          // The query tokens end at a position that crosses several blocks; the earlier
-          // ones are already in the cache (a prefill chunk after a prefix, or one decode).
-          std::uniform_int_distribution<int32_t> startd(0, 40);
+        // The query tokens follow a prefix already in the cache (a prefill chunk, or one
+        // decode) and cross blocks; the last two cross 64 and 128 keys, where a kernel
+        // that visits the keys in chunks must carry its softmax over.
+        for (const tokens tk :
+             {tokens{1, 0, 40}, tokens{3, 0, 40}, tokens{7, 0, 40}, tokens{5, 60, 70}, tokens{1, 130, 200}}) {
+          const int64_t n_tokens = tk.n;
+          std::uniform_int_distribution<int32_t> startd(tk.start_lo, tk.start_hi);
           const int32_t start = startd(rng);
           const int64_t n_pos = start + n_tokens;
           const int64_t n_blocks = (n_pos + block_size - 1) / block_size + 2;

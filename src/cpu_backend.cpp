@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numbers>
 
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
 #include "src/sampler.h"
 #include "troupe/error.h"
@@ -89,7 +90,7 @@ struct cpu_backend::scratch {
 // ---- construction: check the weights against the config, size the KV pool ------------
 
 cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt)
-    : model_(model), cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
+    : cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
   const model_config& c = cfg_;
   if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
       c.vocab_size <= 0)
@@ -167,7 +168,8 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   if (opt.kctx) {
     kctx_ = *opt.kctx;
   } else {
-    kctx_.n_threads = 1;  // no pool: every kernel runs on the calling thread
+    pool_ = std::make_unique<kern::cpu::thread_pool>(std::max(1, opt.n_threads));
+    kctx_ = kern::cpu::make_kctx(*pool_);
   }
   inv_freq_ = rope_frequencies(c);
 

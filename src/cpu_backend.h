@@ -10,6 +10,10 @@
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
 
+namespace troupe::kern::cpu {
+class thread_pool;
+}
+
 namespace troupe {
 
 struct cpu_backend_options {
@@ -18,8 +22,8 @@ struct cpu_backend_options {
   double kv_fraction = 0.05;       // used when kv_bytes == 0
   int32_t block_size = 16;         // tokens per KV block
   int64_t max_batch_tokens = 512;  // most new tokens one step plan may carry (sizes the scratch buffers)
-  // The kernels' thread pool, when the caller has one (its parallel_for and pool are used);
-  // null runs every kernel on the calling thread.
+  // A kernel context from the caller (its pool and parallel_for are used, n_threads is
+  // ignored); null: the backend starts its own pool of n_threads.
   const troupe_kctx* kctx = nullptr;
 };
 
@@ -31,6 +35,8 @@ class cpu_backend : public worker_backend {
   cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt);
   ~cpu_backend() override;
 
+  // One plan at a time (the activation buffers are the backend's); throws
+  // troupe::error(failed) naming the step and seq id for a plan that does not fit.
   step_result step(const step_plan& plan) override;
   int64_t kv_blocks() const override { return n_blocks_; }
   int32_t block_size() const override { return block_size_; }
@@ -49,10 +55,10 @@ class cpu_backend : public worker_backend {
   void forward_layer(int64_t layer, const step_plan& plan, int64_t n_tokens);
   void matmul(const tensor_view& w, float* y, const float* x, int64_t m) const;
 
-  const model_file& model_;
   const model_config& cfg_;
   const model_weights& w_;
   cpu_backend_options opt_;
+  std::unique_ptr<kern::cpu::thread_pool> pool_;  // when the caller gave no kctx
   troupe_kctx kctx_{};
 
   // The selected variant of each op, fetched once from the registry.

@@ -25,7 +25,8 @@ struct sequence {
   generation_output* out = nullptr;
   bool done = false;
 
-  sequence(const tokenizer& tok) : detok(tok) {}
+  // the generated text continues the prompt: a leading space is part of it
+  explicit sequence(const tokenizer& tok) : detok(tok, false) {}
 };
 
 // Blocks of the backend's pool, handed out as sequences grow and returned when they end.

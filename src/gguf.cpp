@@ -292,8 +292,8 @@ void file::parse() {
   // Each key/value takes at least 13 bytes and each tensor info at least 28: bound the
   // counts before reserving so that a corrupted count cannot exhaust memory.
   if (n_kv > c.remaining() / 13 || n_tensors > c.remaining() / 28)
-    fail("corrupted header: " + std::to_string(n_kv) + " metadata entries and " + std::to_string(n_tensors) +
-         " tensors cannot fit in " + std::to_string(map_->size()) + " bytes");
+    fail("truncated file or corrupted header: " + std::to_string(n_kv) + " metadata entries and " +
+         std::to_string(n_tensors) + " tensors cannot fit: the file is " + std::to_string(map_->size()) + " bytes");
 
   kv_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {

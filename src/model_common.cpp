@@ -87,6 +87,23 @@ void validate_model(const std::string& path, const model_config& c, const model_
   check(path, w.output, c.vocab_size, c.dim, false);
 }
 
+void validate_tokenizer(const std::string& path, const model_config& c, const tokenizer_data& t) {
+  if (t.tokens.empty()) throw error(error_kind::failed, path + ": the tokenizer has no tokens", "tokenizer");
+  if (static_cast<int64_t>(t.tokens.size()) > c.vocab_size)
+    throw error(error_kind::failed,
+                path + ": the tokenizer has " + std::to_string(t.tokens.size()) +
+                    " tokens, more than the embedding table's " + std::to_string(c.vocab_size) + " rows",
+                "tokenizer");
+  std::vector<int32_t> ids = {t.bos_id, t.eos_id, t.unk_id};
+  ids.insert(ids.end(), t.extra_eos_ids.begin(), t.extra_eos_ids.end());
+  for (int32_t id : ids)
+    if (id >= static_cast<int32_t>(t.tokens.size()))
+      throw error(error_kind::failed,
+                  path + ": special token id " + std::to_string(id) + " is past the tokenizer's " +
+                      std::to_string(t.tokens.size()) + " tokens",
+                  "tokenizer");
+}
+
 std::vector<float> llama3_rope_factors(const model_config& c) {
   const int64_t half = c.head_dim / 2;
   std::vector<float> f(static_cast<size_t>(half), 1.0f);

@@ -131,7 +131,7 @@ void write_llama_gguf(const std::string& path, const model_config& config, const
     total += static_cast<uint64_t>(t.rows * kern::row_bytes(t.dtype, t.cols));
   }
   w.begin_data();
-  uint64_t done = 0;
+  uint64_t done = 0, reported = 0;
   for (const tensor_source& t : tensors) {
     std::vector<float> row(static_cast<size_t>(t.cols));
     const int64_t nbytes = kern::row_bytes(t.dtype, t.cols);
@@ -140,9 +140,13 @@ void write_llama_gguf(const std::string& path, const model_config& config, const
       t.row(r, row.data());
       store_row(t.dtype, row.data(), t.cols, bytes.data());
       w.write_data(bytes.data(), bytes.size());
+      done += static_cast<uint64_t>(nbytes);
+      // Within a large tensor too (a 1B model's embedding table is a fifth of it).
+      if (progress && (done - reported >= (uint64_t{16} << 20) || r + 1 == t.rows)) {
+        progress(t.name, done, total);
+        reported = done;
+      }
     }
-    done += static_cast<uint64_t>(t.rows * nbytes);
-    if (progress) progress(t.name, done, total);
   }
   w.finish();
 }

@@ -23,7 +23,8 @@ struct tensor_source {
   std::function<void(int64_t row, float* out)> row;  // fills out(cols)
 };
 
-// Called after each tensor: its name, and bytes written so far out of the total.
+// Called after each tensor and every 16 MiB: the tensor being written, and bytes written so far
+// out of the total.
 using write_progress = std::function<void(const std::string& tensor, uint64_t done, uint64_t total)>;
 
 // Writes a GGUF v3 of architecture "llama" holding `config`, `tokenizer` and `tensors`;

@@ -216,6 +216,7 @@ std::unique_ptr<model_file> open_gguf(const std::string& path) {
   }
   validate_model(path, c, w);
   m->tokenizer_ = read_tokenizer(*f);
+  validate_tokenizer(path, m->config_, m->tokenizer_);
   return m;
 }
 

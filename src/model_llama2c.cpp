@@ -151,6 +151,7 @@ std::unique_ptr<model_file> open_llama2c(const std::string& path, const std::str
 
   const std::string tok = tokenizer_path.empty() ? find_tokenizer(path) : tokenizer_path;
   m->tokenizer_ = load_llama2c_tokenizer(tok, static_cast<int32_t>(V));  // reads exactly V tokens
+  validate_tokenizer(path, m->config_, m->tokenizer_);
   return m;
 }
 

@@ -35,6 +35,9 @@ class loaded_model final : public model_file {
 // the config's own consistency; throws naming `path`, the tensor and the expected shape.
 void validate_model(const std::string& path, const model_config& config, const model_weights& weights);
 
+// Every token id the tokenizer can produce must index the embedding table (vocab_size rows).
+void validate_tokenizer(const std::string& path, const model_config& config, const tokenizer_data& tokenizer);
+
 // Llama 3 rope scaling's per-frequency divisors (head_dim/2 of them), as stored in a
 // GGUF rope_freqs tensor; all ones when scaling is off.
 std::vector<float> llama3_rope_factors(const model_config& config);

@@ -73,7 +73,9 @@ model_config read_config(const std::string& file) {
                 "architectures");
   model_config c;
   c.arch = "llama";
-  c.name = j.value("_name_or_path", fs::path(file).parent_path().filename().string());
+  c.name = fs::path(file).parent_path().filename().string();
+  if (auto it = j.find("_name_or_path"); it != j.end() && it->is_string() && !it->get<std::string>().empty())
+    c.name = it->get<std::string>();
   c.dim = get_int(file, j, "hidden_size");
   c.hidden_dim = get_int(file, j, "intermediate_size");
   c.n_layers = get_int(file, j, "num_hidden_layers");
@@ -201,9 +203,7 @@ tensor_view view(loaded_model& m, const std::map<std::string, st_tensor>& ts, co
   return v;
 }
 
-}  // namespace
-
-std::unique_ptr<model_file> open_hf_directory(const std::string& path) {
+std::unique_ptr<model_file> open_hf_directory_unchecked(const std::string& path) {
   const fs::path dir(path);
   const std::string config_file = (dir / "config.json").string();
   if (!fs::exists(config_file))
@@ -268,7 +268,19 @@ std::unique_ptr<model_file> open_hf_directory(const std::string& path) {
   const std::string tok = (dir / "tokenizer.json").string();
   if (!fs::exists(tok)) throw error(error_kind::failed, path + ": missing tokenizer.json", "tokenizer.json");
   m->tokenizer_ = load_hf_tokenizer_json(tok);
+  validate_tokenizer(path, m->config_, m->tokenizer_);
   return m;
+}
+
+}  // namespace
+
+std::unique_ptr<model_file> open_hf_directory(const std::string& path) {
+  // nlohmann's own exceptions (a value of an unexpected JSON type) become troupe errors.
+  try {
+    return open_hf_directory_unchecked(path);
+  } catch (const json::exception& e) {
+    throw error(error_kind::failed, path + ": unexpected JSON content: " + e.what());
+  }
 }
 
 }  // namespace troupe

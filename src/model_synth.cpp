@@ -13,15 +13,22 @@ model_config synth_preset(const std::string& name) {
   model_config c;
   c.arch = "llama";
   c.name = "troupe-synth-" + name;
+  auto shape = [&c](int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads, int64_t hidden, int64_t vocab,
+                    int64_t context) {
+    c.dim = dim;
+    c.n_layers = layers;
+    c.n_heads = heads;
+    c.n_kv_heads = kv_heads;
+    c.hidden_dim = hidden;
+    c.vocab_size = vocab;
+    c.max_seq_len = context;
+  };
   if (name == "tiny") {
-    c.dim = 64, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.hidden_dim = 192, c.vocab_size = 512;
-    c.max_seq_len = 512;
+    shape(64, 2, 4, 2, 192, 512, 512);  // hidden 192 rather than 172: a multiple of 32 for q8_0/q4_0
   } else if (name == "110m") {
-    c.dim = 768, c.n_layers = 12, c.n_heads = 12, c.n_kv_heads = 12, c.hidden_dim = 2048, c.vocab_size = 32000;
-    c.max_seq_len = 1024;
+    shape(768, 12, 12, 12, 2048, 32000, 1024);  // llama2.c's stories110M
   } else if (name == "1b") {
-    c.dim = 2048, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.hidden_dim = 8192, c.vocab_size = 128256;
-    c.max_seq_len = 2048;
+    shape(2048, 16, 32, 8, 8192, 128256, 2048);  // Llama 3.2 1B
     c.rope_theta = 500000.0f;
     c.tied_embeddings = true;
   } else {

@@ -80,23 +80,27 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w) {
   if (p.temperature == 0.0f) {
     out.token = argmax(logits);
   } else {
-    // candidates by logit, highest first, lowest id first on ties
-    std::vector<int32_t> cand(logits.size());
-    std::iota(cand.begin(), cand.end(), 0);
+    // Candidates, highest logit first (lowest id first on ties) when a filter needs the
+    // order. min_p can only keep logits >= mx + T*log(min_p): drop the rest before sorting
+    // (with a margin for rounding; the exact test follows below).
+    std::vector<int32_t> cand;
+    cand.reserve(logits.size());
+    const float cut = p.min_p > 0.0f ? mx + p.temperature * std::log(p.min_p) - 1e-3f : -INFINITY;
+    for (int32_t i = 0; i < (int32_t)logits.size(); ++i)
+      if (logits[i] >= cut) cand.push_back(i);
     const auto higher = by_logit(logits);
     size_t keep = cand.size();
     if (p.top_k > 0 && (size_t)p.top_k < keep) {
       keep = (size_t)p.top_k;
       std::partial_sort(cand.begin(), cand.begin() + (std::ptrdiff_t)keep, cand.end(), higher);
       cand.resize(keep);
-    } else {
+    } else if (p.top_p < 1.0f || p.min_p > 0.0f) {
       std::sort(cand.begin(), cand.end(), higher);
-    }
-    // probabilities at the temperature; cand[0] holds the largest logit
+    }  // else no filter: the draw runs over the ids in order
+    // probabilities at the temperature
     std::vector<double> prob(cand.size());
-    const double top = logits[cand[0]] / p.temperature;
     double z = 0.0;
-    for (size_t i = 0; i < cand.size(); ++i) z += prob[i] = std::exp(logits[cand[i]] / p.temperature - top);
+    for (size_t i = 0; i < cand.size(); ++i) z += prob[i] = std::exp((logits[cand[i]] - mx) / p.temperature);
     for (double& q : prob) q /= z;
     if (p.top_p < 1.0f) {
       double cum = 0.0;

@@ -91,10 +91,11 @@ class tokenizer {
 // tokenizer, which must outlive it.
 class incremental_detokenizer {
  public:
-  // at_sequence_start: the ids fed begin a sequence, so the space SentencePiece added in
-  // front of the first text token is removed (as after a BOS); false when streaming the
-  // continuation of a prompt.
-  explicit incremental_detokenizer(const tokenizer& tok, bool at_sequence_start = true)
+  // The space SentencePiece added in front of the text is removed from the first text token
+  // after a BOS, as llama.cpp does. at_sequence_start: also from the first token fed (ids of
+  // a sequence without BOS); false (the default) suits streaming the continuation of a
+  // prompt, whose first token's space is real.
+  explicit incremental_detokenizer(const tokenizer& tok, bool at_sequence_start = false)
       : tok_(&tok), at_start_(at_sequence_start) {}
 
   std::string feed(int32_t id);

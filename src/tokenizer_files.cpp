@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 #include <string_view>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -249,19 +250,30 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
     t.add_space_prefix = prepend || metaspace;
   }
 
-  // Merges: "a b" or ["a", "b"].
+  // Merges: "a b" or ["a", "b"], of two tokens whose concatenation is a token.
   if (const auto it = model.find("merges"); it != model.end() && !it->is_null()) {
     if (!it->is_array()) fail(path, "model.merges", "expected an array");
+    const std::unordered_set<std::string_view> known(t.tokens.begin(), t.tokens.end());
     t.merges.reserve(it->size());
     for (size_t i = 0; i < it->size(); ++i) {
       const json& m = (*it)[i];
+      const std::string key = "model.merges[" + std::to_string(i) + "]";
+      std::string a, b;
       if (m.is_string()) {
-        t.merges.push_back(m.get<std::string>());
+        const std::string text = m.get<std::string>();
+        const size_t sp = text.find(' ');
+        if (sp == std::string::npos) fail(path, key, "expected \"a b\", got '" + text + "'");
+        a = text.substr(0, sp);  // a token with a space inside is only known in the pair form
+        b = text.substr(sp + 1);
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        t.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+        a = m[0].get<std::string>();
+        b = m[1].get<std::string>();
       } else {
-        fail(path, "model.merges[" + std::to_string(i) + "]", "expected \"a b\" or [\"a\", \"b\"]");
+        fail(path, key, "expected \"a b\" or [\"a\", \"b\"]");
       }
+      if (!known.contains(a) || !known.contains(b) || !known.contains(a + b))
+        fail(path, key, "'" + a + "' + '" + b + "': expected two vocabulary tokens whose concatenation is one");
+      t.merges.push_back(a + " " + b);
     }
   }
 

@@ -23,10 +23,10 @@ void append_utf8(std::string& out, char32_t cp);
 // incomplete trailing sequence, which more bytes could still complete, begins.
 std::string valid_prefix(std::string_view s, size_t& rest_begin);
 
-// \p{L}, \p{N} and \s. Exact for ASCII, Latin-1, Latin Extended A/B and Additional, IPA,
-// Greek, Cyrillic, Armenian, Hebrew, Arabic letters, Devanagari letters, Hangul, kana and the
-// CJK ideograph blocks; other scripts' letters count as neither letter nor number (they then
-// pre-tokenize like punctuation, which only changes how a rare word is split, never the bytes).
+// \p{L}, \p{N} and \s (White_Space). \p{L}/\p{N} come from tables generated from the Python
+// `regex` module (src/unicode_tables.py): exact for every script as of that module's Unicode
+// version; code points assigned later count as neither (they then pre-tokenize like
+// punctuation, which changes how a rare word is split, never the bytes).
 bool is_letter(char32_t cp);
 bool is_number(char32_t cp);
 bool is_space(char32_t cp);

@@ -19,11 +19,12 @@ using test::models_dir;
 using test::read_reference;
 
 struct engine {
-  explicit engine(const std::filesystem::path& path, int32_t block_size = 16, int64_t max_batch = 512)
+  explicit engine(const std::filesystem::path& path, int32_t block_size = 16, int64_t max_batch = 512,
+                  int64_t kv_bytes = 16 << 20)
       : model(open_model(path)), tok(model->tokenizer()) {
     for (const auto& v : kern::ref::variants()) registry.add(v);
     cpu_backend_options o;
-    o.kv_bytes = 16 << 20;
+    o.kv_bytes = kv_bytes;
     o.block_size = block_size;
     o.max_batch_tokens = max_batch;
     backend = std::make_unique<cpu_backend>(*model, registry, o);
@@ -123,6 +124,32 @@ TEST(Generate, StopIdEndsTheSequence) {
   EXPECT_EQ(out[0].finish_reason, "stop");
   EXPECT_EQ(out[0].ids, std::vector<int32_t>(ref.generated_ids.begin(), ref.generated_ids.begin() + 6));
   EXPECT_EQ(out[0].text, ", there was a little");  // the stop id's own text is not part of it
+}
+
+TEST(Generate, TextContinuesThePromptWithItsSpaces) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  const auto out = e.run({greedy("The dog", 3)});
+  ASSERT_EQ(out[0].ids.size(), 3u);
+  EXPECT_EQ(out[0].text,
+            e.tok.token_bytes(out[0].ids[0]) + e.tok.token_bytes(out[0].ids[1]) + e.tok.token_bytes(out[0].ids[2]));
+  EXPECT_EQ(out[0].text[0], ' ') << out[0].text;
+}
+
+TEST(Generate, RunningOutOfKvBlocksIsOverloaded) {
+  TROUPE_REQUIRE_MODELS();
+  // stories260K: a 16-token block holds 5 layers x K,V x 16 x 32 floats = 20 KiB; two blocks
+  // hold 32 positions, fewer than 5 + 64
+  engine e(models_dir() / "stories260K/stories260K.gguf", 16, 512, 2 * 20480);
+  ASSERT_EQ(e.backend->kv_blocks(), 2);
+  try {
+    e.run({greedy("Once upon a time", 64)});
+    ADD_FAILURE() << "generated past the KV pool";
+  } catch (const error& err) {
+    EXPECT_EQ(err.kind(), error_kind::overloaded) << err.what();
+  }
+  // the same engine serves a request that fits
+  EXPECT_EQ(e.run({greedy("Once upon a time", 20)})[0].ids.size(), 20u);
 }
 
 TEST(Generate, RejectsInvalidRequests) {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <vector>
 
@@ -53,6 +55,38 @@ TEST_P(CpuKernels, EveryVariantMatchesTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(Threads, CpuKernels, ::testing::Values(1, 3));
 
+// The checks above only test the threaded paths if the kernels hand work to the pool:
+// each op must do so on its larger cases (small ones run inline on purpose).
+TEST(CpuKernels, EveryOpSplitsItsLargerCasesOverThePool) {
+  troupe::kernel_registry reg;
+  add_all(reg);
+  cpu::thread_pool pool(3);
+  struct counting {
+    cpu::thread_pool* pool;
+    std::atomic<int> calls{0};
+  } counter{&pool};
+  troupe_kctx ctx = cpu::make_kctx(pool);
+  ctx.pool = &counter;
+  ctx.parallel_for = [](void* p, int64_t n, troupe_range_fn fn, void* arg) {
+    auto* c = static_cast<counting*>(p);
+    c->calls.fetch_add(1);
+    c->pool->parallel_for(n, fn, arg);
+  };
+  for (auto i : {cpu::isa::generic, cpu::isa::avx2, cpu::isa::avx512}) {
+    if (!cpu::isa_supported(i)) continue;
+    for (int op = 0; op < TROUPE_OP_COUNT; ++op) {
+      troupe::kern::check_options opt;
+      opt.op = troupe::op_name(static_cast<troupe_op>(op));
+      opt.variant = std::string("cpu.") + cpu::isa_name(i);
+      counter.calls = 0;
+      const auto results = troupe::kern::check_variants(reg, &ctx, opt);
+      ASSERT_EQ(results.size(), 1u);
+      EXPECT_TRUE(results[0].pass) << results[0].first_failure;
+      EXPECT_GT(counter.calls.load(), 0) << opt.op << " " << opt.variant << " never used the pool";
+    }
+  }
+}
+
 TEST(CpuKernels, BestInstructionSetIsTheDefault) {
   troupe::kernel_registry reg;
   add_all(reg);
@@ -80,6 +114,24 @@ TEST(ThreadPool, CoversTheRangeExactlyOnce) {
         for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " n " << n;
       }
     }
+  }
+}
+
+// Jobs far apart, so the workers have stopped spinning and block: a job must still be
+// covered exactly once, whether a worker wakes in time to help or only after it ended.
+TEST(ThreadPool, JobsAfterTheWorkersSleptAreCoveredOnce) {
+  cpu::thread_pool pool(3);
+  for (int rep = 0; rep < 10; ++rep) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const int64_t n = 64 + rep;
+    std::vector<std::atomic<int>> hits(n);
+    pool.parallel_for(
+        n,
+        [](void* a, int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) (*static_cast<std::vector<std::atomic<int>>*>(a))[i].fetch_add(1);
+        },
+        &hits);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "rep " << rep;
   }
 }
 

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include "kernels/ref/dtype.h"
+#include "kernels/ref/ref.h"
 #include "src/model_export.h"
 #include "src/model_synth.h"
+#include "temp_dir.h"
 #include "test_support.h"
 #include "troupe/error.h"
 #include "troupe/model.h"
@@ -18,18 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with its contents at the end.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    path = fs::temp_directory_path() / ("troupe-model-test-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() { fs::remove_all(path); }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
+using test::temp_dir;
 
 // Every tensor of a model by its GGUF name, as the GGUF writer sees it.
 std::vector<std::pair<std::string, const tensor_view*>> gguf_named(const model_file& m) {
@@ -240,14 +231,7 @@ TEST(ModelWriter, RopeScalingFromTheRopeFreqsTensorAlone) {
 
 TEST(ModelWriter, TinyStoriesHuggingFaceDirectory) {
   TROUPE_REQUIRE_MODELS();
-  std::unique_ptr<model_file> m;
-  try {
-    m = open_model((test::models_dir() / "tinystories-656K").string());
-  } catch (const error& e) {
-    if (e.kind() == error_kind::unimplemented && std::string(e.what()).find("tokenizer") != std::string::npos)
-      GTEST_SKIP() << "tokenizer.json reading not merged yet: " << e.what();
-    throw;
-  }
+  auto m = open_model((test::models_dir() / "tinystories-656K").string());
   const model_config& c = m->config();
   EXPECT_EQ(m->format(), "safetensors");
   EXPECT_EQ(c.dim, 128);
@@ -261,6 +245,101 @@ TEST(ModelWriter, TinyStoriesHuggingFaceDirectory) {
   EXPECT_TRUE(c.rope_neox);
   EXPECT_EQ(m->weights().output.data, m->weights().tok_embd.data);
   EXPECT_EQ(m->tokenizer().tokens.size(), 2048u);
+}
+
+// Hugging Face q/k rows pair dimension i with i + head_dim/2; the GGUF rewrite interleaves
+// them so that rotating (2i, 2i+1) there gives the same numbers, permuted the same way for
+// q and k (so every attention score is unchanged).
+TEST(ModelWriter, HuggingFaceToGgufKeepsRopeMeaning) {
+  TROUPE_REQUIRE_MODELS();
+  temp_dir dir;
+  auto hf = open_model((test::models_dir() / "tinystories-656K").string());
+  write_llama_gguf(dir / "ts.gguf", hf->config(), hf->tokenizer(), gguf_tensors_of(*hf, TROUPE_F32));
+  auto gg = open_model(dir / "ts.gguf");
+  EXPECT_FALSE(gg->config().rope_neox);
+  EXPECT_TRUE(gg->config().tied_embeddings);
+  EXPECT_EQ(gg->tokenizer().tokens, hf->tokenizer().tokens);
+
+  troupe_rope_fn rope = nullptr;
+  for (const auto& v : kern::ref::variants())
+    if (v.op == TROUPE_OP_ROPE) rope = reinterpret_cast<troupe_rope_fn>(v.fn);
+  ASSERT_NE(rope, nullptr);
+  const model_config& c = hf->config();
+  const int64_t hd = c.head_dim;
+  std::vector<float> inv_freq(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(c.rope_theta, -2.0f * i / hd);
+  std::vector<float> x(static_cast<size_t>(c.dim));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  const int32_t pos = 11;
+  auto project = [&](const tensor_view& w) {
+    std::vector<float> y(static_cast<size_t>(w.rows));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const auto row = row_f32(w, r);
+      for (int64_t k = 0; k < w.cols; ++k) y[r] += row[k] * x[k];
+    }
+    return y;
+  };
+  for (int which = 0; which < 2; ++which) {
+    const tensor_view& wh = which ? hf->weights().layers[1].wk : hf->weights().layers[1].wq;
+    const tensor_view& wg = which ? gg->weights().layers[1].wk : gg->weights().layers[1].wq;
+    const int64_t heads = wh.rows / hd;
+    auto yh = project(wh), yg = project(wg);
+    rope(nullptr, yh.data(), &pos, 1, heads, hd, inv_freq.data(), 1);
+    rope(nullptr, yg.data(), &pos, 1, heads, hd, inv_freq.data(), 0);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < hd / 2; ++i)
+        for (int64_t j = 0; j < 2; ++j)
+          ASSERT_NEAR(yg[h * hd + 2 * i + j], yh[h * hd + j * hd / 2 + i], 1e-5f) << wh.name << " head " << h;
+  }
+}
+
+// Norms stored as f16 in a GGUF come out as f32 (the model computes them in f32).
+TEST(ModelWriter, F16NormsAreConvertedToF32) {
+  temp_dir dir;
+  const model_config c = synth_preset("tiny");
+  auto tensors = synth_tensors(c, TROUPE_BF16, 5);
+  for (auto& t : tensors)
+    if (t.one_dim) {
+      t.dtype = TROUPE_F16;
+      t.row = [](int64_t, float* o) {
+        for (int i = 0; i < 64; ++i) o[i] = 0.5f + i;
+      };
+    }
+  write_llama_gguf(dir / "n.gguf", c, synth_vocab(512), tensors);
+  auto m = open_model(dir / "n.gguf");
+  const tensor_view& n = m->weights().layers[1].ffn_norm;
+  EXPECT_EQ(n.dtype, TROUPE_F32);
+  EXPECT_EQ(n.name, "blk.1.ffn_norm.weight");
+  EXPECT_EQ(static_cast<const float*>(n.data)[63], 63.5f);
+  EXPECT_EQ(m->weights().output_norm.dtype, TROUPE_F32);
+  EXPECT_EQ(m->weights().layers[1].wq.dtype, TROUPE_BF16);
+}
+
+// A Llama 3 style byte-level vocabulary: its chat turns end at <|eot_id|>.
+TEST(ModelWriter, ByteLevelTokenizerFromGguf) {
+  temp_dir dir;
+  const model_config c = synth_preset("tiny");
+  tokenizer_data t;
+  t.type = tokenizer_data::kind::byte_level_bpe;
+  for (int i = 0; i < 510; ++i) t.tokens.push_back(std::string(1, 't').append(std::to_string(i)));
+  t.tokens.push_back("<|end_of_text|>");
+  t.tokens.push_back("<|eot_id|>");
+  t.merges = {"t 1", "t1 0"};
+  t.bos_id = 0;
+  t.eos_id = 510;
+  t.pre = "llama-bpe";
+  t.add_space_prefix = false;
+  write_llama_gguf(dir / "b.gguf", c, t, synth_tensors(c, TROUPE_F32, 1));
+  auto m = open_model(dir / "b.gguf");
+  const tokenizer_data& got = m->tokenizer();
+  EXPECT_EQ(got.type, tokenizer_data::kind::byte_level_bpe);
+  EXPECT_EQ(got.merges, t.merges);
+  EXPECT_EQ(got.eos_id, 510);
+  EXPECT_EQ(got.extra_eos_ids, std::vector<int32_t>{511});
+  EXPECT_EQ(got.pre, "llama-bpe");
+  EXPECT_TRUE(got.add_bos);
+  EXPECT_FALSE(got.add_space_prefix);
+  EXPECT_TRUE(got.scores.empty());
 }
 
 }  // namespace

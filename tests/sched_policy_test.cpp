@@ -230,6 +230,22 @@ TEST(SchedPolicy, MismatchedResultThrows) {
   EXPECT_EQ(p.on_result(0, w.run(*ps), 0.2).size(), 1u);
 }
 
+TEST(SchedPolicy, WatermarkKeepsBlocksForRunningDecodes) {
+  for (double watermark : {0.0, 0.25}) {
+    policy_config cfg;
+    cfg.kv_watermark = watermark;  // 0.25 of 20 blocks: 5 kept free
+    policy p(cfg);
+    p.add_replica(replica(0, 20, 4), 0.0);
+    ASSERT_TRUE(p.submit(make_request(1, 40, 30), 0.0).accepted);  // 10 blocks
+    fake_worker w;
+    w.step(p, 0, 0.1);
+    ASSERT_TRUE(p.submit(make_request(2, 24, 4), 0.2).accepted);  // 6 more: 4 left
+    auto ps = w.step(p, 0, 0.3);
+    ASSERT_TRUE(ps);
+    EXPECT_EQ(find_work(*ps, 2) != nullptr, watermark == 0.0) << "watermark " << watermark;
+  }
+}
+
 // ---- preemption -----------------------------------------------------------------------------
 
 void run_until_done(policy& p, fake_worker& w, uint32_t replica, size_t n_requests) {

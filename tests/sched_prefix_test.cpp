@@ -182,6 +182,20 @@ TEST(SchedRouting, PrefersTheReplicaHoldingThePrefix) {
   EXPECT_EQ(ps->plan.seqs[0].start_pos, 64);
 }
 
+TEST(SchedRouting, ARequestWaitsForItsPreferredReplicaOnlySoLong) {
+  policy p({});
+  p.add_replica(replica(0, 100), 0.0);
+  p.add_replica(replica(1, 100), 0.0);
+  fake_worker w;
+  ASSERT_TRUE(p.submit(with_prompt(1, tokens(64, 1), 1), 0.0).accepted);
+  ASSERT_TRUE(w.step(p, 0, 0.1));
+  ASSERT_TRUE(p.submit(with_prompt(2, tokens(65, 1), 1), 0.2).accepted);
+  EXPECT_FALSE(p.schedule(1, 0.3));
+  auto ps = p.schedule(1, 1.25);  // replica 0 never asked: after affinity_wait_s, take it
+  ASSERT_TRUE(ps);
+  EXPECT_EQ(ps->plan.seqs[0].start_pos, 0);
+}
+
 TEST(SchedRouting, AnOverloadedCacheHolderLosesToTheLeastLoaded) {
   for (double factor : {1.0, 100.0}) {
     policy_config cfg;

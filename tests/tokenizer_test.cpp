@@ -311,6 +311,9 @@ TEST(Tokenizer, Llama3PreTokenizerSplits) {
   EXPECT_EQ(split("café 日本語テキスト Москва"), (strings{"café", " 日本語テキスト", " Москва"}));
   EXPECT_EQ(split("$x ...ok"), (strings{"$x", " ...", "ok"}));
   EXPECT_EQ(split("😀😀 hi"), (strings{"😀😀", " hi"}));
+  // Combining marks are neither letters nor numbers (as the regex engine has it).
+  EXPECT_EQ(split("नमस्ते दुनिया"), (strings{"नमस", "्त", "े", " द", "ुन", "िय", "ा"}));
+  EXPECT_EQ(split("مرحبا بالعالم"), (strings{"مرحبا", " بالعالم"}));
 }
 
 TEST(Tokenizer, Gpt2PreTokenizerSplits) {
@@ -405,7 +408,9 @@ TEST(Tokenizer, IncrementalReplacesBrokenBytes) {
   TROUPE_REQUIRE_MODELS();
   const tokenizer tok = stories_tokenizer();
   const std::string fffd = "\xEF\xBF\xBD";
-  incremental_detokenizer detok(tok, /*at_sequence_start=*/false);
+  incremental_detokenizer from_start(tok, /*at_sequence_start=*/true);
+  EXPECT_EQ(from_start.feed(403), "Once");  // ids of a sequence without BOS lose the added space
+  incremental_detokenizer detok(tok);
   EXPECT_EQ(detok.feed(403), " Once");    // a continuation keeps its space
   EXPECT_EQ(detok.feed(3 + 0x80), fffd);  // a stray continuation byte can never complete
   EXPECT_EQ(detok.feed(3 + 0xE6), "");
@@ -536,9 +541,14 @@ TEST(TokenizerFiles, HfJsonMalformed) {
   EXPECT_NE(message_for(R"({"model": {"type": "Unigram", "vocab": []}})").find("Unigram"), std::string::npos);
   EXPECT_NE(message_for(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [7]}})").find("model.merges[0]"),
             std::string::npos);
-  EXPECT_NE(
-      message_for(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]}})").find("merges[0]"),
-      std::string::npos);
+  const std::string merge_msg =
+      message_for(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b", ["a", "c"]]}})");
+  EXPECT_NE(merge_msg.find("tokenizer.json: model.merges[1]"), std::string::npos) << merge_msg;
+  // The tokenizer itself rejects such data too, whatever loader built it.
+  tokenizer_data bad;
+  bad.tokens = {"a", "b"};
+  bad.merges = {"a b"};
+  EXPECT_NE(error_message([&] { tokenizer{bad}; }).find("merges[0]"), std::string::npos);
   EXPECT_NE(message_for(R"({"model": {"type": "BPE", "vocab": {"a": "zero"}}})").find("model.vocab[\"a\"]"),
             std::string::npos);
   dir.write("tokenizer_config.json", R"({"bos_token": "<nope>"})");

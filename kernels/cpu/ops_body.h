@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <new>  // std::bad_alloc: a kernel cannot return an error
+
 #include "kernels/ref/dtype.h"  // block layouts only; its inline functions are not called here
 #include "troupe/kernel_abi.h"
 
@@ -34,12 +36,19 @@ void parallel(const troupe_kctx* ctx, int64_t n, F f) {
     f(0, n);
 }
 
+// Below about this much work (multiply-adds or elements touched) an op runs on the calling
+// thread: handing it to the pool costs microseconds, more than a tiny model's op itself.
+constexpr int64_t k_min_parallel_work = 1 << 15;
+static inline const troupe_kctx* threads_for(const troupe_kctx* ctx, int64_t work) {
+  return work >= k_min_parallel_work ? ctx : nullptr;
+}
+
 // A 64-byte aligned scratch buffer owned for one call.
 struct scratch {
   void* p = nullptr;
   explicit scratch(size_t bytes) {
     p = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-    if (!p) abort();  // out of memory inside a kernel: nothing sensible to return
+    if (!p) throw std::bad_alloc();
   }
   ~scratch() { free(p); }
   scratch(const scratch&) = delete;
@@ -88,7 +97,8 @@ void run_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
 // A matrix-vector product (m == 1) streams the weights once with several rows in flight;
 // otherwise register tiles of k_mr x k_nr. `tile` is a lambda templated on <MR, NR>.
 template <typename Tile>
-void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
+void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, int64_t k, Tile tile) {
+  ctx = threads_for(ctx, m * n * k);
   if (m == 1)
     run_tiles<1, k_decode_nr>(ctx, m, n, tile);
   else
@@ -138,7 +148,7 @@ template <int DT>
 void matmul_float(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
   const char* wb = (const char*)w;
   const int64_t rb = k * (DT == TROUPE_F32 ? 4 : 2);
-  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+  matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     float_tile<DT, MR, NR>(x, wb, rb, y, n, k, i0, mr, j0, nr);
   });
 }
@@ -153,24 +163,25 @@ struct quantized_x {
   const int32_t* s;  // (m, k / 32) sum of qs per block
 };
 
+// One block of 32 activations: q = round(v / d) with d = amax / 127; returns sum(q).
+static inline int32_t quantize_block(const float* v, int8_t* q, float* d) {
+  float amax = 0.0f;
+  for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  int32_t sum = 0;
+  for (int i = 0; i < QK; ++i) {
+    q[i] = (int8_t)__builtin_lrintf(v[i] * inv);
+    sum += q[i];
+  }
+  *d = amax / 127.0f;
+  return sum;
+}
+
 void quantize_x_rows(const float* x, int64_t k, int64_t r0, int64_t r1, int8_t* qs, float* d, int32_t* s) {
   const int64_t nb = k / QK;
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* v = x + r * k + b * QK;
-      float amax = 0.0f;
-      for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(v[i]));
-      const float scale = amax / 127.0f;
-      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-      int8_t* q = qs + r * k + b * QK;
-      int32_t sum = 0;
-      for (int i = 0; i < QK; ++i) {
-        q[i] = (int8_t)__builtin_lrintf(v[i] * inv);
-        sum += q[i];
-      }
-      d[r * nb + b] = scale;
-      s[r * nb + b] = sum;
-    }
+    for (int64_t b = 0; b < nb; ++b)
+      s[r * nb + b] = quantize_block(x + r * k + b * QK, qs + r * k + b * QK, d + r * nb + b);
 }
 
 template <int DT>
@@ -227,8 +238,15 @@ void quant_tile(const quantized_x& xa, const char* w, int64_t rb, float* y, int6
     for (int j = 0; j < nr; ++j) y[(i0 + i) * n + j0 + j] = acc_sum(acc[i][j]);
 }
 
+#if defined(__AVX512VNNI__)
+#include "kernels/cpu/quant_wide.h"
+#endif
+
 template <int DT>
 void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
+#if defined(__AVX512VNNI__)
+  return matmul_quant_wide<DT>(ctx, y, x, w, m, n, k);
+#endif
   const int64_t nb = k / QK;
   const int64_t rb = nb * (int64_t)sizeof(typename qtraits<DT>::block);
   const size_t qs_bytes = (size_t)(m * k + 63) / 64 * 64, d_bytes = (size_t)(m * nb * 4 + 63) / 64 * 64;
@@ -242,7 +260,7 @@ void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* 
     quantize_x_rows(x, k, 0, m, qs, d, s);
   const quantized_x xa{qs, d, s};
   const char* wb = (const char*)w;
-  matmul_tiles(ctx, m, n, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
+  matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     quant_tile<DT, MR, NR>(xa, wb, rb, y, n, k, i0, mr, j0, nr);
   });
 }
@@ -287,7 +305,7 @@ void add(const troupe_kctx* ctx, float* out, const float* a, const float* b, int
 }
 
 void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w, int64_t rows, int64_t dim, float eps) {
-  parallel(ctx, rows, [&](int64_t r0, int64_t r1) {
+  parallel(threads_for(ctx, rows * dim), rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       float* o = out + r * dim;
@@ -320,7 +338,7 @@ void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w,
 void rope(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
           int64_t head_dim, const float* inv_freq, int neox) {
   const int64_t half = head_dim / 2;
-  parallel(ctx, n_tokens, [&](int64_t t0, int64_t t1) {
+  parallel(threads_for(ctx, n_tokens * n_heads * head_dim), n_tokens, [&](int64_t t0, int64_t t1) {
     scratch tab((size_t)head_dim * 2 * sizeof(float));
     float* c = tab.as<float>();
     float* s = c + head_dim;
@@ -388,74 +406,135 @@ void embed_row(const void* table, int64_t id, int64_t dim, float* out) {
 
 template <int DT>
 void embedding(const troupe_kctx* ctx, float* out, const void* table, const int32_t* ids, int64_t n_ids, int64_t dim) {
-  parallel(ctx, n_ids >= 8 ? n_ids : 1, [&](int64_t t0, int64_t t1) {
-    if (n_ids < 8) t1 = n_ids;
+  auto rows = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) embed_row<DT>(table, ids[t], dim, out + t * dim);
-  });
+  };
+  if (n_ids >= 8)  // a prompt's rows; one decode token is a copy not worth a wake-up
+    parallel(ctx, n_ids, rows);
+  else
+    rows(0, n_ids);
 }
 
 // ============================ attention ============================
-// One task per (query token, head): the keys are visited in chunks; each chunk's scores
-// are computed, exponentiated against the running maximum (online softmax), and the value
-// rows accumulated, so the score vector never grows with the context.
+// One task per query token and group of up to 4 query heads sharing a KV head (grouped-
+// query attention): each key and value row is loaded once for all heads of the group. The
+// keys are visited in chunks; each chunk's scores are computed, exponentiated against the
+// running maximum (online softmax), and the value rows accumulated, so the score vector
+// never grows with the context.
 
 constexpr int64_t k_key_chunk = 64;
+constexpr int k_max_heads_per_task = 4;
+
+struct attention_args {
+  const float *q, *k_pool, *v_pool;
+  const int32_t* block_table;
+  int64_t n_heads, kv_stride, head_dim, block_size;
+  float scale;
+  float* out;
+};
+
+// G query heads h0..h0+G-1 of token t (position pos), all reading KV head kvh.
+// scratch: G * (head_dim + k_key_chunk) floats.
+template <int G>
+void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, int64_t kvh, float* scratch) {
+  const int64_t hd = a.head_dim;
+  const float* qh[G];
+  float* acc[G];  // (G, head_dim)
+  float* sc[G];   // (G, k_key_chunk) scores of the current chunk
+  float run_max[G], run_sum[G];
+  for (int g = 0; g < G; ++g) {
+    qh[g] = a.q + (t * a.n_heads + h0 + g) * hd;
+    acc[g] = scratch + g * hd;
+    sc[g] = scratch + G * hd + g * k_key_chunk;
+    run_max[g] = -INFINITY;
+    run_sum[g] = 0.0f;
+    for (int64_t i = 0; i < hd; ++i) acc[g][i] = 0.0f;
+  }
+  auto slot = [&](const float* pool, int64_t p) {
+    return pool + ((int64_t)a.block_table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_stride + kvh * hd;
+  };
+  const int64_t n_keys = pos + 1;
+  for (int64_t c0 = 0; c0 < n_keys; c0 += k_key_chunk) {
+    const int64_t cn = min64(k_key_chunk, n_keys - c0);
+    for (int64_t j = 0; j < cn; ++j) {
+      const float* kp = slot(a.k_pool, c0 + j);
+      vf d[G];
+      for (int g = 0; g < G; ++g) d[g] = vzero();
+      for (int64_t i = 0; i < hd; i += VL) {
+        const int rest = (int)min64(VL, hd - i);
+        const vf kv = rest == VL ? vload(kp + i) : vload_n(kp + i, rest);
+        for (int g = 0; g < G; ++g) d[g] = vfma(rest == VL ? vload(qh[g] + i) : vload_n(qh[g] + i, rest), kv, d[g]);
+      }
+      for (int g = 0; g < G; ++g) sc[g][j] = vhsum(d[g]) * a.scale;
+    }
+    vf corr[G];
+    for (int g = 0; g < G; ++g) {
+      float cmax = -INFINITY;
+      for (int64_t j = 0; j < cn; ++j) cmax = fmaxf(cmax, sc[g][j]);
+      const float new_max = fmaxf(run_max[g], cmax);
+      const float correction = expf(run_max[g] - new_max);  // 0 on the first chunk
+      const vf mx = vset1(new_max);
+      for (int64_t j = 0; j < cn; j += VL) {
+        const int rest = (int)min64(VL, cn - j);
+        vstore_n(sc[g] + j, vexp(vsub(vload_n(sc[g] + j, rest), mx)), rest);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < cn; ++j) sum += sc[g][j];
+      run_sum[g] = run_sum[g] * correction + sum;
+      run_max[g] = new_max;
+      corr[g] = vset1(correction);
+    }
+    for (int64_t i = 0; i < hd; i += VL) {
+      const int rest = (int)min64(VL, hd - i);
+      vf o[G];
+      for (int g = 0; g < G; ++g) o[g] = vmul(vload_n(acc[g] + i, rest), corr[g]);
+      for (int64_t j = 0; j < cn; ++j) {
+        const vf vv = vload_n(slot(a.v_pool, c0 + j) + i, rest);
+        for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+      }
+      for (int g = 0; g < G; ++g) vstore_n(acc[g] + i, o[g], rest);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    float* oh = a.out + (t * a.n_heads + h0 + g) * hd;
+    const float inv = 1.0f / run_sum[g];
+    for (int64_t i = 0; i < hd; ++i) oh[i] = acc[g][i] * inv;
+  }
+}
 
 void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
                const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
                int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  if (n_tokens <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
-  const int64_t kv_stride = n_kv_heads * head_dim;  // one slot
-  parallel(ctx, n_tokens * n_heads, [&](int64_t task0, int64_t task1) {
-    scratch buf((size_t)(head_dim + k_key_chunk + VL) * sizeof(float));
-    float* acc = buf.as<float>();  // (head_dim)
-    float* sc = acc + head_dim;    // (k_key_chunk) scores of the current chunk
+  const attention_args a{q,        k_pool,     v_pool, block_table, n_heads, n_kv_heads * head_dim,
+                         head_dim, block_size, scale,  out};
+  // Fewer heads per task when that is what it takes to give every thread work.
+  const int64_t threads = ctx && ctx->parallel_for ? ctx->n_threads : 1;
+  int64_t per_task = group < k_max_heads_per_task ? group : k_max_heads_per_task;
+  while (per_task > 1 && n_tokens * n_kv_heads * ((group + per_task - 1) / per_task) < 2 * threads) per_task /= 2;
+  const int64_t tasks_per_group = (group + per_task - 1) / per_task;
+  const int64_t work = n_tokens * n_heads * ((int64_t)positions[n_tokens - 1] + 1) * head_dim;
+  parallel(threads_for(ctx, work), n_tokens * n_kv_heads * tasks_per_group, [&](int64_t task0, int64_t task1) {
+    scratch buf((size_t)k_max_heads_per_task * (head_dim + k_key_chunk + VL) * sizeof(float));
     for (int64_t task = task0; task < task1; ++task) {
-      const int64_t t = task / n_heads, h = task % n_heads, kvh = h / group;
-      const float* qh = q + (t * n_heads + h) * head_dim;
-      const int64_t n_keys = (int64_t)positions[t] + 1;
-      for (int64_t i = 0; i < head_dim; ++i) acc[i] = 0.0f;
-      float run_max = -INFINITY, run_sum = 0.0f;
-      for (int64_t c0 = 0; c0 < n_keys; c0 += k_key_chunk) {
-        const int64_t cn = min64(k_key_chunk, n_keys - c0);
-        float cmax = -INFINITY;
-        for (int64_t j = 0; j < cn; ++j) {
-          const int64_t p = c0 + j;
-          const float* kp = k_pool + ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride +
-                            kvh * head_dim;
-          vf d = vzero();
-          int64_t i = 0;
-          for (; i + VL <= head_dim; i += VL) d = vfma(vload(qh + i), vload(kp + i), d);
-          if (i < head_dim) d = vfma(vload_n(qh + i, (int)(head_dim - i)), vload_n(kp + i, (int)(head_dim - i)), d);
-          sc[j] = vhsum(d) * scale;
-          cmax = fmaxf(cmax, sc[j]);
+      const int64_t t = task / (n_kv_heads * tasks_per_group), rest = task % (n_kv_heads * tasks_per_group);
+      const int64_t kvh = rest / tasks_per_group, first = rest % tasks_per_group * per_task;
+      const int64_t h_end = kvh * group + min64(group, first + per_task);
+      // The task's heads in runs of 4, 2 and 1 (a group of 7 is 4 + 2 + 1).
+      for (int64_t h = kvh * group + first; h < h_end;) {
+        const int64_t left = h_end - h;
+        if (left >= 4) {
+          attend_heads<4>(a, t, positions[t], h, kvh, buf.as<float>());
+          h += 4;
+        } else if (left >= 2) {
+          attend_heads<2>(a, t, positions[t], h, kvh, buf.as<float>());
+          h += 2;
+        } else {
+          attend_heads<1>(a, t, positions[t], h, kvh, buf.as<float>());
+          h += 1;
         }
-        const float new_max = fmaxf(run_max, cmax);
-        const float correction = expf(run_max - new_max);  // 0 on the first chunk
-        run_sum *= correction;
-        const vf corr = vset1(correction), mx = vset1(new_max);
-        for (int64_t j = 0; j < cn; j += VL) {
-          const int rest = (int)min64(VL, cn - j);
-          vstore_n(sc + j, vexp(vsub(vload_n(sc + j, rest), mx)), rest);
-        }
-        for (int64_t j = 0; j < cn; ++j) run_sum += sc[j];
-        for (int64_t i = 0; i < head_dim; i += VL) {
-          const int rest = (int)min64(VL, head_dim - i);
-          vf a = vmul(vload_n(acc + i, rest), corr);
-          for (int64_t j = 0; j < cn; ++j) {
-            const int64_t p = c0 + j;
-            const float* vp = v_pool +
-                              ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride +
-                              kvh * head_dim;
-            a = vfma(vset1(sc[j]), vload_n(vp + i, rest), a);
-          }
-          vstore_n(acc + i, a, rest);
-        }
-        run_max = new_max;
       }
-      float* oh = out + (t * n_heads + h) * head_dim;
-      const float inv = 1.0f / run_sum;
-      for (int64_t i = 0; i < head_dim; ++i) oh[i] = acc[i] * inv;
     }
   });
 }

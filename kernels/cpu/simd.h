@@ -150,25 +150,23 @@ static inline float h2f(uint16_t h) {
 #if defined(__F16C__)
   return _cvtsh_ss(h);
 #else
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      exp = 127 - 15 + 1;
-      while ((mant & 0x400) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
+  // Branch-free (so a loop of it vectorizes): move exponent and mantissa into place and
+  // rebias; Inf/NaN get the rest of the exponent; subnormals are renormalized by a float
+  // subtraction of 2^-14.
+  uint32_t o = (uint32_t)(h & 0x7fff) << 13;
+  const uint32_t exp = o & 0x0f800000u;
+  o += (uint32_t)(127 - 15) << 23;
+  if (exp == 0x0f800000u) o += (uint32_t)(128 - 16) << 23;
   float f;
+  memcpy(&f, &o, 4);
+  if (exp == 0) {
+    const uint32_t t = o + (1u << 23);
+    memcpy(&f, &t, 4);
+    f -= 6.103515625e-05f;
+  }
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  bits |= (uint32_t)(h & 0x8000) << 16;
   memcpy(&f, &bits, 4);
   return f;
 #endif

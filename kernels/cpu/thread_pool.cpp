@@ -21,6 +21,7 @@ constexpr int k_spin_iterations = 2000;
 // Chunks per thread: enough for balance when a core is slow, few enough that a chunk of
 // a matrix-vector product is still a long sequential stream.
 constexpr int64_t k_chunks_per_thread = 4;
+constexpr int64_t k_max_chunks = 0xffff;  // the chunk fields of claim_ are 16 bits
 }  // namespace
 
 thread_pool::thread_pool(int n_threads) {
@@ -39,12 +40,19 @@ thread_pool::~thread_pool() {
   for (auto& t : workers_) t.join();
 }
 
-void thread_pool::run_chunks() {
+void thread_pool::run_chunks(uint32_t job) {
   for (;;) {
-    const int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
-    if (c >= n_chunks_) return;
-    const int64_t begin = n_ * c / n_chunks_, end = n_ * (c + 1) / n_chunks_;
-    if (begin < end) fn_(arg_, begin, end);
+    uint64_t v = claim_.load(std::memory_order_acquire);
+    int64_t chunk, chunks;
+    do {
+      chunk = (int64_t)(v & 0xffff);
+      chunks = (int64_t)((v >> 16) & 0xffff);
+      if ((uint32_t)(v >> 32) != job || chunk >= chunks) return;
+    } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
+    const int64_t n = n_.load(std::memory_order_relaxed);
+    const int64_t begin = n * chunk / chunks, end = n * (chunk + 1) / chunks;
+    if (begin < end) fn_.load(std::memory_order_relaxed)(arg_.load(std::memory_order_relaxed), begin, end);
+    done_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
@@ -64,8 +72,7 @@ void thread_pool::worker_loop() {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    run_chunks();
-    unfinished_.fetch_sub(1, std::memory_order_acq_rel);
+    run_chunks(seen);  // returns at once if that job is already over
   }
 }
 
@@ -76,21 +83,21 @@ void thread_pool::parallel_for(int64_t n, troupe_range_fn fn, void* arg) {
     fn(arg, 0, n);
     return;
   }
-  fn_ = fn;
-  arg_ = arg;
-  n_ = n;
-  n_chunks_ = std::min<int64_t>(n, k_chunks_per_thread * size());
-  next_chunk_.store(0, std::memory_order_relaxed);
-  unfinished_.store((int)workers_.size(), std::memory_order_relaxed);
-  generation_.fetch_add(1);  // seq_cst: pairs with the sleepers_ increment in worker_loop
+  const int64_t chunks = std::min({n, k_chunks_per_thread * size(), k_max_chunks});
+  fn_.store(fn, std::memory_order_relaxed);
+  arg_.store(arg, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t job = generation_.load(std::memory_order_relaxed) + 1;
+  claim_.store((uint64_t)job << 32 | (uint64_t)chunks << 16, std::memory_order_release);
+  generation_.store(job);  // seq_cst: pairs with the sleepers_ increment in worker_loop
   if (sleepers_.load() > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     cv_.notify_all();
   }
-  run_chunks();
-  // Every worker must leave the job before the next one overwrites fn_/arg_.
+  run_chunks(job);
   int spins = 0;
-  while (unfinished_.load(std::memory_order_acquire) != 0) {
+  while (done_.load(std::memory_order_acquire) < chunks) {
     if (++spins < k_spin_iterations)
       TROUPE_CPU_RELAX();
     else

@@ -33,18 +33,22 @@ class thread_pool {
 
  private:
   void worker_loop();
-  void run_chunks();  // takes chunks of the current job until none is left
+  void run_chunks(uint32_t job);  // takes chunks of job `job` until none is left
 
   std::vector<std::thread> workers_;
 
-  // The current job, published by bumping generation_.
-  troupe_range_fn fn_ = nullptr;
-  void* arg_ = nullptr;
-  int64_t n_ = 0;
-  int64_t n_chunks_ = 0;
-  std::atomic<int64_t> next_chunk_{0};
-  std::atomic<int> unfinished_{0};  // workers still inside the current job
-  std::atomic<uint32_t> generation_{0};
+  // The current job. Its fields are written before `claim_` is published with the job's
+  // number and read only after a chunk of that job was claimed: the job cannot finish
+  // (and be overwritten) while a claimed chunk is running. So the caller returns as soon
+  // as every chunk is done, without waiting for a worker that was slow to wake up.
+  std::atomic<troupe_range_fn> fn_{nullptr};
+  std::atomic<void*> arg_{nullptr};
+  std::atomic<int64_t> n_{0};
+  // (job number << 32) | (chunks << 16) | next chunk: one word, so a claim always checks
+  // the chunk count of the job it claims from.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};         // chunks of the current job finished
+  std::atomic<uint32_t> generation_{0};  // the latest job number: wakes the workers
   std::atomic<bool> busy_{false};
   std::atomic<bool> stop_{false};
 

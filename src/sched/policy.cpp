@@ -34,6 +34,7 @@ struct seq_state {
   int32_t n_prompt = 0;
   uint64_t order = 0;  // submit order: breaks ties, tells a resubmitted id from the old one
   double arrival = 0;
+  double enqueued = 0;  // when it last entered the queue
   enum class where : unsigned char { queued, running, swapped } at = where::queued;
   bool resumed = false;  // preempted or moved: goes before fresh requests of its level
   uint32_t replica = 0;
@@ -82,6 +83,7 @@ struct policy::impl {
   int64_t queued_tokens = 0;              // history tokens of the queue (SLO predictor)
   uint64_t next_order = 1, next_step = 1;
   std::vector<request_event> events;  // outside a step: cancels, failures
+  double now = 0;                     // of the public call under way
   std::string trace;
 
   // The trace record of the schedule() under way.
@@ -163,6 +165,7 @@ struct policy::impl {
 
   void enqueue(seq_state& s) {
     s.at = seq_state::where::queued;
+    s.enqueued = now;
     queue.push_back(&s);
     queued_tokens += static_cast<int64_t>(s.history.size());
     s.tenant->queued_tokens += static_cast<int64_t>(s.history.size());
@@ -352,7 +355,8 @@ struct policy::impl {
 
 // ---- schedule -----------------------------------------------------------------------------
 
-std::optional<planned_step> policy::impl::schedule(replica_state& r, double now) {
+std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
+  now = t;
   r.step_id = next_step;
   rec = trace_step{};
   freed.clear();
@@ -398,7 +402,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double now)
   if (!r.swapped.empty()) {
     std::vector<seq_state*> back = r.swapped;
     std::sort(back.begin(), back.end(),
-              [this, now](seq_state* a, seq_state* b) { return runs_before(*a, level(*a, now), *b, level(*b, now)); });
+              [this](seq_state* a, seq_state* b) { return runs_before(*a, level(*a, now), *b, level(*b, now)); });
     for (seq_state* s : back) {
       if (budget == 0 || static_cast<int32_t>(r.running.size()) >= r.info.max_batch) break;
       const int32_t n = chunk(s->remaining(), budget);
@@ -423,8 +427,8 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double now)
       budget -= n;
     }
   }
-  // 4. New admissions from the global queue.
-  admit(r, plan, budget, now);
+  // 4. New admissions from the global queue, once every swapped sequence is back.
+  if (r.swapped.empty()) admit(r, plan, budget, now);
 
   const bool changed = !plan.seqs.empty() || !rec.preempted.empty();
   if (cfg.trace && changed) {
@@ -452,7 +456,7 @@ void policy::impl::admit(replica_state& r, step_plan& plan, int32_t& budget, dou
     if (!s) return;
     if (replicas.size() > 1) {
       const uint32_t target = route(*s, r.info.id);
-      if (target != r.info.id && can_admit(*replicas.at(target), *s)) {
+      if (target != r.info.id && now - s->enqueued < cfg.affinity_wait_s && can_admit(*replicas.at(target), *s)) {
         skipped.push_back(s);
         if (skipped.size() >= kMaxAffinitySkips) return;
         continue;
@@ -530,6 +534,7 @@ void policy::remove_replica(uint32_t id, double now) {
   auto it = m.replicas.find(id);
   if (it == m.replicas.end()) return;
   if (m.cfg.trace) m.trace += trace_remove_replica(now, id);
+  m.now = now;
   replica_state& r = *it->second;
   // Its KV is gone with it: resume from the reported tokens elsewhere. A result still in
   // flight is dropped (on_result ignores unknown replicas), so no token is reported twice.
@@ -618,6 +623,7 @@ admission policy::submit(request rq, double now) {
   s->order = m.next_order++;
   s->arrival = now;
   s->tenant = &tenant;
+  m.now = now;
   m.tenants.activate(tenant);
   ++m.priorities[s->req.priority];
   m.enqueue(*s);

@@ -85,8 +85,11 @@ struct policy_config {
   // prompt unless that replica's load exceeds affinity_load_factor x (the least-loaded
   // replica's load + max_step_tokens); otherwise to the least-loaded replica. Load = running
   // sequences + their prefill tokens still to compute. A replica passes over a request meant
-  // for another only while that one has a free slot and KV room for it.
+  // for another only while that one has a free slot and KV room for it, and for at most
+  // affinity_wait_s since the request entered the queue (the driver is expected to call
+  // schedule() on every replica without a step in flight after each submit/result).
   double affinity_load_factor = 2.0;
+  double affinity_wait_s = 1.0;
 
   // ---- admission by SLO (off unless both are > 0) ----------------------------------------
   // Predicted TTFT = (queued prefill tokens + this prompt) / (prefill_tokens_per_s x replicas).
@@ -146,14 +149,20 @@ class policy {
   void remove_replica(uint32_t id, double now);
 
   admission submit(request r, double now);
-  // Ends the request (finish reason cancelled) and frees its blocks; reported by the next
-  // schedule()/on_result() through finished_events(). Unknown ids are ignored.
+  // Ends the request (finish reason cancelled) and frees its blocks at once; reported
+  // through take_events(). Unknown ids are ignored. A result still in flight for it is
+  // ignored when it arrives.
   void cancel(uint64_t id, double now);
 
   // Plans the next step for a replica that has no step in flight; nullopt when there is
-  // nothing to run there.
+  // nothing to run there (or the replica is unknown, or its step is still in flight).
+  // Drivers call it for every replica without a step in flight after anything changed
+  // (submit, a result, cancel, a replica added or removed).
   std::optional<planned_step> schedule(uint32_t replica, double now);
-  // Applies a replica's step result; returns the events of the requests it touched.
+  // Applies a replica's step result; returns the events of the requests it touched (one
+  // per sampled token; a prefill chunk that does not sample produces none). A result from
+  // a removed replica is ignored; one that does not match the step in flight throws
+  // troupe::error (failed, field step_id or outputs) and changes nothing.
   std::vector<request_event> on_result(uint32_t replica, const step_result& result, double now);
   // Events produced outside a step (cancellation, requests failed by remove_replica).
   std::vector<request_event> take_events();

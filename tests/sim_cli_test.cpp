@@ -1,0 +1,92 @@
+// troupe sim end to end through the binary: flags, the TOML config, outputs and errors.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "test_support.h"
+
+namespace {
+
+std::filesystem::path temp_dir() {
+  auto dir = std::filesystem::temp_directory_path() / ("troupe_sim_cli_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string sim(const std::string& args) { return troupe::test::troupe_bin() + " sim --no-progress " + args; }
+
+}  // namespace
+
+TEST(SimCli, RunWritesRecordsSummaryAndReport) {
+  const auto d = temp_dir();
+  const auto r = troupe::test::run_command(sim("--requests 60 --rate 6 --model llama-3.2-1b --out-jsonl " +
+                                               (d / "r.jsonl").string() + " --report-html " + (d / "r.html").string() +
+                                               " --steps-jsonl " + (d / "steps.jsonl").string() + " --summary-json -"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("TTFT"), std::string::npos);
+  EXPECT_NE(r.out.find("\"goodput\""), std::string::npos);
+  const auto jsonl = slurp(d / "r.jsonl");
+  EXPECT_EQ(std::count(jsonl.begin(), jsonl.end(), '\n'), 60);
+  EXPECT_NE(slurp(d / "r.html").find("<svg"), std::string::npos);
+  // The step log is a step profile: a linear model fits the roofline's steps.
+  const auto fit = troupe::test::run_command(sim("fit --cost-model fitted " + (d / "steps.jsonl").string()));
+  ASSERT_EQ(fit.exit_code, 0) << fit.out;
+  EXPECT_NE(fit.out.find("rms relative error"), std::string::npos) << fit.out;
+}
+
+TEST(SimCli, ConfigFileSetsOptionsAndFlagsWin) {
+  const auto d = temp_dir();
+  {
+    std::ofstream toml(d / "sim.toml");
+    toml << "# a simulator config\n[sim]\nrequests = 25\nrate = 4.0\nmodel = \"llama-3.2-1b\"\n"
+            "tenants = \"a:1:0,b:1:1\"\nno-prefix-caching = true\n";
+  }
+  auto r = troupe::test::run_command(
+      sim("--config " + (d / "sim.toml").string() + " --summary-json " + (d / "s.json").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(slurp(d / "s.json").find("\"requests\": 25"), std::string::npos);
+  r = troupe::test::run_command(
+      sim("--config " + (d / "sim.toml").string() + " --requests 7 --summary-json " + (d / "s.json").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(slurp(d / "s.json").find("\"requests\": 7"), std::string::npos);
+  {
+    std::ofstream toml(d / "bad.toml");
+    toml << "ratee = 3\n";
+  }
+  r = troupe::test::run_command(sim("--config " + (d / "bad.toml").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("unknown key 'ratee'"), std::string::npos) << r.out;
+}
+
+TEST(SimCli, FitModeReadsAProfileAndBadInputNamesTheField) {
+  const auto d = temp_dir();
+  {
+    std::ofstream p(d / "steps.jsonl");
+    p << "{\"meta\": {\"device\": \"cpu\", \"model\": \"llama-3.2-1b\", \"memory_bytes\": 32e9}}\n";
+    for (int b = 1; b <= 16; ++b)
+      for (int chunk : {0, 64})
+        p << "{\"tokens\": " << b + chunk << ", \"context\": " << b * 300 << ", \"seqs\": " << b
+          << ", \"time_s\": " << 0.02 + 0.001 * (b + chunk) + 1e-7 * b * 300 << "}\n";
+  }
+  auto r = troupe::test::run_command(sim("fit --cost-model fitted " + (d / "steps.jsonl").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("32 steps"), std::string::npos) << r.out;
+  // The profile's device runs a simulation with the fitted model.
+  r = troupe::test::run_command(sim("--device cpu --model llama-3.2-1b --requests 10 --rate 0.5 --cost-model fitted " +
+                                    (d / "steps.jsonl").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("fitted("), std::string::npos) << r.out;
+  r = troupe::test::run_command(sim("--prompt-len zipf:2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("prompt-len"), std::string::npos) << r.out;
+}
