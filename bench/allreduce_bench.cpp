@@ -40,8 +40,7 @@ int run_rank(const std::string& addr, int rank, int size, int iters) {
     std::sort(us.begin(), us.end());
     const double med = us[us.size() / 2];
     const double algbw = bytes / (med * 1e-6) / 1e9;
-    if (rank == 0)
-      std::printf("%12zu %14.1f %14.3f %14.3f\n", bytes, med, algbw, algbw * 2.0 * (size - 1) / size);
+    if (rank == 0) std::printf("%12zu %14.1f %14.3f %14.3f\n", bytes, med, algbw, algbw * 2.0 * (size - 1) / size);
   }
   return 0;
 }

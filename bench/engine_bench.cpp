@@ -65,20 +65,28 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : "";
-    if (a == "--model") model_path = v, ++i;
-    else if (a == "--threads") threads = parse_list(v), ++i;
-    else if (a == "--batch") batches = parse_list(v), ++i;
-    else if (a == "--prompt") prompt = std::atoi(v), ++i;
-    else if (a == "--gen") gen = std::atoi(v), ++i;
-    else if (a == "--reps") reps = std::atoi(v), ++i;
-    else if (a == "--json") json = true;
+    if (a == "--model")
+      model_path = v, ++i;
+    else if (a == "--threads")
+      threads = parse_list(v), ++i;
+    else if (a == "--batch")
+      batches = parse_list(v), ++i;
+    else if (a == "--prompt")
+      prompt = std::atoi(v), ++i;
+    else if (a == "--gen")
+      gen = std::atoi(v), ++i;
+    else if (a == "--reps")
+      reps = std::atoi(v), ++i;
+    else if (a == "--json")
+      json = true;
     else {
       std::fprintf(stderr, "bench_engine: unknown argument '%s'\n", a.c_str());
       return 2;
     }
   }
   if (model_path.empty()) {
-    std::fprintf(stderr, "usage: bench_engine --model F.gguf [--threads 1,2] [--prompt 512] [--batch 1,8,32] [--gen 32]\n");
+    std::fprintf(stderr,
+                 "usage: bench_engine --model F.gguf [--threads 1,2] [--prompt 512] [--batch 1,8,32] [--gen 32]\n");
     return 2;
   }
   try {
@@ -125,8 +133,8 @@ int main(int argc, char** argv) {
       }
       const double prefill_tok_s = prompt / best_prefill;
       if (!json)
-        std::printf("%-28s threads %d  prefill %4d tok: %9.1f tok/s\n", model_path.substr(model_path.rfind('/') + 1).c_str(),
-                    nt, prompt, prefill_tok_s);
+        std::printf("%-28s threads %d  prefill %4d tok: %9.1f tok/s\n",
+                    model_path.substr(model_path.rfind('/') + 1).c_str(), nt, prompt, prefill_tok_s);
       else
         std::printf("{\"model\":\"%s\",\"threads\":%d,\"mode\":\"prefill\",\"tokens\":%d,\"tok_s\":%.2f}\n",
                     model_path.c_str(), nt, prompt, prefill_tok_s);
