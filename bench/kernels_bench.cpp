@@ -1,12 +1,14 @@
 // Per-variant kernel throughput on the CPU: bytes of weights streamed per second for the
 // matrix-vector products that dominate decoding (m = 1), and for batched matmuls (m = 64,
-// prefill-like), per weight type and variant, on 1 and 2 threads.
+// prefill-like), per weight type and variant, on 1 and 2 threads; and one decode token's
+// attention over a 4096-token paged KV cache.
 //
 //   bench_kernels --benchmark_filter=q4_0
 //
 // Other processes on a shared machine move these numbers: treat them as indicative.
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <memory>
 #include <random>
 #include <string>
@@ -45,7 +47,39 @@ void bm_matmul(benchmark::State& st, troupe_op op, troupe_kernel_variant v, int6
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// One decode token's paged attention: 32 query heads over 8 KV heads (head_dim 128,
+// blocks of 16) at a context of n_ctx; bytes are the K and V rows read.
+void bm_attention_decode(benchmark::State& st, troupe_kernel_variant v, int64_t n_ctx, int threads) {
+  const int64_t n_heads = 32, n_kv = 8, hd = 128, bs = 16, n_blocks = (n_ctx + bs - 1) / bs;
+  std::vector<float> q(n_heads * hd), out(n_heads * hd), kp(n_blocks * bs * n_kv * hd), vp(kp.size());
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto* buf : {&q, &kp, &vp})
+    for (auto& e : *buf) e = u(rng);
+  std::vector<int32_t> table(n_blocks);
+  for (int64_t b = 0; b < n_blocks; ++b) table[b] = (int32_t)(n_blocks - 1 - b);
+  const int32_t pos = (int32_t)n_ctx - 1;
+  troupe::kern::cpu::thread_pool pool(threads);
+  const troupe_kctx ctx = troupe::kern::cpu::make_kctx(pool);
+  auto attn = reinterpret_cast<troupe_attention_fn>(v.fn);
+  for (auto _ : st) {
+    attn(&ctx, out.data(), q.data(), kp.data(), vp.data(), table.data(), &pos, 1, n_heads, n_kv, hd, bs,
+         1.0f / std::sqrt((float)hd));
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetBytesProcessed(st.iterations() * 2 * n_ctx * n_kv * hd * (int64_t)sizeof(float));
+}
+
 void register_all_benchmarks(const troupe::kernel_registry& reg) {
+  for (const auto& v : reg.variants(TROUPE_OP_ATTENTION))
+    for (int threads : {1, 2}) {
+      if (std::string_view(v.name) == "ref" && threads > 1) continue;
+      const std::string name =
+          std::string("attention_decode/") + v.name + "/ctx:4096/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), bm_attention_decode, v, 4096, threads)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
   struct shape {
     int64_t m, n, k;
   };

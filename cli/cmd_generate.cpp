@@ -6,17 +6,27 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
+#include <memory>
+#include <optional>
 #include <thread>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
+#include "src/comm/rendezvous.h"
 #include "src/cpu_backend.h"
+#include "src/tp/shard.h"
+#include "troupe/communicator.h"
 #include "src/generate.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
+#ifdef TROUPE_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#include "src/cuda_backend/cuda_backend.h"
+#endif
 
 namespace troupe::cli {
 
@@ -32,6 +42,14 @@ struct generate_args {
   int64_t max_batch_tokens = 512;
   std::vector<std::string> kernels;  // OP=VARIANT
   bool json = false;
+  // Tensor parallelism: every rank runs this same command (SPMD) with its own --tp-rank;
+  // rank 0 serves the rendezvous at --rendezvous and prints the output.
+  int tp_size = 1;
+  int tp_rank = 0;
+  std::string rendezvous = "tcp://127.0.0.1:29500";
+  std::string tp_host = "127.0.0.1";
+  std::string backend = "cpu";  // or "cuda"
+  int device = 0;               // CUDA device
 };
 
 // "--kernel OP=VARIANT": chooses a registered variant for one op.
@@ -57,14 +75,63 @@ int run_generate(const generate_args& a) {
   kernel_registry registry;
   for (const auto& v : kern::ref::variants()) registry.add(v);
   kern::cpu::register_all(registry);  // the best variant this CPU runs becomes the default
+#ifdef TROUPE_WITH_CUDA
+  kern::cuda::register_all(registry);  // CUDA variants; the CPU defaults stay as they are
+#endif
   for (const auto& k : a.kernels) select_kernel(registry, k);
 
-  cpu_backend_options opt;
-  opt.n_threads = a.threads;
-  opt.kv_bytes = a.kv_mb << 20;
-  opt.block_size = a.block_size;
-  opt.max_batch_tokens = a.max_batch_tokens;
-  cpu_backend backend(*model, registry, opt);
+  // Tensor parallel: rank 0 hosts the rendezvous; every rank loads only its shard's views.
+  std::unique_ptr<comm::rendezvous_service> rendezvous;
+  std::unique_ptr<rendezvous_store> store;
+  std::unique_ptr<communicator> group;
+  std::optional<tp::shard> shard;
+  if (a.tp_rank < 0 || a.tp_rank >= a.tp_size)
+    throw error(
+        error_kind::failed,
+        "--tp-rank " + std::to_string(a.tp_rank) + ": expected a rank in [0, " + std::to_string(a.tp_size) + ")",
+        "tp-rank");
+  if (a.tp_size > 1) {
+    if (a.tp_rank == 0) rendezvous = std::make_unique<comm::rendezvous_service>(a.rendezvous);
+    store = std::make_unique<comm::zmq_rendezvous_store>(a.rendezvous);
+    gloo_options gopts;
+    gopts.hostname = a.tp_host;
+    gopts.prefix = "generate";
+    group = make_gloo_communicator(*store, a.tp_rank, a.tp_size, gopts);
+    shard = tp::make_shard(c, model->weights(), a.tp_rank, a.tp_size);
+    spdlog::info("tensor parallel: {}; {} of {} heads, {} KV heads, hidden {} on this rank ({:.1f} MiB copied)",
+                 group->describe(), shard->config.n_heads, c.n_heads, shard->config.n_kv_heads,
+                 shard->config.hidden_dim, shard->bytes_owned / 1048576.0);
+  }
+
+  std::unique_ptr<worker_backend> backend_ptr;
+  if (a.backend == "cuda") {
+    if (a.tp_size > 1)
+      throw error(error_kind::unimplemented,
+                  "--backend cuda with --tp-size > 1: tensor parallelism runs on CPU ranks (Gloo) in this build; "
+                  "NCCL ranks are not wired into the CUDA backend yet",
+                  "tp-size");
+#ifdef TROUPE_WITH_CUDA
+    cuda_backend_options co;
+    co.device = a.device;
+    co.kv_bytes = a.kv_mb << 20;
+    co.block_size = a.block_size;
+    co.max_batch_tokens = a.max_batch_tokens;
+    backend_ptr = make_cuda_backend(*model, registry, co);
+#else
+    throw error(error_kind::unimplemented,
+                "--backend cuda: this troupe was built without CUDA (configure with -DTROUPE_CUDA=ON)", "backend");
+#endif
+  } else {
+    cpu_backend_options opt;
+    opt.shard = shard ? &*shard : nullptr;
+    opt.comm = group.get();
+    opt.n_threads = a.threads;
+    opt.kv_bytes = a.kv_mb << 20;
+    opt.block_size = a.block_size;
+    opt.max_batch_tokens = a.max_batch_tokens;
+    backend_ptr = std::make_unique<cpu_backend>(*model, registry, opt);
+  }
+  worker_backend& backend = *backend_ptr;
   spdlog::info("backend: {}", backend.describe());
 
   std::vector<generation_request> reqs(a.prompts.size());
@@ -78,7 +145,8 @@ int run_generate(const generate_args& a) {
   generation_timings tm;
   tm.load_ms = load_ms;
   text_callback stream;
-  const bool streaming = !a.json && reqs.size() == 1;
+  const bool quiet = a.tp_rank != 0;  // the other ranks compute the same tokens
+  const bool streaming = !a.json && reqs.size() == 1 && !quiet;
   if (streaming) {
     std::fwrite(a.prompts[0].data(), 1, a.prompts[0].size(), stdout);
     stream = [](size_t, std::string_view text) {
@@ -88,6 +156,10 @@ int run_generate(const generate_args& a) {
   }
   const auto outs = generate(backend, tok, reqs, gopt, stream, &tm);
 
+  if (quiet) {
+    spdlog::info("tensor-parallel rank {} done", a.tp_rank);
+    return 0;
+  }
   if (a.json) {
     auto result = [](const generation_output& o) {
       return nlohmann::json{
@@ -142,6 +214,17 @@ void add_generate(CLI::App& app) {
   sub->add_option("--max-batch-tokens", a->max_batch_tokens, "Tokens per step (prefill chunk)")->capture_default_str();
   sub->add_option("--kernel", a->kernels, "OP=VARIANT: pick a kernel variant (repeatable)");
   sub->add_flag("--json", a->json, "Print one JSON object instead of streaming text");
+  sub->add_option("--tp-size", a->tp_size, "Tensor-parallel ranks (processes), each started with its --tp-rank")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  sub->add_option("--tp-rank", a->tp_rank, "This process's rank (0 prints the output)")->capture_default_str();
+  sub->add_option("--rendezvous", a->rendezvous, "Rendezvous address; rank 0 serves it (tcp://host:port)")
+      ->capture_default_str();
+  sub->add_option("--tp-host", a->tp_host, "Address this rank's Gloo transport listens on")->capture_default_str();
+  sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  sub->add_option("--device", a->device, "CUDA device (with --backend cuda)")->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_generate(*a); }); });
 }
 

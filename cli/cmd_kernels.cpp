@@ -18,6 +18,9 @@
 #include "kernels/check.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/thread_pool.h"
+#ifdef TROUPE_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#endif
 #include "kernels/ref/ref.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
@@ -42,6 +45,9 @@ int thread_count(const kernels_options& o) {
 void build_registry(kernel_registry& reg, const kernels_options& o) {
   for (const auto& v : kern::ref::variants()) reg.add(v);
   kern::cpu::register_all(reg);
+#ifdef TROUPE_WITH_CUDA
+  kern::cuda::register_all(reg);  // listed; check and bench run the CPU variants only
+#endif
   for (const auto& p : o.plugins) reg.load_plugin(p);
 }
 

@@ -47,6 +47,9 @@ struct sim_args {
   int64_t host_kv_blocks = 0;
   double kv_watermark = sched::policy_config{}.kv_watermark;
   double aging_s = sched::policy_config{}.aging_s;
+  double affinity_load_factor = sched::policy_config{}.affinity_load_factor;
+  double admission_ttft_slo = 0;
+  double prefill_tokens_per_s = 0;
   std::string policy_trace;
   // workload
   double rate = 10;
@@ -109,7 +112,7 @@ cost_choice choose_cost(const sim_args& a) {
   throw error(error_kind::failed, "--cost-model: expected 'roofline' or 'fitted FILE'", "cost-model");
 }
 
-sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost) {
+sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost, bool check = true) {
   sim::cluster_spec c;
   if (a.device == "cpu" || (cost.fitted && a.device == cost.profile.meta.device))
     c.device = sim::profile_device(cost.profile.meta);
@@ -130,7 +133,7 @@ sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost) {
   c.reserve_bytes = a.reserve_gb * 1e9;
   c.block_size = a.block_size;
   c.max_batch = a.max_batch;
-  c.validate();
+  if (check) c.validate();
   return c;
 }
 
@@ -169,6 +172,9 @@ sim::sim_options build_options(const sim_args& a) {
   o.policy.host_kv_blocks = a.host_kv_blocks;
   o.policy.kv_watermark = a.kv_watermark;
   o.policy.aging_s = a.aging_s;
+  o.policy.affinity_load_factor = a.affinity_load_factor;
+  o.policy.ttft_slo_s = a.admission_ttft_slo;
+  o.policy.prefill_tokens_per_s = a.prefill_tokens_per_s;
   return o;
 }
 
@@ -298,9 +304,9 @@ int run_capacity(const sim_args& a) {
 
 int run_cheapest(const sim_args& a) {
   const auto cost = choose_cost(a);
-  sim_args one = a;
-  one.count = a.tp;  // the base cluster only carries the model and dtypes
-  const auto base = build_cluster(one, cost);
+  // The base cluster only carries the model, dtypes and memory settings: each candidate
+  // sets device, tp and count (and is checked then).
+  const auto base = build_cluster(a, cost, false);
   const auto rows = sim::cheapest_cluster(base, sim::parse_candidates(a.candidates), a.target_rate, build_workload(a),
                                           build_options(a), capacity_opts(a), cost_factory(cost));
   std::printf("target %g req/s at p90 TTFT <= %g s, p90 TPOT <= %g s\n", a.target_rate, a.slo_ttft, a.slo_tpot);
@@ -395,6 +401,13 @@ void add_sim(CLI::App& app) {
   s->add_option("--aging", a->aging_s, "seconds per priority level gained while waiting (0 = off)")
       ->group(po)
       ->capture_default_str();
+  s->add_option("--affinity-load-factor", a->affinity_load_factor, "routing: prefix affinity unless this overloaded")
+      ->group(po)
+      ->capture_default_str();
+  s->add_option("--admission-ttft-slo", a->admission_ttft_slo,
+                "reject jobs whose predicted TTFT exceeds this (with --prefill-tokens-per-s)")
+      ->group(po);
+  s->add_option("--prefill-tokens-per-s", a->prefill_tokens_per_s, "admission: prefill speed per replica")->group(po);
 
   const char* wl = "Workload";
   s->add_option("--rate", a->rate, "arrivals per second, whole cluster")->group(wl)->capture_default_str();

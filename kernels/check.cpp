@@ -119,10 +119,12 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
                   const troupe_kctx* ctx, rng_t& rng, check_result& r) {
   const int dt = op_dtype(op);
   // Awkward shapes: m = 1, 3, 7, 33; n and k off the SIMD widths where the type allows.
-  static const mm_shape float_shapes[] = {{1, 1, 1},     {1, 37, 129}, {3, 16, 64},   {7, 33, 47},
-                                          {33, 21, 300}, {4, 64, 512}, {1, 300, 2048}};
-  static const mm_shape quant_shapes[] = {{1, 1, 32},    {1, 37, 128}, {3, 16, 64},   {7, 33, 96},
-                                          {33, 21, 320}, {4, 64, 512}, {1, 300, 2048}};
+  // (70, 19, 11xx): more x rows than one task holds, and a k long enough to be cut into
+  // several chunks by a kernel that blocks for the cache.
+  static const mm_shape float_shapes[] = {{1, 1, 1},     {1, 37, 129}, {3, 16, 64},    {7, 33, 47},
+                                          {33, 21, 300}, {4, 64, 512}, {1, 300, 2048}, {70, 19, 1100}};
+  static const mm_shape quant_shapes[] = {{1, 1, 32},    {1, 37, 128}, {3, 16, 64},    {7, 33, 96},
+                                          {33, 21, 320}, {4, 64, 512}, {1, 300, 2048}, {70, 19, 1120}};
   for (const auto& s : is_quant(dt) ? quant_shapes : float_shapes) {
     const auto x = uniform(rng, s.m * s.k);
     const auto wf = uniform(rng, s.n * s.k);
@@ -210,7 +212,7 @@ void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& v
   for (int neox : {0, 1})
     for (int64_t n_tokens : {1, 3, 7, 64})  // 64 tokens of 5 x 128 is split over the pool
       for (int64_t n_heads : {1, 5})
-        for (int64_t head_dim : {2, 6, 34, 64, 128}) {
+        for (int64_t head_dim : {2, 6, 7, 34, 64, 128}) {  // 7: an odd last element stays as it is
           const auto x = uniform(rng, n_tokens * n_heads * head_dim);
           std::vector<float> inv_freq(head_dim / 2);
           for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / head_dim);

@@ -148,13 +148,20 @@ fitted_model fitted_model::fit(const std::vector<measured_step>& steps) {
     scale[3] = std::max(scale[3], double(s.seqs));
   }
   for (auto& v : scale) v = v > 0 ? v : 1.0;
+  // Weighted by 1 / time^2: the fit minimizes the relative error of each step, so the many
+  // short decode steps (which set TPOT) count as much as the rare long prefills; plain
+  // least squares let the prefills decide and mispredicted decode steps several-fold.
   double a[4][5] = {};  // (4, 4) normal matrix | right-hand side
   for (const auto& s : steps) {
+    if (!(s.time_s > 0))
+      throw error(error_kind::failed, "a measured step has time_s " + std::to_string(s.time_s) + ", expected > 0",
+                  "time_s");
     auto x = features(s.tokens, s.context, s.seqs);
+    const double w = 1.0 / (s.time_s * s.time_s);
     for (int i = 0; i < 4; ++i) x[i] /= scale[i];
     for (int i = 0; i < 4; ++i) {
-      for (int j = 0; j < 4; ++j) a[i][j] += x[i] * x[j];
-      a[i][4] += x[i] * s.time_s;
+      for (int j = 0; j < 4; ++j) a[i][j] += w * x[i] * x[j];
+      a[i][4] += w * x[i] * s.time_s;
     }
   }
   // A tiny ridge so that a feature without variation (decode-only data has tokens ==

@@ -13,7 +13,11 @@
 
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
+#include "src/rope_frequencies.h"
 #include "src/sampler.h"
+#include "src/tp/shard.h"
+#include "troupe/communicator.h"
+#include "src/step_check.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -38,31 +42,6 @@ int dtype_index(troupe_dtype t) {
       return 4;
   }
   return -1;
-}
-
-// RoPE frequencies, with Llama 3's rope scaling: long wavelengths are stretched by `factor`,
-// short ones kept, and the band between blended smoothly.
-std::vector<float> rope_frequencies(const model_config& c) {
-  const int64_t half = c.head_dim / 2;
-  std::vector<float> f(half);
-  for (int64_t i = 0; i < half; ++i) {
-    double freq = 1.0 / std::pow((double)c.rope_theta, (double)(2 * i) / (double)c.head_dim);
-    if (c.scaling.enabled) {
-      const rope_scaling& s = c.scaling;
-      const double wavelen = 2.0 * std::numbers::pi / freq;
-      const double low_wavelen = (double)s.original_max_position / s.low_freq_factor;
-      const double high_wavelen = (double)s.original_max_position / s.high_freq_factor;
-      if (wavelen > low_wavelen) {
-        freq /= s.factor;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth =
-            ((double)s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-        freq = (1.0 - smooth) * freq / s.factor + smooth * freq;
-      }
-    }
-    f[i] = (float)freq;
-  }
-  return f;
 }
 
 int64_t physical_ram_bytes() {
@@ -90,7 +69,13 @@ struct cpu_backend::scratch {
 // ---- construction: check the weights against the config, size the KV pool ------------
 
 cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt)
-    : cfg_(model.config()), w_(model.weights()), opt_(opt), s_(std::make_unique<scratch>()) {
+    : cfg_(opt.shard ? opt.shard->config : model.config()),
+      w_(opt.shard ? opt.shard->weights : model.weights()),
+      opt_(opt),
+      s_(std::make_unique<scratch>()) {
+  if ((opt.shard == nullptr) != (opt.comm == nullptr) ||
+      (opt.shard && (opt.shard->size != opt.comm->size() || opt.shard->rank != opt.comm->rank())))
+    fail("tensor parallel: the shard and the communicator must be given together, for the same rank and size", "shard");
   const model_config& c = cfg_;
   if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
       c.vocab_size <= 0)
@@ -234,38 +219,7 @@ std::span<const float> cpu_backend::last_logits(size_t sampled_index) const {
 // ---- one step --------------------------------------------------------------------------
 
 void cpu_backend::validate(const step_plan& plan) const {
-  int64_t total = 0;
-  for (const seq_work& w : plan.seqs) {
-    const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";
-    if (w.tokens.empty()) fail(who + "no tokens to feed", "tokens");
-    if (w.start_pos < 0) fail(who + "negative start_pos " + std::to_string(w.start_pos), "start_pos");
-    const int64_t end = (int64_t)w.start_pos + (int64_t)w.tokens.size();
-    if ((int64_t)w.block_table.size() * block_size_ < end)
-      fail(who + "block table of " + std::to_string(w.block_table.size()) + " blocks covers " +
-               std::to_string(w.block_table.size() * block_size_) + " positions, needs " + std::to_string(end),
-           "block_table");
-    for (int32_t b : w.block_table)
-      if (b < 0 || b >= n_blocks_)
-        fail(who + "block id " + std::to_string(b) + " outside the pool [0, " + std::to_string(n_blocks_) + ")",
-             "block_table");
-    for (int32_t t : w.tokens)
-      if (t < 0 || t >= cfg_.vocab_size)
-        fail(who + "token id " + std::to_string(t) + " outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) +
-                 ")",
-             "tokens");
-    if (w.sample) {
-      if (std::string why = troupe::validate(w.sampling); !why.empty()) fail(who + why, "sampling");
-      if (w.n_prompt < 0 || w.n_prompt > (int32_t)w.history.size())
-        fail(who + "n_prompt " + std::to_string(w.n_prompt) + " outside the history of " +
-                 std::to_string(w.history.size()) + " tokens",
-             "n_prompt");
-    }
-    total += (int64_t)w.tokens.size();
-  }
-  if (total > opt_.max_batch_tokens)
-    fail("step " + std::to_string(plan.step_id) + ": " + std::to_string(total) +
-             " tokens, more than max_batch_tokens " + std::to_string(opt_.max_batch_tokens),
-         "tokens");
+  check_step_plan(plan, {cfg_.vocab_size, n_blocks_, block_size_, opt_.max_batch_tokens});
 }
 
 void cpu_backend::matmul(const tensor_view& w, float* y, const float* x, int64_t m) const {
@@ -302,7 +256,8 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
     attention_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], k_pool, v_pool, w.block_table.data(),
                &s.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim, block_size_, scale);
   }
-  matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim)
+  matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim): this rank's heads' share
+  if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);
   add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
 
   // SwiGLU feed-forward
@@ -310,7 +265,8 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
   matmul(L.w_gate, s.hb.data(), s.xb.data(), T);  // (T, hidden)
   matmul(L.w_up, s.hb2.data(), s.xb.data(), T);   // (T, hidden)
   silu_mul_(&kctx_, s.hb.data(), s.hb.data(), s.hb2.data(), T * c.hidden_dim);
-  matmul(L.w_down, s.xb.data(), s.hb.data(), T);  // (T, dim)
+  matmul(L.w_down, s.xb.data(), s.hb.data(), T);  // (T, dim): this rank's slice of hidden
+  if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);
   add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
 }
 

@@ -16,6 +16,11 @@ class thread_pool;
 
 namespace troupe {
 
+class communicator;
+namespace tp {
+struct shard;
+}
+
 struct cpu_backend_options {
   int n_threads = 1;               // handed to the kernels through troupe_kctx
   int64_t kv_bytes = 0;            // size of the KV pool; 0 = kv_fraction of physical RAM
@@ -25,6 +30,11 @@ struct cpu_backend_options {
   // A kernel context from the caller (its pool and parallel_for are used, n_threads is
   // ignored); null: the backend starts its own pool of n_threads.
   const troupe_kctx* kctx = nullptr;
+  // Tensor parallelism: this rank's shard of the model (tp::make_shard) and the group's
+  // communicator; the attention output and MLP down projections are all-reduced across the
+  // group. Both null: the whole model on this backend. Both must outlive the backend.
+  const tp::shard* shard = nullptr;
+  communicator* comm = nullptr;
 };
 
 class cpu_backend : public worker_backend {

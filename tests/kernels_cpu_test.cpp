@@ -55,6 +55,16 @@ TEST_P(CpuKernels, EveryVariantMatchesTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(Threads, CpuKernels, ::testing::Values(1, 3));
 
+// The ABI lets a caller pass no context at all (no pool): every variant runs inline.
+TEST(CpuKernels, EveryVariantRunsWithoutAContext) {
+  troupe::kernel_registry reg;
+  add_all(reg);
+  const auto results = troupe::kern::check_variants(reg, nullptr);
+  EXPECT_GE(results.size(), (size_t)TROUPE_OP_COUNT);
+  for (const auto& r : results)
+    EXPECT_TRUE(r.pass) << troupe::op_name(r.op) << " " << r.variant << ": " << r.first_failure;
+}
+
 // The checks above only test the threaded paths if the kernels hand work to the pool:
 // each op must do so on its larger cases (small ones run inline on purpose).
 TEST(CpuKernels, EveryOpSplitsItsLargerCasesOverThePool) {

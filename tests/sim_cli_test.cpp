@@ -90,3 +90,12 @@ TEST(SimCli, FitModeReadsAProfileAndBadInputNamesTheField) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("prompt-len"), std::string::npos) << r.out;
 }
+
+TEST(SimCli, CheapestListsEveryCandidateWithItsPrice) {
+  const auto r = troupe::test::run_command(
+      sim("cheapest --model llama-3-70b --target-rate 5 --candidates h100:4:3,l4:1:1 --iterations 2 "
+          "--probe-requests 50 --probe-seconds 2 --prompt-len fixed:128 --output-len fixed:32"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("cheapest: 4 x h100 (tp 4)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("does not fit on 1 x l4"), std::string::npos) << r.out;
+}

@@ -10,6 +10,8 @@
 #include "sim/simulator.h"
 #include "src/sched/trace.h"
 
+#include <nlohmann/json.hpp>
+
 using namespace troupe::sim;
 
 namespace {
@@ -269,4 +271,33 @@ TEST(SimReport, TenantsGetTheirOwnRowsAndPriorityReachesThePolicy) {
   EXPECT_LT(s.tenants[0].ttft.p90, s.tenants[1].ttft.p90);  // the higher priority waits less
   EXPECT_NE(summary_table(s).find("gold"), std::string::npos);
   EXPECT_NE(summary_json(s).find("\"tenants\""), std::string::npos);
+}
+
+TEST(Simulator, EventsReachThePolicyInTimeOrderAndBurstsInIdOrder) {
+  const auto c = small_cluster("h100", 2);
+  roofline_model cost(c);
+  auto spec = light_load(5, 150);
+  spec.arrivals.burst_period = 2.0;
+  spec.arrivals.burst_size = 20;  // 20 arrivals at the very same instant, every 2 s
+  sim_options o;
+  o.policy.trace = true;
+  const auto r = simulate(c, cost, generate(spec), o);
+  std::istringstream in(r.policy_trace);
+  std::string line;
+  double last_t = 0;
+  int64_t last_submit = -1;
+  size_t submits = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    const double t = j.at("t").get<double>();
+    ASSERT_GE(t, last_t) << line;  // the virtual clock never runs backwards
+    last_t = t;
+    if (j.at("ev") == "submit") {
+      const auto id = j.at("id").get<int64_t>();
+      ASSERT_EQ(id, last_submit + 1) << "arrivals at one instant keep their order";
+      last_submit = id;
+      ++submits;
+    }
+  }
+  EXPECT_EQ(submits, 150u);
 }

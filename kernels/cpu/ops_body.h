@@ -68,13 +68,13 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 // W. Edge tiles repeat the last valid row (the extra results are not stored).
 
 #if defined(__AVX512F__)
-constexpr int k_mr = 4, k_nr = 4;  // 16 zmm accumulators of 32
+constexpr int k_mr = 4, k_nr = 4;  // 16 zmm accumulators of 32 (8 x 2 and 6 x 3 measured slower)
 #elif defined(__AVX2__)
 constexpr int k_mr = 4, k_nr = 2;  // 8 ymm accumulators of 16
 #else
 constexpr int k_mr = 4, k_nr = 2;
 #endif
-constexpr int k_decode_nr = 4;  // m == 1: four weight rows in flight
+constexpr int k_decode_nr = 8;  // m == 1: eight weight rows in flight
 constexpr int64_t k_nc = 16;    // weight rows per task
 constexpr int64_t k_mc = 64;    // x rows per task
 
@@ -123,7 +123,11 @@ void float_tile(const float* x, const char* w, int64_t rb, float* y, int64_t n, 
   for (; p + VL <= k; p += VL) {
     vf wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = wload<DT>(wr[j], p);
+    for (int j = 0; j < NR; ++j) {
+      // As in the quantized matvec: fetch the next tile of short rows while this one runs.
+      if constexpr (MR == 1) __builtin_prefetch(wr[j] + p * (int64_t)(DT == TROUPE_F32 ? 4 : 2) + NR * rb, 0, 3);
+      wv[j] = wload<DT>(wr[j], p);
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const vf xv = vload(xr[i] + p);
@@ -254,10 +258,7 @@ void matmul_quant(const troupe_kctx* ctx, float* y, const float* x, const void* 
   int8_t* qs = buf.as<int8_t>();
   float* d = buf.as<float>(qs_bytes);
   int32_t* s = buf.as<int32_t>(qs_bytes + d_bytes);
-  if (m >= 8)
-    parallel(ctx, m, [&](int64_t r0, int64_t r1) { quantize_x_rows(x, k, r0, r1, qs, d, s); });
-  else
-    quantize_x_rows(x, k, 0, m, qs, d, s);
+  parallel(threads_for(ctx, m * k * 4), m, [&](int64_t r0, int64_t r1) { quantize_x_rows(x, k, r0, r1, qs, d, s); });
   const quantized_x xa{qs, d, s};
   const char* wb = (const char*)w;
   matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
@@ -355,6 +356,10 @@ void rope(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t n_
           s[2 * i + 1] = si;
         }
       }
+      if (head_dim % 2) {  // an odd last element has no partner: left as it is
+        c[head_dim - 1] = 1.0f;
+        s[head_dim - 1] = 0.0f;
+      }
       for (int64_t h = 0; h < n_heads; ++h) {
         float* v = x + (t * n_heads + h) * head_dim;
         if (neox) {
@@ -423,6 +428,7 @@ void embedding(const troupe_kctx* ctx, float* out, const void* table, const int3
 // never grows with the context.
 
 constexpr int64_t k_key_chunk = 64;
+constexpr int64_t k_prefetch_keys = 4;  // 8 measured the same
 constexpr int k_max_heads_per_task = 4;
 
 struct attention_args {
@@ -450,14 +456,21 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
     run_sum[g] = 0.0f;
     for (int64_t i = 0; i < hd; ++i) acc[g][i] = 0.0f;
   }
-  auto slot = [&](const float* pool, int64_t p) {
-    return pool + ((int64_t)a.block_table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_stride + kvh * hd;
-  };
   const int64_t n_keys = pos + 1;
+  int64_t slot[k_key_chunk];  // element offset of each key of the chunk in the pools
   for (int64_t c0 = 0; c0 < n_keys; c0 += k_key_chunk) {
     const int64_t cn = min64(k_key_chunk, n_keys - c0);
+    // The block table is resolved once per key (a division), not once per vector.
+    for (int64_t j = 0, p = c0; j < cn; ++j, ++p)
+      slot[j] = ((int64_t)a.block_table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_stride + kvh * hd;
     for (int64_t j = 0; j < cn; ++j) {
-      const float* kp = slot(a.k_pool, c0 + j);
+      // Consecutive keys sit a slot (n_kv_heads * head_dim floats) apart, often a page
+      // apart, where the hardware prefetchers stop: fetch the K row a few keys ahead and
+      // the V row this chunk will need.
+      if (j + k_prefetch_keys < cn)
+        for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(a.k_pool + slot[j + k_prefetch_keys] + i);
+      for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(a.v_pool + slot[j] + i);
+      const float* kp = a.k_pool + slot[j];
       vf d[G];
       for (int g = 0; g < G; ++g) d[g] = vzero();
       for (int64_t i = 0; i < hd; i += VL) {
@@ -488,9 +501,16 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
       const int rest = (int)min64(VL, hd - i);
       vf o[G];
       for (int g = 0; g < G; ++g) o[g] = vmul(vload_n(acc[g] + i, rest), corr[g]);
-      for (int64_t j = 0; j < cn; ++j) {
-        const vf vv = vload_n(slot(a.v_pool, c0 + j) + i, rest);
-        for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+      if (rest == VL) {
+        for (int64_t j = 0; j < cn; ++j) {
+          const vf vv = vload(a.v_pool + slot[j] + i);
+          for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+        }
+      } else {
+        for (int64_t j = 0; j < cn; ++j) {
+          const vf vv = vload_n(a.v_pool + slot[j] + i, rest);
+          for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
+        }
       }
       for (int g = 0; g < G; ++g) vstore_n(acc[g] + i, o[g], rest);
     }

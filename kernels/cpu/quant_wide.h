@@ -95,6 +95,9 @@ void wide_tile(const wide_x& xa, const char* w, int64_t rb, float* y, int64_t n,
     __m512 dw[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
+      // Rows are short (a few hundred bytes at dim 768): NR interleaved rows end before the
+      // hardware prefetcher locks on, so fetch the next tile (contiguous, NR rows on) now.
+      if constexpr (MR == 1) __builtin_prefetch((const char*)(wr[j] + b0) + NR * rb, 0, 3);
       wv[j] = unpack_pair(wr[j] + b0, wr[j] + b1);
       const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)wr[j][b0].d | ((int)wr[j][b1].d << 16)));
       dw[j] = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(d2));
@@ -123,10 +126,7 @@ void matmul_quant_wide(const troupe_kctx* ctx, float* y, const float* x, const v
   const size_t part = (size_t)(m * nb2) * 64;
   scratch buf(3 * part);
   const wide_x xa{buf.as<__m512i>(), buf.as<__m512i>(part), buf.as<__m512>(2 * part), nb2};
-  if (m >= 8)
-    parallel(ctx, m, [&](int64_t r0, int64_t r1) { quantize_x_wide<DT>(x, k, r0, r1, xa); });
-  else
-    quantize_x_wide<DT>(x, k, 0, m, xa);
+  parallel(threads_for(ctx, m * k * 4), m, [&](int64_t r0, int64_t r1) { quantize_x_wide<DT>(x, k, r0, r1, xa); });
   const char* wb = (const char*)w;
   matmul_tiles(ctx, m, n, k, [&]<int MR, int NR>(int64_t i0, int mr, int64_t j0, int nr) {
     wide_tile<DT, MR, NR>(xa, wb, rb, y, n, nb, i0, mr, j0, nr);

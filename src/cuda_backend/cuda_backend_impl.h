@@ -1,0 +1,138 @@
+// The CUDA backend's state, shared by its two source files: cuda_backend.cpp (weights, KV
+// pool, scratch) and cuda_step.cpp (one step: metadata, forward, graphs, sampling).
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cuda/attention_prefill.cuh"
+#include "kernels/cuda/sampling.cuh"
+#include "src/cuda_backend/cuda_backend.h"
+#include "src/cuda_backend/device_buffer.h"
+
+namespace troupe {
+
+// A weight matrix on the device: (rows, cols) in dtype (dense_type, q8_0 or q4_0).
+struct dev_weight {
+  const void* data = nullptr;
+  troupe_dtype dtype = TROUPE_F32;
+  int64_t rows = 0, cols = 0;
+};
+
+struct dev_layer {
+  const float* attn_norm = nullptr;  // (dim)
+  dev_weight wq, wk, wv, wo;
+  const float* ffn_norm = nullptr;  // (dim)
+  dev_weight w_gate, w_up, w_down;
+};
+
+// Byte offsets of one step's metadata, packed in this order in one pinned buffer and copied
+// to the device with one memcpy. Each section is 16-byte aligned.
+struct meta_layout {
+  size_t ids = 0;            // (T) int32 token ids
+  size_t positions = 0;      // (T) int32
+  size_t slots = 0;          // (T) int32 KV slot of each new token
+  size_t block_tables = 0;   // (n_seqs, step_shape::bt_stride) int32
+  size_t dec_positions = 0;  // (n_dec) int32 query position of each decode sequence
+  size_t tiles = 0;          // (n_tiles) prefill_tile
+  size_t logit_rows = 0;     // (n_sample) int32 batch row of each sampled sequence's last token
+  size_t sample_params = 0;  // (n_sample) sample_row_params
+  size_t total = 0;
+};
+
+// What one step computes; equal shapes replay the same CUDA graph.
+struct step_shape {
+  int64_t T = 0;        // new tokens
+  int64_t n_seqs = 0;   // sequences (decode ones first)
+  int64_t n_dec = 0;    // sequences feeding exactly one token
+  int64_t n_tiles = 0;  // prefill query tiles
+  int64_t n_sample = 0;
+  int n_parts = 1;        // decode attention partitions
+  int64_t bt_stride = 0;  // block table row length this step (not the model's longest)
+  meta_layout meta;
+};
+
+struct cuda_backend::impl {
+  impl(const model_file& m, const kernel_registry& r, const cuda_backend_options& o);
+  ~impl();
+
+  // ---- set-up (cuda_backend.cpp)
+  void load();     // weights, scratch, KV pool
+  void release();  // graphs, cuBLAS handle, stream
+  dev_weight upload_matrix(const tensor_view& t);
+  const float* upload_norm(const tensor_view& t);
+  void allocate_scratch();
+  void allocate_kv();
+  meta_layout layout(int64_t T, int64_t n_seqs, int64_t n_dec, int64_t n_tiles, int64_t n_sample,
+                     int64_t table_stride) const;
+
+  // ---- one step (cuda_step.cpp)
+  step_result step(const step_plan& plan);
+  void validate(const step_plan& plan) const;
+  void enqueue_forward(const step_shape& sh);
+  void enqueue_sampling(const step_shape& sh);
+  void run_graph(const step_shape& sh);
+  void mm(float* y, const float* x, const dev_weight& w, int64_t m);
+  void norm(float* out, float* x, const float* residual, const float* w, int64_t rows);
+  void* kv_layer(int64_t layer, bool value) const;
+
+  const model_file& model;
+  const model_config& cfg;
+  const kernel_registry& registry;
+  cuda_backend_options opt;
+  cudaDeviceProp prop{};
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  troupe_dtype half_type = TROUPE_F16;  // GEMM input type on the quantized prefill path
+  int64_t q_dim = 0, kv_dim = 0, max_seq_len = 0;
+  int64_t bt_stride = 0;  // blocks of the longest sequence
+  int max_parts = 1;
+
+  std::vector<device_buffer> weight_memory;
+  size_t weight_bytes = 0;
+  dev_weight tok_embd, output;
+  const float* output_norm = nullptr;
+  std::vector<dev_layer> layers;
+  const float* inv_freq = nullptr;  // (head_dim / 2)
+
+  // KV pool: layer l's K at kv_base + 2l * layer_kv_bytes, V right after it; each
+  // (n_blocks, block_size, n_kv_heads, head_dim) in f16 or f32.
+  device_buffer kv;
+  size_t layer_kv_bytes = 0;
+  int64_t n_blocks = 0;
+
+  // scratch, sized for max_batch_tokens (T) and max_seqs (S)
+  device_buffer scratch;
+  float *x = nullptr, *xn = nullptr;         // (T, dim) residual stream, normed
+  float *q = nullptr, *att = nullptr;        // (T, q_dim)
+  float *k = nullptr, *v = nullptr;          // (T, kv_dim)
+  float *gate = nullptr, *up = nullptr;      // (T, hidden_dim)
+  float* tmp = nullptr;                      // (T, dim) output of wo and w_down
+  float *last = nullptr, *logits = nullptr;  // (S, dim), (S, vocab)
+  int32_t* out_ids = nullptr;                // (S)
+  float* out_logprobs = nullptr;             // (S)
+  void* gemm_ws = nullptr;
+  size_t gemm_ws_bytes = 0;
+  void* attn_ws = nullptr;
+  void* cublas_ws = nullptr;
+  device_buffer meta_dev;
+  pinned_buffer meta_host;
+  pinned_buffer out_host;  // (S) int32 ids, then (S) float logprobs
+
+  // plugin or non-default variants chosen in the registry for the CUDA backend, or null
+  troupe_rmsnorm_fn rmsnorm_override = nullptr;
+  troupe_rope_fn rope_override = nullptr;
+  troupe_silu_mul_fn silu_mul_override = nullptr;
+  std::string kernels_desc;
+
+  // decode graphs by (n_seqs, n_sample, n_parts, table stride)
+  std::map<std::tuple<int64_t, int64_t, int, int64_t>, cudaGraphExec_t> graphs;
+  int64_t graph_replays = 0;
+  int64_t last_n_sample = 0;
+  std::vector<int64_t> last_rows;  // logits row of the k-th sampled sequence in plan order
+};
+
+}  // namespace troupe

@@ -1,0 +1,24 @@
+// Checks a step plan against what a backend holds, before any work: shared by the CPU and
+// CUDA backends so that both reject the same plans with the same messages.
+#pragma once
+#include <cstdint>
+
+#include "troupe/step.h"
+
+namespace troupe {
+
+struct step_limits {
+  int64_t vocab_size = 0;
+  int64_t n_blocks = 0;  // KV blocks in the pool
+  int32_t block_size = 0;
+  int64_t max_batch_tokens = 0;  // new tokens per step
+  int64_t max_positions = 0;     // 0 = unbounded; else start_pos + tokens may not exceed it
+  int64_t max_seqs = 0;          // 0 = unbounded
+};
+
+// Throws troupe::error(failed) naming the step, the sequence and the field: empty work,
+// negative start, a block table too short or naming blocks outside the pool, token ids
+// outside the vocabulary, invalid sampling parameters, or a step over the limits.
+void check_step_plan(const step_plan& plan, const step_limits& limits);
+
+}  // namespace troupe
