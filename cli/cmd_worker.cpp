@@ -33,7 +33,7 @@ struct worker_args {
   std::string group = "g0";
   std::string rendezvous = "tcp://127.0.0.1:5557";
   std::string tp_host = "127.0.0.1";
-  double tp_timeout_s = 30;
+  double tp_timeout_s = 10;
 };
 
 int run_worker(const worker_args& a) {

@@ -10,6 +10,7 @@
 
 #include "actors/client.h"
 #include "cluster_support.h"
+#include "netns.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -114,4 +115,44 @@ TEST(TensorParallelCluster, LastGroupLostEndsJobsWithDisconnected) {
     ++disconnected;
   }
   EXPECT_GT(disconnected, 0) << "the group broke after every job had finished; the test proves nothing";
+}
+
+// Three hosts in network namespaces joined by a bridge: gateway and scheduler on the first,
+// a worker group of two ranks on the other two (its Gloo traffic crosses the "network").
+TEST(TensorParallelCluster, GroupAcrossNetworkNamespaces) {
+  TROUPE_REQUIRE_MODELS();
+  std::string why;
+  if (!netns_topology::available(&why)) GTEST_SKIP() << why;
+  netns_topology net(3, 200 + getpid() % 50);
+  ASSERT_TRUE(net.ok()) << "could not build the namespaces and bridge";
+  auto dir = temp_dir("tp-netns");
+  const std::string ctl = net.address(0);
+  const std::string sched = "tcp://" + ctl + ":7001", rdv = "tcp://" + ctl + ":7002", gw = "tcp://" + ctl + ":7000";
+  child_process scheduler({"scheduler", "--listen", sched, "--rendezvous", rdv}, dir / "scheduler.log", net.name(0));
+  ASSERT_TRUE(scheduler.wait_for_log("ready on")) << scheduler.log();
+  child_process gateway({"gateway", "--model", model_path(), "--listen", gw, "--scheduler", sched}, dir / "gateway.log",
+                        net.name(0));
+  std::vector<std::unique_ptr<child_process>> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.push_back(std::make_unique<child_process>(
+        std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", sched, "--tp-size", "2", "--rank",
+                                 std::to_string(r), "--group", "g0", "--rendezvous", rdv, "--tp-host",
+                                 net.address(1 + r), "--name", "host" + std::to_string(1 + r)},
+        dir / ("rank" + std::to_string(r) + ".log"), net.name(1 + r)));
+  ASSERT_TRUE(gateway.wait_for_log("ready on")) << gateway.log();
+  ASSERT_TRUE(scheduler.wait_for_log("registered as replica 1")) << scheduler.log() << ranks[0]->log();
+  EXPECT_NE(ranks[1]->log().find("gloo tcp " + net.address(2)), std::string::npos) << ranks[1]->log();
+
+  actors::gateway_client client(gw);
+  proto::job j;
+  j.client_request_id = "netns";
+  j.prompt_text = "Once upon a time";
+  j.sampling.max_tokens = 64;
+  auto r = actors::run_job(client, j, 30000);
+  ASSERT_TRUE(r.ok) << r.error.message << "\n" << scheduler.log() << ranks[0]->log() << ranks[1]->log();
+  EXPECT_EQ(r.ids, generate_ids("Once upon a time", 64));
+  scheduler.signal(SIGTERM);
+  gateway.signal(SIGTERM);
+  EXPECT_EQ(scheduler.wait(20), 0) << scheduler.log();
+  EXPECT_EQ(ranks[1]->wait(20), 0) << "a follower ends cleanly when its leader stops: " << ranks[1]->log();
 }

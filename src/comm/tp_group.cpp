@@ -96,7 +96,9 @@ void tp_group_leader::keepalive_loop(std::chrono::milliseconds every) {
     if (stopping_ || broken_) break;
     if (std::chrono::steady_clock::now() - last_sent_ < every) continue;
     try {
+      // A round trip: a send alone can succeed into the socket of a rank that has died.
       send(kind::keepalive, {});
+      comm_.barrier();
     } catch (const std::exception& e) {
       broken(std::string("keepalive: ") + e.what());
     }
@@ -112,7 +114,8 @@ std::string run_tp_follower(worker_backend& local, communicator& comm) {
       payload.resize(h.bytes);
       if (h.bytes) comm.broadcast(payload.data(), payload.size(), 0);
       switch (h.kind) {
-        case 0:  // keepalive
+        case 0:  // keepalive: answered by joining the leader's barrier
+          comm.barrier();
           break;
         case 1: {
           auto msg = codec::decode_control(payload);

@@ -4,9 +4,10 @@
 // communicator, then all ranks run it on their shards and meet in the all-reduces; only the
 // leader's result goes back. The followers hold no connection to the scheduler.
 //
-// While the scheduler sends nothing, the leader broadcasts a keepalive every `keepalive`,
-// so that a follower waiting for the next plan can tell an idle leader from a dead one (the
-// communicator's timeout). A rank that dies makes the others' next collective fail: the
+// While the scheduler sends nothing, the leader broadcasts a keepalive every `keepalive`
+// and every rank joins a barrier after it: a follower waiting for the next plan tells an
+// idle leader from a dead one (the communicator's timeout), and an idle leader notices a
+// follower that died. A rank that dies makes the others' next collective fail: the
 // leader's step then throws troupe::error(disconnected), the scheduler takes the replica out
 // of service and re-plans its requests elsewhere, and the leader reports the group broken.
 #pragma once
