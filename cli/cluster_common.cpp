@@ -37,8 +37,11 @@ void add_worker_flags(CLI::App& sub, worker_flags& f) {
   sub.add_option("--max-batch-tokens", f.max_batch_tokens, "Tokens per step")->capture_default_str();
 }
 
-std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f) {
+std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f, const tp::shard* shard,
+                                                 communicator* comm) {
   cpu_backend_options opt;
+  opt.shard = shard;
+  opt.comm = comm;
   opt.n_threads = f.threads;
   opt.kv_bytes = f.kv_mb << 20;
   opt.block_size = f.block_size;

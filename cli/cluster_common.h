@@ -16,6 +16,13 @@ namespace CLI {
 class App;
 }
 
+namespace troupe {
+class communicator;
+namespace tp {
+struct shard;
+}
+}  // namespace troupe
+
 namespace troupe::cli {
 
 // A model opened for serving: its file (weights stay mapped), tokenizer and kernels.
@@ -36,7 +43,9 @@ struct worker_flags {
   int64_t max_batch_tokens = 512;
 };
 void add_worker_flags(CLI::App& sub, worker_flags& f);
-std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f);
+// With a shard and its group's communicator: this rank of a tensor-parallel group.
+std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f,
+                                                 const tp::shard* shard = nullptr, communicator* comm = nullptr);
 
 struct scheduler_flags {
   int64_t max_queued = 1024;

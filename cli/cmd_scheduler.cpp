@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/cluster_common.h"
+#include "src/comm/rendezvous.h"
 #include "commands.h"
 
 namespace troupe::cli {
@@ -14,10 +15,18 @@ struct scheduler_args {
   int64_t max_context = 0;
   int64_t max_step_tokens = 512;
   scheduler_flags scheduler;
+  std::string rendezvous;  // where tensor-parallel worker groups meet (tcp://HOST:PORT); empty: none
 };
 
 int run_scheduler(const scheduler_args& a) {
   block_stop_signals();
+  // The control plane's rendezvous: the ranks of each worker group publish their Gloo
+  // addresses here and read each other's (keys are namespaced by group).
+  std::unique_ptr<comm::rendezvous_service> rendezvous;
+  if (!a.rendezvous.empty()) {
+    rendezvous = std::make_unique<comm::rendezvous_service>(a.rendezvous);
+    spdlog::info("scheduler: rendezvous for worker groups on {}", rendezvous->address());
+  }
   actors::node n({.worker_threads = 2}, {});
   worker_flags w;
   w.max_batch_tokens = a.max_step_tokens;
@@ -40,6 +49,9 @@ void add_scheduler(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--max-step-tokens", a->max_step_tokens, "Token budget per step")->capture_default_str();
   add_scheduler_flags(*sub, a->scheduler);
+  sub->add_option("--rendezvous", a->rendezvous,
+                  "Address where tensor-parallel worker groups meet (tcp://HOST:PORT; empty: none)")
+      ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_scheduler(*a); }); });
 }
 

@@ -4,7 +4,16 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <optional>
+
 #include "cli/cluster_common.h"
+#include "src/comm/rendezvous.h"
+#include "src/comm/tp_group.h"
+#include "src/tp/shard.h"
+#include "troupe/communicator.h"
+#include "troupe/error.h"
 #include "commands.h"
 
 namespace troupe::cli {
@@ -16,6 +25,15 @@ struct worker_args {
   std::string scheduler = "tcp://127.0.0.1:5556";
   std::string name;
   worker_flags worker;
+  // Tensor parallelism: the ranks of one group all run `troupe worker` with the same
+  // --group, --tp-size and --rendezvous (the scheduler's), each with its --rank. Rank 0 is
+  // the replica the scheduler sees; it relays each step plan to the others.
+  int tp_size = 1;
+  int rank = 0;
+  std::string group = "g0";
+  std::string rendezvous = "tcp://127.0.0.1:5557";
+  std::string tp_host = "127.0.0.1";
+  double tp_timeout_s = 10;
 };
 
 int run_worker(const worker_args& a) {
@@ -24,10 +42,44 @@ int run_worker(const worker_args& a) {
   char host[256] = "unknown";
   gethostname(host, sizeof host - 1);
   const std::string name = a.name.empty() ? std::string(host) + "-" + std::to_string(getpid()) : a.name;
+  std::unique_ptr<comm::zmq_rendezvous_store> store;
+  std::unique_ptr<communicator> group;
+  std::optional<tp::shard> shard;
+  std::unique_ptr<worker_backend> backend;
+  if (a.tp_size > 1) {
+    if (a.rank < 0 || a.rank >= a.tp_size)
+      throw error(error_kind::failed,
+                  "--rank " + std::to_string(a.rank) + ": expected a rank in [0, " + std::to_string(a.tp_size) + ")",
+                  "rank");
+    store = std::make_unique<comm::zmq_rendezvous_store>(a.rendezvous);
+    gloo_options go;
+    go.hostname = a.tp_host;
+    go.prefix = "group/" + a.group;
+    go.timeout = std::chrono::milliseconds((int64_t)(a.tp_timeout_s * 1000));
+    spdlog::info("worker {}: joining tensor-parallel group {} as rank {} of {} (rendezvous {})", name, a.group, a.rank,
+                 a.tp_size, a.rendezvous);
+    group = make_gloo_communicator(*store, a.rank, a.tp_size, go);
+    shard = tp::make_shard(model.file->config(), model.file->weights(), a.rank, a.tp_size);
+    backend = make_cpu_backend(model, a.worker, &*shard, group.get());
+    if (a.rank > 0) {
+      // A follower: no connection to the scheduler; it runs what rank 0 relays.
+      spdlog::info("worker {}: rank {} of group {} ready ({})", name, a.rank, a.group, group->describe());
+      const std::string why = comm::run_tp_follower(*backend, *group);
+      spdlog::info("worker {}: rank {} of group {} ends: {}", name, a.rank, a.group, why);
+      return why == "stopped" ? 0 : 1;
+    }
+    backend = std::make_unique<comm::tp_group_leader>(
+        std::move(backend), *group, std::chrono::milliseconds(500), [name](const std::string& why) {
+          spdlog::error("worker {}: tensor-parallel group broken ({}); leaving the cluster", name, why);
+          kill(getpid(), SIGTERM);
+        });
+  } else {
+    backend = make_cpu_backend(model, a.worker);
+  }
   actors::node n({.worker_threads = 1}, {});
   actors::worker_options wo;
   wo.identity = {host, model.name, a.worker.max_batch};
-  n.add_worker(a.scheduler, name, make_cpu_backend(model, a.worker), wo);
+  n.add_worker(a.scheduler, name, std::move(backend), wo);
   wait_for_signal(n);
   n.stop();
   spdlog::info("worker {}: stopped", name);
@@ -44,6 +96,18 @@ void add_worker(CLI::App& app) {
   sub->add_option("--scheduler", a->scheduler, "Scheduler address")->capture_default_str();
   sub->add_option("--name", a->name, "Worker name (its routing id; default HOST-PID)");
   add_worker_flags(*sub, a->worker);
+  sub->add_option("--tp-size", a->tp_size, "Ranks in this worker's tensor-parallel group")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  sub->add_option("--rank", a->rank, "This worker's rank in its group (0 talks to the scheduler)")
+      ->capture_default_str();
+  sub->add_option("--group", a->group, "Tensor-parallel group name")->capture_default_str();
+  sub->add_option("--rendezvous", a->rendezvous, "The scheduler's rendezvous address (troupe scheduler --rendezvous)")
+      ->capture_default_str();
+  sub->add_option("--tp-host", a->tp_host, "Address this rank's Gloo transport listens on (reachable by the others)")
+      ->capture_default_str();
+  sub->add_option("--tp-timeout", a->tp_timeout_s, "Seconds a rank waits on the others before the group is broken")
+      ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_worker(*a); }); });
 }
 

@@ -33,5 +33,6 @@ void add_submit(CLI::App& app);
 void add_model(CLI::App& app);
 void add_kernels(CLI::App& app);
 void add_sim(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace troupe::cli

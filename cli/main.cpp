@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
-  add_unbuilt(app, "bench", "Real load against a gateway", "the scheduling issue");
+  add_bench(app);
   add_serve(app);
   add_gateway(app);
   add_scheduler(app);

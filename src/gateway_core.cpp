@@ -266,6 +266,15 @@ void gateway_core::finish(job_state& s, sched::finish_reason reason, const std::
                           gateway_output& out, bool cut) {
   if (!cut) s.text += s.detok.flush();
   send_chunk(s, true, out);
+  if (reason == sched::finish_reason::error) {
+    // The cluster could not finish it (every worker able to serve it went away): the tokens
+    // sent so far stand, and the job ends with an error of kind disconnected.
+    out.to_clients.push_back({s.peer, codec::encode(proto::server_message{proto::job_error{
+                                          s.id, s.client_request_id, error_kind::disconnected, detail, ""}})});
+    if (!s.client_request_id.empty()) by_client_.erase({s.peer, s.client_request_id});
+    jobs_.erase(s.id);
+    return;
+  }
   proto::job_done d;
   d.job_id = s.id;
   d.client_request_id = s.client_request_id;

@@ -147,6 +147,21 @@ void scheduler_core::remove(uint32_t replica_id, const std::string& why, double 
   replicas_.erase(it);
   policy_->remove_replica(replica_id, now);
   route(policy_->take_events(), out);
+  if (!replicas_.empty()) return;
+  // No worker is left: waiting for one could be forever, so every unfinished request ends
+  // now with an error the client can act on (resubmit), instead of hanging.
+  std::vector<sched::request_event> failed;
+  for (const auto& [id, gateway] : gateway_of_) {
+    policy_->cancel(id, now);
+    sched::request_event e;
+    e.id = id;
+    e.finished = sched::finish_reason::error;
+    e.error = "no worker is left to serve this request (the last replica was removed: " + why + ")";
+    failed.push_back(std::move(e));
+  }
+  policy_->take_events();  // the cancellations above: replaced by the errors
+  if (!failed.empty()) spdlog::warn("scheduler: no replica left; {} request(s) ended with an error", failed.size());
+  route(std::move(failed), out);
 }
 
 void scheduler_core::pump(double now, outbox& out) {

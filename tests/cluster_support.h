@@ -50,11 +50,17 @@ inline std::string read_file(const std::filesystem::path& p) {
 // A troupe process in the background; killed (SIGKILL) when destroyed if still running.
 class child_process {
  public:
-  child_process(const std::vector<std::string>& args, const std::filesystem::path& log) : log_(log) {
+  // Runs `troupe args...`; with `netns`, inside that network namespace (ip netns exec,
+  // which execs the command in place: the pid is troupe's).
+  child_process(const std::vector<std::string>& args, const std::filesystem::path& log, const std::string& netns = {})
+      : log_(log) {
     pid_ = ::fork();
     if (pid_ == 0) {
       std::vector<char*> argv;
       std::string bin = troupe_bin();
+      std::string ip = "ip", netns_word = "netns", exec_word = "exec", ns = netns;
+      if (!netns.empty())
+        for (auto* w : {&ip, &netns_word, &exec_word, &ns}) argv.push_back(w->data());
       argv.push_back(bin.data());
       std::vector<std::string> copy = args;
       for (auto& a : copy) argv.push_back(a.data());
@@ -62,7 +68,10 @@ class child_process {
       FILE* f = std::freopen(log.c_str(), "w", stdout);
       (void)f;
       ::dup2(STDOUT_FILENO, STDERR_FILENO);
-      ::execv(bin.c_str(), argv.data());
+      if (netns.empty())
+        ::execv(bin.c_str(), argv.data());
+      else
+        ::execvp("ip", argv.data());
       ::_exit(127);
     }
   }

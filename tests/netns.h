@@ -1,5 +1,5 @@
 // Test hosts in network namespaces: each host is a namespace with one veth link into a
-// bridge in the test's own namespace, addresses 10.<net>.0.<i+1>/24. Made by the
+// bridge in the test's own namespace, addresses 10.<net>.0.<i+1>/24 (the bridge: .254). Made by the
 // constructor, removed by the destructor. Needs CAP_NET_ADMIN; available() says whether
 // this process has it (tests skip with a message otherwise).
 #pragma once
@@ -28,7 +28,9 @@ class netns_topology {
   netns_topology(int n_hosts, int net) : tag_("trp" + std::to_string(getpid() % 100000)) {
     bridge_ = tag_ + "-br";
     subnet_ = "10." + std::to_string(net) + ".0.";
-    ok_ = sh("ip link add " + bridge_ + " type bridge") && sh("ip link set " + bridge_ + " up");
+    // The bridge holds 10.<net>.0.254, so this namespace (the test's) reaches every host.
+    ok_ = sh("ip link add " + bridge_ + " type bridge") && sh("ip addr add " + subnet_ + "254/24 dev " + bridge_) &&
+          sh("ip link set " + bridge_ + " up");
     for (int i = 0; ok_ && i < n_hosts; ++i) {
       const std::string ns = tag_ + "-h" + std::to_string(i);
       const std::string veth = tag_ + "v" + std::to_string(i);
@@ -53,8 +55,7 @@ class netns_topology {
 
   bool ok() const { return ok_; }
   std::string address(int host) const { return subnet_ + std::to_string(host + 1); }
-  // Prefix that runs a command line inside host i's namespace.
-  std::string exec_prefix(int host) const { return "ip netns exec " + hosts_[host] + " "; }
+  const std::string& name(int host) const { return hosts_[host]; }
 
  private:
   static bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }

@@ -1,0 +1,158 @@
+// Tensor-parallel worker groups in the cluster, as real processes on loopback: a group of
+// two ranks (bootstrapped through the scheduler's rendezvous) serves jobs with the same
+// greedy output as `troupe generate`; when a rank is killed mid-stream the group leaves,
+// its jobs move to the other replica and still match; with no replica left, jobs end with
+// a disconnected error instead of hanging.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "actors/client.h"
+#include "cluster_support.h"
+#include "netns.h"
+
+using namespace troupe;
+using namespace troupe::test;
+
+namespace {
+
+struct group_cluster {
+  std::filesystem::path dir;
+  int sched_port = free_port(), gateway_port = free_port(), rdv_port = free_port();
+  std::unique_ptr<child_process> scheduler, gateway, rank0, rank1, single;
+
+  group_cluster(const std::string& name, bool with_single_worker) : dir(temp_dir(name)) {
+    scheduler = std::make_unique<child_process>(
+        std::vector<std::string>{"scheduler", "--listen", tcp(sched_port), "--rendezvous", tcp(rdv_port),
+                                 "--heartbeat-timeout", "1"},
+        dir / "scheduler.log");
+    EXPECT_TRUE(scheduler->wait_for_log("ready on")) << scheduler->log();
+    auto rank = [&](int r) {
+      return std::make_unique<child_process>(
+          std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", tcp(sched_port), "--name",
+                                   "g0r" + std::to_string(r), "--tp-size", "2", "--rank", std::to_string(r), "--group",
+                                   "g0", "--rendezvous", tcp(rdv_port), "--max-batch", "4"},
+          dir / ("rank" + std::to_string(r) + ".log"));
+    };
+    rank1 = rank(1);
+    rank0 = rank(0);
+    if (with_single_worker)
+      single = std::make_unique<child_process>(
+          std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", tcp(sched_port), "--name", "solo",
+                                   "--max-batch", "4"},
+          dir / "solo.log");
+    gateway =
+        std::make_unique<child_process>(std::vector<std::string>{"gateway", "--model", model_path(), "--listen",
+                                                                 tcp(gateway_port), "--scheduler", tcp(sched_port)},
+                                        dir / "gateway.log");
+    EXPECT_TRUE(gateway->wait_for_log("ready on")) << gateway->log();
+    EXPECT_TRUE(scheduler->wait_for_log(with_single_worker ? "registered as replica 2" : "registered as replica 1"))
+        << scheduler->log();
+    EXPECT_TRUE(rank1->wait_for_log("ready")) << rank1->log();
+  }
+  ~group_cluster() { std::filesystem::remove_all(dir); }
+};
+
+// n greedy jobs, one client thread each; counts streamed chunks.
+std::vector<actors::job_result> run_jobs(int port, int n, int max_tokens, std::atomic<int>& chunks) {
+  std::vector<actors::job_result> results(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        actors::gateway_client c(tcp(port));
+        proto::job j;
+        j.client_request_id = "tp-" + std::to_string(i);
+        j.prompt_text = i % 2 ? "The cat sat" : "Once upon a time";
+        j.sampling.max_tokens = max_tokens;
+        results[i] = actors::run_job(c, j, 30000, [&](const proto::token_chunk&) { ++chunks; });
+      } catch (const std::exception& e) {
+        results[i].error.message = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  return results;
+}
+
+}  // namespace
+
+TEST(TensorParallelCluster, GroupServesLikeGenerateAndSurvivesALostRank) {
+  TROUPE_REQUIRE_MODELS();
+  group_cluster c("tp-cluster", true);
+  const auto want0 = generate_ids("Once upon a time", 100), want1 = generate_ids("The cat sat", 100);
+  std::atomic<int> chunks{0};
+  std::thread killer([&] {
+    while (chunks < 40) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    c.rank1->signal(SIGKILL);
+  });
+  auto results = run_jobs(c.gateway_port, 8, 100, chunks);
+  killer.join();
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok) << "job " << i << ": " << results[i].error.message;
+    EXPECT_FALSE(results[i].index_gap) << "job " << i;
+    EXPECT_EQ(results[i].ids, i % 2 ? want1 : want0) << "job " << i;
+  }
+  EXPECT_TRUE(c.rank0->wait_for_log("group broken")) << c.rank0->log();
+  EXPECT_TRUE(c.scheduler->wait_for_log("(g0r0) removed")) << c.scheduler->log();
+}
+
+TEST(TensorParallelCluster, LastGroupLostEndsJobsWithDisconnected) {
+  TROUPE_REQUIRE_MODELS();
+  group_cluster c("tp-cluster-alone", false);
+  std::atomic<int> chunks{0};
+  std::thread killer([&] {
+    while (chunks < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    c.rank1->signal(SIGKILL);
+  });
+  auto results = run_jobs(c.gateway_port, 4, 110, chunks);
+  killer.join();
+  int disconnected = 0;
+  for (const auto& r : results) {
+    if (r.ok) continue;  // finished before the group broke
+    EXPECT_EQ(r.error.kind, error_kind::disconnected) << r.error.message;
+    EXPECT_NE(r.error.message.find("no worker is left"), std::string::npos) << r.error.message;
+    ++disconnected;
+  }
+  EXPECT_GT(disconnected, 0) << "the group broke after every job had finished; the test proves nothing";
+}
+
+// Three hosts in network namespaces joined by a bridge: gateway and scheduler on the first,
+// a worker group of two ranks on the other two (its Gloo traffic crosses the "network").
+TEST(TensorParallelCluster, GroupAcrossNetworkNamespaces) {
+  TROUPE_REQUIRE_MODELS();
+  std::string why;
+  if (!netns_topology::available(&why)) GTEST_SKIP() << why;
+  netns_topology net(3, 200 + getpid() % 50);
+  ASSERT_TRUE(net.ok()) << "could not build the namespaces and bridge";
+  auto dir = temp_dir("tp-netns");
+  const std::string ctl = net.address(0);
+  const std::string sched = "tcp://" + ctl + ":7001", rdv = "tcp://" + ctl + ":7002", gw = "tcp://" + ctl + ":7000";
+  child_process scheduler({"scheduler", "--listen", sched, "--rendezvous", rdv}, dir / "scheduler.log", net.name(0));
+  ASSERT_TRUE(scheduler.wait_for_log("ready on")) << scheduler.log();
+  child_process gateway({"gateway", "--model", model_path(), "--listen", gw, "--scheduler", sched}, dir / "gateway.log",
+                        net.name(0));
+  std::vector<std::unique_ptr<child_process>> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.push_back(std::make_unique<child_process>(
+        std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", sched, "--tp-size", "2", "--rank",
+                                 std::to_string(r), "--group", "g0", "--rendezvous", rdv, "--tp-host",
+                                 net.address(1 + r), "--name", "host" + std::to_string(1 + r)},
+        dir / ("rank" + std::to_string(r) + ".log"), net.name(1 + r)));
+  ASSERT_TRUE(gateway.wait_for_log("ready on")) << gateway.log();
+  ASSERT_TRUE(scheduler.wait_for_log("registered as replica 1")) << scheduler.log() << ranks[0]->log();
+  EXPECT_NE(ranks[1]->log().find("gloo tcp " + net.address(2)), std::string::npos) << ranks[1]->log();
+
+  actors::gateway_client client(gw);
+  proto::job j;
+  j.client_request_id = "netns";
+  j.prompt_text = "Once upon a time";
+  j.sampling.max_tokens = 64;
+  auto r = actors::run_job(client, j, 30000);
+  ASSERT_TRUE(r.ok) << r.error.message << "\n" << scheduler.log() << ranks[0]->log() << ranks[1]->log();
+  EXPECT_EQ(r.ids, generate_ids("Once upon a time", 64));
+  scheduler.signal(SIGTERM);
+  gateway.signal(SIGTERM);
+  EXPECT_EQ(scheduler.wait(20), 0) << scheduler.log();
+  EXPECT_EQ(ranks[1]->wait(20), 0) << "a follower ends cleanly when its leader stops: " << ranks[1]->log();
+}
