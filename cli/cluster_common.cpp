@@ -83,12 +83,6 @@ gateway_options make_gateway_options(const gateway_flags& f) {
   return go;
 }
 
-void add_config_flag(CLI::App& sub) {
-  // Read before parsing by expand_config_files (CLI11 reads config files for the main app only).
-  sub.add_option("--config", "Read flags from a TOML or INI file (keys: the long flag names; flags given here win)")
-      ->type_name("FILE");
-}
-
 void block_stop_signals() {
   sigset_t set;
   sigemptyset(&set);

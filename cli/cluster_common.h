@@ -63,9 +63,6 @@ struct gateway_flags {
 gateway_options make_gateway_options(const gateway_flags& f);
 void add_gateway_flags(CLI::App& sub, gateway_flags& f);
 
-// Every role also reads its flags from a TOML/INI file (--config FILE).
-void add_config_flag(CLI::App& sub);
-
 // Blocks SIGINT and SIGTERM in this thread (and so in every thread started after), so that
 // wait_for_signal() can take them synchronously. Call before starting any actor.
 void block_stop_signals();

@@ -205,32 +205,6 @@ void write_text(const std::string& path, const std::string& text) {
   out << text << '\n';
 }
 
-// CLI11 2.1 reads config files on the top-level app only, so the simulator reads its own:
-// every key is a long option name of `troupe sim` (top level or under [sim]); the command
-// line wins over the file.
-void apply_config(CLI::App& sub, const std::string& path) {
-  std::vector<CLI::ConfigItem> items;
-  try {
-    items = CLI::ConfigTOML().from_file(path);
-  } catch (const CLI::Error& e) {
-    throw error(error_kind::failed, "--config: cannot read " + path + ": " + e.what(), "config");
-  }
-  for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    if (!item.parents.empty() && item.parents != std::vector<std::string>{"sim"})
-      throw error(error_kind::failed, path + ": unknown section [" + item.parents.front() + "] (expected [sim])",
-                  "config");
-    CLI::Option* opt = sub.get_option_no_throw("--" + item.name);
-    if (!opt) opt = sub.get_option_no_throw(item.name);
-    if (!opt || item.name == "config")
-      throw error(error_kind::failed, path + ": unknown key '" + item.name + "'", item.name);
-    if (opt->count() > 0) continue;
-    opt->clear();
-    opt->add_result(item.inputs);
-    opt->run_callback();
-  }
-}
-
 // ---- the modes ---------------------------------------------------------------------------
 
 int run_once(const sim_args& a) {
@@ -357,8 +331,7 @@ int run_fit(const sim_args& a) {
 void add_sim(CLI::App& app) {
   auto a = std::make_shared<sim_args>();
   auto* s = app.add_subcommand("sim", "Load simulator on a virtual clock (the real scheduling policy, modelled steps)");
-  auto config = std::make_shared<std::string>();
-  s->add_option("--config", *config, "TOML file of options (keys are the long option names)");
+  add_config_flag(*s);  // expanded into flags before parsing (cli/config_file.cpp)
   s->add_option("mode", a->mode, "run | capacity | cheapest | fit")
       ->check(CLI::IsMember({"run", "capacity", "cheapest", "fit"}))
       ->capture_default_str();
@@ -475,9 +448,8 @@ void add_sim(CLI::App& app) {
   s->add_flag("--progress", a->progress, "progress bar on stderr even when it is not a terminal")->group(out);
   s->add_flag("--no-progress", a->no_progress, "no progress bar")->group(out);
 
-  s->callback([a, s, config] {
-    set_runner([a, s, config]() -> int {
-      if (!config->empty()) apply_config(*s, *config);
+  s->callback([a, s] {
+    set_runner([a, s]() -> int {
       if (a->mode == "capacity") return run_capacity(*a);
       if (a->mode == "cheapest") return run_cheapest(*a);
       if (a->mode == "fit") return run_fit(*a);

@@ -24,6 +24,10 @@ void add_unbuilt(CLI::App& app, const std::string& name, const std::string& desc
 // Turns each `--config FILE` (TOML/INI) into flags of the chosen subcommand (config_file.cpp).
 std::vector<std::string> expand_config_files(const std::vector<std::string>& args);
 
+// --config FILE on a subcommand: TOML/INI keys named as its long flags, expanded into flags
+// before parsing (cli/config_file.cpp); flags given on the command line win.
+void add_config_flag(CLI::App& sub);
+
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_gateway(CLI::App& app);

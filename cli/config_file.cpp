@@ -43,4 +43,10 @@ std::vector<std::string> expand_config_files(const std::vector<std::string>& arg
   return out;
 }
 
+void add_config_flag(CLI::App& sub) {
+  // Read before parsing by expand_config_files (CLI11 reads config files for the main app only).
+  sub.add_option("--config", "Read flags from a TOML or INI file (keys: the long flag names; flags given here win)")
+      ->type_name("FILE");
+}
+
 }  // namespace troupe::cli

@@ -65,7 +65,7 @@ TEST(SimCli, ConfigFileSetsOptionsAndFlagsWin) {
   }
   r = troupe::test::run_command(sim("--config " + (d / "bad.toml").string()));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("unknown key 'ratee'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ratee"), std::string::npos) << "the error names the unknown key: " << r.out;
 }
 
 TEST(SimCli, FitModeReadsAProfileAndBadInputNamesTheField) {

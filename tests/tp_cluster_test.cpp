@@ -32,7 +32,9 @@ struct group_cluster {
       return std::make_unique<child_process>(
           std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", tcp(sched_port), "--name",
                                    "g0r" + std::to_string(r), "--tp-size", "2", "--rank", std::to_string(r), "--group",
-                                   "g0", "--rendezvous", tcp(rdv_port), "--max-batch", "4"},
+                                   "g0", "--rendezvous", tcp(rdv_port), "--max-batch", "4",
+                                   // Gloo fails a send to a dead rank only at its timeout
+                                   "--tp-timeout", "3"},
           dir / ("rank" + std::to_string(r) + ".log"));
     };
     rank1 = rank(1);
