@@ -76,9 +76,14 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
     out.to_clients.push_back(error_reply(peer, 0, j.client_request_id, kind, message, field));
     return out;
   };
-  if (!opts_.api_keys.empty() &&
-      std::find(opts_.api_keys.begin(), opts_.api_keys.end(), j.api_key) == opts_.api_keys.end())
-    return reject(error_kind::failed, j.api_key.empty() ? "an API key is required" : "unknown API key", "api_key");
+  std::string tenant = j.api_key.empty() ? "default" : j.api_key;
+  if (!opts_.api_keys.empty()) {
+    auto known = std::find_if(opts_.api_keys.begin(), opts_.api_keys.end(),
+                              [&](const std::string& k) { return k.substr(0, k.find('=')) == j.api_key; });
+    if (j.api_key.empty() || known == opts_.api_keys.end())
+      return reject(error_kind::failed, j.api_key.empty() ? "an API key is required" : "unknown API key", "api_key");
+    if (const auto eq = known->find('='); eq != std::string::npos) tenant = known->substr(eq + 1);
+  }
   if (!accepting_) return reject(error_kind::overloaded, "the gateway is shutting down", "");
   if (jobs_.size() >= opts_.max_queue)
     return reject(error_kind::overloaded,
@@ -136,6 +141,7 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
 
   sched::request q;
   q.id = s->id;
+  q.tenant = tenant;
   q.priority = j.priority;
   q.prompt = std::move(prompt);
   q.sampling = j.sampling;

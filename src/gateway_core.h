@@ -28,7 +28,10 @@ struct served_model {
 struct gateway_options {
   size_t max_queue = 256;  // jobs accepted and not finished; past it: overloaded at once
   codec::limits limits;
-  std::vector<std::string> api_keys;  // when not empty, a job must carry one of them
+  // Access control and tenants: "KEY" or "KEY=TENANT". When not empty, a job must carry one
+  // of the keys and belongs to its tenant (the key itself when none is named). When empty,
+  // any key is accepted and names the job's tenant ("default" without a key).
+  std::vector<std::string> api_keys;
 };
 
 struct client_reply {

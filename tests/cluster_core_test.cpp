@@ -214,6 +214,25 @@ TEST_F(GatewayCore, ApiKeyIsCheckedWhenConfigured) {
   EXPECT_EQ(out.to_scheduler.size(), 1u);
 }
 
+TEST_F(GatewayCore, ApiKeyNamesTheTenant) {
+  proto::job j;
+  j.prompt_text = "Once";
+  auto tenant_of = [&](gateway_core& g, const std::string& key) {
+    j.api_key = key;
+    auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+    EXPECT_EQ(out.to_scheduler.size(), 1u) << key;
+    return out.to_scheduler.empty() ? std::string("?") : std::get<sched::request>(out.to_scheduler[0]).tenant;
+  };
+  gateway_core open({}, {{"stories260K", tok_.get(), 128}});
+  EXPECT_EQ(tenant_of(open, ""), "default");
+  EXPECT_EQ(tenant_of(open, "team-a"), "team-a");
+  gateway_options opts;
+  opts.api_keys = {"k1=acme", "k2"};
+  gateway_core closed(opts, {{"stories260K", tok_.get(), 128}});
+  EXPECT_EQ(tenant_of(closed, "k1"), "acme");
+  EXPECT_EQ(tenant_of(closed, "k2"), "k2");
+}
+
 TEST(SchedulerCore, CancelFreesTheKvBlocksByTheNextStep) {
   scheduler_core s({});
   fixed_token_backend be(7);
