@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The scheduling figures of docs/BENCHMARKS.md, against a real `troupe serve` (CPU workers):
+#  1. batching: output tok/s with 32 concurrent streams vs one at a time;
+#  2. a flood of long prompts: p99 TPOT of short jobs alone, under the flood with chunked
+#     prefill, and under the flood without it;
+#  3. fairness: two equal-weight tenants offered 10:1, tokens served while both are backlogged.
+#   bench/scheduling_benchmarks.sh MODEL.gguf [THREADS]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+troupe=${TROUPE_BUILD_DIR:-$root/build}/cli/troupe
+model=${1:?usage: $0 MODEL.gguf [THREADS]}
+threads=${2:-2}
+out=$(mktemp -d)
+port=$((20000 + RANDOM % 20000))
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$out"' EXIT
+
+serve() {  # serve [extra flags...]: starts a server on $port and waits until it is ready
+  "$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$port" --threads "$threads" --kv-mb 512 "$@" \
+    >"$out/serve.log" 2>&1 &
+  server=$!
+  for _ in $(seq 100); do grep -q "ready on" "$out/serve.log" && return; sleep 0.1; done
+  echo "serve did not start:" >&2; cat "$out/serve.log" >&2; exit 1
+}
+stop() { kill -TERM "$server"; wait "$server" || true; port=$((port + 1)); }
+bench() { "$troupe" --log-level warn bench --gateway "tcp://127.0.0.1:$port" --vocab 256 "$@" 2>/dev/null; }
+field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+echo "## 1. continuous batching: 32 streams vs one at a time ($(basename "$model"), $threads threads)"
+serve --max-batch 64
+bench --concurrency 1 --requests 8 --prompt-len 64 --output-len 64 --summary-json "$out/c1.json" >/dev/null
+bench --concurrency 32 --requests 96 --prompt-len 64 --output-len 64 --summary-json "$out/c32.json" >/dev/null
+stop
+c1=$(field "$out/c1.json" "d['throughput']['output_tok_s']")
+c32=$(field "$out/c32.json" "d['throughput']['output_tok_s']")
+python3 -c "print(f'one at a time: {$c1:.1f} tok/s; 32 concurrent: {$c32:.1f} tok/s; ratio {$c32/$c1:.2f}x')"
+
+echo "## 2. short jobs under a flood of long prompts (p99 TPOT of the short jobs; 256-token steps)"
+for mode in alone chunked unchunked; do
+  flags=(--max-batch-tokens 256)
+  [[ $mode == unchunked ]] && flags+=(--chunked-prefill false)
+  serve "${flags[@]}"
+  if [[ $mode != alone ]]; then
+    # The flood is its own tenant: fair share keeps admitting the short jobs beside it.
+    bench --rate 1 --duration 120 --prompt-len 700 --output-len 4 --tenants flood --timeout 900 >/dev/null &
+    flood=$!
+    sleep 1
+  fi
+  bench --concurrency 4 --requests 24 --prompt-len 32 --output-len 48 --summary-json "$out/$mode.json" >/dev/null
+  [[ $mode != alone ]] && { kill "$flood" 2>/dev/null || true; wait "$flood" 2>/dev/null || true; }
+  stop
+  echo "$mode: p99 TPOT $(field "$out/$mode.json" "round(d['tpot_s']['p99'] * 1000, 1)") ms, p50 TTFT $(field "$out/$mode.json" "round(d['ttft_s']['p50'] * 1000, 1)") ms"
+done
+
+echo "## 3. fairness: tenants a and b, equal weights, offered 10:1 (open loop above capacity)"
+serve --max-batch 8 --tenant a:1 --tenant b:1
+bench --rate 40 --duration 15 --prompt-len 16 --output-len 32 --tenants a:10,b:1 --timeout 900 \
+  --out-jsonl "$out/fair.jsonl" >/dev/null
+stop
+python3 - "$out/fair.jsonl" <<'PY'
+# Tokens served per tenant while both are backlogged: [first arrival, last arrival of b].
+# Each request's tokens are spread evenly between its first token and its finish.
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1])]
+end = max(r["arrival"] for r in reqs if r["tenant"] == "b")
+served = {"a": 0.0, "b": 0.0}
+for r in reqs:
+    if r["status"] != "finished" or r["generated"] == 0: continue
+    t0, t1, n = r["first_token"], r["finish"], r["generated"]
+    if t1 <= t0: share = 1.0 if t0 <= end else 0.0
+    else: share = max(0.0, min(end, t1) - t0) / (t1 - t0)
+    served[r["tenant"]] += n * share
+a, b = served["a"], served["b"]
+print(f"window 0-{end:.1f} s: tenant a {a:.0f} tokens, tenant b {b:.0f} tokens; b/a = {b/a:.3f} (1.0 = equal shares)")
+PY
