@@ -1,5 +1,6 @@
 #include "actors/components.h"
 
+#include <fstream>
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -89,10 +90,22 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
 // ---- scheduler --------------------------------------------------------------------------------------
 
 struct scheduler_state {
-  explicit scheduler_state(scheduler_options o) : core(std::move(o)) {}
+  explicit scheduler_state(scheduler_options o) : trace_path(o.trace_path), core(std::move(o)) {
+    if (!trace_path.empty()) {
+      trace.open(trace_path, std::ios::app);
+      if (!trace) throw error(error_kind::failed, "scheduler: cannot write the trace " + trace_path, "trace");
+      spdlog::info("scheduler: recording the policy trace in {}", trace_path);
+    }
+  }
+  std::string trace_path;
+  std::ofstream trace;
   scheduler_core core;
   io_handle io;
   uint32_t socket = 0;
+
+  void write_trace() {
+    if (trace.is_open()) trace << core.take_trace() << std::flush;
+  }
 
   void flush(scheduler_core::outbox&& out) {
     for (auto& m : out) io.send(socket, std::move(m.peer), codec::encode(m.message));
@@ -120,10 +133,12 @@ caf::behavior scheduler_actor(caf::event_based_actor* self, std::shared_ptr<sche
       [st](io_peer_atom, uint32_t, std::string& peer) { st->flush(st->core.on_peer_gone(peer, now_s())); },
       [self, st](tick_atom) {
         st->flush(st->core.on_tick(now_s()));
+        st->write_trace();
         self->delayed_send(self, std::chrono::milliseconds(100), tick_atom::value);
       },
       [st](stop_atom, std::string& reason) {
         st->flush(st->core.shutdown_workers(reason));
+        st->write_trace();
         return true;
       },
   };

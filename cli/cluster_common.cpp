@@ -56,6 +56,7 @@ void add_scheduler_flags(CLI::App& sub, scheduler_flags& f) {
   sub.add_option("--chunked-prefill", f.chunked_prefill,
                  "Split long prompts so running decodes never wait more than one chunk (true/false)")
       ->capture_default_str();
+  sub.add_option("--trace", f.trace, "Append every scheduling decision to this JSONL file (replayable by troupe sim)");
   sub.add_option("--tenant", f.tenants,
                  "NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]: a tenant's fair-share weight and limits "
                  "(repeatable; others get weight 1, no limit)");
@@ -95,6 +96,7 @@ scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_
   scheduler_options o;
   o.policy.max_queued = f.max_queued;
   o.policy.chunked_prefill = f.chunked_prefill;
+  o.trace_path = f.trace;
   for (const auto& spec : f.tenants) o.policy.tenants.push_back(parse_tenant(spec));
   o.policy.max_step_tokens = static_cast<int32_t>(w.max_batch_tokens);
   o.policy.max_context = max_context;

@@ -50,6 +50,7 @@ std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const wo
 struct scheduler_flags {
   int64_t max_queued = 1024;
   bool chunked_prefill = true;
+  std::string trace;                 // policy decision trace (JSONL)
   std::vector<std::string> tenants;  // NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]
   double heartbeat_timeout_s = 2.0;
 };

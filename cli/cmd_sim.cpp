@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "src/sched/trace.h"
 #include "sim/capacity.h"
 #include "sim/cluster.h"
 #include "sim/cost_model.h"
@@ -326,14 +327,31 @@ int run_fit(const sim_args& a) {
   return 0;
 }
 
+// A policy trace recorded by a real scheduler (troupe scheduler/serve --trace), replayed
+// through a fresh policy built from the policy flags (they must match the recorded run's):
+// the same inputs at the same times must give the same decisions.
+int run_replay(const sim_args& a) {
+  if (a.trace.empty()) throw error(error_kind::failed, "replay needs --trace FILE (a recorded policy trace)", "trace");
+  std::ifstream in(a.trace);
+  if (!in) throw error(error_kind::failed, "cannot read " + a.trace, "trace");
+  const auto report = sched::replay(in, build_options(a).policy);
+  if (!report.same) {
+    std::printf("replay of %s: decisions differ after %zu lines: %s\n", a.trace.c_str(), report.lines,
+                report.difference.c_str());
+    return 1;
+  }
+  std::printf("replay of %s: %zu lines, the same decisions\n", a.trace.c_str(), report.lines);
+  return 0;
+}
+
 }  // namespace
 
 void add_sim(CLI::App& app) {
   auto a = std::make_shared<sim_args>();
   auto* s = app.add_subcommand("sim", "Load simulator on a virtual clock (the real scheduling policy, modelled steps)");
   add_config_flag(*s);  // expanded into flags before parsing (cli/config_file.cpp)
-  s->add_option("mode", a->mode, "run | capacity | cheapest | fit")
-      ->check(CLI::IsMember({"run", "capacity", "cheapest", "fit"}))
+  s->add_option("mode", a->mode, "run | capacity | cheapest | fit | replay")
+      ->check(CLI::IsMember({"run", "capacity", "cheapest", "fit", "replay"}))
       ->capture_default_str();
 
   const char* cl = "Cluster";
@@ -453,6 +471,7 @@ void add_sim(CLI::App& app) {
       if (a->mode == "capacity") return run_capacity(*a);
       if (a->mode == "cheapest") return run_cheapest(*a);
       if (a->mode == "fit") return run_fit(*a);
+      if (a->mode == "replay") return run_replay(*a);
       return run_once(*a);
     });
   });

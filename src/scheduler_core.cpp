@@ -6,8 +6,15 @@
 
 namespace troupe {
 
+namespace {
+scheduler_options with_trace(scheduler_options o) {
+  if (!o.trace_path.empty()) o.policy.trace = true;
+  return o;
+}
+}  // namespace
+
 scheduler_core::scheduler_core(scheduler_options opts)
-    : opts_(std::move(opts)), policy_(std::make_unique<sched::policy>(opts_.policy)) {}
+    : opts_(with_trace(std::move(opts))), policy_(std::make_unique<sched::policy>(opts_.policy)) {}
 
 scheduler_core::~scheduler_core() = default;
 
@@ -206,5 +213,7 @@ void scheduler_core::route(std::vector<sched::request_event> events, outbox& out
   }
   for (auto& [peer, m] : by_gateway) out.push_back({peer, std::move(m)});
 }
+
+std::string scheduler_core::take_trace() { return policy_->take_trace(); }
 
 }  // namespace troupe

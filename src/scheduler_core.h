@@ -18,6 +18,9 @@ namespace troupe {
 struct scheduler_options {
   sched::policy_config policy;
   double heartbeat_timeout_s = 2.0;  // a worker silent this long is removed
+  // Where the scheduler actor appends the policy's decision trace (JSONL, replayable by
+  // sim/ and sched::replay); empty: no trace. Setting it turns policy.trace on.
+  std::string trace_path;
 };
 
 // A control message for one peer (its ZeroMQ routing id).
@@ -42,6 +45,9 @@ class scheduler_core {
   outbox on_tick(double now);
   // Asks every worker to stop (the scheduler is shutting down).
   outbox shutdown_workers(const std::string& reason);
+
+  // The policy's trace lines recorded since the last call (empty unless tracing).
+  std::string take_trace();
 
   size_t replicas() const { return replicas_.size(); }
   size_t queued() const;

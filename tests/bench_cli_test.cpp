@@ -59,3 +59,28 @@ TEST(BenchCli, ProfileModeWritesAFittableStepProfile) {
   EXPECT_EQ(fit.exit_code, 0) << fit.out;
   EXPECT_NE(fit.out.find("fitted("), std::string::npos) << fit.out;
 }
+
+// A policy trace recorded by a real cluster run, replayed through the simulator's policy,
+// makes the same batching decisions; under another token budget it does not.
+TEST(BenchCli, RealRunTraceReplaysToTheSameDecisions) {
+  TROUPE_REQUIRE_MODELS();
+  const int port = free_port();
+  auto dir = temp_dir("trace");
+  const auto trace = dir / "policy.jsonl";
+  child_process serve(
+      {"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2", "--trace", trace.string()},
+      dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+  auto r = run_command(troupe_bin() + " bench --gateway " + tcp(port) +
+                       " --rate 60 --requests 40 --prompt-len uniform:8:40 --output-len uniform:4:30 --vocab 512");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  serve.signal(SIGTERM);
+  ASSERT_EQ(serve.wait(20), 0) << serve.log();
+  auto same =
+      run_command(troupe_bin() + " sim replay --trace " + trace.string() + " --max-step-tokens 512 --max-queued 1024");
+  EXPECT_EQ(same.exit_code, 0) << same.out;
+  EXPECT_NE(same.out.find("the same decisions"), std::string::npos) << same.out;
+  auto other = run_command(troupe_bin() + " sim replay --trace " + trace.string() + " --max-step-tokens 16");
+  EXPECT_EQ(other.exit_code, 1) << other.out;
+  EXPECT_NE(other.out.find("differ"), std::string::npos) << other.out;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Simulator fidelity against a real CPU cluster: the simulator, fed the arrivals a real run
+# actually sent and a cost model fitted to the same worker's measured step times, must
+# predict the real mean TTFT, mean TPOT and throughput within 15%.
+#   bench/sim_fidelity.sh MODEL.gguf [THREADS] [RATE] [REQUESTS]
+# 1. troupe bench --profile: step times of a local CPU worker over a grid of step shapes;
+# 2. troupe serve + troupe bench --rate: real load, arrivals recorded as sent;
+# 3. troupe sim run --trace (those arrivals) --cost-model fitted (that profile), the same
+#    batching limits; 4. the comparison.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+troupe=${TROUPE_BUILD_DIR:-$root/build}/cli/troupe
+model=${1:?usage: $0 MODEL.gguf [THREADS] [RATE] [REQUESTS]}
+threads=${2:-2} rate=${3:-4} requests=${4:-120}
+out=${FIDELITY_OUT:-$(mktemp -d)}
+port=$((20000 + RANDOM % 20000))
+limits=(--max-batch 64 --max-step-tokens 512 --block-size 16)
+
+echo "fidelity: profiling $(basename "$model") on $threads thread(s)" >&2
+"$troupe" --log-level warn bench --profile "$out/steps.jsonl" --model-file "$model" --threads "$threads" --reps 3
+
+echo "fidelity: real load at $rate req/s, $requests requests" >&2
+"$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$port" --threads "$threads" --kv-mb 2048 \
+  --max-batch 64 --max-batch-tokens 512 --block-size 16 >"$out/serve.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "ready on" "$out/serve.log" && break; sleep 0.1; done
+"$troupe" --log-level warn bench --gateway "tcp://127.0.0.1:$port" --rate "$rate" --requests "$requests" \
+  --prompt-len uniform:32:256 --output-len uniform:16:96 --vocab 256 --seed 11 \
+  --record-trace "$out/sent.csv" --summary-json "$out/real.json" >/dev/null
+kill -TERM $server; wait $server || true
+
+echo "fidelity: replaying in the simulator" >&2
+"$troupe" sim run --trace "$out/sent.csv" --device cpu --cost-model fitted "$out/steps.jsonl" \
+  --model-file "$model" "${limits[@]}" --summary-json "$out/sim.json" >/dev/null
+
+python3 - "$out/real.json" "$out/sim.json" <<'PY'
+import json, sys
+real, sim = (json.load(open(p)) for p in sys.argv[1:3])
+rows = [("mean TTFT (ms)", real["ttft_s"]["mean"] * 1e3, sim["ttft_s"]["mean"] * 1e3),
+        ("mean TPOT (ms)", real["tpot_s"]["mean"] * 1e3, sim["tpot_s"]["mean"] * 1e3),
+        ("output tok/s", real["throughput"]["output_tok_s"], sim["throughput"]["output_tok_s"])]
+ok = True
+print("| metric | real | simulated | error |")
+print("|---|---|---|---|")
+for name, r, s in rows:
+    err = (s - r) / r if r else float("inf")
+    ok &= abs(err) <= 0.15
+    print(f"| {name} | {r:.2f} | {s:.2f} | {err * 100:+.1f}% |")
+print("within 15%: " + ("yes" if ok else "NO"))
+sys.exit(0 if ok else 1)
+PY
