@@ -200,14 +200,7 @@ void add_generate(CLI::App& app) {
   sub->add_option("--model", a->model, "GGUF file, llama2.c .bin or Hugging Face directory")->required();
   sub->add_option("--prompt", a->prompts, "Text to continue; several: generated together as one batch")->required();
   sub->add_option("--tokenizer", a->tokenizer, "Tokenizer file (llama2.c checkpoints)");
-  sub->add_option("--max-tokens", a->sampling.max_tokens, "Most tokens to generate")->capture_default_str();
-  sub->add_option("--temperature", a->sampling.temperature, "0 = greedy")->capture_default_str();
-  sub->add_option("--top-k", a->sampling.top_k, "0 = off")->capture_default_str();
-  sub->add_option("--top-p", a->sampling.top_p, "1 = off")->capture_default_str();
-  sub->add_option("--min-p", a->sampling.min_p, "0 = off")->capture_default_str();
-  sub->add_option("--repeat-penalty", a->sampling.repetition_penalty, "1 = off")->capture_default_str();
-  sub->add_option("--seed", a->sampling.seed, "Seed of the sampler")->capture_default_str();
-  sub->add_option("--stop", a->sampling.stop_strings, "Stop string (repeatable)");
+  add_sampling_flags(*sub, a->sampling);
   sub->add_option("--threads", a->threads, "Kernel threads")->capture_default_str();
   sub->add_option("--kv-mb", a->kv_mb, "KV cache size in MiB (0 = 5% of RAM)")->capture_default_str();
   sub->add_option("--block-size", a->block_size, "Tokens per KV block")->capture_default_str();

@@ -349,7 +349,7 @@ int run_replay(const sim_args& a) {
 void add_sim(CLI::App& app) {
   auto a = std::make_shared<sim_args>();
   auto* s = app.add_subcommand("sim", "Load simulator on a virtual clock (the real scheduling policy, modelled steps)");
-  add_config_flag(*s);  // expanded into flags before parsing (cli/config_file.cpp)
+  add_config_flag(*s);  // expanded into flags before parsing (cli/common_flags.cpp)
   s->add_option("mode", a->mode, "run | capacity | cheapest | fit | replay")
       ->check(CLI::IsMember({"run", "capacity", "cheapest", "fit", "replay"}))
       ->capture_default_str();

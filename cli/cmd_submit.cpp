@@ -220,15 +220,7 @@ void add_submit(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   sub->add_option("--model", a->model, "Model name (default: the gateway's first)");
-  sub->add_option("--max-tokens", a->sampling.max_tokens, "Most tokens to generate")->capture_default_str();
-  sub->add_option("--temperature", a->sampling.temperature, "0 = greedy")->capture_default_str();
-  sub->add_option("--top-k", a->sampling.top_k, "0 = off")->capture_default_str();
-  sub->add_option("--top-p", a->sampling.top_p, "1 = off")->capture_default_str();
-  sub->add_option("--min-p", a->sampling.min_p, "0 = off")->capture_default_str();
-  sub->add_option("--repeat-penalty", a->sampling.repetition_penalty, "1 = off")->capture_default_str();
-  sub->add_option("--seed", a->sampling.seed, "Seed of the sampler")->capture_default_str();
-  sub->add_option("--stop", a->sampling.stop_strings, "Stop string (repeatable)");
-  sub->add_option("--stop-id", a->sampling.stop_ids, "Stop token id (repeatable)");
+  add_sampling_flags(*sub, a->sampling);
   sub->add_option("--priority", a->priority, "Higher runs first")->capture_default_str();
   sub->add_option("--api-key", a->api_key, "API key");
   sub->add_option("--timeout", a->timeout_s, "Seconds without any answer before giving up")->capture_default_str();

@@ -3,6 +3,8 @@
 #pragma once
 #include <functional>
 #include <string>
+
+#include "troupe/sampling.h"
 #include <vector>
 
 namespace CLI {
@@ -21,12 +23,17 @@ void set_runner(run_fn fn);
 void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
                  const std::string& which_issue);
 
-// Turns each `--config FILE` (TOML/INI) into flags of the chosen subcommand (config_file.cpp).
+// Turns each `--config FILE` (TOML/INI) into flags of the chosen subcommand (common_flags.cpp).
 std::vector<std::string> expand_config_files(const std::vector<std::string>& args);
 
 // --config FILE on a subcommand: TOML/INI keys named as its long flags, expanded into flags
-// before parsing (cli/config_file.cpp); flags given on the command line win.
+// before parsing (cli/common_flags.cpp); flags given on the command line win.
 void add_config_flag(CLI::App& sub);
+
+// The sampling flags shared by generate and submit (--max-tokens, --temperature, --top-k,
+// --top-p, --min-p, --repeat-penalty, --frequency-penalty, --presence-penalty, --seed,
+// --stop, --stop-id, --top-logprobs).
+void add_sampling_flags(CLI::App& sub, sampling_params& p);
 
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);

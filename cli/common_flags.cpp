@@ -1,4 +1,5 @@
-// --config FILE for every subcommand: CLI11 reads config files for the main app only, so the
+// Flags shared by several subcommands. --config FILE for every subcommand: CLI11 reads config
+// files for the main app only, so the
 // file's keys become flags of the subcommand before parsing. Flags given on the command line
 // win over the file; keys may sit at the top level or in a [SUBCOMMAND] section.
 #include <CLI/CLI.hpp>
@@ -47,6 +48,23 @@ void add_config_flag(CLI::App& sub) {
   // Read before parsing by expand_config_files (CLI11 reads config files for the main app only).
   sub.add_option("--config", "Read flags from a TOML or INI file (keys: the long flag names; flags given here win)")
       ->type_name("FILE");
+}
+
+void add_sampling_flags(CLI::App& sub, sampling_params& p) {
+  sub.add_option("--max-tokens", p.max_tokens, "Most tokens to generate")->capture_default_str();
+  sub.add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str();
+  sub.add_option("--top-k", p.top_k, "0 = off")->capture_default_str();
+  sub.add_option("--top-p", p.top_p, "1 = off")->capture_default_str();
+  sub.add_option("--min-p", p.min_p, "0 = off")->capture_default_str();
+  sub.add_option("--repeat-penalty", p.repetition_penalty, "1 = off")->capture_default_str();
+  sub.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI style, over generated tokens; 0 = off")
+      ->capture_default_str();
+  sub.add_option("--presence-penalty", p.presence_penalty, "OpenAI style, over generated tokens; 0 = off")
+      ->capture_default_str();
+  sub.add_option("--seed", p.seed, "Seed of the sampler")->capture_default_str();
+  sub.add_option("--stop", p.stop_strings, "Stop string (repeatable)");
+  sub.add_option("--stop-id", p.stop_ids, "Stop token id (repeatable)");
+  sub.add_option("--top-logprobs", p.top_logprobs, "Alternatives reported per token (0-20)")->capture_default_str();
 }
 
 }  // namespace troupe::cli
