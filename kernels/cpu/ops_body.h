@@ -96,13 +96,17 @@ void run_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
 
 // A matrix-vector product (m == 1) streams the weights once with several rows in flight;
 // otherwise register tiles of k_mr x k_nr. `tile` is a lambda templated on <MR, NR>.
-template <typename Tile>
-void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, int64_t k, Tile tile) {
+template <int MR, int NR, typename Tile>
+void matmul_tiles_as(const troupe_kctx* ctx, int64_t m, int64_t n, int64_t k, Tile tile) {
   ctx = threads_for(ctx, m * n * k);
   if (m == 1)
     run_tiles<1, k_decode_nr>(ctx, m, n, tile);
   else
-    run_tiles<k_mr, k_nr>(ctx, m, n, tile);
+    run_tiles<MR, NR>(ctx, m, n, tile);
+}
+template <typename Tile>
+void matmul_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, int64_t k, Tile tile) {
+  matmul_tiles_as<k_mr, k_nr>(ctx, m, n, k, tile);
 }
 
 // ============================ matmul: f32, f16, bf16 weights ============================
