@@ -30,6 +30,20 @@ static inline __m512i pair_lane_index() {
                            15 / g % 2);
 }
 
+// quantize_block with AVX-512 (bit for bit the same: the same amax, the same scale and the
+// same round-to-nearest-even); the scalar loop's calls to fmaxf and lrintf made the
+// activation quantization a fifth of a 512-token prefill.
+static inline int32_t quantize_block_512(const float* v, int8_t* q, float* d) {
+  const __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+  const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+  const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+  _mm_storeu_si128((__m128i*)q, _mm512_cvtepi32_epi8(qa));
+  _mm_storeu_si128((__m128i*)(q + 16), _mm512_cvtepi32_epi8(qb));
+  *d = amax / 127.0f;
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+}
+
 struct wide_x {
   const __m512i* qs;    // (m, nb2) 64 activation bytes per block pair
   const __m512i* bias;  // (m, nb2) int32 lanes
@@ -50,7 +64,7 @@ void quantize_x_wide(const float* x, int64_t k, int64_t r0, int64_t r1, const wi
         const int64_t b = 2 * g + h;
         int8_t q[QK] = {0};
         float scale = 0.0f;
-        const int32_t sum = b < nb ? quantize_block(x + r * k + b * QK, q, &scale) : 0;
+        const int32_t sum = b < nb ? quantize_block_512(x + r * k + b * QK, q, &scale) : 0;
         if (DT == TROUPE_Q8_0) {
           memcpy(qs + h * QK, q, QK);
         } else {
@@ -149,7 +163,7 @@ void quantize_x_lanes(const float* x, int64_t m, int64_t k, int64_t g0, int64_t 
         const int64_t row = g * R + r;
         int8_t qb[QK] = {0};
         float scale = 0.0f;
-        const int32_t sum = row < m ? quantize_block(x + row * k + b * QK, qb, &scale) : 0;
+        const int32_t sum = row < m ? quantize_block_512(x + row * k + b * QK, qb, &scale) : 0;
         for (int u = 0; u < 8; ++u) memcpy(q + u % T * 16 + r + R * (u / T), qb + 4 * u, 4);
         for (int h = 0; h < 16 / R; ++h) {
           bias[r + R * h] = h ? 0 : (DT == TROUPE_Q8_0 ? -128 : -8) * sum;
