@@ -196,6 +196,10 @@ void lanes_tile(const lanes_x& xa, const char* w, int64_t rb, float* y, int64_t 
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       const block* wb = wr[j] + b;
+      // As in the matrix-vector product: NR short rows end before the hardware prefetcher
+      // locks on, so fetch the next tile's (NR rows on) now. Measured in bench_engine
+      // (110m q4_0, CPU time of the same work): batch 8 -20%, batch 32 -12%, prefill same.
+      __builtin_prefetch((const char*)wb + NR * rb, 0, 3);
       const __m512 dw = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)wb->d)));
       __m512i wv[T];
       if constexpr (DT == TROUPE_Q8_0 && R == 16) {
