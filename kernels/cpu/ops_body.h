@@ -76,7 +76,7 @@ constexpr int k_mr = 4, k_nr = 2;
 #endif
 constexpr int k_decode_nr = 8;  // m == 1: eight weight rows in flight
 constexpr int64_t k_nc = 16;    // weight rows per task
-constexpr int64_t k_mc = 64;    // x rows per task
+constexpr int64_t k_mc = 64;    // x rows per task (a multiple of every MR used)
 
 // tile<MR, NR>(i0, mr, j0, nr) computes the output rows i0..i0+mr-1, columns j0..j0+nr-1.
 template <int MR, int NR, typename Tile>
@@ -95,7 +95,8 @@ void run_tiles(const troupe_kctx* ctx, int64_t m, int64_t n, Tile tile) {
 }
 
 // A matrix-vector product (m == 1) streams the weights once with several rows in flight;
-// otherwise register tiles of k_mr x k_nr. `tile` is a lambda templated on <MR, NR>.
+// otherwise register tiles of MR x NR (k_mr x k_nr unless the kernel picks its own, as the
+// AVX-512 quantized one does for m >= 8). `tile` is a lambda templated on <MR, NR>.
 template <int MR, int NR, typename Tile>
 void matmul_tiles_as(const troupe_kctx* ctx, int64_t m, int64_t n, int64_t k, Tile tile) {
   ctx = threads_for(ctx, m * n * k);

@@ -256,6 +256,7 @@ void lanes_tile(const lanes_x& xa, const char* w, int64_t rb, float* y, int64_t 
 template <int DT, int R, int MR, int NR>
 void matmul_quant_lanes(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n,
                         int64_t k) {
+  static_assert(k_mc % MR == 0 && MR % R == 0, "a tile starts on a group of R rows");
   using block = std::conditional_t<DT == TROUPE_Q8_0, block_q8_0, block_q4_0>;
   const int64_t nb = k / QK, groups = (m + R - 1) / R;
   const int64_t rb = nb * (int64_t)sizeof(block);
