@@ -116,7 +116,8 @@ void wide_tile(const wide_x& xa, const char* w, int64_t rb, float* y, int64_t n,
     for (int j = 0; j < NR; ++j) {
       // Rows are short (a few hundred bytes at dim 768): NR interleaved rows end before the
       // hardware prefetcher locks on, so fetch the next tile (contiguous, NR rows on) now.
-      if constexpr (MR == 1) __builtin_prefetch((const char*)(wr[j] + b0) + NR * rb, 0, 3);
+      // Also for 2 <= m < 8 (4 x 4 tiles): batch 4 decode on 110m q4_0 430 -> 530 tok/s.
+      __builtin_prefetch((const char*)(wr[j] + b0) + NR * rb, 0, 3);
       wv[j] = unpack_pair(wr[j] + b0, wr[j] + b1);
       const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)wr[j][b0].d | ((int)wr[j][b1].d << 16)));
       dw[j] = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(d2));
