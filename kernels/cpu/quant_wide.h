@@ -276,9 +276,11 @@ template <int DT>
 void matmul_quant_wide(const troupe_kctx* ctx, float* y, const float* x, const void* w, int64_t m, int64_t n,
                        int64_t k) {
   // Rows in lanes from 8 rows on. Measured on Zen 4 (bench_kernels, 1 thread, 2048 x 768
-  // Q4_0 weights; this tile before -> rows in lanes): m = 8 200 -> 104 us, m = 32 820 ->
-  // 350 us, m = 512 13.5 -> 5.9 ms; Q8_0 alike. 16 x 8 beat 32 x 4, 32 x 2, 16 x 4 and
-  // 16 x 16 (spills); at m = 8, 8 x 4 beat 8 x 2, 8 x 8 and 16 lanes half empty.
+  // weights, best of 3; block-pair 4 x 4 tiles before -> this, with the vectorized
+  // quantization and the prefetch): Q4_0 m = 8 154 -> 85 us, m = 32 566 -> 285 us,
+  // m = 512 9.3 -> 5.4 ms; Q8_0 136 -> 72 us, 527 -> 252 us, 8.8 -> 4.2 ms. Under load,
+  // 16 x 8 beat 32 x 4, 32 x 2, 16 x 4 and 16 x 16 (spills); at m = 8, 8 x 4 beat 8 x 2,
+  // 8 x 8 and 16 lanes half empty.
   if (m >= 16) return matmul_quant_lanes<DT, 16, 16, 8>(ctx, y, x, w, m, n, k);
   if (m >= 8) return matmul_quant_lanes<DT, 8, 8, 4>(ctx, y, x, w, m, n, k);
   using block = std::conditional_t<DT == TROUPE_Q8_0, block_q8_0, block_q4_0>;
