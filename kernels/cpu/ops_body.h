@@ -130,7 +130,8 @@ void float_tile(const float* x, const char* w, int64_t rb, float* y, int64_t n, 
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       // As in the quantized matvec: fetch the next tile of short rows while this one runs.
-      if constexpr (MR == 1) __builtin_prefetch(wr[j] + p * (int64_t)(DT == TROUPE_F32 ? 4 : 2) + NR * rb, 0, 3);
+      // For m > 1 too: 110m f16 decode at batch 8 310 -> 450 tok/s, batch 32 +10%, prefill same.
+      __builtin_prefetch(wr[j] + p * (int64_t)(DT == TROUPE_F32 ? 4 : 2) + NR * rb, 0, 3);
       wv[j] = wload<DT>(wr[j], p);
     }
 #pragma GCC unroll 8
