@@ -145,7 +145,7 @@ void wide_tile(const wide_x& xa, const char* w, int64_t rb, float* y, int64_t n,
 // lanes, so one vpdpbusd serves R rows, and the scale work (int->float, scale product,
 // FMA) is done once per weight block per R rows instead of once per row.
 struct lanes_x {
-  const __m512i* q;     // (groups, nb, 128 / R) registers of R rows
+  const __m512i* q;     // (groups, nb, R / 2) registers of R rows
   const __m512i* bias;  // (groups, nb) int32 per row: -zero point * sum(q), first half only
   const __m512* d;      // (groups, nb) scale per row
   int64_t nb;
