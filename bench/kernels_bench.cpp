@@ -83,7 +83,9 @@ void register_all_benchmarks(const troupe::kernel_registry& reg) {
   struct shape {
     int64_t m, n, k;
   };
-  const shape shapes[] = {{1, 2048, 2048}, {1, 8192, 2048}, {64, 2048, 2048}, {64, 8192, 2048}};
+  // (8, 32, 512) x 2048 x 768: batched decode and a prefill on a 110M-parameter model
+  const shape shapes[] = {{1, 2048, 2048}, {1, 8192, 2048}, {64, 2048, 2048}, {64, 8192, 2048},
+                          {8, 2048, 768},  {32, 2048, 768}, {512, 2048, 768}};
   for (troupe_op op : k_matmul_ops)
     for (const auto& v : reg.variants(op))
       for (const shape& s : shapes)
