@@ -1,5 +1,6 @@
 #include "actors/components.h"
 
+#include <cstdio>
 #include <fstream>
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -148,9 +149,37 @@ caf::behavior scheduler_actor(caf::event_based_actor* self, std::shared_ptr<sche
 
 struct worker_state {
   worker_state(std::unique_ptr<worker_backend> b, worker_options o)
-      : core(std::move(b), o.identity), opts(std::move(o)) {}
+      : core(std::move(b), o.identity), opts(std::move(o)) {
+    if (!opts.step_log.empty()) {
+      step_log.reset(std::fopen(opts.step_log.c_str(), "a"));
+      if (!step_log) throw error(error_kind::failed, "worker: cannot write the step log " + opts.step_log, "step-log");
+    }
+  }
   worker_core core;
   worker_options opts;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> step_log{nullptr, &std::fclose};
+
+  // Runs a plan; with a step log, records its shape and time (one write per line, so the
+  // workers of one process may share the file).
+  proto::step_outcome run(const step_plan& plan) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto out = core.step(plan);
+    if (step_log && out.error.empty()) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      int64_t tokens = 0, context = 0;
+      for (const auto& w : plan.seqs) {
+        tokens += static_cast<int64_t>(w.tokens.size());
+        context += w.start_pos;
+      }
+      char line[160];
+      const int n =
+          std::snprintf(line, sizeof line, "{\"tokens\":%lld,\"context\":%lld,\"seqs\":%zu,\"time_s\":%.9f}\n",
+                        (long long)tokens, (long long)context, plan.seqs.size(), s);
+      std::fwrite(line, 1, static_cast<size_t>(n), step_log.get());
+      std::fflush(step_log.get());
+    }
+    return out;
+  }
   io_handle io;
   uint32_t socket = 0;
   uint64_t heartbeats = 0;
@@ -175,7 +204,7 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
           return;
         }
         if (auto* plan = std::get_if<step_plan>(&msg)) {
-          st->send(st->core.step(*plan));
+          st->send(st->run(*plan));
         } else if (auto* r = std::get_if<proto::registered>(&msg)) {
           spdlog::info("worker: registered as replica {}", r->replica_id);
         } else if (auto* s = std::get_if<proto::shutdown>(&msg)) {

@@ -30,6 +30,10 @@ namespace troupe::actors {
 struct worker_options {
   worker_identity identity;
   double heartbeat_s = 0.2;
+  // Appends one line per executed step (tokens, context, seqs, time_s: the step profile
+  // format of docs/SIM.md) to this file; empty: none. Fits the simulator's cost model to the
+  // steps this worker really ran.
+  std::string step_log;
 };
 
 // One process's actors. Add roles, then wait; destroying it stops everything.

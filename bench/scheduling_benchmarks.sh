@@ -24,7 +24,8 @@ serve() {  # serve [extra flags...]: starts a server on $port and waits until it
   echo "serve did not start:" >&2; cat "$out/serve.log" >&2; exit 1
 }
 stop() { kill -TERM "$server"; wait "$server" || true; port=$((port + 1)); }
-bench() { "$troupe" --log-level warn bench --gateway "tcp://127.0.0.1:$port" --vocab 256 "$@" 2>/dev/null; }
+# A run with rejected requests exits 1; here that is a figure, not a failure.
+bench() { "$troupe" --log-level warn bench --gateway "tcp://127.0.0.1:$port" --vocab 256 "$@" 2>/dev/null || true; }
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
 main_model=$model
@@ -63,9 +64,11 @@ for mode in alone chunked unchunked; do
   echo "$mode (${flags[*]}): p99 TPOT $(field "$out/$mode.json" "round(d['tpot_s']['p99'] * 1000, 1)") ms, p50 TPOT $(field "$out/$mode.json" "round(d['tpot_s']['p50'] * 1000, 1)") ms, p50 TTFT $(field "$out/$mode.json" "round(d['ttft_s']['p50'] * 1000, 1)") ms"
 done
 
-echo "## 3. fairness: tenants a and b, equal weights, offered 10:1 (open loop above capacity)"
-serve --max-batch 8 --tenant a:1 --tenant b:1
-bench --rate 40 --duration 15 --prompt-len 16 --output-len 32 --tenants a:10,b:1 --timeout 900 \
+echo "## 3. fairness: tenants a and b, equal weights, offered 10:1, each above its fair share of capacity"
+# Queues deep enough to hold the whole offered load: both tenants stay backlogged, and the
+# policy's fair share, not the gateway's queue bound, decides who is served.
+serve --max-batch 8 --tenant a:1 --tenant b:1 --max-queue 100000 --max-queued 100000
+bench --rate 120 --duration 10 --requests 0 --prompt-len 16 --output-len 16 --tenants a:10,b:1 --timeout 900 \
   --out-jsonl "$out/fair.jsonl" >/dev/null
 stop
 python3 - "$out/fair.jsonl" <<'PY'

@@ -41,6 +41,7 @@ struct worker_flags {
   int32_t block_size = 16;
   int32_t max_batch = 64;
   int64_t max_batch_tokens = 512;
+  std::string step_log;  // per-step shapes and times (JSONL)
 };
 void add_worker_flags(CLI::App& sub, worker_flags& f);
 // With a shard and its group's communicator: this rank of a tensor-parallel group.

@@ -31,6 +31,7 @@ int run_serve(const serve_args& a) {
   for (int i = 0; i < a.workers; ++i) {
     actors::worker_options wo;
     wo.identity = {"local", model.name, a.worker.max_batch};
+    wo.step_log = a.worker.step_log;
     n.add_worker(control, "worker-" + std::to_string(i), make_cpu_backend(model, a.worker), wo);
   }
   const gateway_options go = make_gateway_options(a.gateway);

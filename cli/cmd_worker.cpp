@@ -79,6 +79,7 @@ int run_worker(const worker_args& a) {
   actors::node n({.worker_threads = 1}, {});
   actors::worker_options wo;
   wo.identity = {host, model.name, a.worker.max_batch};
+  wo.step_log = a.worker.step_log;
   n.add_worker(a.scheduler, name, std::move(backend), wo);
   wait_for_signal(n);
   n.stop();

@@ -14,7 +14,10 @@ TEST(BenchCli, LoadRunAgainstServeRecordsEveryRequest) {
   TROUPE_REQUIRE_MODELS();
   const int port = free_port();
   auto dir = temp_dir("bench");
-  child_process serve({"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2"}, dir / "serve.log");
+  const auto steps = dir / "steps.jsonl";
+  child_process serve(
+      {"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2", "--step-log", steps.string()},
+      dir / "serve.log");
   ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
   const auto summary = dir / "summary.json", records = dir / "requests.jsonl", trace = dir / "trace.csv";
   auto r = run_command(troupe_bin() + " bench --gateway " + tcp(port) +
@@ -34,6 +37,12 @@ TEST(BenchCli, LoadRunAgainstServeRecordsEveryRequest) {
   EXPECT_EQ(tokens, 30 * 12);  // ignore_eos: exactly the output length, no token lost or duplicated
   serve.signal(SIGTERM);
   EXPECT_EQ(serve.wait(20), 0) << serve.log();
+  // Every step the workers ran is in the step log, in the simulator's profile format.
+  int step_lines = 0, fed = 0;
+  std::ifstream sl(steps);
+  for (std::string line; std::getline(sl, line); ++step_lines) fed += nlohmann::json::parse(line)["tokens"].get<int>();
+  EXPECT_GT(step_lines, 0);
+  EXPECT_GE(fed, 30 * 8);  // at least the shortest prompts were fed
 
   // The arrivals as sent replay in the simulator.
   auto sim = run_command(troupe_bin() + " sim run --trace " + trace.string() + " --device h100 --model llama-3.2-1b");
