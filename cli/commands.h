@@ -18,11 +18,6 @@ namespace troupe::cli {
 using run_fn = std::function<int()>;
 void set_runner(run_fn fn);
 
-// Registers a subcommand that exists in the design but is not built yet: it says so
-// and exits 2 instead of pretending.
-void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
-                 const std::string& which_issue);
-
 // Turns each `--config FILE` (TOML/INI) into flags of the chosen subcommand (common_flags.cpp).
 std::vector<std::string> expand_config_files(const std::vector<std::string>& args);
 

@@ -20,18 +20,6 @@ run_fn g_runner;  // set during parsing by the one subcommand that was chosen
 
 void set_runner(run_fn fn) { g_runner = std::move(fn); }
 
-void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
-                 const std::string& which_issue) {
-  auto* sub = app.add_subcommand(name, description + " [not built yet]");
-  sub->allow_extras();
-  sub->callback([name, which_issue] {
-    set_runner([name, which_issue] {
-      std::fprintf(stderr, "troupe %s: not built yet (planned in: %s)\n", name.c_str(), which_issue.c_str());
-      return 2;
-    });
-  });
-}
-
 }  // namespace troupe::cli
 
 int main(int argc, char** argv) {

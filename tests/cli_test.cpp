@@ -1,5 +1,4 @@
-// The troupe binary: --version, --help on each subcommand, and unbuilt subcommands that
-// say so and exit non-zero.
+// The troupe binary: --version, --help on each subcommand, no subcommand is an error.
 #include <gtest/gtest.h>
 
 #include "test_support.h"
