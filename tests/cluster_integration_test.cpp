@@ -6,61 +6,12 @@
 #include <atomic>
 #include <thread>
 
-#include "actors/client.h"
-#include "cluster_support.h"
+#include "cluster_jobs.h"
 
 using namespace troupe;
 using namespace troupe::test;
 
 namespace {
-
-const char* const base_prompts[] = {"Once upon a time", "The cat sat", "Lily and Ben went to the park",
-                                    "One day, a little dog"};
-
-std::string prompt_number(int i) {
-  return std::string(base_prompts[i % 4]) + (i < 4 ? "" : " " + std::string(1, static_cast<char>('a' + i)));
-}
-
-proto::job greedy_job(const std::string& prompt, int max_tokens, const std::string& id) {
-  proto::job j;
-  j.client_request_id = id;
-  j.prompt_text = prompt;
-  j.sampling.max_tokens = max_tokens;
-  return j;
-}
-
-// Runs `n` jobs, one client (socket) and one thread each; returns their results.
-std::vector<actors::job_result> run_clients(const std::string& gateway, int n, int max_tokens,
-                                            std::atomic<int>* chunks = nullptr) {
-  std::vector<actors::job_result> results(n);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i)
-    threads.emplace_back([&, i] {
-      try {
-        actors::gateway_client c(gateway);
-        results[i] = actors::run_job(c, greedy_job(prompt_number(i % 8), max_tokens, "job-" + std::to_string(i)), 30000,
-                                     [&](const proto::token_chunk&) {
-                                       if (chunks) ++*chunks;
-                                     });
-      } catch (const std::exception& e) {
-        results[i].error.message = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  return results;
-}
-
-void expect_like_generate(const std::vector<actors::job_result>& results, int max_tokens) {
-  std::map<int, std::vector<int32_t>> reference;
-  for (size_t i = 0; i < results.size(); ++i) {
-    const int p = static_cast<int>(i % 8);
-    if (!reference.count(p)) reference[p] = generate_ids(prompt_number(p), max_tokens);
-    ASSERT_TRUE(results[i].ok) << "job " << i << ": " << results[i].error.message;
-    EXPECT_FALSE(results[i].index_gap) << "job " << i << ": a token was lost or duplicated";
-    EXPECT_EQ(results[i].ids, reference[p]) << "job " << i << " (" << prompt_number(p) << ")";
-    EXPECT_EQ(results[i].done.completion_tokens, results[i].ids.size());
-  }
-}
 
 struct separate_processes {
   std::filesystem::path dir;

@@ -8,8 +8,7 @@
 #include <atomic>
 #include <thread>
 
-#include "actors/client.h"
-#include "cluster_support.h"
+#include "cluster_jobs.h"
 #include "netns.h"
 
 using namespace troupe;
@@ -56,45 +55,19 @@ struct group_cluster {
   ~group_cluster() { std::filesystem::remove_all(dir); }
 };
 
-// n greedy jobs, one client thread each; counts streamed chunks.
-std::vector<actors::job_result> run_jobs(int port, int n, int max_tokens, std::atomic<int>& chunks) {
-  std::vector<actors::job_result> results(n);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i)
-    threads.emplace_back([&, i] {
-      try {
-        actors::gateway_client c(tcp(port));
-        proto::job j;
-        j.client_request_id = "tp-" + std::to_string(i);
-        j.prompt_text = i % 2 ? "The cat sat" : "Once upon a time";
-        j.sampling.max_tokens = max_tokens;
-        results[i] = actors::run_job(c, j, 30000, [&](const proto::token_chunk&) { ++chunks; });
-      } catch (const std::exception& e) {
-        results[i].error.message = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  return results;
-}
-
 }  // namespace
 
 TEST(TensorParallelCluster, GroupServesLikeGenerateAndSurvivesALostRank) {
   TROUPE_REQUIRE_MODELS();
   group_cluster c("tp-cluster", true);
-  const auto want0 = generate_ids("Once upon a time", 100), want1 = generate_ids("The cat sat", 100);
   std::atomic<int> chunks{0};
   std::thread killer([&] {
     while (chunks < 40) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     c.rank1->signal(SIGKILL);
   });
-  auto results = run_jobs(c.gateway_port, 8, 100, chunks);
+  auto results = run_clients(tcp(c.gateway_port), 8, 100, &chunks);
   killer.join();
-  for (size_t i = 0; i < results.size(); ++i) {
-    ASSERT_TRUE(results[i].ok) << "job " << i << ": " << results[i].error.message;
-    EXPECT_FALSE(results[i].index_gap) << "job " << i;
-    EXPECT_EQ(results[i].ids, i % 2 ? want1 : want0) << "job " << i;
-  }
+  expect_like_generate(results, 100);
   EXPECT_TRUE(c.rank0->wait_for_log("group broken")) << c.rank0->log();
   EXPECT_TRUE(c.scheduler->wait_for_log("(g0r0) removed")) << c.scheduler->log();
 }
@@ -107,7 +80,7 @@ TEST(TensorParallelCluster, LastGroupLostEndsJobsWithDisconnected) {
     while (chunks < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     c.rank1->signal(SIGKILL);
   });
-  auto results = run_jobs(c.gateway_port, 4, 110, chunks);
+  auto results = run_clients(tcp(c.gateway_port), 4, 110, &chunks);
   killer.join();
   int disconnected = 0;
   for (const auto& r : results) {
