@@ -149,6 +149,7 @@ struct SeqWork {
   sampling @5 :SamplingParams;
   history @6 :List(Int32);
   nPrompt @7 :Int32;
+  feedLastSampled @8 :Bool;
 }
 
 struct StepPlan {

@@ -1,6 +1,7 @@
 #include "sim/simulator.h"
 
 #include <algorithm>
+#include <deque>
 #include <memory>
 
 #include "sim/event_queue.h"
@@ -69,8 +70,8 @@ class run {
 
  private:
   struct replica_state {
-    bool busy = false;
-    step_plan plan;  // the step in flight
+    bool busy = false;            // plans.front() is running
+    std::deque<step_plan> plans;  // planned and not finished, in order
   };
 
   time_bucket& bucket(double t) {
@@ -100,25 +101,34 @@ class run {
     kick();
   }
 
-  // Starts a step on every idle replica the policy has work for.
+  // Plans steps on every replica below its in-flight limit (policy max_inflight_steps):
+  // with async scheduling the plan for step N+1 is made as soon as step N starts, and it
+  // starts when N ends.
   void kick() {
-    for (uint32_t id = 0; id < replicas_.size(); ++id)
-      if (!replicas_[id].busy) start(id);
+    const auto limit = size_t(std::max(1, opts_.policy.max_inflight_steps));
+    for (uint32_t id = 0; id < replicas_.size(); ++id) {
+      auto& rs = replicas_[id];
+      while (rs.plans.size() < limit) {
+        auto planned = policy_.schedule(id, q_.now());
+        if (!planned || planned->plan.seqs.empty()) break;
+        rs.plans.push_back(std::move(planned->plan));
+        if (!rs.busy) start(id);
+      }
+    }
   }
 
+  // Starts the oldest planned step of a replica.
   void start(uint32_t id) {
-    auto planned = policy_.schedule(id, q_.now());
-    if (!planned || planned->plan.seqs.empty()) return;
     auto& rs = replicas_[id];
     rs.busy = true;
-    rs.plan = std::move(planned->plan);
+    const step_plan& plan = rs.plans.front();
     ++res_.steps;
 
     // Shape for the cost model; a position going back means the sequence was preempted
     // and is being recomputed.
     shape_.seqs.clear();
     double prefill = 0;
-    for (const auto& w : rs.plan.seqs) {
+    for (const auto& w : plan.seqs) {
       shape_.seqs.push_back({int32_t(w.tokens.size()), int64_t(w.start_pos)});
       if (w.seq_id < next_pos_.size()) {
         if (w.start_pos < next_pos_[w.seq_id]) ++res_.requests[w.seq_id].preemptions;
@@ -126,7 +136,7 @@ class run {
       }
       if (w.tokens.size() > 1 || !w.sample) prefill += double(w.tokens.size());
     }
-    const size_t batch = rs.plan.seqs.size();
+    const size_t batch = plan.seqs.size();
     if (batch >= res_.batch_hist.size()) res_.batch_hist.resize(batch + 1, 0);
     ++res_.batch_hist[batch];
     // KV utilization: blocks referenced by sequences (cached prefix blocks count as free).
@@ -161,19 +171,24 @@ class run {
 
   void finish_step(uint32_t id) {
     auto& rs = replicas_[id];
+    const step_plan& plan = rs.plans.front();
     step_result result;
-    result.step_id = rs.plan.step_id;
-    result.outputs.reserve(rs.plan.seqs.size());
-    for (const auto& w : rs.plan.seqs) {
+    result.step_id = plan.step_id;
+    result.outputs.reserve(plan.seqs.size());
+    // Tokens depend on the position only, so a placeholder (feed_last_sampled) needs no
+    // resolving here.
+    for (const auto& w : plan.seqs) {
       seq_output o;
       o.seq_id = w.seq_id;
       if (w.sample) o.token = fake_token(w.seq_id, uint64_t(w.start_pos) + w.tokens.size());
       result.outputs.push_back(std::move(o));
     }
     rs.busy = false;
+    rs.plans.pop_front();
     const double now = q_.now();
     for (const auto& ev : policy_.on_result(id, result, now)) apply(ev, id, now);
     for (const auto& ev : policy_.take_events()) apply(ev, id, now);
+    if (!rs.plans.empty()) start(id);
     kick();
   }
 

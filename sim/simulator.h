@@ -2,7 +2,9 @@
 // by a virtual clock (sim/event_queue.h), with a cost model standing in for the workers.
 // Each replica runs one step at a time: when it is idle and the policy plans a step, the
 // step ends at now + cost(step), and its result (fake token ids, never EOS) goes back to
-// the policy. Requests end by max_tokens = their output length.
+// the policy. With policy.max_inflight_steps > 1 the next step is planned when one starts
+// and starts when it ends (async scheduling: no control-loop gap between steps). Requests end by max_tokens = their
+// output length.
 #pragma once
 #include <cstdint>
 #include <functional>

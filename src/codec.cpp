@@ -217,6 +217,7 @@ void put(wire::StepPlan::Builder b, const step_plan& p) {
     put(s.initSampling(), w.sampling);
     set_list(s.initHistory(w.history.size()), w.history);
     s.setNPrompt(w.n_prompt);
+    s.setFeedLastSampled(w.feed_last_sampled);
   }
 }
 
@@ -233,6 +234,7 @@ step_plan get(wire::StepPlan::Reader r) {
     w.sampling = get(s.getSampling());
     w.history = to_vector<int32_t>(s.getHistory());
     w.n_prompt = s.getNPrompt();
+    w.feed_last_sampled = s.getFeedLastSampled();
     p.seqs.push_back(std::move(w));
   }
   return p;

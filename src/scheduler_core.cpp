@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "src/overloaded.h"
 
 namespace troupe {
@@ -92,8 +94,9 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
 }
 
 void scheduler_core::on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out) {
-  if (!r.step_in_flight || o.result.step_id != r.step_id) return;  // stale: from before a re-registration
-  r.step_in_flight = false;
+  // Stale: from before a re-registration.
+  if (r.steps_in_flight.empty() || o.result.step_id != r.steps_in_flight.front()) return;
+  r.steps_in_flight.pop_front();
   if (!o.error.empty()) {
     remove(r.id, "step failed: " + o.error, now, out);
     pump(now, out);
@@ -172,20 +175,23 @@ void scheduler_core::remove(uint32_t replica_id, const std::string& why, double 
 }
 
 void scheduler_core::pump(double now, outbox& out) {
+  const auto limit = static_cast<size_t>(std::max(1, opts_.policy.max_inflight_steps));
   for (auto& [id, r] : replicas_) {
-    if (r.step_in_flight) continue;
-    auto planned = policy_->schedule(id, now);
-    route(policy_->take_events(), out);
-    if (!planned) continue;
-    for (const auto& w : planned->plan.seqs) {
-      if (auto a = admitted_at_.find(w.seq_id); a != admitted_at_.end()) {
-        queue_ms_[w.seq_id] = (now - a->second) * 1000.0;
-        admitted_at_.erase(a);
+    // With async scheduling the next plan is made right after this one is sent: the worker
+    // finds it queued when it finishes (a worker runs its plans in the order sent).
+    while (r.steps_in_flight.size() < limit) {
+      auto planned = policy_->schedule(id, now);
+      route(policy_->take_events(), out);
+      if (!planned) break;
+      for (const auto& w : planned->plan.seqs) {
+        if (auto a = admitted_at_.find(w.seq_id); a != admitted_at_.end()) {
+          queue_ms_[w.seq_id] = (now - a->second) * 1000.0;
+          admitted_at_.erase(a);
+        }
       }
+      r.steps_in_flight.push_back(planned->plan.step_id);
+      out.push_back({r.peer, std::move(planned->plan)});
     }
-    r.step_in_flight = true;
-    r.step_id = planned->plan.step_id;
-    out.push_back({r.peer, std::move(planned->plan)});
   }
 }
 

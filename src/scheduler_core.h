@@ -1,9 +1,10 @@
 // The scheduler's logic without threads, sockets or a clock: it drives sched::policy with
-// the `now` it is given, keeps the replicas (workers) and their heartbeats, one step in
-// flight per replica, and routes request events back to the gateway that submitted each
-// request. The scheduler actor (actors/scheduler_actor) is a thin shell over it.
+// the `now` it is given, keeps the replicas (workers) and their heartbeats, up to
+// policy.max_inflight_steps steps in flight per replica, and routes request events back to the gateway that submitted
+// each request. The scheduler actor (actors/scheduler_actor) is a thin shell over it.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -58,15 +59,14 @@ class scheduler_core {
     uint32_t id = 0;
     std::string peer;
     double last_seen = 0;
-    bool step_in_flight = false;
-    uint64_t step_id = 0;
+    std::deque<uint64_t> steps_in_flight;  // sent, oldest first: results come in this order
     std::string model;
   };
 
   outbox on_registration(const std::string& peer, const proto::worker_registration& r, double now);
   void on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out);
   void remove(uint32_t replica_id, const std::string& why, double now, outbox& out);
-  // Plans a step for every replica that has none in flight.
+  // Plans steps for every replica below its in-flight limit.
   void pump(double now, outbox& out);
   void route(std::vector<sched::request_event> events, outbox& out);
 

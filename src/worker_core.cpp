@@ -15,10 +15,18 @@ proto::step_outcome worker_core::step(const step_plan& plan) {
   proto::step_outcome o;
   o.result.step_id = plan.step_id;
   try {
-    o.result = backend_->step(plan);
+    if (step_resolver::needs_resolving(plan)) {
+      step_plan resolved = plan;
+      resolver_.resolve(resolved);
+      o.result = backend_->step(resolved);
+    } else {
+      o.result = backend_->step(plan);
+    }
     o.result.step_id = plan.step_id;
+    resolver_.remember(o.result);
     ++steps_;
   } catch (const std::exception& e) {
+    resolver_.clear();
     o.error = e.what();
   }
   return o;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "src/protocol.h"
+#include "src/step_resolver.h"
 #include "troupe/model.h"
 
 namespace troupe {
@@ -20,13 +21,17 @@ class worker_core {
   worker_core(std::unique_ptr<worker_backend> backend, worker_identity id);
   proto::worker_registration registration() const;
   // Runs the plan; a backend error becomes step_outcome::error (the scheduler then
-  // re-plans this worker's sequences elsewhere) instead of ending the process.
+  // re-plans this worker's sequences elsewhere) instead of ending the process. Plans must
+  // come in the order the scheduler sent them: placeholders (seq_work::feed_last_sampled)
+  // are resolved from the previous step's samples before the backend (a tensor-parallel
+  // leader relays the resolved plan) sees the plan.
   proto::step_outcome step(const step_plan& plan);
   uint64_t steps() const { return steps_; }
 
  private:
   std::unique_ptr<worker_backend> backend_;
   worker_identity id_;
+  step_resolver resolver_;
   uint64_t steps_ = 0;
 };
 

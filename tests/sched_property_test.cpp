@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <random>
 #include <sstream>
@@ -22,7 +23,8 @@ struct job {
 
 class workload {
  public:
-  explicit workload(uint64_t seed) : rng_(seed) {
+  workload(uint64_t seed, int32_t max_inflight_steps = 1) : rng_(seed) {
+    cfg_.max_inflight_steps = max_inflight_steps;
     cfg_.max_step_tokens = pick({16, 32, 64, 128});
     cfg_.chunked_prefill = chance(0.8);
     cfg_.prefix_caching = chance(0.6);
@@ -66,13 +68,21 @@ class workload {
         add_replica(p, t);
       }
       for (auto& [id, r] : replicas_) {
-        if (r.pending) {
-          if (chance(0.3)) continue;  // the result arrives later
-          worker_.record(p.on_result(id, worker_.run(*r.pending), t));
-          r.pending.reset();
-        } else {
-          r.pending = p.schedule(id, t);
-          if (r.pending) check_plan(*r.pending, r.info);
+        bool answered = false;
+        if (!r.in_flight.empty() && !chance(0.3)) {  // else the result arrives later
+          // The worker executes its plans in order, each when its result comes back.
+          worker_.record(p.on_result(id, worker_.run(r.in_flight.front()), t));
+          r.in_flight.pop_front();
+          answered = true;
+          check(p);
+        }
+        // One step at a time: a result and the next plan are two ticks apart, as before.
+        const bool may_plan = cfg_.max_inflight_steps > 1 || !answered;
+        if (may_plan && static_cast<int32_t>(r.in_flight.size()) < cfg_.max_inflight_steps) {
+          if (auto ps = p.schedule(id, t)) {
+            check_plan(*ps, r.info);
+            r.in_flight.push_back(std::move(*ps));
+          }
         }
         check(p);
         if (::testing::Test::HasFatalFailure()) return;
@@ -92,7 +102,7 @@ class workload {
  private:
   struct replica_run {
     replica_info info;
-    std::optional<planned_step> pending;
+    std::deque<planned_step> in_flight;  // planned, oldest first
   };
 
   bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
@@ -143,6 +153,15 @@ class workload {
       want.insert(want.end(), seen.begin(), seen.end());
       ASSERT_EQ(w.history, want);
       ASSERT_EQ(w.n_prompt, static_cast<int32_t>(j.req.prompt.size()));
+      if (w.feed_last_sampled) {  // the token being sampled now: right after what was seen
+        ASSERT_GT(cfg_.max_inflight_steps, 1);
+        ASSERT_EQ(w.tokens, std::vector<int32_t>{-1});
+        ASSERT_EQ(w.start_pos, static_cast<int32_t>(want.size()));
+        ASSERT_TRUE(w.sample);
+        // Never past max_tokens, counting the token in flight and this one.
+        ASSERT_LE(static_cast<int32_t>(seen.size()) + 2, j.req.sampling.max_tokens);
+        continue;
+      }
       ASSERT_EQ(w.tokens, std::vector<int32_t>(want.begin() + w.start_pos, want.begin() + w.start_pos + n));
       ASSERT_EQ(w.sample, w.start_pos + n == static_cast<int32_t>(want.size()));
     }
@@ -180,6 +199,18 @@ TEST(SchedProperty, InvariantsHoldOverManySeededWorkloads) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     workload(seed).run();
     if (::testing::Test::HasFailure()) return;
+  }
+}
+
+// Async scheduling: a step planned while the previous ones are in flight, placeholders
+// resolved by the fake worker, tokens of work planned past a finish dropped.
+TEST(SchedProperty, InvariantsHoldWithStepsInFlight) {
+  for (int32_t inflight : {2, 3}) {
+    for (uint64_t seed = 1; seed <= (inflight == 2 ? 300u : 100u); ++seed) {
+      SCOPED_TRACE("max_inflight_steps " + std::to_string(inflight) + ", seed " + std::to_string(seed));
+      workload(seed, inflight).run();
+      if (::testing::Test::HasFailure()) return;
+    }
   }
 }
 

@@ -3,11 +3,13 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <vector>
 
 #include "src/sched/policy.h"
+#include "src/step_resolver.h"
 
 namespace troupe::sched::test {
 
@@ -30,8 +32,25 @@ struct fake_worker {
   // Everything the client has been told, per request.
   std::map<uint64_t, std::vector<int32_t>> streamed;
   std::map<uint64_t, finish_reason> finished;
+  std::map<uint32_t, step_resolver> resolvers;  // per replica, as each worker keeps one
 
-  step_result run(const planned_step& ps) {
+  // Executes a plan as a worker would: placeholders (async scheduling) resolved from the
+  // replica's previous step, which must have sampled exactly the token at that position.
+  step_result run(const planned_step& planned) {
+    planned_step ps = planned;
+    step_resolver& res = resolvers[ps.replica];
+    for (const seq_work& w : ps.plan.seqs)
+      if (w.feed_last_sampled) {
+        EXPECT_EQ(w.tokens, std::vector<int32_t>{-1});
+      }
+    res.resolve(ps.plan);
+    for (const seq_work& w : planned.plan.seqs) {
+      if (!w.feed_last_sampled) continue;
+      const auto& rw = *std::find_if(ps.plan.seqs.begin(), ps.plan.seqs.end(),
+                                     [&](const seq_work& x) { return x.seq_id == w.seq_id; });
+      EXPECT_EQ(rw.tokens[0], token_at(w.seq_id, w.start_pos)) << "placeholder of request " << w.seq_id;
+      EXPECT_EQ(static_cast<int32_t>(rw.history.size()), w.start_pos + 1);
+    }
     step_result r;
     r.step_id = ps.plan.step_id;
     for (const seq_work& w : ps.plan.seqs) {
@@ -42,6 +61,7 @@ struct fake_worker {
       if (w.sample) o.token = token_at(w.seq_id, w.start_pos + static_cast<int32_t>(w.tokens.size()));
       r.outputs.push_back(o);
     }
+    res.remember(r);
     return r;
   }
 

@@ -20,6 +20,10 @@ struct seq_work {
   sampling_params sampling;
   std::vector<int32_t> history;  // prompt + generated so far (for penalties), may be empty
   int32_t n_prompt = 0;          // how many of history are the prompt
+  // Async scheduling: tokens[0] (one token, written -1) stands for the token this worker
+  // sampled for this sequence in its previous step, still unknown to the scheduler when it
+  // planned this one; history lacks it too. The worker fills both in (see step_resolver.h).
+  bool feed_last_sampled = false;
 };
 
 struct step_plan {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -42,19 +43,37 @@ struct seq_state {
   int32_t n_computed = 0;        // tokens of history whose KV is in table
   int32_t n_registered = 0;      // leading blocks of table already in the prefix cache
   int64_t host_blocks = 0;       // swapped out: blocks held on the host pool
-  uint64_t planned_step = 0;     // the step that feeds it, while in flight
+  uint64_t planned_step = 0;     // the last step that feeds it
   std::vector<uint64_t> hashes;  // prefix hash chain over history's full blocks
   int32_t hash_block_size = 0;
   tenant_state* tenant = nullptr;
+  // Async scheduling (policy_config::max_inflight_steps): work planned but not answered.
+  int32_t n_inflight = 0;    // tokens fed by steps in flight, after n_computed
+  int32_t pending = 0;       // tokens sampled by steps in flight, not in history yet
+  uint64_t sample_step = 0;  // the latest step in flight that samples it
+  // Bumped whenever its KV is dropped or moved (preemption, replica removed): results of
+  // work planned before are void.
+  uint64_t epoch = 0;
 
   int32_t generated() const { return static_cast<int32_t>(history.size()) - n_prompt; }
-  int32_t remaining() const { return static_cast<int32_t>(history.size()) - n_computed; }
+  int32_t scheduled() const { return n_computed + n_inflight; }  // positions fed or being fed
+  int32_t remaining() const { return static_cast<int32_t>(history.size()) + pending - scheduled(); }
+  void forget_inflight() {
+    n_inflight = 0;
+    pending = 0;
+    ++epoch;
+  }
 };
 
 struct flight_item {
-  uint64_t id = 0, order = 0;
+  uint64_t id = 0, order = 0, epoch = 0;
   int32_t n = 0;
   bool sample = false;
+};
+
+struct flight {
+  uint64_t step_id = 0;
+  std::vector<flight_item> items;  // in plan order
 };
 
 struct replica_state {
@@ -62,9 +81,9 @@ struct replica_state {
   block_pool pool;
   std::vector<seq_state*> running;  // holding device blocks (prefilling or decoding)
   std::vector<seq_state*> swapped;
-  bool in_flight = false;
-  uint64_t step_id = 0;
-  std::vector<flight_item> flight;  // the in-flight plan, in plan order
+  uint64_t step_id = 0;               // the step being (or last) planned
+  std::vector<flight_item> planning;  // the plan under way, in plan order
+  std::deque<flight> flights;         // planned and not answered, oldest first
   uint64_t prefix_hit_tokens = 0, preemptions = 0;
 
   replica_state(const replica_info& r, int64_t host_blocks) : info(r), pool(r.kv_blocks, host_blocks) {}
@@ -184,6 +203,7 @@ struct policy::impl {
     s.n_registered = 0;
     s.host_blocks = 0;
     s.resumed = true;
+    s.forget_inflight();  // its first plan elsewhere feeds real tokens only
     enqueue(s);
   }
 
@@ -217,6 +237,9 @@ struct policy::impl {
 
   // ---- preemption ---------------------------------------------------------------------
 
+  // A victim may have work in flight: its blocks go back now, and a later plan may hand
+  // them to another sequence. That is safe because a worker executes its plans strictly in
+  // order: every step still writing them runs before any step that reuses them.
   void preempt(replica_state& r, seq_state& v) {
     ++r.preemptions;
     rec.preempted.push_back(v.req.id);
@@ -226,6 +249,7 @@ struct policy::impl {
       for (int32_t b : v.table) release(r, b);
       v.table.clear();
       v.host_blocks = n;
+      v.forget_inflight();  // comes back from n_computed, re-feeding what was in flight
       v.at = seq_state::where::swapped;
       r.swapped.push_back(&v);
       rec.swapped_out.push_back(v.req.id);
@@ -270,20 +294,31 @@ struct policy::impl {
   void plan_work(replica_state& r, step_plan& plan, seq_state& s, int32_t n, trace_seq&& ts) {
     seq_work w;
     w.seq_id = s.req.id;
-    w.tokens.assign(s.history.begin() + s.n_computed, s.history.begin() + s.n_computed + n);
-    w.start_pos = s.n_computed;
+    const int32_t pos = s.scheduled();
+    if (pos < static_cast<int32_t>(s.history.size())) {
+      w.tokens.assign(s.history.begin() + pos, s.history.begin() + pos + n);
+    } else {  // the token sampled by this sequence's work in the previous step (n == 1)
+      w.tokens.assign(1, -1);
+      w.feed_last_sampled = true;
+    }
+    w.start_pos = pos;
     w.block_table = s.table;
-    w.sample = s.n_computed + n == static_cast<int32_t>(s.history.size());
+    w.sample = pos + n == static_cast<int32_t>(s.history.size()) + s.pending;
     w.sampling = s.req.sampling;
     w.history = s.history;
     w.n_prompt = s.n_prompt;
-    r.flight.push_back({s.req.id, s.order, n, w.sample});
+    r.planning.push_back({s.req.id, s.order, s.epoch, n, w.sample});
     s.planned_step = r.step_id;
+    s.n_inflight += n;
+    if (w.sample) {
+      ++s.pending;
+      s.sample_step = r.step_id;
+    }
     tenants.charge(*s.tenant, n);
     if (cfg.trace) {
       ts.id = s.req.id;
       ts.n = n;
-      ts.start_pos = s.n_computed;
+      ts.start_pos = pos;
       ts.sample = w.sample;
       rec.seqs.push_back(std::move(ts));
     }
@@ -294,6 +329,17 @@ struct policy::impl {
   int32_t chunk(int32_t remaining, int32_t budget) const {
     if (cfg.chunked_prefill || remaining > cfg.max_step_tokens) return std::min(remaining, budget);
     return remaining <= budget ? remaining : 0;  // whole prompts only
+  }
+
+  // A sequence whose next token is still being sampled can be fed it (a placeholder) only
+  // when that is its single pending token, sampled by the step planned just before on this
+  // replica (the worker remembers no older step's tokens), and the token it would sample
+  // is still within max_tokens and max_context.
+  bool can_feed_pending(const replica_state& r, const seq_state& s) const {
+    if (s.pending == 0) return true;
+    if (s.pending > 1 || r.flights.empty() || r.flights.back().step_id != s.sample_step) return false;
+    if (s.generated() + s.pending >= s.req.sampling.max_tokens) return false;
+    return cfg.max_context <= 0 || static_cast<int64_t>(s.history.size()) + s.pending < cfg.max_context;
   }
 
   // Running requests plus pending prefill tokens: what routing balances.
@@ -365,7 +411,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   out.plan.step_id = r.step_id;
   step_plan& plan = out.plan;
   int32_t budget = cfg.max_step_tokens;
-  r.flight.clear();
+  r.planning.clear();
 
   // Best first; victims are taken from the back.
   std::vector<std::pair<int64_t, seq_state*>> keyed;
@@ -381,9 +427,9 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   // 1. Running decodes, one token each.
   for (seq_state* s : order) {
     if (budget == 0) break;
-    if (s->at != seq_state::where::running || s->remaining() != 1) continue;
+    if (s->at != seq_state::where::running || s->remaining() != 1 || !can_feed_pending(r, *s)) continue;
     trace_seq ts;
-    if (!grow(r, *s, s->n_computed + 1, order, tail, cfg.trace ? &ts : nullptr)) continue;
+    if (!grow(r, *s, s->scheduled() + 1, order, tail, cfg.trace ? &ts : nullptr)) continue;
     plan_work(r, plan, *s, 1, std::move(ts));
     --budget;
   }
@@ -394,7 +440,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
     const int32_t n = chunk(s->remaining(), budget);
     if (n == 0) continue;
     trace_seq ts;
-    if (!grow(r, *s, s->n_computed + n, order, tail, cfg.trace ? &ts : nullptr)) continue;
+    if (!grow(r, *s, s->scheduled() + n, order, tail, cfg.trace ? &ts : nullptr)) continue;
     plan_work(r, plan, *s, n, std::move(ts));
     budget -= n;
   }
@@ -439,12 +485,13 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
     trace += trace_step_line(rec);
   }
   if (plan.seqs.empty()) {
-    r.flight.clear();
+    r.planning.clear();
     if (changed) ++next_step;  // keep step ids of recorded lines unique
     return std::nullopt;
   }
   ++next_step;
-  r.in_flight = true;
+  r.flights.push_back({r.step_id, std::move(r.planning)});
+  r.planning.clear();
   return out;
 }
 
@@ -510,6 +557,9 @@ policy::policy(policy_config cfg) {
   if (!(cfg.affinity_load_factor >= 1))
     throw error(error_kind::failed, "affinity_load_factor: expected >= 1", "affinity_load_factor");
   if (cfg.host_kv_blocks < 0) throw error(error_kind::failed, "host_kv_blocks: expected >= 0", "host_kv_blocks");
+  if (cfg.max_inflight_steps < 1)
+    throw error(error_kind::failed, "max_inflight_steps: expected >= 1, got " + std::to_string(cfg.max_inflight_steps),
+                "max_inflight_steps");
   impl_ = new impl(std::move(cfg));
 }
 
@@ -636,8 +686,9 @@ void policy::cancel(uint64_t id, double now) {
   auto it = m.seqs.find(id);
   if (it == m.seqs.end()) return;
   m.freed.clear();
-  // Blocks go back at once: this replica's next step, the first that could reuse them, is
-  // planned only after the in-flight result arrives, whose output for this id is ignored.
+  // Blocks go back at once: a worker executes its plans strictly in order, so a step that
+  // reuses them runs after every step in flight that still writes them; the outputs of
+  // those steps for this id are ignored when they arrive.
   m.drop(*it->second);
   if (m.cfg.trace) m.trace += trace_cancel(now, id, m.freed);
   request_event e;
@@ -648,7 +699,8 @@ void policy::cancel(uint64_t id, double now) {
 
 std::optional<planned_step> policy::schedule(uint32_t replica, double now) {
   auto it = impl_->replicas.find(replica);
-  if (it == impl_->replicas.end() || it->second->in_flight) return std::nullopt;
+  if (it == impl_->replicas.end() || static_cast<int64_t>(it->second->flights.size()) >= impl_->cfg.max_inflight_steps)
+    return std::nullopt;
   return impl_->schedule(*it->second, now);
 }
 
@@ -658,36 +710,39 @@ std::vector<request_event> policy::on_result(uint32_t replica, const step_result
   auto it = m.replicas.find(replica);
   if (it == m.replicas.end()) return out;  // a replica removed while its step was in flight
   replica_state& r = *it->second;
-  if (!r.in_flight || result.step_id != r.step_id)
+  if (r.flights.empty() || result.step_id != r.flights.front().step_id)
     throw error(error_kind::failed,
-                "step_result.step_id: " + std::to_string(result.step_id) + " is not the step in flight on replica " +
-                    std::to_string(replica),
+                "step_result.step_id: " + std::to_string(result.step_id) +
+                    " is not the oldest step in flight on replica " + std::to_string(replica),
                 "step_id");
-  if (result.outputs.size() != r.flight.size())
+  const std::vector<flight_item>& flight = r.flights.front().items;
+  if (result.outputs.size() != flight.size())
     throw error(error_kind::failed,
-                "step_result.outputs: expected " + std::to_string(r.flight.size()) + " outputs, got " +
+                "step_result.outputs: expected " + std::to_string(flight.size()) + " outputs, got " +
                     std::to_string(result.outputs.size()),
                 "outputs");
-  for (size_t i = 0; i < r.flight.size(); ++i) {
+  for (size_t i = 0; i < flight.size(); ++i) {
     const seq_output& o = result.outputs[i];
-    if (o.seq_id != r.flight[i].id || (r.flight[i].sample && o.token < 0))
+    if (o.seq_id != flight[i].id || (flight[i].sample && o.token < 0))
       throw error(error_kind::failed,
-                  "step_result.outputs[" + std::to_string(i) + "]: expected seq " + std::to_string(r.flight[i].id) +
-                      (r.flight[i].sample ? " with a sampled token" : ""),
+                  "step_result.outputs[" + std::to_string(i) + "]: expected seq " + std::to_string(flight[i].id) +
+                      (flight[i].sample ? " with a sampled token" : ""),
                   "outputs");
   }
-  r.in_flight = false;
   m.freed.clear();
   std::vector<std::pair<uint64_t, finish_reason>> finished;
-  for (size_t i = 0; i < r.flight.size(); ++i) {
-    const flight_item& f = r.flight[i];
+  for (size_t i = 0; i < flight.size(); ++i) {
+    const flight_item& f = flight[i];
     auto sit = m.seqs.find(f.id);
-    if (sit == m.seqs.end()) continue;  // cancelled while in flight
+    if (sit == m.seqs.end()) continue;  // finished or cancelled since it was planned
     seq_state& s = *sit->second;
-    if (s.order != f.order || s.at != seq_state::where::running || s.replica != replica) continue;
+    // A resubmitted id, or preempted / moved since: the work was void.
+    if (s.order != f.order || s.epoch != f.epoch || s.at != seq_state::where::running || s.replica != replica) continue;
     s.n_computed += f.n;
+    s.n_inflight -= f.n;
     m.register_computed(r, s);
     if (!f.sample) continue;
+    --s.pending;
     const seq_output& o = result.outputs[i];
     s.history.push_back(o.token);
     request_event e;
@@ -701,7 +756,7 @@ std::vector<request_event> policy::on_result(uint32_t replica, const step_result
     }
     out.push_back(std::move(e));
   }
-  r.flight.clear();
+  r.flights.pop_front();
   if (m.cfg.trace) m.trace += trace_result(now, replica, result, finished, m.freed);
   return out;
 }
@@ -752,9 +807,17 @@ std::string policy::check_invariants() const {
         ++refs[b];
       }
       const int64_t covered = static_cast<int64_t>(s->table.size()) * r.info.block_size;
-      if (covered < s->n_computed) return fail(where + "table does not cover computed positions");
-      if (s->table.size() > static_cast<size_t>(blocks_for(s->history.size(), r.info.block_size)))
+      if (covered < s->scheduled()) return fail(where + "table does not cover computed and in-flight positions");
+      if (s->table.size() > static_cast<size_t>(blocks_for(s->history.size() + s->pending, r.info.block_size)))
         return fail(where + "table longer than the sequence");
+      int32_t fed = 0, sampled = 0;
+      for (const flight& fl : r.flights)
+        for (const flight_item& f : fl.items)
+          if (f.id == s->req.id && f.order == s->order && f.epoch == s->epoch) fed += f.n, sampled += f.sample;
+      if (fed != s->n_inflight || sampled != s->pending)
+        return fail(where + "request " + std::to_string(s->req.id) + ": in-flight counts disagree with the steps");
+      if (s->generated() + s->pending > s->req.sampling.max_tokens)
+        return fail(where + "request " + std::to_string(s->req.id) + " planned past max_tokens");
     }
     for (const seq_state* s : r.swapped) {
       if (!s->table.empty() || s->at != seq_state::where::swapped) return fail(where + "swapped sequence holds blocks");
@@ -773,19 +836,13 @@ std::string policy::check_invariants() const {
     }
     if (used != p.used_count()) return fail(where + "used count disagrees");
     if (static_cast<int32_t>(r.running.size()) > r.info.max_batch) return fail(where + "over max_batch");
-    if (r.in_flight) {
-      for (const flight_item& f : r.flight) {
-        auto it = m.seqs.find(f.id);
-        if (it == m.seqs.end() || it->second->order != f.order || it->second->at != seq_state::where::running) continue;
-        const seq_state& s = *it->second;
-        if (static_cast<int64_t>(s.table.size()) * r.info.block_size < s.n_computed + f.n)
-          return fail(where + "in-flight work not covered by its table");
-      }
-    }
+    if (static_cast<int64_t>(r.flights.size()) > m.cfg.max_inflight_steps)
+      return fail(where + "more steps in flight than max_inflight_steps");
     bound += r.running.size() + r.swapped.size();
   }
   for (const seq_state* s : m.queue)
-    if (!s->table.empty() || s->n_computed != 0 || s->at != seq_state::where::queued)
+    if (!s->table.empty() || s->n_computed != 0 || s->n_inflight != 0 || s->pending != 0 ||
+        s->at != seq_state::where::queued)
       return fail("queued request " + std::to_string(s->req.id) + " holds KV state");
   if (bound + m.queue.size() != m.seqs.size()) return fail("requests lost: bound + queued != known");
   return {};

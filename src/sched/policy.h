@@ -97,6 +97,15 @@ struct policy_config {
   double prefill_tokens_per_s = 0.0;
 
   bool trace = false;  // record every decision as JSONL (take_trace())
+
+  // ---- async scheduling ----------------------------------------------------------------
+  // Steps a replica may have planned and not answered. 1: plan, wait for the result, plan
+  // again. 2: the next step is planned while one runs, so the worker finds it queued when
+  // it finishes and the control loop's round trip leaves the critical path (vLLM V1's
+  // async scheduling, SGLang's overlap scheduler). A sequence whose in-flight work samples
+  // then gets a decode of seq_work::feed_last_sampled in the next step; the tokens of work
+  // planned after a sequence finished (EOS, stop id) are dropped when their result comes.
+  int32_t max_inflight_steps = 1;
 };
 
 // The answer to submit(): accepted, or an error of a kind (failed / overloaded) with a
@@ -154,15 +163,18 @@ class policy {
   // ignored when it arrives.
   void cancel(uint64_t id, double now);
 
-  // Plans the next step for a replica that has no step in flight; nullopt when there is
-  // nothing to run there (or the replica is unknown, or its step is still in flight).
-  // Drivers call it for every replica without a step in flight after anything changed
-  // (submit, a result, cancel, a replica added or removed).
+  // Plans the next step for a replica with fewer than max_inflight_steps steps in flight;
+  // nullopt when there is nothing to run there (or the replica is unknown, or at its limit).
+  // Drivers call it for every replica below its limit after anything changed (submit, a
+  // result, cancel, a replica added or removed) and after sending a plan. The replica must
+  // execute its plans in the order they were planned.
   std::optional<planned_step> schedule(uint32_t replica, double now);
   // Applies a replica's step result; returns the events of the requests it touched (one
-  // per sampled token; a prefill chunk that does not sample produces none). A result from
-  // a removed replica is ignored; one that does not match the step in flight throws
-  // troupe::error (failed, field step_id or outputs) and changes nothing.
+  // per sampled token; a prefill chunk that does not sample produces none). Results come in
+  // plan order. A result from a removed replica is ignored; one that does not match the
+  // oldest step in flight throws troupe::error (failed, field step_id or outputs) and
+  // changes nothing. Outputs for requests finished, cancelled or preempted since the step
+  // was planned are dropped.
   std::vector<request_event> on_result(uint32_t replica, const step_result& result, double now);
   // Events produced outside a step (cancellation, requests failed by remove_replica).
   std::vector<request_event> take_events();
