@@ -65,6 +65,11 @@ void add_scheduler_flags(CLI::App& sub, scheduler_flags& f) {
   sub.add_option("--heartbeat-timeout", f.heartbeat_timeout_s,
                  "Seconds without a worker's heartbeat before it is removed")
       ->capture_default_str();
+  sub.add_option("--max-inflight-steps", f.max_inflight_steps,
+                 "Steps planned ahead per worker: 2 plans the next step while one runs (async scheduling, no "
+                 "control-loop gap between steps); 1 waits for each result")
+      ->check(CLI::Range(1, 8))
+      ->capture_default_str();
 }
 
 // "NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]"
@@ -103,6 +108,7 @@ scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_
   o.policy.max_step_tokens = static_cast<int32_t>(w.max_batch_tokens);
   o.policy.max_context = max_context;
   o.heartbeat_timeout_s = f.heartbeat_timeout_s;
+  o.policy.max_inflight_steps = f.max_inflight_steps;
   return o;
 }
 

@@ -54,6 +54,7 @@ struct scheduler_flags {
   std::string trace;                 // policy decision trace (JSONL)
   std::vector<std::string> tenants;  // NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]
   double heartbeat_timeout_s = 2.0;
+  int32_t max_inflight_steps = 2;  // async scheduling: plan step N+1 while N runs
 };
 void add_scheduler_flags(CLI::App& sub, scheduler_flags& f);
 scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_flags& w, int64_t max_context);

@@ -48,6 +48,7 @@ struct sim_args {
   int64_t host_kv_blocks = 0;
   double kv_watermark = sched::policy_config{}.kv_watermark;
   double aging_s = sched::policy_config{}.aging_s;
+  int32_t max_inflight_steps = 1;
   double affinity_load_factor = sched::policy_config{}.affinity_load_factor;
   double admission_ttft_slo = 0;
   double prefill_tokens_per_s = 0;
@@ -173,6 +174,7 @@ sim::sim_options build_options(const sim_args& a) {
   o.policy.host_kv_blocks = a.host_kv_blocks;
   o.policy.kv_watermark = a.kv_watermark;
   o.policy.aging_s = a.aging_s;
+  o.policy.max_inflight_steps = a.max_inflight_steps;
   o.policy.affinity_load_factor = a.affinity_load_factor;
   o.policy.ttft_slo_s = a.admission_ttft_slo;
   o.policy.prefill_tokens_per_s = a.prefill_tokens_per_s;
@@ -381,6 +383,11 @@ void add_sim(CLI::App& app) {
   s->add_option("--max-queued", a->max_queued, "queue bound before 'overloaded'")->group(po)->capture_default_str();
   s->add_flag("--no-chunked-prefill", a->no_chunked_prefill, "prefill whole prompts")->group(po);
   s->add_flag("--no-prefix-caching", a->no_prefix_caching, "no sharing of prompt blocks")->group(po);
+  s->add_option("--max-inflight-steps", a->max_inflight_steps,
+                "steps planned ahead per replica (2: the next step is planned while one runs)")
+      ->check(CLI::Range(1, 8))
+      ->group(po)
+      ->capture_default_str();
   s->add_option("--preemption", a->preemption, "recompute | swap")
       ->check(CLI::IsMember({"recompute", "swap"}))
       ->group(po)

@@ -3,6 +3,8 @@
 // another, stop strings end a job by text and cancel it at the scheduler.
 #include <gtest/gtest.h>
 
+#include <deque>
+
 #include "src/codec.h"
 #include "src/gateway_core.h"
 #include "src/scheduler_core.h"
@@ -255,4 +257,42 @@ TEST(SchedulerCore, CancelFreesTheKvBlocksByTheNextStep) {
   ASSERT_EQ(plans.size(), 1u);
   ASSERT_EQ(plans[0].second.seqs.size(), 1u);
   EXPECT_EQ(plans[0].second.seqs[0].seq_id, 2u);
+}
+
+// Async scheduling: the scheduler keeps two steps in flight on a worker; the worker core
+// resolves each placeholder from its previous step; no token goes past max_tokens.
+TEST(SchedulerCore, AsyncSchedulingKeepsTwoStepsInFlight) {
+  scheduler_options o;
+  o.policy.max_inflight_steps = 2;
+  scheduler_core s(o);
+  worker_core w(std::make_unique<fixed_token_backend>(7), {"n", "m", 4});
+  s.on_message("w1", w.registration(), 0.0);
+  auto q = long_request(1);
+  q.sampling.max_tokens = 5;
+  auto plans = find_all<step_plan>(s.on_message("gw", q, 0.1));
+  ASSERT_EQ(plans.size(), 2u);  // the prompt, and a decode of the token it samples
+  EXPECT_FALSE(plans[0].second.seqs.at(0).feed_last_sampled);
+  EXPECT_TRUE(plans[1].second.seqs.at(0).feed_last_sampled);
+  std::deque<step_plan> sent;
+  for (auto& [peer, p] : plans) sent.push_back(p);
+  std::vector<int32_t> tokens;
+  bool done = false;
+  double t = 0.2;
+  while (!sent.empty()) {
+    auto outcome = w.step(sent.front());  // in the order sent, as a worker's mailbox runs them
+    sent.pop_front();
+    ASSERT_TRUE(outcome.error.empty()) << outcome.error;
+    auto out = s.on_message("w1", outcome, t += 0.01);
+    for (const auto& [peer, ev] : find_all<proto::request_events>(out))
+      for (const auto& je : ev.events) {
+        EXPECT_FALSE(done) << "a token after the end";
+        for (const auto& tok : je.event.tokens) tokens.push_back(tok.id);
+        done = done || je.event.finished != sched::finish_reason::none;
+      }
+    for (auto& [peer, p] : find_all<step_plan>(out)) sent.push_back(p);
+    ASSERT_LE(sent.size(), 2u);
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(tokens, std::vector<int32_t>(5, 7));
+  EXPECT_EQ(s.running(), 0u);
 }

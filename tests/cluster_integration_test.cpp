@@ -153,3 +153,43 @@ TEST(ClusterIntegration, SubmitFileRunsJobsConcurrentlyAndPrintsOneResultPerLine
   EXPECT_EQ(serve.wait(20), 0) << serve.log();
   std::filesystem::remove_all(dir);
 }
+
+// Async scheduling (the next step planned while one runs, placeholders resolved by the
+// worker) changes no output: greedy jobs equal `troupe generate`, and sampled jobs with
+// penalties (which read the resolved history) equal the same jobs with one step in flight.
+TEST(ClusterIntegration, AsyncSchedulingChangesNoOutput) {
+  TROUPE_REQUIRE_MODELS();
+  auto sampled_job = [](int i) {
+    auto j = greedy_job(prompt_number(i), 40, "sampled-" + std::to_string(i));
+    j.sampling.temperature = 0.9f;
+    j.sampling.top_k = 40;
+    j.sampling.seed = 7 + i;
+    j.sampling.repetition_penalty = 1.3f;
+    j.sampling.frequency_penalty = 0.5f;
+    j.sampling.presence_penalty = 0.2f;
+    return j;
+  };
+  std::map<std::string, std::vector<std::vector<int32_t>>> sampled;
+  for (const std::string inflight : {"1", "2"}) {
+    SCOPED_TRACE("max-inflight-steps " + inflight);
+    auto dir = temp_dir("async" + inflight);
+    const int port = free_port();
+    child_process serve(
+        {"serve", "--model", model_path(), "--listen", tcp(port), "--workers", "2", "--max-inflight-steps", inflight},
+        dir / "serve.log");
+    ASSERT_TRUE(serve.wait_for_log("ready on")) << serve.log();
+    auto results = run_clients(tcp(port), 8, 200);  // long enough for some to end by EOS
+    expect_like_generate(results, 200);
+    actors::gateway_client c(tcp(port));
+    for (int i = 0; i < 4; ++i) {
+      auto r = actors::run_job(c, sampled_job(i), 30000);
+      ASSERT_TRUE(r.ok) << r.error.message;
+      EXPECT_FALSE(r.index_gap);
+      sampled[inflight].push_back(r.ids);
+    }
+    serve.signal(SIGTERM);
+    EXPECT_EQ(serve.wait(20), 0) << serve.log();
+    std::filesystem::remove_all(dir);
+  }
+  EXPECT_EQ(sampled["1"], sampled["2"]);
+}
