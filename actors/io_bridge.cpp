@@ -9,6 +9,7 @@
 #include <cstring>
 #include <chrono>
 #include <map>
+#include <utility>
 #include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -68,6 +69,7 @@ struct owned_socket {
   caf::actor owner;
   std::unique_ptr<zmq::socket_t> monitor;  // PAIR receiving this socket's disconnect events
   std::map<int, std::string> peer_of_fd;   // TCP peers only
+  std::map<int, int> stale_disconnects;    // fd -> disconnect events already acted on
 };
 
 class io_loop {
@@ -209,6 +211,10 @@ class io_loop {
       std::memcpy(&event, frames[0].data(), 2);
       std::memcpy(&fd, static_cast<const char*>(frames[0].data()) + 2, 4);
       if (event != ZMQ_EVENT_DISCONNECTED) continue;
+      if (auto st = os.stale_disconnects.find(static_cast<int>(fd)); st != os.stale_disconnects.end()) {
+        if (--st->second == 0) os.stale_disconnects.erase(st);
+        continue;  // the connection that closed was an earlier one on this descriptor
+      }
       auto it = os.peer_of_fd.find(static_cast<int>(fd));
       if (it == os.peer_of_fd.end()) continue;
       caf::anon_send(os.owner, io_peer_atom::value, id, std::move(it->second));
@@ -234,7 +240,16 @@ class io_loop {
         peer = frames[0].to_string();
         first = 1;
         const int fd = zmq_msg_get(frames.back().handle(), ZMQ_SRCFD);  // -1 for inproc peers
-        if (fd >= 0 && os.monitor) os.peer_of_fd[fd] = peer;
+        if (fd >= 0 && os.monitor) {
+          // A new peer on a known descriptor: the old connection closed and the kernel reused
+          // its descriptor before its disconnect event reached us. That peer is gone now, and
+          // the event, when it comes, must not drop the new one.
+          auto [it, fresh] = os.peer_of_fd.try_emplace(fd, peer);
+          if (!fresh && it->second != peer) {
+            caf::anon_send(os.owner, io_peer_atom::value, id, std::exchange(it->second, peer));
+            ++os.stale_disconnects[fd];
+          }
+        }
       }
       const size_t payloads = frames.size() - first;
       if (payloads != 1) {
