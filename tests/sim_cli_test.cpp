@@ -99,3 +99,15 @@ TEST(SimCli, CheapestListsEveryCandidateWithItsPrice) {
   EXPECT_NE(r.out.find("cheapest: 4 x h100 (tp 4)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("does not fit on 1 x l4"), std::string::npos) << r.out;
 }
+
+// --max-inflight-steps: the simulator plans a replica's next step while one runs; every
+// request still finishes, and 0 is refused by name.
+TEST(SimCli, MaxInflightStepsRunsAndIsChecked) {
+  auto r = troupe::test::run_command(
+      sim("--requests 40 --rate 6 --model llama-3.2-1b --max-inflight-steps 2 --summary-json -"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"goodput\""), std::string::npos) << r.out;
+  r = troupe::test::run_command(sim("--requests 4 --max-inflight-steps 0"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("max-inflight-steps"), std::string::npos) << r.out;
+}
