@@ -2,7 +2,9 @@
 // scheduler sees: it registers, receives step plans and returns results as any worker does.
 // It relays every plan to the other ranks (the followers) by a broadcast on the group's
 // communicator, then all ranks run it on their shards and meet in the all-reduces; only the
-// leader's result goes back. The followers hold no connection to the scheduler.
+// leader's result goes back. The followers hold no connection to the scheduler. Plans reach
+// the leader with async-scheduling placeholders already resolved (worker_core does it before
+// any backend sees a plan), so followers relay and run complete plans.
 //
 // While the scheduler sends nothing, the leader broadcasts a keepalive every `keepalive`
 // and every rank joins a barrier after it: a follower waiting for the next plan tells an
