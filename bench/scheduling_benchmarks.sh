@@ -6,7 +6,8 @@
 #  3. fairness: two equal-weight tenants offered 10:1, tokens served while both have queued work.
 #   bench/scheduling_benchmarks.sh MODEL.gguf [THREADS]
 # BATCHING_MODEL=F.gguf runs experiment 1 on another model (a larger one shows the gain of
-# batching better: its one-at-a-time decode is bound by memory bandwidth).
+# batching better: its one-at-a-time decode is bound by memory bandwidth). EXPERIMENTS=3 runs
+# only experiment 3 (any subset of 123).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 troupe=${TROUPE_BUILD_DIR:-$root/build}/cli/troupe
@@ -28,8 +29,10 @@ stop() { kill -TERM "$server"; wait "$server" || true; port=$((port + 1)); }
 bench() { "$troupe" --log-level warn bench --gateway "tcp://127.0.0.1:$port" --vocab 256 "$@" 2>/dev/null || true; }
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
+experiments=${EXPERIMENTS:-123}
 main_model=$model
 model=${BATCHING_MODEL:-$model}
+if [[ $experiments == *1* ]]; then
 echo "## 1. continuous batching: 32 streams vs one at a time ($(basename "$model"), $threads threads)"
 serve --max-batch 64
 bench --concurrency 1 --requests 8 --prompt-len 64 --output-len 64 --summary-json "$out/c1.json" >/dev/null
@@ -38,8 +41,10 @@ stop
 c1=$(field "$out/c1.json" "d['throughput']['output_tok_s']")
 c32=$(field "$out/c32.json" "d['throughput']['output_tok_s']")
 python3 -c "print(f'one at a time: {$c1:.1f} tok/s; 32 concurrent: {$c32:.1f} tok/s; ratio {$c32/$c1:.2f}x')"
+fi
 model=$main_model
 
+if [[ $experiments == *2* ]]; then
 echo "## 2. short jobs under a flood of long prompts (p99 TPOT of the short jobs)"
 # Chunked prefill bounds what a decode step can carry: its token budget is the knob, and on a
 # CPU, where prefill runs at a few hundred tokens/s, it must be small (16 tokens: at most ~12
@@ -63,7 +68,9 @@ for mode in alone chunked unchunked; do
   stop
   echo "$mode (${flags[*]}): p99 TPOT $(field "$out/$mode.json" "round(d['tpot_s']['p99'] * 1000, 1)") ms, p50 TPOT $(field "$out/$mode.json" "round(d['tpot_s']['p50'] * 1000, 1)") ms, p50 TTFT $(field "$out/$mode.json" "round(d['ttft_s']['p50'] * 1000, 1)") ms"
 done
+fi
 
+[[ $experiments == *3* ]] || exit 0
 echo "## 3. fairness: tenants a and b, equal weights, offered 10:1, each above its fair share of capacity"
 # Queues deep enough to hold the whole offered load: both tenants stay backlogged, and the
 # policy's fair share, not the gateway's queue bound, decides who is served. The rate must
