@@ -38,6 +38,10 @@ void add_worker_flags(CLI::App& sub, worker_flags& f) {
   sub.add_option("--max-batch-tokens", f.max_batch_tokens, "Tokens per step")->capture_default_str();
   sub.add_option("--step-log", f.step_log,
                  "Append each step's shape and time to this JSONL file (a step profile for troupe sim)");
+  sub.add_option("--swap-mb", f.swap_mb,
+                 "Host memory per worker, MiB, for KV blocks preempted by swap (the scheduler's --preemption swap)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f, const tp::shard* shard,
@@ -49,6 +53,7 @@ std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const wo
   opt.kv_bytes = f.kv_mb << 20;
   opt.block_size = f.block_size;
   opt.max_batch_tokens = f.max_batch_tokens;
+  opt.swap_bytes = f.swap_mb << 20;
   return std::make_unique<cpu_backend>(*m.file, *m.registry, opt);
 }
 
@@ -64,6 +69,11 @@ void add_scheduler_flags(CLI::App& sub, scheduler_flags& f) {
                  "(repeatable; others get weight 1, no limit)");
   sub.add_option("--heartbeat-timeout", f.heartbeat_timeout_s,
                  "Seconds without a worker's heartbeat before it is removed")
+      ->capture_default_str();
+  sub.add_option("--preemption", f.preemption,
+                 "When KV blocks run out: recompute (free the victim's blocks, prefill again later) or swap (copy "
+                 "them to the worker's host pool, --swap-mb; recompute where it is full or absent)")
+      ->check(CLI::IsMember({"recompute", "swap"}))
       ->capture_default_str();
   sub.add_option("--max-inflight-steps", f.max_inflight_steps,
                  "Steps planned ahead per worker: 2 plans the next step while one runs (async scheduling, no "
@@ -107,6 +117,7 @@ scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_
   for (const auto& spec : f.tenants) o.policy.tenants.push_back(parse_tenant(spec));
   o.policy.max_step_tokens = static_cast<int32_t>(w.max_batch_tokens);
   o.policy.max_context = max_context;
+  o.policy.preemption = f.preemption == "swap" ? sched::preemption_mode::swap : sched::preemption_mode::recompute;
   o.heartbeat_timeout_s = f.heartbeat_timeout_s;
   o.policy.max_inflight_steps = f.max_inflight_steps;
   return o;

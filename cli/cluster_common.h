@@ -42,6 +42,7 @@ struct worker_flags {
   int32_t max_batch = 64;
   int64_t max_batch_tokens = 512;
   std::string step_log;  // per-step shapes and times (JSONL)
+  int64_t swap_mb = 0;   // host pool for preemption by swap, per worker
 };
 void add_worker_flags(CLI::App& sub, worker_flags& f);
 // With a shard and its group's communicator: this rank of a tensor-parallel group.
@@ -54,7 +55,8 @@ struct scheduler_flags {
   std::string trace;                 // policy decision trace (JSONL)
   std::vector<std::string> tenants;  // NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]
   double heartbeat_timeout_s = 2.0;
-  int32_t max_inflight_steps = 2;  // async scheduling: plan step N+1 while N runs
+  std::string preemption = "recompute";  // or "swap" (workers with --swap-mb)
+  int32_t max_inflight_steps = 2;        // async scheduling: plan step N+1 while N runs
 };
 void add_scheduler_flags(CLI::App& sub, scheduler_flags& f);
 scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_flags& w, int64_t max_context);

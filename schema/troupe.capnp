@@ -130,6 +130,7 @@ struct WorkerRegistration {
   kvBlocks @3 :Int64;     # KV capacity in blocks
   blockSize @4 :Int32;    # tokens per block
   maxBatch @5 :Int32;     # sequences per step
+  hostBlocks @6 :Int64;   # host pool for preemption by swap, in blocks; 0 = none
 }
 
 struct Registered {
@@ -152,9 +153,18 @@ struct SeqWork {
   feedLastSampled @8 :Bool;
 }
 
+# A KV block copy done before the step's compute (preemption by swap). A worker that
+# reports no host pool (hostBlocks 0) is never sent one, so older workers stay compatible.
+struct BlockCopy {
+  deviceBlock @0 :Int32;
+  hostSlot @1 :Int32;
+}
+
 struct StepPlan {
   stepId @0 :UInt64;
   seqs @1 :List(SeqWork);
+  swapOut @2 :List(BlockCopy);  # device -> host, first
+  swapIn @3 :List(BlockCopy);   # host -> device, then
 }
 
 struct SeqOutput {

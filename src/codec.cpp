@@ -219,6 +219,21 @@ void put(wire::StepPlan::Builder b, const step_plan& p) {
     s.setNPrompt(w.n_prompt);
     s.setFeedLastSampled(w.feed_last_sampled);
   }
+  auto copies = [](auto list, const std::vector<block_copy>& v) {
+    for (unsigned i = 0; i < v.size(); ++i) {
+      list[i].setDeviceBlock(v[i].device_block);
+      list[i].setHostSlot(v[i].host_slot);
+    }
+  };
+  copies(b.initSwapOut(p.swap_out.size()), p.swap_out);
+  copies(b.initSwapIn(p.swap_in.size()), p.swap_in);
+}
+
+std::vector<block_copy> get(capnp::List<wire::BlockCopy>::Reader list) {
+  std::vector<block_copy> v;
+  v.reserve(list.size());
+  for (auto c : list) v.push_back({c.getDeviceBlock(), c.getHostSlot()});
+  return v;
 }
 
 step_plan get(wire::StepPlan::Reader r) {
@@ -237,6 +252,8 @@ step_plan get(wire::StepPlan::Reader r) {
     w.feed_last_sampled = s.getFeedLastSampled();
     p.seqs.push_back(std::move(w));
   }
+  p.swap_out = get(r.getSwapOut());
+  p.swap_in = get(r.getSwapIn());
   return p;
 }
 
@@ -418,6 +435,7 @@ std::string encode_with_version(const proto::control_message& m, uint32_t versio
                           w.setKvBlocks(r.kv_blocks);
                           w.setBlockSize(r.block_size);
                           w.setMaxBatch(r.max_batch);
+                          w.setHostBlocks(r.host_blocks);
                         },
                         [&](const proto::registered& r) { root.initRegistered().setReplicaId(r.replica_id); },
                         [&](const proto::heartbeat& h) { root.initHeartbeat().setSeq(h.seq); },
@@ -494,8 +512,8 @@ proto::control_message decode_control(std::string_view bytes, const limits& lim)
     switch (r.which()) {
       case wire::ControlMessage::REGISTRATION: {
         auto w = r.getRegistration();
-        return proto::worker_registration{str(w.getNode()), str(w.getDevice()), str(w.getModel()),
-                                          w.getKvBlocks(),  w.getBlockSize(),   w.getMaxBatch()};
+        return proto::worker_registration{str(w.getNode()), str(w.getDevice()), str(w.getModel()), w.getKvBlocks(),
+                                          w.getBlockSize(), w.getMaxBatch(),    w.getHostBlocks()};
       }
       case wire::ControlMessage::REGISTERED:
         return proto::registered{r.getRegistered().getReplicaId()};

@@ -173,6 +173,13 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   v_pool_ = std::make_unique_for_overwrite<float[]>(c.n_layers * layer_floats_);
   spdlog::info("cpu backend: KV pool of {} blocks x {} tokens = {} tokens ({:.1f} MiB, {} layers)", n_blocks_,
                block_size_, n_blocks_ * block_size_, (double)(n_blocks_ * block_bytes) / (1 << 20), c.n_layers);
+  if (opt.swap_bytes < 0) fail("cpu backend: swap_bytes must be >= 0", "swap_bytes");
+  n_host_blocks_ = std::min<int64_t>(opt.swap_bytes / block_bytes, INT32_MAX);
+  if (n_host_blocks_ > 0) {
+    host_pool_ = std::make_unique_for_overwrite<float[]>(n_host_blocks_ * (block_bytes / (int64_t)sizeof(float)));
+    spdlog::info("cpu backend: host swap pool of {} blocks x {} tokens ({:.1f} MiB)", n_host_blocks_, block_size_,
+                 (double)(n_host_blocks_ * block_bytes) / (1 << 20));
+  }
 
   scratch& s = *s_;
   const int64_t T = opt.max_batch_tokens;
@@ -219,7 +226,29 @@ std::span<const float> cpu_backend::last_logits(size_t sampled_index) const {
 // ---- one step --------------------------------------------------------------------------
 
 void cpu_backend::validate(const step_plan& plan) const {
-  check_step_plan(plan, {cfg_.vocab_size, n_blocks_, block_size_, opt_.max_batch_tokens});
+  check_step_plan(plan, {cfg_.vocab_size, n_blocks_, block_size_, opt_.max_batch_tokens, 0, 0, n_host_blocks_});
+}
+
+// Every swap_out before any swap_in: a slot emptied by a swap_in may take a swap_out only in
+// a later plan, while a block a swap_out reads may be the target of a swap_in of the same plan.
+void cpu_backend::swap(const step_plan& plan) {
+  const int64_t block_floats = layer_floats_ / n_blocks_;
+  auto slot_at = [&](int32_t slot, int64_t layer, int kv) {
+    return &host_pool_[((slot * cfg_.n_layers + layer) * 2 + kv) * block_floats];
+  };
+  const size_t bytes = block_floats * sizeof(float);
+  for (const block_copy& c : plan.swap_out)
+    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+      const int64_t at = l * layer_floats_ + c.device_block * block_floats;
+      std::memcpy(slot_at(c.host_slot, l, 0), &k_pool_[at], bytes);
+      std::memcpy(slot_at(c.host_slot, l, 1), &v_pool_[at], bytes);
+    }
+  for (const block_copy& c : plan.swap_in)
+    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+      const int64_t at = l * layer_floats_ + c.device_block * block_floats;
+      std::memcpy(&k_pool_[at], slot_at(c.host_slot, l, 0), bytes);
+      std::memcpy(&v_pool_[at], slot_at(c.host_slot, l, 1), bytes);
+    }
 }
 
 void cpu_backend::matmul(const tensor_view& w, float* y, const float* x, int64_t m) const {
@@ -272,6 +301,7 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
 
 step_result cpu_backend::step(const step_plan& plan) {
   validate(plan);
+  swap(plan);
   const model_config& c = cfg_;
   scratch& s = *s_;
 

@@ -27,6 +27,7 @@ struct cpu_backend_options {
   double kv_fraction = 0.05;       // used when kv_bytes == 0
   int32_t block_size = 16;         // tokens per KV block
   int64_t max_batch_tokens = 512;  // most new tokens one step plan may carry (sizes the scratch buffers)
+  int64_t swap_bytes = 0;          // host pool for preemption by swap (step_plan::swap_out/in); 0 = none
   // A kernel context from the caller (its pool and parallel_for are used, n_threads is
   // ignored); null: the backend starts its own pool of n_threads.
   const troupe_kctx* kctx = nullptr;
@@ -52,6 +53,7 @@ class cpu_backend : public worker_backend {
   int32_t block_size() const override { return block_size_; }
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
+  int64_t host_blocks() const override { return n_host_blocks_; }
 
   // The logits of the last step, one row of vocab floats per seq_work with sample == true,
   // in plan order: for tests and debugging.
@@ -62,6 +64,7 @@ class cpu_backend : public worker_backend {
   struct scratch;  // activation buffers, sized for max_batch_tokens
 
   void validate(const step_plan& plan) const;
+  void swap(const step_plan& plan);
   void forward_layer(int64_t layer, const step_plan& plan, int64_t n_tokens);
   void matmul(const tensor_view& w, float* y, const float* x, int64_t m) const;
 
@@ -88,6 +91,10 @@ class cpu_backend : public worker_backend {
   int64_t n_blocks_ = 0;
   int64_t layer_floats_ = 0;                  // floats in one layer's K (or V) pool
   std::unique_ptr<float[]> k_pool_, v_pool_;  // (n_layers, n_blocks, block_size, kv_dim)
+  // The host pool: one slot holds a whole block, every layer's K then V rows, so that a
+  // swap moves one contiguous slot. (n_host_blocks, n_layers, 2, block_size, kv_dim)
+  int64_t n_host_blocks_ = 0;
+  std::unique_ptr<float[]> host_pool_;
 
   std::unique_ptr<scratch> s_;
 };

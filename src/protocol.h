@@ -77,6 +77,7 @@ struct worker_registration {
   int64_t kv_blocks = 0;
   int32_t block_size = 16;
   int32_t max_batch = 64;
+  int64_t host_blocks = 0;  // host pool for preemption by swap; 0 = none
 };
 
 struct registered {

@@ -83,7 +83,7 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   rep.peer = peer;
   rep.last_seen = now;
   rep.model = r.model;
-  policy_->add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch}, now);
+  policy_->add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks}, now);
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
   spdlog::info("scheduler: worker {} registered as replica {} (node {}, {}, model {}, {} KV blocks of {}, batch {})",

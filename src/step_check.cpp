@@ -14,6 +14,23 @@ namespace {
 }  // namespace
 
 void check_step_plan(const step_plan& plan, const step_limits& lim) {
+  auto check_copies = [&](const std::vector<block_copy>& copies, const char* field) {
+    for (size_t i = 0; i < copies.size(); ++i) {
+      const block_copy& c = copies[i];
+      const std::string who = "step " + std::to_string(plan.step_id) + ": " + field + "[" + std::to_string(i) + "]: ";
+      if (c.device_block < 0 || c.device_block >= lim.n_blocks)
+        fail(who + "device block " + std::to_string(c.device_block) + " outside the pool [0, " +
+                 std::to_string(lim.n_blocks) + ")",
+             field);
+      if (c.host_slot < 0 || c.host_slot >= lim.n_host_blocks)
+        fail(who + "host slot " + std::to_string(c.host_slot) + " outside the host pool [0, " +
+                 std::to_string(lim.n_host_blocks) + ")" +
+                 (lim.n_host_blocks ? "" : " (this worker has none: --swap-mb)"),
+             field);
+    }
+  };
+  check_copies(plan.swap_out, "swap_out");
+  check_copies(plan.swap_in, "swap_in");
   int64_t total = 0;
   for (const seq_work& w : plan.seqs) {
     const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";

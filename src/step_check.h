@@ -14,11 +14,13 @@ struct step_limits {
   int64_t max_batch_tokens = 0;  // new tokens per step
   int64_t max_positions = 0;     // 0 = unbounded; else start_pos + tokens may not exceed it
   int64_t max_seqs = 0;          // 0 = unbounded
+  int64_t n_host_blocks = 0;     // slots in the host pool that swap copies may name
 };
 
 // Throws troupe::error(failed) naming the step, the sequence and the field: empty work,
 // negative start, a block table too short or naming blocks outside the pool, token ids
-// outside the vocabulary, invalid sampling parameters, or a step over the limits.
+// outside the vocabulary, invalid sampling parameters, a step over the limits, or a swap copy
+// naming a device block or host slot outside its pool (field swap_out or swap_in).
 void check_step_plan(const step_plan& plan, const step_limits& limits);
 
 }  // namespace troupe

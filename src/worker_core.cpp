@@ -8,7 +8,8 @@ worker_core::worker_core(std::unique_ptr<worker_backend> backend, worker_identit
     : backend_(std::move(backend)), id_(std::move(id)) {}
 
 proto::worker_registration worker_core::registration() const {
-  return {id_.node, backend_->describe(), id_.model, backend_->kv_blocks(), backend_->block_size(), id_.max_batch};
+  return {id_.node,      backend_->describe(),   id_.model, backend_->kv_blocks(), backend_->block_size(),
+          id_.max_batch, backend_->host_blocks()};
 }
 
 proto::step_outcome worker_core::step(const step_plan& plan) {

@@ -117,6 +117,22 @@ TEST(Codec, ControlMessagesRoundTrip) {
   EXPECT_EQ(p2.seqs[1].history, w.history);
   EXPECT_EQ(p2.seqs[1].n_prompt, 2);
   EXPECT_EQ(p2.seqs[1].sampling.stop_strings, w.sampling.stop_strings);
+  EXPECT_TRUE(p2.swap_out.empty());
+  EXPECT_TRUE(p2.swap_in.empty());
+
+  p.swap_out = {{7, 0}, {3, 12}};
+  p.swap_in = {{5, 12}};
+  p2 = std::get<step_plan>(rt(p));
+  ASSERT_EQ(p2.swap_out.size(), 2u);
+  EXPECT_EQ(p2.swap_out[1].device_block, 3);
+  EXPECT_EQ(p2.swap_out[1].host_slot, 12);
+  ASSERT_EQ(p2.swap_in.size(), 1u);
+  EXPECT_EQ(p2.swap_in[0].device_block, 5);
+  EXPECT_EQ(p2.swap_in[0].host_slot, 12);
+  proto::worker_registration with_host{"n1", "cpu", "m", 100, 16, 8};
+  with_host.host_blocks = 300;
+  EXPECT_EQ(std::get<proto::worker_registration>(rt(with_host)).host_blocks, 300);
+  EXPECT_EQ(reg.host_blocks, 0);
 
   proto::step_outcome o;
   o.result.step_id = 42;

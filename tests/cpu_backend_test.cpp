@@ -18,11 +18,13 @@ using test::random_model;
 using test::small_config;
 
 struct fixture {
-  explicit fixture(model_config c, int32_t block_size = 4, int64_t max_batch = 64) : model(std::move(c)) {
+  explicit fixture(model_config c, int32_t block_size = 4, int64_t max_batch = 64, int64_t swap_bytes = 0)
+      : model(std::move(c)) {
     for (const auto& v : kern::ref::variants()) registry.add(v);
     cpu_backend_options o;
     o.block_size = block_size;
     o.kv_bytes = 64 << 10;
+    o.swap_bytes = swap_bytes;
     o.max_batch_tokens = max_batch;
     backend = std::make_unique<cpu_backend>(model, registry, o);
   }
@@ -158,6 +160,47 @@ TEST(CpuBackend, CopiedPrefixBlockServesAnotherSequence) {
   f.backend->step(b);
   expect_close(f.backend->last_logits(0), want.back(), "after copy_block");
   EXPECT_THROW(f.backend->copy_block(0, (int32_t)f.backend->kv_blocks()), error);
+}
+
+// Preemption by swap on the worker: blocks out to the host pool, overwritten on the device
+// by another sequence, back into other blocks; the next step sees the same KV.
+TEST(CpuBackend, SwappedOutBlocksComeBackIntact) {
+  fixture f(small_config(), 4, 64, 16 << 10);
+  ASSERT_GE(f.backend->host_blocks(), 3);
+  const auto toks = prompt(10, 3);
+  const auto want = naive_forward(f.model, toks);
+  step_plan a;
+  a.seqs.push_back(work(1, {toks.begin(), toks.begin() + 9}, 0, {4, 6, 1}, false));
+  f.backend->step(a);
+  step_plan out;  // the swap alone, then another sequence overwrites blocks 4, 6 and 1
+  out.swap_out = {{4, 2}, {6, 0}, {1, 1}};
+  out.seqs.push_back(work(2, prompt(12, 9), 0, {6, 1, 4}, false));
+  f.backend->step(out);
+  step_plan in;  // back into other blocks, and the next token computed at once
+  in.swap_in = {{7, 2}, {3, 0}, {8, 1}};
+  in.seqs.push_back(work(1, {toks[9]}, 9, {7, 3, 8}));
+  f.backend->step(in);
+  expect_close(f.backend->last_logits(0), want.back(), "after swap out and in");
+
+  step_plan bad;
+  bad.swap_out = {{0, (int32_t)f.backend->host_blocks()}};
+  try {
+    f.backend->step(bad);
+    ADD_FAILURE() << "accepted a host slot outside the pool";
+  } catch (const error& e) {
+    EXPECT_EQ(e.field(), "swap_out");
+  }
+  bad.swap_out.clear();
+  bad.swap_in = {{(int32_t)f.backend->kv_blocks(), 0}};
+  EXPECT_THROW(f.backend->step(bad), error);
+  fixture none(small_config(), 4);
+  EXPECT_EQ(none.backend->host_blocks(), 0);
+  try {
+    none.backend->step(in);
+    ADD_FAILURE() << "a backend without a host pool accepted a swap";
+  } catch (const error& e) {
+    EXPECT_EQ(e.field(), "swap_in");
+  }
 }
 
 TEST(CpuBackend, InvalidPlansAreRejectedNamingTheSequence) {

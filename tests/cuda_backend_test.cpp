@@ -49,6 +49,7 @@ struct both {
     c.block_size = o.block_size;
     c.kv_bytes = 8 << 20;
     c.max_batch_tokens = o.max_batch_tokens;
+    c.swap_bytes = o.swap_bytes > 0 ? 8 << 20 : 0;
     cpu = std::make_unique<cpu_backend>(m, registry, c);
     gpu = std::make_unique<cuda_backend>(m, registry, o);
   }
@@ -376,6 +377,32 @@ TEST(CudaBackend, CopiedBlockServesAnotherSequence) {
   c.seqs.push_back(work(2, {toks.begin() + 4, toks.end()}, 4, {9, 2}));
   b.step(c, k_f16, "after copy_block");
   EXPECT_THROW(b.gpu->copy_block(0, (int32_t)b.gpu->kv_blocks()), error);
+}
+
+// Preemption by swap: blocks out to the pinned host pool, overwritten on the device by
+// another sequence, back into other blocks; the next step's logits equal the CPU's.
+TEST(CudaBackend, SwappedOutBlocksComeBackIntact) {
+  TROUPE_REQUIRE_CUDA();
+  test::random_model m(test::small_config());
+  cuda_backend_options o = cuda_opts(true, 4);
+  o.swap_bytes = 1 << 20;
+  both b(m, o);
+  ASSERT_GE(b.gpu->host_blocks(), 3);
+  const auto toks = prompt(10, 3, 64);
+  step_plan a;
+  a.seqs.push_back(work(1, {toks.begin(), toks.begin() + 9}, 0, {4, 6, 1}, false));
+  b.step(a, k_f16, "prefill");
+  step_plan out;
+  out.swap_out = {{4, 2}, {6, 0}, {1, 1}};
+  out.seqs.push_back(work(2, prompt(12, 9, 64), 0, {6, 1, 4}, false));
+  b.step(out, k_f16, "overwrite");
+  step_plan in;
+  in.swap_in = {{7, 2}, {3, 0}, {8, 1}};
+  in.seqs.push_back(work(1, {toks[9]}, 9, {7, 3, 8}));
+  b.step(in, k_f16, "after swap out and in");
+  step_plan bad;
+  bad.swap_in = {{0, (int32_t)b.gpu->host_blocks()}};
+  EXPECT_THROW(b.gpu->step(bad), error);
 }
 
 TEST(CudaBackend, OutOfMemoryAndBadPlansAreClearErrors) {

@@ -1,6 +1,7 @@
 // Tenant fair share, tenant limits and admission by predicted TTFT.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "src/sched/policy.h"
@@ -90,6 +91,45 @@ TEST(SchedFairShare, ANewTenantStartsAtTheCurrentMinimum) {
   }
   // Without the reset "b" would hold 200 steps of credit and take everything.
   EXPECT_GT(late["a"], late["b"] / 3) << "a " << late["a"] << " b " << late["b"];
+}
+
+// "b" keeps one long job running (so it stays active) but queues nothing while "a" is
+// served; when "b" queues again it must not cash in the tokens "a" got meanwhile: it starts
+// at the counter of the last admission, and the two alternate from there.
+TEST(SchedFairShare, ANewlyBackloggedTenantStartsAtTheLastAdmission) {
+  policy_config cfg;
+  cfg.max_queued = 1'000'000;
+  policy p(cfg);
+  p.add_replica(one_replica(2), 0.0);
+  fake_worker w;
+  std::map<uint64_t, std::string> tenant_of;
+  uint64_t id = 1;
+  auto submit = [&](const std::string& tenant, int32_t prompt, int32_t out, double t) {
+    tenant_of[id] = tenant;
+    ASSERT_TRUE(p.submit(make_request(id++, prompt, out, tenant), t).accepted);
+  };
+  submit("b", 4, 400, 0.0);           // runs throughout in one slot
+  std::vector<std::string> admitted;  // tenants in admission order (first plan of each job)
+  std::map<uint64_t, bool> seen;
+  for (int step = 0; step < 160; ++step) {
+    const double t = 0.01 * step;
+    if (step < 120 && step % 2 == 0) submit("a", 32, 2, t);  // "a" alone keeps the other slot busy
+    if (step == 120)
+      for (int k = 0; k < 8; ++k) submit(k % 2 ? "a" : "b", 32, 2, t);
+    auto ps = w.step(p, 0, t);
+    ASSERT_TRUE(ps);
+    for (const auto& s : ps->plan.seqs)
+      if (!seen[s.seq_id]) {
+        seen[s.seq_id] = true;
+        if (step >= 120) admitted.push_back(tenant_of[s.seq_id]);
+      }
+  }
+  ASSERT_GE(admitted.size(), 6u);
+  // Before the rule "b" held ~60 jobs' worth of credit and took the first four admissions.
+  const auto first4 = std::vector<std::string>(admitted.begin(), admitted.begin() + 4);
+  const auto a_first = std::count(first4.begin(), first4.end(), "a");
+  EXPECT_GE(a_first, 1) << ::testing::PrintToString(admitted);
+  EXPECT_LE(a_first, 3) << ::testing::PrintToString(admitted);
 }
 
 TEST(SchedFairShare, TenantLimitsAnswerOverloaded) {

@@ -310,12 +310,96 @@ TEST(SchedPolicy, PreemptionBySwapKeepsComputedTokens) {
   ASSERT_TRUE(p.submit(make_request(1, 8, 24), 0.0).accepted);
   ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
   fake_worker w;
+  w.kv.replicas[0].block_size = 4;  // every attended position must hold its token
   run_until_done(p, w, 0, 2);
   for (uint64_t id = 1; id <= 2; ++id) EXPECT_EQ(w.streamed[id], expected_stream(id, 8, 24));
   const std::string trace = p.take_trace();
   EXPECT_NE(trace.find("\"swapped_out\":[2]"), std::string::npos);
   EXPECT_NE(trace.find("\"swapped_in\":[2]"), std::string::npos);
   EXPECT_EQ(p.stats(0)->host_blocks_used, 0);
+}
+
+// The copies a worker must do: the victim's blocks go to host slots in the plan that takes
+// them, and come back into fresh blocks at the head of its table in the plan that resumes
+// it, which continues at the same position (no recompute).
+TEST(SchedPolicy, SwapEmitsCopyListsForTheWorker) {
+  policy_config cfg;
+  cfg.kv_watermark = 0;
+  cfg.prefix_caching = false;
+  cfg.preemption = preemption_mode::swap;
+  policy p(cfg);
+  replica_info r = replica(0, 10, 4);
+  r.host_kv_blocks = 8;  // the worker's pool, not the policy's default of 0
+  p.add_replica(r, 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 8, 24), 0.0).accepted);
+  ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
+  fake_worker w;
+  std::vector<int32_t> victim_table;  // request 2's blocks before it was swapped out
+  int32_t victim_computed = 0;
+  bool out_seen = false, in_seen = false;
+  for (int i = 0; i < 200 && w.finished.size() < 2; ++i) {
+    auto ps = p.schedule(0, 1.0 + 0.01 * i);
+    ASSERT_TRUE(ps);
+    ASSERT_EQ(p.check_invariants(), "");
+    const seq_work* two = find_work(*ps, 2);
+    if (!ps->plan.swap_out.empty()) {
+      ASSERT_FALSE(out_seen);
+      out_seen = true;
+      EXPECT_EQ(two, nullptr);
+      ASSERT_EQ(ps->plan.swap_out.size(), victim_table.size());
+      for (size_t k = 0; k < victim_table.size(); ++k) {
+        EXPECT_EQ(ps->plan.swap_out[k].device_block, victim_table[k]);
+        EXPECT_EQ(ps->plan.swap_out[k].host_slot, static_cast<int32_t>(k));
+      }
+      EXPECT_EQ(p.stats(0)->swapped, 1u);
+      EXPECT_EQ(p.stats(0)->host_blocks_used, static_cast<int64_t>(victim_table.size()));
+    }
+    if (!ps->plan.swap_in.empty()) {
+      ASSERT_TRUE(out_seen);
+      in_seen = true;
+      ASSERT_NE(two, nullptr);
+      EXPECT_EQ(two->start_pos, victim_computed);  // resumes where it stopped
+      ASSERT_EQ(ps->plan.swap_in.size(), victim_table.size());
+      for (size_t k = 0; k < victim_table.size(); ++k) {
+        EXPECT_EQ(ps->plan.swap_in[k].host_slot, static_cast<int32_t>(k));
+        EXPECT_EQ(ps->plan.swap_in[k].device_block, two->block_table[k]);
+      }
+      EXPECT_EQ(p.stats(0)->host_blocks_used, 0);
+    }
+    if (two && !out_seen) {
+      victim_table = two->block_table;
+      victim_computed = two->start_pos + static_cast<int32_t>(two->tokens.size());
+    }
+    w.record(p.on_result(0, w.run(*ps), 1.0 + 0.01 * i));
+  }
+  EXPECT_TRUE(out_seen);
+  EXPECT_TRUE(in_seen);
+  for (uint64_t id = 1; id <= 2; ++id) EXPECT_EQ(w.streamed[id], expected_stream(id, 8, 24));
+}
+
+// A replica whose worker reports no host pool never gets copies: preemption recomputes.
+TEST(SchedPolicy, SwapWithoutAHostPoolRecomputes) {
+  policy_config cfg;
+  cfg.kv_watermark = 0;
+  cfg.preemption = preemption_mode::swap;
+  cfg.host_kv_blocks = 16;  // overridden by the replica's own 0
+  policy p(cfg);
+  replica_info r = replica(0, 10, 4);
+  r.host_kv_blocks = 0;
+  p.add_replica(r, 0.0);
+  ASSERT_TRUE(p.submit(make_request(1, 8, 24), 0.0).accepted);
+  ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
+  fake_worker w;
+  for (int i = 0; i < 200 && w.finished.size() < 2; ++i) {
+    auto ps = w.step(p, 0, 1.0 + 0.01 * i);
+    ASSERT_TRUE(ps);
+    EXPECT_TRUE(ps->plan.swap_out.empty() && ps->plan.swap_in.empty());
+  }
+  EXPECT_GT(p.stats(0)->preemptions, 0u);
+  EXPECT_EQ(w.streamed[2], expected_stream(2, 8, 24));
+  r.id = 1;
+  r.host_kv_blocks = -2;
+  EXPECT_THROW(p.add_replica(r, 2.0), error);
 }
 
 TEST(SchedPolicy, LowPriorityJobAgesPastAStreamOfHighOnes) {

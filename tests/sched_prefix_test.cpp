@@ -1,6 +1,8 @@
 // The KV block pool, the prefix cache on top of it, and prefix-aware routing.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "src/sched/block_manager.h"
 #include "src/sched/policy.h"
 #include "tests/sched_test_support.h"
@@ -63,10 +65,12 @@ TEST(SchedBlockPool, HashChainDependsOnTheWholePrefix) {
 
 TEST(SchedBlockPool, HostPoolIsCounted) {
   block_pool p(1, 3);
-  EXPECT_TRUE(p.host_allocate(2));
-  EXPECT_FALSE(p.host_allocate(2));
-  p.host_release(2);
-  EXPECT_TRUE(p.host_allocate(3));
+  const auto two = p.host_allocate(2);
+  EXPECT_EQ(two.size(), 2u);
+  EXPECT_TRUE(p.host_allocate(2).empty());
+  p.host_release(two);
+  const auto three = p.host_allocate(3);
+  EXPECT_EQ(std::set<int32_t>(three.begin(), three.end()), (std::set<int32_t>{0, 1, 2}));
 }
 
 // ---- prefix cache in the policy -------------------------------------------------------------

@@ -117,6 +117,7 @@ class workload {
     r.info.max_batch = uniform(1, 8);
     p.add_replica(r.info, t);
     replicas_.emplace(r.info.id, r);
+    worker_.kv.replicas[r.info.id].block_size = r.info.block_size;  // every read checked, swaps included
   }
 
   void submit(policy& p, double t, uint64_t id) {

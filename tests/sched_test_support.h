@@ -28,10 +28,45 @@ inline request make_request(uint64_t id, int32_t prompt_len, int32_t max_tokens,
   return r;
 }
 
+// What a worker's KV pools would hold, one token per position: a plan's swap copies are
+// applied first, then every position a sequence attends to must hold its history's token.
+// Catches a copy list that loses, misplaces or overwrites a swapped sequence's KV.
+struct kv_model {
+  using block = std::map<int32_t, int32_t>;  // offset in the block -> token written there
+  struct pools {
+    int32_t block_size = 0;
+    std::map<int32_t, block> device, host;
+  };
+  std::map<uint32_t, pools> replicas;  // give each checked replica its block_size
+
+  void apply(const planned_step& ps) {
+    auto it = replicas.find(ps.replica);
+    if (it == replicas.end()) return;
+    pools& r = it->second;
+    for (const block_copy& c : ps.plan.swap_out) r.host[c.host_slot] = r.device[c.device_block];
+    for (const block_copy& c : ps.plan.swap_in) r.device[c.device_block] = r.host[c.host_slot];
+    const int32_t bs = r.block_size;
+    for (const seq_work& w : ps.plan.seqs) {
+      for (int32_t pos = 0; pos < w.start_pos; ++pos) {
+        const block& b = r.device[w.block_table[pos / bs]];
+        auto at = b.find(pos % bs);
+        ASSERT_TRUE(at != b.end() && at->second == w.history[pos])
+            << "step " << ps.plan.step_id << ": seq " << w.seq_id << " position " << pos << " in block "
+            << w.block_table[pos / bs] << " does not hold its token";
+      }
+      for (size_t t = 0; t < w.tokens.size(); ++t) {
+        const int32_t pos = w.start_pos + static_cast<int32_t>(t);
+        r.device[w.block_table[pos / bs]][pos % bs] = w.tokens[t];
+      }
+    }
+  }
+};
+
 struct fake_worker {
   // Everything the client has been told, per request.
   std::map<uint64_t, std::vector<int32_t>> streamed;
   std::map<uint64_t, finish_reason> finished;
+  kv_model kv;                                  // checks the KV of the replicas listed in it
   std::map<uint32_t, step_resolver> resolvers;  // per replica, as each worker keeps one
 
   // Executes a plan as a worker would: placeholders (async scheduling) resolved from the
@@ -51,6 +86,7 @@ struct fake_worker {
       EXPECT_EQ(rw.tokens[0], token_at(w.seq_id, w.start_pos)) << "placeholder of request " << w.seq_id;
       EXPECT_EQ(static_cast<int32_t>(rw.history.size()), w.start_pos + 1);
     }
+    kv.apply(ps);
     step_result r;
     r.step_id = ps.plan.step_id;
     for (const seq_work& w : ps.plan.seqs) {

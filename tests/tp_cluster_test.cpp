@@ -21,20 +21,23 @@ struct group_cluster {
   int sched_port = free_port(), gateway_port = free_port(), rdv_port = free_port();
   std::unique_ptr<child_process> scheduler, gateway, rank0, rank1, single;
 
-  group_cluster(const std::string& name, bool with_single_worker) : dir(temp_dir(name)) {
-    scheduler = std::make_unique<child_process>(
-        std::vector<std::string>{"scheduler", "--listen", tcp(sched_port), "--rendezvous", tcp(rdv_port),
-                                 "--heartbeat-timeout", "1"},
-        dir / "scheduler.log");
+  // `scheduler_extra` / `rank_extra`: more flags for the scheduler / each rank.
+  group_cluster(const std::string& name, bool with_single_worker, std::vector<std::string> scheduler_extra = {},
+                std::vector<std::string> rank_extra = {"--max-batch", "4"})
+      : dir(temp_dir(name)) {
+    std::vector<std::string> sched_args{
+        "scheduler", "--listen", tcp(sched_port), "--rendezvous", tcp(rdv_port), "--heartbeat-timeout", "1"};
+    sched_args.insert(sched_args.end(), scheduler_extra.begin(), scheduler_extra.end());
+    scheduler = std::make_unique<child_process>(sched_args, dir / "scheduler.log");
     EXPECT_TRUE(scheduler->wait_for_log("ready on")) << scheduler->log();
     auto rank = [&](int r) {
-      return std::make_unique<child_process>(
-          std::vector<std::string>{"worker", "--model", model_path(), "--scheduler", tcp(sched_port), "--name",
-                                   "g0r" + std::to_string(r), "--tp-size", "2", "--rank", std::to_string(r), "--group",
-                                   "g0", "--rendezvous", tcp(rdv_port), "--max-batch", "4",
-                                   // Gloo fails a send to a dead rank only at its timeout
-                                   "--tp-timeout", "3"},
-          dir / ("rank" + std::to_string(r) + ".log"));
+      std::vector<std::string> args{"worker", "--model", model_path(), "--scheduler", tcp(sched_port), "--name",
+                                    "g0r" + std::to_string(r), "--tp-size", "2", "--rank", std::to_string(r), "--group",
+                                    "g0", "--rendezvous", tcp(rdv_port),
+                                    // Gloo fails a send to a dead rank only at its timeout
+                                    "--tp-timeout", "3"};
+      args.insert(args.end(), rank_extra.begin(), rank_extra.end());
+      return std::make_unique<child_process>(args, dir / ("rank" + std::to_string(r) + ".log"));
     };
     rank1 = rank(1);
     rank0 = rank(0);
@@ -70,6 +73,26 @@ TEST(TensorParallelCluster, GroupServesLikeGenerateAndSurvivesALostRank) {
   expect_like_generate(results, 100);
   EXPECT_TRUE(c.rank0->wait_for_log("group broken")) << c.rank0->log();
   EXPECT_TRUE(c.scheduler->wait_for_log("(g0r0) removed")) << c.scheduler->log();
+}
+
+// Preemption by swap in a group: rank 0 relays each plan with its copy lists and every rank
+// swaps its own shard of the KV blocks; a pool too small for the jobs forces swaps.
+TEST(TensorParallelCluster, EveryRankSwapsItsShardAndAnswersMatchGenerate) {
+  TROUPE_REQUIRE_MODELS();
+  const std::string trace = (temp_dir("tp-swap-trace") / "trace.jsonl").string();
+  group_cluster c("tp-swap", false, {"--preemption", "swap", "--trace", trace},
+                  {"--max-batch", "64", "--kv-mb", "1", "--swap-mb", "8"});
+  EXPECT_TRUE(c.rank1->wait_for_log("host swap pool of")) << c.rank1->log();
+  auto results = run_clients(tcp(c.gateway_port), 24, 100);
+  expect_like_generate(results, 100);
+  c.scheduler->signal(SIGTERM);
+  c.scheduler->wait(20);
+  const std::string text = read_file(trace);
+  size_t swapped_in = 0;
+  for (size_t at = text.find("\"swapped_in\":["); at != std::string::npos; at = text.find("\"swapped_in\":[", at + 1))
+    swapped_in += text[at + 14] != ']';
+  EXPECT_GT(swapped_in, 0u) << "no sequence was swapped out and back in";
+  std::filesystem::remove_all(std::filesystem::path(trace).parent_path());
 }
 
 TEST(TensorParallelCluster, LastGroupLostEndsJobsWithDisconnected) {

@@ -109,6 +109,8 @@ class worker_backend {
   virtual std::string describe() const = 0;  // "cpu (avx512, 2 threads)"
   // Copies KV block `src` onto `dst` in every layer (prefix sharing copy-on-write).
   virtual void copy_block(int32_t src, int32_t dst) = 0;
+  // Blocks in the host pool that step_plan::swap_out / swap_in name; 0 = no swap support.
+  virtual int64_t host_blocks() const { return 0; }
 };
 
 }  // namespace troupe

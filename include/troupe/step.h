@@ -26,9 +26,19 @@ struct seq_work {
   bool feed_last_sampled = false;
 };
 
+// One KV block moved between the worker's device pool and its host pool (preemption by
+// swap): every layer's K and V rows of the block, on every rank of a worker group.
+struct block_copy {
+  int32_t device_block = 0;  // in [0, the backend's kv_blocks())
+  int32_t host_slot = 0;     // in [0, the backend's host_blocks())
+};
+
 struct step_plan {
   uint64_t step_id = 0;
   std::vector<seq_work> seqs;
+  // Done before the step's compute, in this order: every swap_out, then every swap_in.
+  std::vector<block_copy> swap_out;  // device block -> host slot (a preempted sequence)
+  std::vector<block_copy> swap_in;   // host slot -> device block (a sequence coming back)
 };
 
 struct token_logprob {

@@ -37,6 +37,8 @@ class tp_group_leader : public worker_backend {
   step_result step(const step_plan& plan) override;
   int64_t kv_blocks() const override { return local_->kv_blocks(); }
   int32_t block_size() const override { return local_->block_size(); }
+  // Every rank sizes its host pool from the same flags; each swaps its own shard.
+  int64_t host_blocks() const override { return local_->host_blocks(); }
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
 

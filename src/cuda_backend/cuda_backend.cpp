@@ -288,6 +288,12 @@ void cuda_backend::impl::allocate_kv() {
     n_blocks = std::min<int64_t>(n_blocks, INT32_MAX / opt.block_size);
   }
   layer_kv_bytes = (size_t)n_blocks * block_bytes;
+  kv_block_bytes = block_bytes;
+  if (opt.swap_bytes < 0) fail("cuda backend: swap_bytes must be >= 0", "swap_bytes");
+  n_host_blocks = std::min<int64_t>(opt.swap_bytes / (int64_t)per_block, INT32_MAX);
+  if (n_host_blocks > 0)
+    host_pool = pinned_buffer((size_t)n_host_blocks * per_block,
+                              "host swap pool (" + std::to_string(n_host_blocks) + " blocks)");
   kv = device_buffer(layer_kv_bytes * 2 * cfg.n_layers,
                      "KV pool (" + std::to_string(n_blocks) + " blocks of " + std::to_string(opt.block_size) + ")");
   // Zeroed so that a slot read before it is written holds finite numbers.
@@ -309,6 +315,7 @@ cuda_backend::~cuda_backend() = default;
 step_result cuda_backend::step(const step_plan& plan) { return p_->step(plan); }
 int64_t cuda_backend::kv_blocks() const { return p_->n_blocks; }
 int32_t cuda_backend::block_size() const { return p_->opt.block_size; }
+int64_t cuda_backend::host_blocks() const { return p_->n_host_blocks; }
 int64_t cuda_backend::graph_replays() const { return p_->graph_replays; }
 
 std::string cuda_backend::describe() const {

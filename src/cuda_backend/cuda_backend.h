@@ -25,6 +25,7 @@ struct cuda_backend_options {
   bool cuda_graphs = true;          // capture the decode step once per batch shape and replay it
   int64_t max_batch_tokens = 2048;  // most new tokens one step may carry (sizes the scratch)
   int32_t max_seqs = 256;           // most sequences one step may carry
+  int64_t swap_bytes = 0;           // pinned host pool for preemption by swap (step_plan::swap_out/in); 0 = none
 };
 
 // Same as cuda_available in kernels/cuda/cuda.h (re-exported for callers of this header).
@@ -44,6 +45,7 @@ class cuda_backend : public worker_backend {
   int32_t block_size() const override;
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
+  int64_t host_blocks() const override;
 
   // The logits (vocab) of the last step's sampled_index-th sampling sequence (plan order), copied to the
   // host: for tests and debugging.

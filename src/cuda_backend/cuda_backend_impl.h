@@ -72,6 +72,7 @@ struct cuda_backend::impl {
   // ---- one step (cuda_step.cpp)
   step_result step(const step_plan& plan);
   void validate(const step_plan& plan) const;
+  void enqueue_swaps(const step_plan& plan);
   void enqueue_forward(const step_shape& sh);
   void enqueue_sampling(const step_shape& sh);
   void run_graph(const step_shape& sh);
@@ -102,7 +103,12 @@ struct cuda_backend::impl {
   // (n_blocks, block_size, n_kv_heads, head_dim) in f16 or f32.
   device_buffer kv;
   size_t layer_kv_bytes = 0;
+  size_t kv_block_bytes = 0;  // one block of one layer's K (or V)
   int64_t n_blocks = 0;
+  // Host pool for preemption by swap, pinned so that the copies run asynchronously on the
+  // stream: slot s holds layer l's K at ((s * n_layers + l) * 2) * kv_block_bytes, V after it.
+  pinned_buffer host_pool;
+  int64_t n_host_blocks = 0;
 
   // scratch, sized for max_batch_tokens (T) and max_seqs (S)
   device_buffer scratch;

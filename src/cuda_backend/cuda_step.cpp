@@ -38,7 +38,29 @@ bool needs_host_sampling(const seq_work& w) {
 }  // namespace
 
 void cuda_backend::impl::validate(const step_plan& plan) const {
-  check_step_plan(plan, {cfg.vocab_size, n_blocks, opt.block_size, opt.max_batch_tokens, max_seq_len, opt.max_seqs});
+  check_step_plan(
+      plan, {cfg.vocab_size, n_blocks, opt.block_size, opt.max_batch_tokens, max_seq_len, opt.max_seqs, n_host_blocks});
+}
+
+// On the step's stream, before its forward: every swap_out, then every swap_in (a block a
+// swap_out reads may be the target of a swap_in of the same plan).
+void cuda_backend::impl::enqueue_swaps(const step_plan& plan) {
+  auto host = [&](int32_t slot, int64_t layer, bool value) {
+    return host_pool.as<char>(((size_t)(slot * cfg.n_layers + layer) * 2 + (value ? 1 : 0)) * kv_block_bytes);
+  };
+  auto dev = [&](int32_t block, int64_t layer, bool value) {
+    return static_cast<char*>(kv_layer(layer, value)) + (size_t)block * kv_block_bytes;
+  };
+  for (const block_copy& c : plan.swap_out)
+    for (int64_t l = 0; l < cfg.n_layers; ++l)
+      for (bool value : {false, true})
+        TROUPE_CUDA_CHECK(cudaMemcpyAsync(host(c.host_slot, l, value), dev(c.device_block, l, value), kv_block_bytes,
+                                          cudaMemcpyDeviceToHost, stream));
+  for (const block_copy& c : plan.swap_in)
+    for (int64_t l = 0; l < cfg.n_layers; ++l)
+      for (bool value : {false, true})
+        TROUPE_CUDA_CHECK(cudaMemcpyAsync(dev(c.device_block, l, value), host(c.host_slot, l, value), kv_block_bytes,
+                                          cudaMemcpyHostToDevice, stream));
 }
 
 void cuda_backend::impl::mm(float* y, const float* x, const dev_weight& w, int64_t m) {
@@ -163,7 +185,11 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
   result.step_id = plan.step_id;
   result.outputs.resize(plan.seqs.size());
   last_n_sample = 0;
-  if (plan.seqs.empty()) return result;
+  enqueue_swaps(plan);
+  if (plan.seqs.empty()) {
+    TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return result;
+  }
 
   // decode sequences first (their batch rows are their table rows), then prefill chunks
   std::vector<size_t> order;

@@ -30,6 +30,8 @@ block_pool::block_pool(int64_t n_blocks, int64_t n_host_blocks)
   for (int64_t b = n_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
   const auto s = static_cast<int32_t>(n_blocks);
   prev_[s] = next_[s] = s;
+  host_free_.reserve(n_host_blocks);
+  for (int64_t h = n_host_blocks - 1; h >= 0; --h) host_free_.push_back(static_cast<int32_t>(h));
 }
 
 void block_pool::lru_unlink(int32_t b) {
@@ -98,12 +100,15 @@ int32_t block_pool::count_hits(const std::vector<uint64_t>& hashes, int32_t max_
   return n;
 }
 
-bool block_pool::host_allocate(int64_t n) {
-  if (host_used_ + n > host_total_) return false;
-  host_used_ += n;
-  return true;
+std::vector<int32_t> block_pool::host_allocate(int64_t n) {
+  if (n > static_cast<int64_t>(host_free_.size())) return {};
+  std::vector<int32_t> slots(host_free_.rbegin(), host_free_.rbegin() + n);  // lowest first
+  host_free_.resize(host_free_.size() - n);
+  return slots;
 }
 
-void block_pool::host_release(int64_t n) { host_used_ -= n; }
+void block_pool::host_release(const std::vector<int32_t>& slots) {
+  host_free_.insert(host_free_.end(), slots.rbegin(), slots.rend());
+}
 
 }  // namespace troupe::sched

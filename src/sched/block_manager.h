@@ -4,7 +4,8 @@
 //   used    referenced by one or more sequences' block tables (ref_count > 0);
 //   cached  ref_count == 0 but holding a full block registered under its prefix hash, kept
 //           in an LRU and handed out again only when no free block is left.
-// free + used + cached == total at all times. The host pool (preemption by swap) is a count.
+// free + used + cached == total at all times. The host pool (preemption by swap) hands out
+// slot ids, which the worker's step_plan copies name.
 #pragma once
 #include <cstdint>
 #include <unordered_map>
@@ -41,9 +42,10 @@ class block_pool {
   bool is_registered(int32_t b) const { return has_hash_[b] != 0; }
 
   int64_t host_total() const { return host_total_; }
-  int64_t host_used() const { return host_used_; }
-  bool host_allocate(int64_t n);
-  void host_release(int64_t n);
+  int64_t host_used() const { return host_total_ - static_cast<int64_t>(host_free_.size()); }
+  // n host slots, or none (empty) when fewer than n are free.
+  std::vector<int32_t> host_allocate(int64_t n);
+  void host_release(const std::vector<int32_t>& slots);
 
  private:
   void lru_unlink(int32_t b);
@@ -58,7 +60,8 @@ class block_pool {
   // Intrusive LRU of cached blocks: index total() is the sentinel; oldest at next_[sentinel].
   std::vector<int32_t> prev_, next_;
   int64_t n_cached_ = 0;
-  int64_t host_total_ = 0, host_used_ = 0;
+  int64_t host_total_ = 0;
+  std::vector<int32_t> host_free_;  // stack of free host slots
 };
 
 }  // namespace troupe::sched

@@ -1,8 +1,12 @@
 // Weighted fair sharing of tokens served between tenants, by virtual token counters: a
 // tenant's counter advances by tokens served / weight and the queue prefers the tenant
-// with the lowest counter. A tenant that becomes active (its first unfinished job) starts
-// at the lowest counter among the active tenants, so idle time is not banked as credit.
+// with the lowest counter. Idle time is not banked as credit: a tenant that becomes active
+// (its first unfinished job) starts at the lowest counter among the active tenants, and one
+// that becomes backlogged (a job queued when it had none) starts no lower than the counter
+// of the last admission, as in start-time fair queuing: a tenant whose jobs kept running
+// while its queue was empty did not ask for the tokens the others were served meanwhile.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -33,6 +37,9 @@ class fair_share {
   std::string over_limit(const tenant_state& t, int64_t tokens) const;
   void activate(tenant_state& t);
   void deactivate(tenant_state& t) { --t.active; }
+  // t's queue goes from empty to one job / a job of t leaves the queue for a replica.
+  void backlogged(tenant_state& t) { t.vtime = std::max(t.vtime, admitted_vtime_); }
+  void admitted(const tenant_state& t) { admitted_vtime_ = std::max(admitted_vtime_, t.vtime); }
   void charge(tenant_state& t, int64_t tokens) {
     t.vtime += static_cast<double>(tokens) / t.weight;
     t.served_tokens += static_cast<uint64_t>(tokens);
@@ -42,6 +49,7 @@ class fair_share {
  private:
   tenant_config defaults_;
   std::map<std::string, tenant_state> tenants_;
+  double admitted_vtime_ = 0.0;  // the counter of the latest admission (the system's virtual time)
 };
 
 }  // namespace troupe::sched

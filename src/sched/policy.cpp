@@ -39,12 +39,12 @@ struct seq_state {
   enum class where : unsigned char { queued, running, swapped } at = where::queued;
   bool resumed = false;  // preempted or moved: goes before fresh requests of its level
   uint32_t replica = 0;
-  std::vector<int32_t> table;    // device blocks covering [0, n_computed + planned)
-  int32_t n_computed = 0;        // tokens of history whose KV is in table
-  int32_t n_registered = 0;      // leading blocks of table already in the prefix cache
-  int64_t host_blocks = 0;       // swapped out: blocks held on the host pool
-  uint64_t planned_step = 0;     // the last step that feeds it
-  std::vector<uint64_t> hashes;  // prefix hash chain over history's full blocks
+  std::vector<int32_t> table;       // device blocks covering [0, n_computed + planned)
+  int32_t n_computed = 0;           // tokens of history whose KV is in table
+  int32_t n_registered = 0;         // leading blocks of table already in the prefix cache
+  std::vector<int32_t> host_slots;  // swapped out: its blocks' copies on the host pool, in table order
+  uint64_t planned_step = 0;        // the last step that feeds it
+  std::vector<uint64_t> hashes;     // prefix hash chain over history's full blocks
   int32_t hash_block_size = 0;
   tenant_state* tenant = nullptr;
   // Async scheduling (policy_config::max_inflight_steps): work planned but not answered.
@@ -85,6 +85,11 @@ struct replica_state {
   std::vector<flight_item> planning;  // the plan under way, in plan order
   std::deque<flight> flights;         // planned and not answered, oldest first
   uint64_t prefix_hit_tokens = 0, preemptions = 0;
+  // Swap copies for the worker, sent with the next plan (a schedule() that plans nothing
+  // keeps them), and host slots emptied by swap_in that must not take a swap_out before
+  // that plan: the worker does every swap_out first.
+  std::vector<block_copy> swap_out, swap_in;
+  std::vector<int32_t> host_held;
 
   replica_state(const replica_info& r, int64_t host_blocks) : info(r), pool(r.kv_blocks, host_blocks) {}
   bool fits(const seq_state& s) const {
@@ -160,8 +165,8 @@ struct policy::impl {
   void release_all(replica_state& r, seq_state& s) {
     for (int32_t b : s.table) release(r, b);
     s.table.clear();
-    if (s.host_blocks) r.pool.host_release(s.host_blocks);
-    s.host_blocks = 0;
+    r.pool.host_release(s.host_slots);
+    s.host_slots.clear();
   }
 
   // Full, computed blocks become findable by later requests with the same prefix.
@@ -183,6 +188,7 @@ struct policy::impl {
   // ---- queue --------------------------------------------------------------------------
 
   void enqueue(seq_state& s) {
+    if (s.tenant->queued_tokens == 0) tenants.backlogged(*s.tenant);
     s.at = seq_state::where::queued;
     s.enqueued = now;
     queue.push_back(&s);
@@ -201,7 +207,7 @@ struct policy::impl {
     s.table.clear();
     s.n_computed = 0;
     s.n_registered = 0;
-    s.host_blocks = 0;
+    s.host_slots.clear();
     s.resumed = true;
     s.forget_inflight();  // its first plan elsewhere feeds real tokens only
     enqueue(s);
@@ -245,10 +251,13 @@ struct policy::impl {
     rec.preempted.push_back(v.req.id);
     erase_from(r.running, &v);
     const auto n = static_cast<int64_t>(v.table.size());
-    if (cfg.preemption == preemption_mode::swap && v.n_computed > 0 && r.pool.host_allocate(n)) {
+    std::vector<int32_t> slots;
+    if (cfg.preemption == preemption_mode::swap && v.n_computed > 0 && n > 0) slots = r.pool.host_allocate(n);
+    if (!slots.empty()) {
+      for (size_t i = 0; i < slots.size(); ++i) r.swap_out.push_back({v.table[i], slots[i]});
       for (int32_t b : v.table) release(r, b);
       v.table.clear();
-      v.host_blocks = n;
+      v.host_slots = std::move(slots);
       v.forget_inflight();  // comes back from n_computed, re-feeding what was in flight
       v.at = seq_state::where::swapped;
       r.swapped.push_back(&v);
@@ -452,16 +461,18 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
     for (seq_state* s : back) {
       if (budget == 0 || static_cast<int32_t>(r.running.size()) >= r.info.max_batch) break;
       const int32_t n = chunk(s->remaining(), budget);
-      const int64_t need = std::max(s->host_blocks, blocks_for(s->n_computed + n, r.info.block_size));
+      const auto host_blocks = static_cast<int64_t>(s->host_slots.size());
+      const int64_t need = std::max(host_blocks, blocks_for(s->n_computed + n, r.info.block_size));
       if (n == 0 || r.pool.available() - need < (r.running.empty() ? 0 : watermark(r))) break;
       trace_seq ts;
-      for (int64_t i = 0; i < s->host_blocks; ++i) {
+      for (int32_t slot : s->host_slots) {
         s->table.push_back(r.pool.allocate());
+        r.swap_in.push_back({s->table.back(), slot});
         if (cfg.trace) ts.alloc.push_back(s->table.back());
       }
-      r.pool.host_release(s->host_blocks);
-      s->host_blocks = 0;
-      // The worker would copy the KV back; these blocks are not registered again.
+      r.host_held.insert(r.host_held.end(), s->host_slots.begin(), s->host_slots.end());
+      s->host_slots.clear();
+      // The worker copies the KV back before the step; these blocks are not registered again.
       s->n_registered = static_cast<int32_t>(s->table.size());
       s->at = seq_state::where::running;
       erase_from(r.swapped, s);
@@ -492,6 +503,9 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   ++next_step;
   r.flights.push_back({r.step_id, std::move(r.planning)});
   r.planning.clear();
+  plan.swap_out = std::exchange(r.swap_out, {});
+  plan.swap_in = std::exchange(r.swap_in, {});
+  r.pool.host_release(std::exchange(r.host_held, {}));
   return out;
 }
 
@@ -526,6 +540,7 @@ void policy::impl::admit(replica_state& r, step_plan& plan, int32_t& budget, dou
     if (r.running.empty() ? avail < need_chunk : avail - need_all < watermark(r)) return;
 
     dequeue(*s);
+    tenants.admitted(*s->tenant);
     for (int32_t i = 0; i < hits; ++i) {
       const int32_t b = r.pool.lookup(s->hashes[i]);
       r.pool.acquire(b);
@@ -575,7 +590,10 @@ void policy::add_replica(const replica_info& r, double now) {
   if (r.max_batch <= 0) bad("max_batch", "> 0");
   if (impl_->replicas.count(r.id))
     throw error(error_kind::failed, "replica_info.id: replica " + std::to_string(r.id) + " is already added", "id");
-  impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, impl_->cfg.host_kv_blocks));
+  if (r.host_kv_blocks < -1) bad("host_kv_blocks", ">= 0 (or -1: the policy's host_kv_blocks)");
+  if (r.host_kv_blocks > INT32_MAX) bad("host_kv_blocks", "< 2^31");
+  const int64_t host = r.host_kv_blocks >= 0 ? r.host_kv_blocks : impl_->cfg.host_kv_blocks;
+  impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, host));
   if (impl_->cfg.trace) impl_->trace += trace_add_replica(now, r);
 }
 
@@ -821,9 +839,13 @@ std::string policy::check_invariants() const {
     }
     for (const seq_state* s : r.swapped) {
       if (!s->table.empty() || s->at != seq_state::where::swapped) return fail(where + "swapped sequence holds blocks");
-      host += s->host_blocks;
+      host += static_cast<int64_t>(s->host_slots.size());
     }
+    host += static_cast<int64_t>(r.host_held.size());
     if (host != p.host_used()) return fail(where + "host pool count disagrees");
+    for (const block_copy& c : r.swap_out)
+      if (c.device_block < 0 || c.device_block >= p.total() || c.host_slot < 0 || c.host_slot >= p.host_total())
+        return fail(where + "swap copy out of range");
     int64_t used = 0;
     for (int64_t b = 0; b < p.total(); ++b) {
       if (refs[b] != p.ref_count(static_cast<int32_t>(b)))

@@ -43,12 +43,16 @@ struct replica_info {
   int64_t kv_blocks = 0;
   int32_t block_size = 16;
   int32_t max_batch = 64;  // sequences per step
+  // The worker's host pool for preemption_mode::swap, in blocks (reported at registration);
+  // -1 = policy_config::host_kv_blocks.
+  int64_t host_kv_blocks = -1;
 };
 
 // How a preempted sequence gives back its KV blocks. recompute frees them and re-prefills
-// prompt + generated later. swap accounts them on a host pool and restores them later with
-// the same n_computed; the worker side of swap (copying blocks device <-> host) is not part
-// of step_plan yet, so swap is a scheduling model only (for sim/), not for real workers.
+// prompt + generated later. swap copies them to slots of the replica's host pool
+// (step_plan::swap_out) and back into fresh device blocks (step_plan::swap_in) before the
+// step that resumes it, with the same n_computed; without host room it falls back to
+// recompute. Copies decided in a schedule() that plans no step go with the next plan.
 enum class preemption_mode : unsigned char { recompute, swap };
 
 // Per-tenant weight and limits; tenants not listed get policy_config::default_tenant.
@@ -70,7 +74,8 @@ struct policy_config {
                                // when admitting a new prefill (rounded up to whole blocks)
   bool prefix_caching = true;  // share full prompt blocks between sequences by hash chain
   preemption_mode preemption = preemption_mode::recompute;
-  int64_t host_kv_blocks = 0;  // per replica, the host pool for preemption_mode::swap
+  int64_t host_kv_blocks = 0;  // per replica, the host pool for preemption_mode::swap, unless
+                               // the replica_info gives its own
 
   // ---- ordering --------------------------------------------------------------------------
   // A job's effective priority rises one level per aging_s seconds since its arrival, capped

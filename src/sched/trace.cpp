@@ -39,7 +39,8 @@ std::string trace_add_replica(double t, const replica_info& r) {
                {"replica", r.id},
                {"kv_blocks", r.kv_blocks},
                {"block_size", r.block_size},
-               {"max_batch", r.max_batch}});
+               {"max_batch", r.max_batch},
+               {"host_kv_blocks", r.host_kv_blocks}});
 }
 
 std::string trace_remove_replica(double t, uint32_t replica) {
@@ -203,6 +204,7 @@ replay_report replay(std::istream& trace, policy_config cfg) {
         r.kv_blocks = j.at("kv_blocks");
         r.block_size = j.at("block_size");
         r.max_batch = j.at("max_batch");
+        r.host_kv_blocks = j.value("host_kv_blocks", int64_t{-1});  // absent in older traces
         p.add_replica(r, t);
       } else if (ev == "remove_replica") {
         p.remove_replica(j.at("replica"), t);
