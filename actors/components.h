@@ -56,6 +56,10 @@ class node {
   // Shutdown: the gateway stops accepting and waits for its jobs, at most `deadline_s`
   // seconds, then cancels the rest. Returns how many were cancelled. No-op without a gateway.
   size_t drain(double deadline_s);
+  // Each worker of this node asks the scheduler to drain it: no new work, its running
+  // sequences finish there (or move elsewhere after `deadline_s`, 0 = none), then the
+  // scheduler sends shutdown and the worker exits (see wait_for_workers).
+  void drain_workers(double deadline_s);
   // Tells the workers connected to this node's scheduler to exit, then stops every actor.
   void stop();
   // Blocks until a worker of this node exits (told to shut down, or a fatal error) or
