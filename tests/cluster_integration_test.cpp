@@ -107,6 +107,8 @@ TEST(ClusterIntegration, SigtermDrainsAWorkerItsJobsFinishAndNewOnesGoElsewhere)
     while (chunks < 24) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     c.workers[0]->signal(SIGTERM);
     EXPECT_TRUE(c.scheduler->wait_for_log("(w0) draining")) << c.scheduler->log();
+    EXPECT_EQ(c.scheduler->log().find("draining: 0 sequences"), std::string::npos)  // it had jobs to finish
+        << c.scheduler->log();
     during = run_clients(tcp(c.gateway_port), 4, 32);  // while w0 finishes its jobs
   });
   auto results = run_clients(tcp(c.gateway_port), 8, 100, &chunks);
