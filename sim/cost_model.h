@@ -105,7 +105,8 @@ void write_step_profile(const std::string& path, const step_profile& p);  // JSO
 class fitted_model final : public cost_model {
  public:
   explicit fitted_model(std::array<double, 4> coef) : c_(coef) {}
-  // Least squares over the steps; throws when there are fewer than 4 or all are alike.
+  // Least squares on the relative error over the steps, then scaled so that the predicted
+  // times add up to the measured total; throws when there are fewer than 4 or all are alike.
   static fitted_model fit(const std::vector<measured_step>& steps);
 
   double step_time(const step_shape& s) const override;
