@@ -30,9 +30,9 @@ namespace troupe::actors {
 struct worker_options {
   worker_identity identity;
   double heartbeat_s = 0.2;
-  // Appends one line per executed step (tokens, context, seqs, time_s: the step profile
-  // format of docs/SIM.md) to this file; empty: none. Fits the simulator's cost model to the
-  // steps this worker really ran.
+  // Appends one line per executed step (tokens, context, seqs, time_s, gap_s, carried: the
+  // step profile format of docs/SIM.md) to this file; empty: none. Fits the simulator's cost
+  // model and control-loop latency to the steps this worker really ran.
   std::string step_log;
 };
 
