@@ -165,6 +165,22 @@ TEST(SchedulerCore, DrainDeadlineMovesTheJobsElsewhere) {
   EXPECT_EQ(s.replicas(), 1u);
 }
 
+TEST(SchedulerCore, DrainingTheLastWorkerQueuesNewJobsForTheNextOne) {
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  auto out = s.on_message("w1", proto::drain{0.0}, 0.1);  // idle: shut down at once
+  ASSERT_EQ(find_all<proto::shutdown>(out).size(), 1u);
+  EXPECT_EQ(s.replicas(), 0u);
+  // A job arriving while no worker is there waits (a restart is under way), not fails.
+  out = s.on_message("gw", long_request(1), 0.2);
+  EXPECT_TRUE(find_all<proto::request_events>(out).empty());
+  EXPECT_EQ(s.queued(), 1u);
+  out = s.on_message("w1b", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.3);
+  const auto plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].first, "w1b");
+}
+
 namespace {
 
 class GatewayCore : public ::testing::Test {
