@@ -39,6 +39,8 @@ struct sim_args {
   double reserve_gb = 2.0;
   int32_t block_size = 16;
   int32_t max_batch = 256;
+  double loop_latency_ms = -1;  // < 0: the fitted profile's (mean gap while work waited), else 0
+  int32_t max_inflight_steps = 1;
   // policy
   int32_t max_step_tokens = 512;
   int64_t max_queued = sched::policy_config{}.max_queued;
@@ -48,7 +50,6 @@ struct sim_args {
   int64_t host_kv_blocks = 0;
   double kv_watermark = sched::policy_config{}.kv_watermark;
   double aging_s = sched::policy_config{}.aging_s;
-  int32_t max_inflight_steps = 1;
   double affinity_load_factor = sched::policy_config{}.affinity_load_factor;
   double admission_ttft_slo = 0;
   double prefill_tokens_per_s = 0;
@@ -135,6 +136,11 @@ sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost, bool
   c.reserve_bytes = a.reserve_gb * 1e9;
   c.block_size = a.block_size;
   c.max_batch = a.max_batch;
+  c.max_inflight_steps = a.max_inflight_steps;
+  if (a.loop_latency_ms >= 0)
+    c.loop_latency = a.loop_latency_ms * 1e-3;
+  else if (cost.fitted)
+    c.loop_latency = sim::fit_loop_latency(cost.profile.steps).mean_s;
   if (check) c.validate();
   return c;
 }
@@ -318,13 +324,24 @@ int run_fit(const sim_args& a) {
               cost.profile.meta.device.c_str(), cost.profile.meta.model.c_str(), cost.profile.meta.tp);
   std::printf("%s\nrms relative error %.2f%%\n", cost.model->describe().c_str(),
               100 * cost.model->rms_relative_error(cost.profile.steps));
+  const auto loop = sim::fit_loop_latency(cost.profile.steps);
+  if (loop.samples > 0)
+    std::printf(
+        "control loop: %.3f ms mean (median %.3f ms) between a result and the next plan, over %zu steps "
+        "that carried work\n",
+        loop.mean_s * 1e3, loop.median_s * 1e3, loop.samples);
+  else
+    std::printf("control loop: no steps with gap_s and carried work in the profile; loop latency 0\n");
   if (!a.summary_json.empty())
     write_text(a.summary_json,
                nlohmann::json{{"intercept_s", c[0]},
                               {"per_token_s", c[1]},
                               {"per_context_token_s", c[2]},
                               {"per_seq_s", c[3]},
-                              {"rms_relative_error", cost.model->rms_relative_error(cost.profile.steps)}}
+                              {"rms_relative_error", cost.model->rms_relative_error(cost.profile.steps)},
+                              {"loop_latency_s", loop.mean_s},
+                              {"loop_latency_median_s", loop.median_s},
+                              {"loop_samples", loop.samples}}
                    .dump(2));
   return 0;
 }
@@ -377,17 +394,22 @@ void add_sim(CLI::App& app) {
       ->capture_default_str();
   s->add_option("--block-size", a->block_size, "tokens per KV block")->group(cl)->capture_default_str();
   s->add_option("--max-batch", a->max_batch, "sequences per step")->group(cl)->capture_default_str();
+  s->add_option("--loop-latency-ms", a->loop_latency_ms,
+                "control loop per step, result out to next plan in (default: the fitted profile's, else 0)")
+      ->group(cl);
+  s->add_option("--max-inflight-steps", a->max_inflight_steps,
+                "steps in flight per replica: 1 = synchronous (period = compute + loop), >= 2 = pipelined "
+                "(period = max(compute, loop)); the policy then plans the next step while one runs (async "
+                "scheduling, as troupe serve's default of 2)")
+      ->check(CLI::Range(1, 8))
+      ->group(cl)
+      ->capture_default_str();
 
   const char* po = "Policy";
   s->add_option("--max-step-tokens", a->max_step_tokens, "token budget per step")->group(po)->capture_default_str();
   s->add_option("--max-queued", a->max_queued, "queue bound before 'overloaded'")->group(po)->capture_default_str();
   s->add_flag("--no-chunked-prefill", a->no_chunked_prefill, "prefill whole prompts")->group(po);
   s->add_flag("--no-prefix-caching", a->no_prefix_caching, "no sharing of prompt blocks")->group(po);
-  s->add_option("--max-inflight-steps", a->max_inflight_steps,
-                "steps planned ahead per replica (2: the next step is planned while one runs)")
-      ->check(CLI::Range(1, 8))
-      ->group(po)
-      ->capture_default_str();
   s->add_option("--preemption", a->preemption, "recompute | swap")
       ->check(CLI::IsMember({"recompute", "swap"}))
       ->group(po)

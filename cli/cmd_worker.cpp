@@ -1,11 +1,15 @@
 // troupe worker: one CPU worker (a model replica) connected to the scheduler at --scheduler.
-// Exits 0 when the scheduler tells it to shut down or on SIGINT/SIGTERM.
+// Exits 0 when the scheduler tells it to shut down. SIGINT/SIGTERM drains it first: the
+// scheduler stops giving it new work, lets its running jobs finish here (at most
+// --drain-timeout seconds, then moves them elsewhere) and sends shutdown; a second signal
+// stops it at once.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <signal.h>
 
+#include <chrono>
 #include <optional>
 
 #include "cli/cluster_common.h"
@@ -34,7 +38,32 @@ struct worker_args {
   std::string rendezvous = "tcp://127.0.0.1:5557";
   std::string tp_host = "127.0.0.1";
   double tp_timeout_s = 10;
+  double drain_s = 60;
 };
+
+// After the drain request: until the scheduler's shutdown ends the worker, a second signal
+// comes, or the deadline (plus slack for the scheduler's tick) passes without a shutdown.
+void wait_for_drain(actors::node& n, const std::string& name, double deadline_s) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    if (n.wait_for_workers(0.2)) return;
+    timespec zero{0, 0};
+    if (sigtimedwait(&set, nullptr, &zero) > 0) {
+      spdlog::warn("worker {}: second signal while draining; stopping now", name);
+      return;
+    }
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (deadline_s > 0 && waited > deadline_s + 5) {
+      spdlog::warn("worker {}: no shutdown from the scheduler {:.0f} s after the drain request; stopping", name,
+                   waited);
+      return;
+    }
+  }
+}
 
 int run_worker(const worker_args& a) {
   block_stop_signals();
@@ -81,7 +110,10 @@ int run_worker(const worker_args& a) {
   wo.identity = {host, model.name, a.worker.max_batch};
   wo.step_log = a.worker.step_log;
   n.add_worker(a.scheduler, name, std::move(backend), wo);
-  wait_for_signal(n);
+  if (wait_for_signal(n)) {
+    n.drain_workers(a.drain_s);
+    wait_for_drain(n, name, a.drain_s);
+  }
   n.stop();
   spdlog::info("worker {}: stopped", name);
   return n.worker_refused() ? 1 : 0;
@@ -108,6 +140,10 @@ void add_worker(CLI::App& app) {
   sub->add_option("--tp-host", a->tp_host, "Address this rank's Gloo transport listens on (reachable by the others)")
       ->capture_default_str();
   sub->add_option("--tp-timeout", a->tp_timeout_s, "Seconds a rank waits on the others before the group is broken")
+      ->capture_default_str();
+  sub->add_option("--drain-timeout", a->drain_s,
+                  "On SIGTERM, seconds this worker's running jobs may take to finish here before the scheduler "
+                  "moves them to other workers (0 = no limit)")
       ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_worker(*a); }); });
 }
