@@ -11,9 +11,11 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "commands.h"
@@ -181,21 +183,8 @@ int run_check(const kernels_options& o) {
 
 // ---- bench -------------------------------------------------------------------------
 
-// Seconds per call of f: one warm-up call, then repeats until ~0.3 s (at least 2 calls).
-template <typename F>
-double time_per_call(F f) {
-  using clock = std::chrono::steady_clock;
-  f();
-  int reps = 0;
-  const auto t0 = clock::now();
-  double elapsed = 0;
-  do {
-    f();
-    ++reps;
-    elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-  } while (elapsed < 0.3 || reps < 2);
-  return elapsed / reps;
-}
+// Seconds per call of f on the steady clock: one warm-up call, then repeats until ~0.3 s.
+double time_per_call(const std::function<void()>& f) { return kern::make_host_device(nullptr)->seconds_per_call(f); }
 
 // A simple stream copy of 64 MiB on the pool: what the memory system gives these threads.
 double copy_bandwidth(kern::cpu::thread_pool& pool) {
@@ -271,7 +260,7 @@ int run_bench(const kernels_options& o) {
   const troupe_op ops[] = {TROUPE_OP_MATMUL_F32, TROUPE_OP_MATMUL_F16, TROUPE_OP_MATMUL_BF16, TROUPE_OP_MATMUL_Q8_0,
                            TROUPE_OP_MATMUL_Q4_0};
   int benched = 0;
-  std::vector<std::string> skipped;  // CUDA variants without a device, listed once
+  std::vector<std::pair<troupe_op, std::string>> skipped;  // CUDA variants without a device, listed once
   for (troupe_op op : ops) {
     if (!o.op.empty() && o.op != op_name(op)) continue;
     const int dt = kern::op_dtype(op);
@@ -286,7 +275,7 @@ int run_bench(const kernels_options& o) {
         if (s.m > 1 && std::string_view(v.name) == "ref") continue;  // minutes per call
         const bool on_gpu = v.backend == TROUPE_BACKEND_CUDA;
         if (on_gpu && !ks.cuda) {
-          const std::string item = std::string(op_name(op)) + " " + v.name;
+          const std::pair<troupe_op, std::string> item{op, v.name};
           if (std::find(skipped.begin(), skipped.end(), item) == skipped.end()) skipped.push_back(item);
           continue;
         }
@@ -313,7 +302,8 @@ int run_bench(const kernels_options& o) {
       }
     }
   }
-  for (const auto& item : skipped) fmt::print("{:<35} skipped: {}\n", item, ks.cuda_why);
+  for (const auto& [op, name] : skipped)
+    fmt::print("{:<12} {:<22} {:<7} skipped: {}\n", op_name(op), name, "cuda", ks.cuda_why);
   if (!o.op.empty() && benched == 0 && skipped.empty())
     fmt::print("troupe kernels bench: no matmul variant matched (bench times the matmul ops)\n");
   return 0;

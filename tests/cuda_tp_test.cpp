@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cuda_test_support.h"
+#include "identity_comm.h"
 #include "kernels/ref/ref.h"
 #include "random_model.h"
 #include "src/comm/rendezvous.h"
@@ -19,21 +20,6 @@
 
 namespace troupe {
 namespace {
-
-// A host-memory communicator of the kind CPU ranks use: only its identity matters here.
-class host_comm : public communicator {
- public:
-  host_comm(int rank, int size) : rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  void all_reduce_sum(float*, size_t) override {}
-  void broadcast(void*, size_t, int) override {}
-  void barrier() override {}
-  std::string describe() const override { return "gloo tcp, rank " + std::to_string(rank_); }
-
- private:
-  int rank_, size_;
-};
 
 cuda_backend_options f32_opts() {
   cuda_backend_options o;
@@ -49,7 +35,7 @@ TEST(CudaTp, AHostCommunicatorOrAMismatchedShardIsRefused) {
   test::random_model m(test::small_config());
   kernel_registry reg;
   const tp::shard s1 = tp::make_shard(m.config(), m.weights(), 1, 2);
-  host_comm gloo1(1, 2), gloo0(0, 2);
+  test::identity_comm gloo1(1, 2, "gloo tcp"), gloo0(0, 2, "gloo tcp");  // host memory, as CPU ranks
   cuda_backend_options o = f32_opts();
   o.shard = &s1;
   o.comm = &gloo1;

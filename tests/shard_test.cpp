@@ -8,7 +8,7 @@
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
 #include "src/tp/shard.h"
-#include "troupe/communicator.h"
+#include "identity_comm.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
 
@@ -123,24 +123,10 @@ TEST(Shard, IndivisibleSplitsAreClearErrors) {
 // communicator come together, for the same rank and size.
 namespace {
 
-class identity_comm : public troupe::communicator {
- public:
-  identity_comm(int rank, int size) : rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  void all_reduce_sum(float*, size_t) override {}
-  void broadcast(void*, size_t, int) override {}
-  void barrier() override {}
-  std::string describe() const override { return "test comm, rank " + std::to_string(rank_); }
-
- private:
-  int rank_, size_;
-};
-
 TEST(ShardWiring, ShardAndCommunicatorComeTogetherForTheSameRank) {
   tiny_model m(4, 2, 16);
   const troupe::tp::shard s1 = troupe::tp::make_shard(m.cfg, m.w, 1, 2);
-  identity_comm c1(1, 2), c0(0, 2), c1of4(1, 4);
+  troupe::test::identity_comm c1(1, 2), c0(0, 2), c1of4(1, 4);
   EXPECT_NO_THROW(troupe::tp::check_shard_and_comm(nullptr, nullptr, "cpu backend"));
   EXPECT_NO_THROW(troupe::tp::check_shard_and_comm(&s1, &c1, "cpu backend"));
   auto message = [](const troupe::tp::shard* s, const troupe::communicator* c) {
