@@ -26,7 +26,7 @@ int cuda_device_for_rank(int asked, int rank) {
   const int device = asked >= 0 ? asked : count > 0 ? rank % count : 0;
   std::string why;
   if (!kern::cuda::cuda_available(&why, device))
-    throw error(error_kind::unimplemented, "--backend cuda: " + why, "device");
+    throw error(error_kind::unimplemented, "cuda backend: " + why, "device");
   return device;
 }
 

@@ -147,7 +147,9 @@ TEST(TensorParallel, CudaWorkerRankSaysWhyItCannotStart) {
                                            " --rendezvous tcp://127.0.0.1:1 --scheduler tcp://127.0.0.1:1 --model " +
                                            (troupe::test::models_dir() / "stories260K/stories260K.gguf").string());
   EXPECT_NE(r.exit_code, 0) << r.out;
-  if (r.out.find("joining tensor-parallel group") == std::string::npos) {  // no GPU, or no CUDA build
-    EXPECT_NE(r.out.find("--backend cuda"), std::string::npos) << r.out;
+  if (r.out.find("joining tensor-parallel group") == std::string::npos) {         // no GPU, or no CUDA build
+    const bool says_why = r.out.find("cuda backend: ") != std::string::npos ||    // no usable device
+                          r.out.find("built without CUDA") != std::string::npos;  // a CPU-only build
+    EXPECT_TRUE(says_why) << r.out;
   }
 }
