@@ -98,6 +98,9 @@ TEST(KernelsCli, BenchShowsTheRooflineAndSkipsCudaWithoutADevice) {
   if (r.out.find("cuda: unavailable") != std::string::npos) {
     EXPECT_NE(r.out.find("cuda.v1"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("cuda    skipped: "), std::string::npos) << r.out;
+    auto named = run_command(troupe_bin() + " kernels bench --op matmul_f16 --variant cuda.v1 --shape 1x64x64");
+    EXPECT_NE(named.exit_code, 0) << named.out;
+    EXPECT_NE(named.out.find("no CUDA device is usable"), std::string::npos) << named.out;
   } else {
     EXPECT_NE(r.out.find("roofline cuda:"), std::string::npos) << r.out;
   }

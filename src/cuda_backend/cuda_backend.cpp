@@ -345,7 +345,7 @@ std::string cuda_backend::describe() const {
   return std::string("cuda (") + s.prop.name + ", sm_" + std::to_string(s.prop.major) + std::to_string(s.prop.minor) +
          "; weights " + type(s.opt.dense_type) + "/quantized " + mib(s.weight_bytes) + "; KV " +
          (s.opt.kv_f16 ? "f16 " : "f32 ") + std::to_string(s.n_blocks) + " blocks x " +
-         std::to_string(s.opt.block_size) + "; graphs " + (s.opt.cuda_graphs ? "on" : "off") +
+         std::to_string(s.opt.block_size) + "; graphs " + (s.opt.cuda_graphs && !s.opt.comm ? "on" : "off") +
          (s.kernels_desc.empty() ? "" : "; " + s.kernels_desc) +
          (s.opt.comm ? "; tensor-parallel " + s.opt.comm->describe() : std::string()) + ")";
 }
