@@ -21,6 +21,7 @@ struct published {
 // Datasheet peaks (dense FP16 tensor core, no sparsity). Order matters: the more specific
 // names first ("H100 PCIe" before "H100", "A100 80GB PCIe" before "A100").
 constexpr published k_table[] = {
+    {"H200 NVL", "H200 NVL", 4800, 835},
     {"H200", "H200 SXM", 4800, 989},
     {"H100 PCIe", "H100 PCIe", 2000, 756},
     {"H100 NVL", "H100 NVL", 3900, 835},
@@ -30,6 +31,7 @@ constexpr published k_table[] = {
     {"A100-SXM4-40GB", "A100 40GB SXM", 1555, 312},
     {"A100-PCIE-40GB", "A100 40GB PCIe", 1555, 312},
     {"L40S", "L40S", 864, 362},
+    {"L40", "L40", 864, 181},  // before "L4", which it contains
     {"L4", "L4", 300, 121},
 };
 

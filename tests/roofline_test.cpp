@@ -35,7 +35,11 @@ TEST(Roofline, MoreSpecificNamesWin) {
   EXPECT_EQ(pcie->mem_gb_s, 2000);  // not the SXM part's 3350
   const auto l40s = published_roofline("NVIDIA L40S");
   ASSERT_TRUE(l40s);
-  EXPECT_NE(l40s->mem_gb_s, 300);  // not the L4's
+  EXPECT_EQ(l40s->fp16_tflop_s, 362);
+  const auto l40 = published_roofline("NVIDIA L40");
+  ASSERT_TRUE(l40);
+  EXPECT_EQ(l40->mem_gb_s, 864);  // not the L4's 300
+  EXPECT_EQ(published_roofline("NVIDIA H200 NVL")->fp16_tflop_s, 835);
 }
 
 TEST(Roofline, UnknownDevicesAreNotGuessed) {
