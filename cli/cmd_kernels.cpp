@@ -323,7 +323,8 @@ void add_kernels(CLI::App& app) {
   add_plugin_option(list);
   list->callback([opts] { set_runner([opts] { return run_list(*opts); }); });
 
-  auto* check = kernels->add_subcommand("check", "Check variants against the reference on random and awkward shapes");
+  auto* check = kernels->add_subcommand(
+      "check", "Check variants (CPU and CUDA) against the reference on random and awkward shapes");
   check->add_option("--op", opts->op, "Only this op (e.g. matmul_q4_0)");
   check->add_option("--variant", opts->variant, "Only this variant (e.g. cpu.avx2); default all but ref");
   add_plugin_option(check);
