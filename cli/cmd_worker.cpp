@@ -1,4 +1,5 @@
-// troupe worker: one CPU worker (a model replica) connected to the scheduler at --scheduler.
+// troupe worker: one worker (a model replica, or one rank of a tensor-parallel group) on the
+// CPU or a GPU (--backend cuda), connected to the scheduler at --scheduler.
 // Exits 0 when the scheduler tells it to shut down or on SIGINT/SIGTERM.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -9,6 +10,7 @@
 #include <optional>
 
 #include "cli/cluster_common.h"
+#include "cli/cuda_worker.h"
 #include "src/comm/rendezvous.h"
 #include "src/comm/tp_group.h"
 #include "src/tp/shard.h"
@@ -34,7 +36,20 @@ struct worker_args {
   std::string rendezvous = "tcp://127.0.0.1:5557";
   std::string tp_host = "127.0.0.1";
   double tp_timeout_s = 10;
+  std::string backend = "cpu";  // or "cuda"
+  int device = -1;              // CUDA device; -1: rank % the devices visible
 };
+
+// The options of a CUDA rank, from the worker's flags.
+cuda_worker_options cuda_options(const worker_args& a) {
+  cuda_worker_options co;
+  co.device = cuda_device_for_rank(a.device, a.rank);
+  co.kv_bytes = a.worker.kv_mb << 20;
+  co.block_size = a.worker.block_size;
+  co.max_batch_tokens = a.worker.max_batch_tokens;
+  co.max_seqs = a.worker.max_batch;
+  return co;
+}
 
 int run_worker(const worker_args& a) {
   block_stop_signals();
@@ -44,8 +59,15 @@ int run_worker(const worker_args& a) {
   const std::string name = a.name.empty() ? std::string(host) + "-" + std::to_string(getpid()) : a.name;
   std::unique_ptr<comm::zmq_rendezvous_store> store;
   std::unique_ptr<communicator> group;
+  std::unique_ptr<communicator> nccl;  // GPU ranks: the all-reduces; `group` relays the plans
   std::optional<tp::shard> shard;
   std::unique_ptr<worker_backend> backend;
+  const bool on_gpu = a.backend == "cuda";
+  std::optional<cuda_worker_options> co;
+  if (on_gpu) {  // before any group forms: a rank without a usable GPU fails alone, at once
+    co = cuda_options(a);
+    register_cuda_kernels(*model.registry);
+  }
   if (a.tp_size > 1) {
     if (a.rank < 0 || a.rank >= a.tp_size)
       throw error(error_kind::failed,
@@ -60,7 +82,12 @@ int run_worker(const worker_args& a) {
                  a.tp_size, a.rendezvous);
     group = make_gloo_communicator(*store, a.rank, a.tp_size, go);
     shard = tp::make_shard(model.file->config(), model.file->weights(), a.rank, a.tp_size);
-    backend = make_cpu_backend(model, a.worker, &*shard, group.get());
+    if (on_gpu) {
+      nccl = make_nccl_group(*store, a.rank, a.tp_size, co->device, "group/" + a.group + "/nccl", go.timeout);
+      backend = make_cuda_worker_backend(*model.file, *model.registry, *co, &*shard, nccl.get());
+    } else {
+      backend = make_cpu_backend(model, a.worker, &*shard, group.get());
+    }
     if (a.rank > 0) {
       // A follower: no connection to the scheduler; it runs what rank 0 relays.
       spdlog::info("worker {}: rank {} of group {} ready ({})", name, a.rank, a.group, group->describe());
@@ -73,9 +100,12 @@ int run_worker(const worker_args& a) {
           spdlog::error("worker {}: tensor-parallel group broken ({}); leaving the cluster", name, why);
           kill(getpid(), SIGTERM);
         });
+  } else if (on_gpu) {
+    backend = make_cuda_worker_backend(*model.file, *model.registry, *co);
   } else {
     backend = make_cpu_backend(model, a.worker);
   }
+  spdlog::info("worker {}: {}", name, backend->describe());
   actors::node n({.worker_threads = 1}, {});
   actors::worker_options wo;
   wo.identity = {host, model.name, a.worker.max_batch};
@@ -108,6 +138,11 @@ void add_worker(CLI::App& app) {
   sub->add_option("--tp-host", a->tp_host, "Address this rank's Gloo transport listens on (reachable by the others)")
       ->capture_default_str();
   sub->add_option("--tp-timeout", a->tp_timeout_s, "Seconds a rank waits on the others before the group is broken")
+      ->capture_default_str();
+  sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA; with --tp-size, NCCL between the GPUs)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  sub->add_option("--device", a->device, "CUDA device with --backend cuda (-1: rank % the GPUs visible)")
       ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_worker(*a); }); });
 }
