@@ -13,6 +13,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "cli/cuda_worker.h"
 #include "commands.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
@@ -23,10 +24,6 @@
 #include "src/generate.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
-#ifdef TROUPE_WITH_CUDA
-#include "kernels/cuda/cuda.h"
-#include "src/cuda_backend/cuda_backend.h"
-#endif
 
 namespace troupe::cli {
 
@@ -49,7 +46,7 @@ struct generate_args {
   std::string rendezvous = "tcp://127.0.0.1:29500";
   std::string tp_host = "127.0.0.1";
   std::string backend = "cpu";  // or "cuda"
-  int device = 0;               // CUDA device
+  int device = -1;              // CUDA device; -1: tp_rank % the devices visible
 };
 
 // "--kernel OP=VARIANT": chooses a registered variant for one op.
@@ -75,9 +72,7 @@ int run_generate(const generate_args& a) {
   kernel_registry registry;
   for (const auto& v : kern::ref::variants()) registry.add(v);
   kern::cpu::register_all(registry);  // the best variant this CPU runs becomes the default
-#ifdef TROUPE_WITH_CUDA
-  kern::cuda::register_all(registry);  // CUDA variants; the CPU defaults stay as they are
-#endif
+  register_cuda_kernels(registry);    // CUDA variants in CUDA builds; the CPU defaults stay as they are
   for (const auto& k : a.kernels) select_kernel(registry, k);
 
   // Tensor parallel: rank 0 hosts the rendezvous; every rank loads only its shard's views.
@@ -104,23 +99,18 @@ int run_generate(const generate_args& a) {
   }
 
   std::unique_ptr<worker_backend> backend_ptr;
+  std::unique_ptr<communicator> nccl;  // GPU ranks all-reduce through NCCL
   if (a.backend == "cuda") {
-    if (a.tp_size > 1)
-      throw error(error_kind::unimplemented,
-                  "--backend cuda with --tp-size > 1: tensor parallelism runs on CPU ranks (Gloo) in this build; "
-                  "NCCL ranks are not wired into the CUDA backend yet",
-                  "tp-size");
-#ifdef TROUPE_WITH_CUDA
-    cuda_backend_options co;
-    co.device = a.device;
+    cli::cuda_worker_options co;
+    co.device = cuda_device_for_rank(a.device, a.tp_rank);
     co.kv_bytes = a.kv_mb << 20;
     co.block_size = a.block_size;
     co.max_batch_tokens = a.max_batch_tokens;
-    backend_ptr = make_cuda_backend(*model, registry, co);
-#else
-    throw error(error_kind::unimplemented,
-                "--backend cuda: this troupe was built without CUDA (configure with -DTROUPE_CUDA=ON)", "backend");
-#endif
+    co.max_seqs = 256;
+    if (group)
+      nccl =
+          make_nccl_group(*store, a.tp_rank, a.tp_size, co.device, "generate/nccl", std::chrono::milliseconds(60000));
+    backend_ptr = make_cuda_worker_backend(*model, registry, co, shard ? &*shard : nullptr, nccl.get());
   } else {
     cpu_backend_options opt;
     opt.shard = shard ? &*shard : nullptr;
@@ -217,7 +207,8 @@ void add_generate(CLI::App& app) {
   sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  sub->add_option("--device", a->device, "CUDA device (with --backend cuda)")->capture_default_str();
+  sub->add_option("--device", a->device, "CUDA device with --backend cuda (-1: --tp-rank % the GPUs visible)")
+      ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_generate(*a); }); });
 }
 

@@ -1,6 +1,8 @@
 // troupe kernels list|check|bench: the kernel registry as built in this binary (the
-// reference, the CPU variants this machine supports, and any --plugin), checked against
-// the reference or timed.
+// reference, the CPU variants this machine supports, the CUDA ones in CUDA builds, and any
+// --plugin), checked against the reference or timed. CUDA variants run on --device when
+// it is usable; otherwise they are listed as skipped with the reason, and the exit status
+// is unaffected unless --variant names one of them.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -9,9 +11,11 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "commands.h"
@@ -22,6 +26,7 @@
 #include "kernels/cuda/cuda.h"
 #endif
 #include "kernels/ref/ref.h"
+#include "kernels/roofline.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
 
@@ -36,6 +41,7 @@ struct kernels_options {
   int threads = 0;                  // 0: the hardware threads
   std::vector<std::string> shapes;  // bench: "MxNxK"; empty: decode and prefill sizes
   uint64_t seed = 1;
+  int device = 0;  // CUDA device for CUDA variants
 };
 
 int thread_count(const kernels_options& o) {
@@ -46,7 +52,7 @@ void build_registry(kernel_registry& reg, const kernels_options& o) {
   for (const auto& v : kern::ref::variants()) reg.add(v);
   kern::cpu::register_all(reg);
 #ifdef TROUPE_WITH_CUDA
-  kern::cuda::register_all(reg);  // listed; check and bench run the CPU variants only
+  kern::cuda::register_all(reg);
 #endif
   for (const auto& p : o.plugins) reg.load_plugin(p);
 }
@@ -60,16 +66,54 @@ void validate_op(const std::string& name) {
   throw error(error_kind::failed, "--op: unknown op '" + name + "' (known: " + known + ")", "op");
 }
 
-// The registry and a thread pool, as check and bench use them.
+// The device CUDA variants run on, or null with the reason in *why.
+std::unique_ptr<kern::variant_device> open_cuda_device(int device, std::string* why) {
+#ifdef TROUPE_WITH_CUDA
+  try {
+    return kern::cuda::make_variant_device(device);
+  } catch (const error& e) {
+    *why = e.what();
+  }
+#else
+  (void)device;
+  *why = "this troupe was built without CUDA (configure with -DTROUPE_CUDA=ON)";
+#endif
+  return nullptr;
+}
+
+// The registry, a thread pool and, when a variant of the CUDA backend is registered, its
+// device (or why there is none), as check and bench use them.
 struct kernel_session {
   explicit kernel_session(const kernels_options& o) : pool(thread_count(o)), ctx(kern::cpu::make_kctx(pool)) {
     validate_op(o.op);
     build_registry(reg, o);
+    bool any_cuda = false;
+    for (int i = 0; i < TROUPE_OP_COUNT; ++i)
+      for (const auto& v : reg.variants(static_cast<troupe_op>(i))) any_cuda |= v.backend == TROUPE_BACKEND_CUDA;
+    if (any_cuda) cuda = open_cuda_device(o.device, &cuda_why);
+    if (!o.variant.empty() && !cuda && names_cuda_variant(o.variant))
+      throw error(error_kind::unimplemented,
+                  "--variant " + o.variant + " is a CUDA variant and no CUDA device is usable: " + cuda_why, "variant");
+  }
+  bool names_cuda_variant(const std::string& name) const {
+    for (int i = 0; i < TROUPE_OP_COUNT; ++i)
+      for (const auto& v : reg.variants(static_cast<troupe_op>(i)))
+        if (v.backend == TROUPE_BACKEND_CUDA && name == v.name) return true;
+    return false;
+  }
+  // One line about the CUDA device: its name and roofline, or why its variants are skipped.
+  std::string cuda_line() const {
+    if (cuda) return "cuda: " + cuda->describe();
+    return "cuda: unavailable, CUDA variants skipped: " + cuda_why;
   }
   kernel_registry reg;
   kern::cpu::thread_pool pool;
   troupe_kctx ctx;
+  std::unique_ptr<kern::variant_device> cuda;  // null: none usable (cuda_why) or none needed
+  std::string cuda_why;
 };
+
+const char* backend_name(troupe_backend b) { return b == TROUPE_BACKEND_CPU ? "cpu" : "cuda"; }
 
 // ---- list --------------------------------------------------------------------------
 
@@ -87,7 +131,7 @@ int run_list(const kernels_options& o) {
         const bool dflt = std::strcmp(reg.selected(op, b).name, v.name) == 0;
         names += (names.empty() ? "" : ", ") + std::string(dflt ? "*" : "") + v.name;
       }
-      if (!names.empty()) fmt::print("{:<16} {:<8} {}\n", op_name(op), b == TROUPE_BACKEND_CPU ? "cpu" : "cuda", names);
+      if (!names.empty()) fmt::print("{:<16} {:<8} {}\n", op_name(op), backend_name(b), names);
     }
   }
   return 0;
@@ -104,14 +148,23 @@ int run_check(const kernels_options& o) {
   opt.op = o.op;
   opt.variant = o.variant;
   opt.seed = o.seed;
+  opt.cuda = ks.cuda.get();
+  opt.cuda_skip_reason = ks.cuda_why;
   fmt::print("checking against ref on {}\n", kern::cpu::describe(pool.size()));
-  fmt::print("{:<16} {:<18} {:>5} {:>12} {:>12}  {}\n", "op", "variant", "cases", "worst |err|", "err/allowed",
-             "result");
+  if (ks.cuda || !ks.cuda_why.empty()) fmt::print("{}\n", ks.cuda_line());
+  fmt::print("{:<16} {:<22} {:<7} {:>5} {:>12} {:>12}  {}\n", "op", "variant", "backend", "cases", "worst |err|",
+             "err/allowed", "result");
   const auto results = kern::check_variants(reg, &ctx, opt);
-  int failed = 0;
+  int failed = 0, skipped = 0;
   for (const auto& r : results) {
-    fmt::print("{:<16} {:<18} {:>5} {:>12.3g} {:>12.3f}  {}\n", op_name(r.op), r.variant, r.cases, r.max_abs_err,
-               r.worst_ratio, r.pass ? "pass" : "FAIL");
+    if (r.skipped) {
+      fmt::print("{:<16} {:<22} {:<7} {:>5} {:>12} {:>12}  skipped\n", op_name(r.op), r.variant,
+                 backend_name(r.backend), "-", "-", "-");
+      ++skipped;
+      continue;
+    }
+    fmt::print("{:<16} {:<22} {:<7} {:>5} {:>12.3g} {:>12.3f}  {}\n", op_name(r.op), r.variant, backend_name(r.backend),
+               r.cases, r.max_abs_err, r.worst_ratio, r.pass ? "pass" : "FAIL");
     if (!r.pass) {
       fmt::print("    first failure: {}\n", r.first_failure);
       ++failed;
@@ -122,27 +175,16 @@ int run_check(const kernels_options& o) {
                o.variant.empty() ? "" : " --variant " + o.variant);
     return 1;
   }
-  fmt::print("{} variants checked, {} failed\n", results.size(), failed);
+  fmt::print("{} variants checked, {} failed", results.size() - skipped, failed);
+  if (skipped) fmt::print(", {} skipped ({})", skipped, ks.cuda_why);
+  fmt::print("\n");
   return failed ? 1 : 0;
 }
 
 // ---- bench -------------------------------------------------------------------------
 
-// Seconds per call of f: one warm-up call, then repeats until ~0.3 s (at least 2 calls).
-template <typename F>
-double time_per_call(F f) {
-  using clock = std::chrono::steady_clock;
-  f();
-  int reps = 0;
-  const auto t0 = clock::now();
-  double elapsed = 0;
-  do {
-    f();
-    ++reps;
-    elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-  } while (elapsed < 0.3 || reps < 2);
-  return elapsed / reps;
-}
+// Seconds per call of f on the steady clock: one warm-up call, then repeats until ~0.3 s.
+double time_per_call(const std::function<void()>& f) { return kern::make_host_device(nullptr)->seconds_per_call(f); }
 
 // A simple stream copy of 64 MiB on the pool: what the memory system gives these threads.
 double copy_bandwidth(kern::cpu::thread_pool& pool) {
@@ -182,6 +224,15 @@ std::vector<mm_shape> parse_shapes(const std::vector<std::string>& texts) {
   return out;
 }
 
+// How close a variant comes to its nearer roof: the larger of its share of the peak
+// bandwidth and of the peak FP16 throughput, in percent ("-" with no roof known).
+std::string roof_share(const kern::roofline& roof, double gb_s, double tflop_s) {
+  double share = 0;
+  if (roof.mem_gb_s > 0) share = gb_s / roof.mem_gb_s;
+  if (roof.fp16_tflop_s > 0) share = std::max(share, tflop_s / roof.fp16_tflop_s);
+  return share > 0 ? fmt::format("{:.0f}%", 100 * share) : "-";
+}
+
 int run_bench(const kernels_options& o) {
   const std::vector<mm_shape> bench_shapes = parse_shapes(o.shapes);
   kernel_session ks(o);
@@ -189,12 +240,27 @@ int run_bench(const kernels_options& o) {
   kern::cpu::thread_pool& pool = ks.pool;
   const troupe_kctx& ctx = ks.ctx;
   fmt::print("cpu: {}\n", kern::cpu::describe(pool.size()));
-  fmt::print("stream copy: {:.1f} GB/s (read + write, 64 MiB)\n", copy_bandwidth(pool));
-  fmt::print("{:<12} {:<18} {:<16} {:>10} {:>9} {:>10}\n", "op", "variant", "shape m x n x k", "ms/call", "GB/s",
-             "GFLOP/s");
+  // The roofs each variant is compared with: the CPU's copy bandwidth; the GPU's datasheet
+  // (or runtime-derived) bandwidth and dense FP16 peak.
+  kern::roofline cpu_roof;
+  cpu_roof.mem_gb_s = copy_bandwidth(pool);
+  cpu_roof.source = "stream copy, read + write, 64 MiB";
+  fmt::print("roofline cpu: {}\n", kern::describe(cpu_roof));
+  kern::roofline gpu_roof;
+  if (ks.cuda) {
+#ifdef TROUPE_WITH_CUDA
+    gpu_roof = kern::cuda::device_roofline(o.device);
+#endif
+    fmt::print("roofline {}: {}\n", ks.cuda->describe(), kern::describe(gpu_roof));
+  } else if (!ks.cuda_why.empty()) {
+    fmt::print("{}\n", ks.cuda_line());
+  }
+  fmt::print("{:<12} {:<22} {:<7} {:<16} {:>10} {:>9} {:>9} {:>7}\n", "op", "variant", "backend", "shape m x n x k",
+             "ms/call", "GB/s", "TFLOP/s", "of roof");
   const troupe_op ops[] = {TROUPE_OP_MATMUL_F32, TROUPE_OP_MATMUL_F16, TROUPE_OP_MATMUL_BF16, TROUPE_OP_MATMUL_Q8_0,
                            TROUPE_OP_MATMUL_Q4_0};
   int benched = 0;
+  std::vector<std::pair<troupe_op, std::string>> skipped;  // CUDA variants without a device, listed once
   for (troupe_op op : ops) {
     if (!o.op.empty() && o.op != op_name(op)) continue;
     const int dt = kern::op_dtype(op);
@@ -205,19 +271,40 @@ int run_bench(const kernels_options& o) {
       std::uniform_real_distribution<float> u(-1, 1);
       for (auto& e : x) e = u(rng);
       for (const auto& v : reg.variants(op)) {
-        if (v.backend != TROUPE_BACKEND_CPU || (!o.variant.empty() && o.variant != v.name)) continue;
+        if (!o.variant.empty() && o.variant != v.name) continue;
         if (s.m > 1 && std::string_view(v.name) == "ref") continue;  // minutes per call
+        const bool on_gpu = v.backend == TROUPE_BACKEND_CUDA;
+        if (on_gpu && !ks.cuda) {
+          const std::pair<troupe_op, std::string> item{op, v.name};
+          if (std::find(skipped.begin(), skipped.end(), item) == skipped.end()) skipped.push_back(item);
+          continue;
+        }
         auto mm = reinterpret_cast<troupe_matmul_fn>(v.fn);
-        const double sec = time_per_call([&] { mm(&ctx, y.data(), x.data(), w.data(), s.m, s.n, s.k); });
-        fmt::print("{:<12} {:<18} {:<16} {:>10.3f} {:>9.1f} {:>10.1f}\n", op_name(op), v.name,
-                   fmt::format("{} x {} x {}", s.m, s.n, s.k), sec * 1e3, (double)w.size() / sec / 1e9,
-                   2.0 * s.m * s.n * s.k / sec / 1e9);
+        double sec = 0;
+        if (on_gpu) {  // device copies; events on the device's stream
+          kern::variant_device& dev = *ks.cuda;
+          float* dy = static_cast<float*>(dev.upload(y.data(), y.size() * sizeof(float)));
+          const auto* dx = static_cast<const float*>(dev.upload(x.data(), x.size() * sizeof(float)));
+          const void* dw = dev.upload(w.data(), w.size());
+          sec = dev.seconds_per_call([&] { mm(dev.ctx(), dy, dx, dw, s.m, s.n, s.k); });
+          dev.release();
+        } else {
+          sec = time_per_call([&] { mm(&ctx, y.data(), x.data(), w.data(), s.m, s.n, s.k); });
+        }
+        const kern::roofline& roof = on_gpu ? gpu_roof : cpu_roof;
+        const double gb_s = (double)(w.size() + (x.size() + y.size()) * sizeof(float)) / sec / 1e9;
+        const double tflop_s = 2.0 * s.m * s.n * s.k / sec / 1e12;
+        fmt::print("{:<12} {:<22} {:<7} {:<16} {:>10.3f} {:>9.1f} {:>9.3f} {:>7}\n", op_name(op), v.name,
+                   backend_name(v.backend), fmt::format("{} x {} x {}", s.m, s.n, s.k), sec * 1e3, gb_s, tflop_s,
+                   roof_share(roof, gb_s, tflop_s));
         std::fflush(stdout);
         ++benched;
       }
     }
   }
-  if (!o.op.empty() && benched == 0)
+  for (const auto& [op, name] : skipped)
+    fmt::print("{:<12} {:<22} {:<7} skipped: {}\n", op_name(op), name, "cuda", ks.cuda_why);
+  if (!o.op.empty() && benched == 0 && skipped.empty())
     fmt::print("troupe kernels bench: no matmul variant matched (bench times the matmul ops)\n");
   return 0;
 }
@@ -236,20 +323,24 @@ void add_kernels(CLI::App& app) {
   add_plugin_option(list);
   list->callback([opts] { set_runner([opts] { return run_list(*opts); }); });
 
-  auto* check = kernels->add_subcommand("check", "Check variants against the reference on random and awkward shapes");
+  auto* check = kernels->add_subcommand(
+      "check", "Check variants (CPU and CUDA) against the reference on random and awkward shapes");
   check->add_option("--op", opts->op, "Only this op (e.g. matmul_q4_0)");
   check->add_option("--variant", opts->variant, "Only this variant (e.g. cpu.avx2); default all but ref");
   add_plugin_option(check);
   check->add_option("--threads", opts->threads, "Threads in the pool (default: hardware threads)");
   check->add_option("--seed", opts->seed, "Seed of the random inputs");
+  check->add_option("--device", opts->device, "CUDA device for CUDA variants")->capture_default_str();
   check->callback([opts] { set_runner([opts] { return run_check(*opts); }); });
 
-  auto* bench = kernels->add_subcommand("bench", "GB/s and GFLOP/s of the matmul variants, beside a stream copy");
+  auto* bench = kernels->add_subcommand(
+      "bench", "GB/s and TFLOP/s of the matmul variants, beside the CPU's and the GPU's roofline");
   bench->add_option("--op", opts->op, "Only this matmul op (e.g. matmul_q4_0)");
   bench->add_option("--variant", opts->variant, "Only this variant");
   bench->add_option("--threads", opts->threads, "Threads in the pool (default: hardware threads)");
   bench->add_option("--shape", opts->shapes,
                     "y(M, N) = x(M, K) W(N, K)^T as MxNxK (default 1x2048x2048 and 512x2048x2048)");
+  bench->add_option("--device", opts->device, "CUDA device for CUDA variants")->capture_default_str();
   add_plugin_option(bench);
   bench->callback([opts] { set_runner([opts] { return run_bench(*opts); }); });
 }

@@ -1,4 +1,5 @@
-// troupe worker: one CPU worker (a model replica) connected to the scheduler at --scheduler.
+// troupe worker: one worker (a model replica, or one rank of a tensor-parallel group) on the
+// CPU or a GPU (--backend cuda), connected to the scheduler at --scheduler.
 // Exits 0 when the scheduler tells it to shut down. SIGINT/SIGTERM drains it first: the
 // scheduler stops giving it new work, lets its running jobs finish here (at most
 // --drain-timeout seconds, then moves them elsewhere) and sends shutdown; a second signal
@@ -13,6 +14,7 @@
 #include <optional>
 
 #include "cli/cluster_common.h"
+#include "cli/cuda_worker.h"
 #include "src/comm/rendezvous.h"
 #include "src/comm/tp_group.h"
 #include "src/tp/shard.h"
@@ -39,7 +41,20 @@ struct worker_args {
   std::string tp_host = "127.0.0.1";
   double tp_timeout_s = 10;
   double drain_s = 60;
+  std::string backend = "cpu";  // or "cuda"
+  int device = -1;              // CUDA device; -1: rank % the devices visible
 };
+
+// The options of a CUDA rank, from the worker's flags.
+cuda_worker_options cuda_options(const worker_args& a) {
+  cuda_worker_options co;
+  co.device = cuda_device_for_rank(a.device, a.rank);
+  co.kv_bytes = a.worker.kv_mb << 20;
+  co.block_size = a.worker.block_size;
+  co.max_batch_tokens = a.worker.max_batch_tokens;
+  co.max_seqs = a.worker.max_batch;
+  return co;
+}
 
 // After the drain request: until the scheduler's shutdown ends the worker, a second signal
 // comes, or the deadline (plus slack for the scheduler's tick) passes without a shutdown.
@@ -73,8 +88,15 @@ int run_worker(const worker_args& a) {
   const std::string name = a.name.empty() ? std::string(host) + "-" + std::to_string(getpid()) : a.name;
   std::unique_ptr<comm::zmq_rendezvous_store> store;
   std::unique_ptr<communicator> group;
+  std::unique_ptr<communicator> nccl;  // GPU ranks: the all-reduces; `group` relays the plans
   std::optional<tp::shard> shard;
   std::unique_ptr<worker_backend> backend;
+  const bool on_gpu = a.backend == "cuda";
+  std::optional<cuda_worker_options> co;
+  if (on_gpu) {  // before any group forms: a rank without a usable GPU fails alone, at once
+    co = cuda_options(a);
+    register_cuda_kernels(*model.registry);
+  }
   if (a.tp_size > 1) {
     if (a.rank < 0 || a.rank >= a.tp_size)
       throw error(error_kind::failed,
@@ -89,7 +111,12 @@ int run_worker(const worker_args& a) {
                  a.tp_size, a.rendezvous);
     group = make_gloo_communicator(*store, a.rank, a.tp_size, go);
     shard = tp::make_shard(model.file->config(), model.file->weights(), a.rank, a.tp_size);
-    backend = make_cpu_backend(model, a.worker, &*shard, group.get());
+    if (on_gpu) {
+      nccl = make_nccl_group(*store, a.rank, a.tp_size, co->device, "group/" + a.group + "/nccl", go.timeout);
+      backend = make_cuda_worker_backend(*model.file, *model.registry, *co, &*shard, nccl.get());
+    } else {
+      backend = make_cpu_backend(model, a.worker, &*shard, group.get());
+    }
     if (a.rank > 0) {
       // A follower: no connection to the scheduler; it runs what rank 0 relays.
       spdlog::info("worker {}: rank {} of group {} ready ({})", name, a.rank, a.group, group->describe());
@@ -102,9 +129,12 @@ int run_worker(const worker_args& a) {
           spdlog::error("worker {}: tensor-parallel group broken ({}); leaving the cluster", name, why);
           kill(getpid(), SIGTERM);
         });
+  } else if (on_gpu) {
+    backend = make_cuda_worker_backend(*model.file, *model.registry, *co);
   } else {
     backend = make_cpu_backend(model, a.worker);
   }
+  spdlog::info("worker {}: {}", name, backend->describe());
   actors::node n({.worker_threads = 1}, {});
   actors::worker_options wo;
   wo.identity = {host, model.name, a.worker.max_batch};
@@ -144,6 +174,11 @@ void add_worker(CLI::App& app) {
   sub->add_option("--drain-timeout", a->drain_s,
                   "On SIGTERM, seconds this worker's running jobs may take to finish here before the scheduler "
                   "moves them to other workers (0 = no limit)")
+      ->capture_default_str();
+  sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA; with --tp-size, NCCL between the GPUs)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  sub->add_option("--device", a->device, "CUDA device with --backend cuda (-1: rank % the GPUs visible)")
       ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_worker(*a); }); });
 }

@@ -3,11 +3,14 @@
 #include "kernels/check.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <sstream>
 
 #include "kernels/ref/dtype.h"
+#include "troupe/error.h"
 #include "troupe/kernel_registry.h"
 
 namespace troupe::kern {
@@ -55,6 +58,69 @@ template <typename Fn>
 Fn as(const troupe_kernel_variant& v) {
   return reinterpret_cast<Fn>(v.fn);
 }
+
+// One case's buffers as the checked variant sees them (on its device); released after.
+class staged {
+ public:
+  explicit staged(variant_device& d) : d_(d) {}
+  ~staged() { d_.release(); }
+  staged(const staged&) = delete;
+  staged& operator=(const staged&) = delete;
+  const troupe_kctx* ctx() const { return d_.ctx(); }
+  template <typename T>
+  const T* in(const std::vector<T>& v) {
+    return static_cast<const T*>(d_.upload(v.data(), v.size() * sizeof(T)));
+  }
+  template <typename T>
+  T* out(std::vector<T>& v) {
+    return static_cast<T*>(d_.upload(v.data(), v.size() * sizeof(T)));
+  }
+  template <typename T>
+  void back(std::vector<T>& host, const T* dev) {
+    d_.download(host.data(), dev, host.size() * sizeof(T));
+  }
+
+ private:
+  variant_device& d_;
+};
+
+// The bounds of check.h: a CUDA variant's are looser where its path rounds differently.
+struct bounds {
+  bool device = false;
+  // Relative rounding of the GEMM inputs on the device, per weight dtype.
+  double gemm_rounding(int dt) const { return !device ? 0.0 : dt == TROUPE_BF16 ? 1.0 / 128 : 1.0 / 1024; }
+  double pick(double cpu, double dev) const { return device ? dev : cpu; }
+};
+
+// ---- host memory: where CPU variants run -------------------------------------------------
+
+class host_device : public variant_device {
+ public:
+  explicit host_device(const troupe_kctx* ctx) : ctx_(ctx) {}
+  const troupe_kctx* ctx() const override { return ctx_; }
+  void* upload(const void* host, size_t) override { return const_cast<void*>(host); }
+  void download(void* host, const void* dev, size_t bytes) override {
+    if (host != dev && bytes) std::memmove(host, dev, bytes);
+  }
+  void release() override {}
+  double seconds_per_call(const std::function<void()>& call) override {
+    using clock = std::chrono::steady_clock;
+    call();
+    int reps = 0;
+    const auto t0 = clock::now();
+    double elapsed = 0;
+    do {
+      call();
+      ++reps;
+      elapsed = std::chrono::duration<double>(clock::now() - t0).count();
+    } while (elapsed < 0.3 || reps < 2);
+    return elapsed / reps;
+  }
+  std::string describe() const override { return "cpu"; }
+
+ private:
+  const troupe_kctx* ctx_;
+};
 
 // ---- matmul ----------------------------------------------------------------------------
 
@@ -116,7 +182,7 @@ struct mm_shape {
 };
 
 void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var,
-                  const troupe_kctx* ctx, rng_t& rng, check_result& r) {
+                  const troupe_kctx* ctx, variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
   const int dt = op_dtype(op);
   // Awkward shapes: m = 1, 3, 7, 12, 33; n and k off the SIMD widths where the type allows.
   // (70, 19, 11xx): more x rows than one task holds, and a k long enough to be cut into
@@ -133,7 +199,12 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
     for (int64_t j = 0; j < s.n; ++j) dequantize_row(dt, w.data() + j * row_bytes(dt, s.k), deq.data() + j * s.k, s.k);
     std::vector<float> want(s.m * s.n), got(s.m * s.n, NAN);
     as<troupe_matmul_fn>(ref)(ctx, want.data(), x.data(), w.data(), s.m, s.n, s.k);
-    as<troupe_matmul_fn>(var)(ctx, got.data(), x.data(), w.data(), s.m, s.n, s.k);
+    {
+      staged d(dev);
+      float* dy = d.out(got);
+      as<troupe_matmul_fn>(var)(d.ctx(), dy, d.in(x), d.in(w), s.m, s.n, s.k);
+      d.back(got, dy);
+    }
     std::vector<double> allowed(want.size());
     for (int64_t i = 0; i < s.m; ++i)
       for (int64_t j = 0; j < s.n; ++j) {
@@ -150,7 +221,8 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
             }
             quant_err += amax * (0.5 + 127.0 / 2048) / 127 * wsum;
           }
-        allowed[i * s.n + j] = 1e-6 + 1e-5 * std::fabs(want[i * s.n + j]) + s.k * k_u * abs_sum + quant_err;
+        allowed[i * s.n + j] = 1e-6 + 1e-5 * std::fabs(want[i * s.n + j]) + s.k * k_u * abs_sum + quant_err +
+                               b.gemm_rounding(dt) * abs_sum;
       }
     std::ostringstream label;
     label << "m=" << s.m << " n=" << s.n << " k=" << s.k;
@@ -161,7 +233,7 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
 // ---- norms, elementwise ----------------------------------------------------------------
 
 void check_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
-                   rng_t& rng, check_result& r) {
+                   variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
   // (33, 4096) is big enough to be split over the pool.
   for (int64_t rows : {1, 3, 7, 33})
     for (int64_t dim : {1, 7, 64, 129, 4096}) {
@@ -169,19 +241,25 @@ void check_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant
       const auto w = uniform(rng, dim, 0.5, 1.5);
       std::vector<float> want(x.size()), got(x.size(), NAN);
       as<troupe_rmsnorm_fn>(ref)(ctx, want.data(), x.data(), w.data(), rows, dim, 1e-5f);
-      as<troupe_rmsnorm_fn>(var)(ctx, got.data(), x.data(), w.data(), rows, dim, 1e-5f);
-      compare(r, "rows=" + std::to_string(rows) + " dim=" + std::to_string(dim), got, want,
-              rel_bound(want, 1e-6, 1e-6 + dim * k_u));
-      // In place (out aliases x), as the ABI allows.
       auto inplace = x;
-      as<troupe_rmsnorm_fn>(var)(ctx, inplace.data(), inplace.data(), w.data(), rows, dim, 1e-5f);
-      compare(r, "in place rows=" + std::to_string(rows) + " dim=" + std::to_string(dim), inplace, want,
-              rel_bound(want, 1e-6, 1e-6 + dim * k_u));
+      {
+        staged d(dev);
+        float* dout = d.out(got);
+        as<troupe_rmsnorm_fn>(var)(d.ctx(), dout, d.in(x), d.in(w), rows, dim, 1e-5f);
+        d.back(got, dout);
+        // In place (out aliases x), as the ABI allows.
+        float* dx = d.out(inplace);
+        as<troupe_rmsnorm_fn>(var)(d.ctx(), dx, dx, d.in(w), rows, dim, 1e-5f);
+        d.back(inplace, dx);
+      }
+      const auto allowed = rel_bound(want, b.pick(1e-6, 1e-5), b.pick(1e-6, 1e-4) + dim * k_u);
+      compare(r, "rows=" + std::to_string(rows) + " dim=" + std::to_string(dim), got, want, allowed);
+      compare(r, "in place rows=" + std::to_string(rows) + " dim=" + std::to_string(dim), inplace, want, allowed);
     }
 }
 
 void check_silu_mul(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
-                    rng_t& rng, check_result& r) {
+                    variant_device& dev, rng_t& rng, check_result& r) {
   for (int64_t n : {1, 7, 16, 33, 1000, 70001}) {
     auto gate = uniform(rng, n, -20, 20);
     const auto up = uniform(rng, n, -2, 2);
@@ -189,26 +267,36 @@ void check_silu_mul(const troupe_kernel_variant& ref, const troupe_kernel_varian
     for (size_t i = 0; i < std::size(extremes) && i < gate.size(); ++i) gate[i * gate.size() / 7] = extremes[i];
     std::vector<float> want(n), got(n, NAN);
     as<troupe_silu_mul_fn>(ref)(ctx, want.data(), gate.data(), up.data(), n);
-    as<troupe_silu_mul_fn>(var)(ctx, got.data(), gate.data(), up.data(), n);
+    {
+      staged d(dev);
+      float* dout = d.out(got);
+      as<troupe_silu_mul_fn>(var)(d.ctx(), dout, d.in(gate), d.in(up), n);
+      d.back(got, dout);
+    }
     compare(r, "n=" + std::to_string(n), got, want, rel_bound(want, 1e-6, 1e-5));
   }
 }
 
-void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx, rng_t& rng,
-               check_result& r) {
+void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+               variant_device& dev, rng_t& rng, check_result& r) {
   for (int64_t n : {1, 7, 16, 33, 1000, 70001}) {
     const auto a = uniform(rng, n), b = uniform(rng, n);
     std::vector<float> want(n), got(n, NAN);
     as<troupe_add_fn>(ref)(ctx, want.data(), a.data(), b.data(), n);
-    as<troupe_add_fn>(var)(ctx, got.data(), a.data(), b.data(), n);
+    {
+      staged d(dev);
+      float* dout = d.out(got);
+      as<troupe_add_fn>(var)(d.ctx(), dout, d.in(a), d.in(b), n);
+      d.back(got, dout);
+    }
     compare(r, "n=" + std::to_string(n), got, want, rel_bound(want, 0, 0));
   }
 }
 
 // ---- rope, embedding -------------------------------------------------------------------
 
-void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx, rng_t& rng,
-                check_result& r) {
+void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
   for (int neox : {0, 1})
     for (int64_t n_tokens : {1, 3, 7, 64})  // 64 tokens of 5 x 128 is split over the pool
       for (int64_t n_heads : {1, 5})
@@ -221,16 +309,21 @@ void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& v
           for (auto& p : pos) p = pd(rng);
           auto want = x, got = x;
           as<troupe_rope_fn>(ref)(ctx, want.data(), pos.data(), n_tokens, n_heads, head_dim, inv_freq.data(), neox);
-          as<troupe_rope_fn>(var)(ctx, got.data(), pos.data(), n_tokens, n_heads, head_dim, inv_freq.data(), neox);
+          {
+            staged d(dev);
+            float* dx = d.out(got);
+            as<troupe_rope_fn>(var)(d.ctx(), dx, d.in(pos), n_tokens, n_heads, head_dim, d.in(inv_freq), neox);
+            d.back(got, dx);
+          }
           std::ostringstream label;
           label << (neox ? "neox" : "interleaved") << " tokens=" << n_tokens << " heads=" << n_heads
                 << " head_dim=" << head_dim;
-          compare(r, label.str(), got, want, rel_bound(want, 1e-6, 1e-5));
+          compare(r, label.str(), got, want, rel_bound(want, b.pick(1e-6, 1e-5), b.pick(1e-5, 1e-4)));
         }
 }
 
 void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var,
-                     const troupe_kctx* ctx, rng_t& rng, check_result& r) {
+                     const troupe_kctx* ctx, variant_device& dev, rng_t& rng, check_result& r) {
   const int dt = op_dtype(op);
   const int64_t vocab = 50;
   for (int64_t dim : is_quant(dt) ? std::vector<int64_t>{32, 96} : std::vector<int64_t>{1, 7, 33, 64})
@@ -242,7 +335,12 @@ void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troup
       ids[0] = (int32_t)vocab - 1;  // the last row: catches an off-by-one row stride
       std::vector<float> want(n_ids * dim), got(n_ids * dim, NAN);
       as<troupe_embedding_fn>(ref)(ctx, want.data(), table.data(), ids.data(), n_ids, dim);
-      as<troupe_embedding_fn>(var)(ctx, got.data(), table.data(), ids.data(), n_ids, dim);
+      {
+        staged d(dev);
+        float* dout = d.out(got);
+        as<troupe_embedding_fn>(var)(d.ctx(), dout, d.in(table), d.in(ids), n_ids, dim);
+        d.back(got, dout);
+      }
       compare(r, "dim=" + std::to_string(dim) + " ids=" + std::to_string(n_ids), got, want, rel_bound(want, 0, 0));
     }
   if (dt == TROUPE_F16 || dt == TROUPE_BF16) {
@@ -253,10 +351,15 @@ void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troup
       if (!nan) row.push_back((uint16_t)h);
     }
     const int64_t dim = (int64_t)row.size();
-    const int32_t id = 0;
+    const std::vector<int32_t> id = {0};
     std::vector<float> want(dim), got(dim, NAN);
-    as<troupe_embedding_fn>(ref)(ctx, want.data(), row.data(), &id, 1, dim);
-    as<troupe_embedding_fn>(var)(ctx, got.data(), row.data(), &id, 1, dim);
+    as<troupe_embedding_fn>(ref)(ctx, want.data(), row.data(), id.data(), 1, dim);
+    {
+      staged d(dev);
+      float* dout = d.out(got);
+      as<troupe_embedding_fn>(var)(d.ctx(), dout, d.in(row), d.in(id), 1, dim);
+      d.back(got, dout);
+    }
     compare(r, "every non-NaN 16-bit value", got, want, rel_bound(want, 0, 0));
   }
 }
@@ -264,7 +367,7 @@ void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troup
 // ---- attention -------------------------------------------------------------------------
 
 void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
-                     rng_t& rng, check_result& r) {
+                     variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
   struct heads {
     int64_t n_heads, n_kv_heads;
   };
@@ -298,56 +401,77 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
           std::vector<float> want(q.size()), got(q.size(), NAN);
           as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
                                        pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
-          as<troupe_attention_fn>(var)(ctx, got.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
-                                       pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+          {
+            staged d(dev);
+            float* dout = d.out(got);
+            as<troupe_attention_fn>(var)(d.ctx(), dout, d.in(q), d.in(k_pool), d.in(v_pool), d.in(table), d.in(pos),
+                                         n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+            d.back(got, dout);
+          }
           std::ostringstream label;
           label << "heads=" << hs.n_heads << "/" << hs.n_kv_heads << " head_dim=" << head_dim << " block=" << block_size
                 << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1;
-          compare(r, label.str(), got, want, rel_bound(want, 5e-6, 1e-5));
+          compare(r, label.str(), got, want, rel_bound(want, b.pick(5e-6, 1e-4), b.pick(1e-5, 1e-3)));
         }
 }
 
 void check_one(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
-               rng_t& rng, check_result& r) {
+               variant_device& dev, rng_t& rng, check_result& r) {
+  const bounds b{var.backend == TROUPE_BACKEND_CUDA};
   switch (op) {
     case TROUPE_OP_MATMUL_F32:
     case TROUPE_OP_MATMUL_F16:
     case TROUPE_OP_MATMUL_BF16:
     case TROUPE_OP_MATMUL_Q8_0:
     case TROUPE_OP_MATMUL_Q4_0:
-      return check_matmul(op, ref, var, ctx, rng, r);
+      return check_matmul(op, ref, var, ctx, dev, b, rng, r);
     case TROUPE_OP_RMSNORM:
-      return check_rmsnorm(ref, var, ctx, rng, r);
+      return check_rmsnorm(ref, var, ctx, dev, b, rng, r);
     case TROUPE_OP_ROPE:
-      return check_rope(ref, var, ctx, rng, r);
+      return check_rope(ref, var, ctx, dev, b, rng, r);
     case TROUPE_OP_ATTENTION:
-      return check_attention(ref, var, ctx, rng, r);
+      return check_attention(ref, var, ctx, dev, b, rng, r);
     case TROUPE_OP_SILU_MUL:
-      return check_silu_mul(ref, var, ctx, rng, r);
+      return check_silu_mul(ref, var, ctx, dev, rng, r);
     case TROUPE_OP_ADD:
-      return check_add(ref, var, ctx, rng, r);
+      return check_add(ref, var, ctx, dev, rng, r);
     default:
-      return check_embedding(op, ref, var, ctx, rng, r);
+      return check_embedding(op, ref, var, ctx, dev, rng, r);
   }
 }
 
 }  // namespace
 
+std::unique_ptr<variant_device> make_host_device(const troupe_kctx* ctx) { return std::make_unique<host_device>(ctx); }
+
 std::vector<check_result> check_variants(const kernel_registry& reg, const troupe_kctx* ctx, const check_options& opt) {
   std::vector<check_result> out;
+  host_device host(ctx);
   for (int o = 0; o < TROUPE_OP_COUNT; ++o) {
     const auto op = static_cast<troupe_op>(o);
     if (!opt.op.empty() && opt.op != op_name(op)) continue;
     const troupe_kernel_variant* ref = reg.find(op, "ref");
     if (!ref) continue;
     for (const auto& v : reg.variants(op)) {
-      if (v.backend != TROUPE_BACKEND_CPU) continue;
       if (opt.variant.empty() ? std::string_view(v.name) == "ref" : opt.variant != v.name) continue;
       check_result r;
       r.op = op;
       r.variant = v.name;
+      r.backend = v.backend;
+      variant_device* dev = v.backend == TROUPE_BACKEND_CPU ? &host : opt.cuda;
+      if (!dev) {
+        r.skipped = true;
+        r.skip_reason = opt.cuda_skip_reason.empty() ? "no CUDA device" : opt.cuda_skip_reason;
+        out.push_back(std::move(r));
+        continue;
+      }
       rng_t rng(opt.seed * 1000003 + o);  // the same inputs for every variant of an op
-      check_one(op, *ref, v, ctx, rng, r);
+      try {
+        check_one(op, *ref, v, ctx, *dev, rng, r);
+      } catch (const std::exception& e) {  // a device error: the variant fails, the others go on
+        r.pass = false;
+        r.first_failure = std::string("threw: ") + e.what();
+      }
       out.push_back(std::move(r));
     }
   }
@@ -359,7 +483,25 @@ std::vector<char> random_weights(int dtype, int64_t rows, int64_t k, uint64_t se
   return encode_rows(dtype, uniform(rng, rows * k), rows, k);
 }
 
-std::string tolerance_summary(troupe_op op) {
+std::string tolerance_summary(troupe_op op, troupe_backend backend) {
+  if (backend == TROUPE_BACKEND_CUDA) switch (op) {
+      case TROUPE_OP_MATMUL_BF16:
+        return "1e-6 + 1e-5|ref| + (k u + 2^-7) sum|x w|";
+      case TROUPE_OP_MATMUL_F32:
+      case TROUPE_OP_MATMUL_F16:
+        return "1e-6 + 1e-5|ref| + (k u + 2^-10) sum|x w|";
+      case TROUPE_OP_MATMUL_Q8_0:
+      case TROUPE_OP_MATMUL_Q4_0:
+        return "1e-6 + 1e-5|ref| + (k u + 2^-10) sum|x w| + sum_b 0.0044 amax_b(x) sum_b|w|";
+      case TROUPE_OP_RMSNORM:
+        return "1e-5 + (1e-4 + dim u)|ref|";
+      case TROUPE_OP_ROPE:
+        return "1e-5 + 1e-4|ref|";
+      case TROUPE_OP_ATTENTION:
+        return "1e-4 + 1e-3|ref|";
+      default:
+        break;  // as on the CPU
+    }
   switch (op) {
     case TROUPE_OP_MATMUL_F32:
     case TROUPE_OP_MATMUL_F16:

@@ -69,13 +69,11 @@ struct cpu_backend::scratch {
 // ---- construction: check the weights against the config, size the KV pool ------------
 
 cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt)
-    : cfg_(opt.shard ? opt.shard->config : model.config()),
-      w_(opt.shard ? opt.shard->weights : model.weights()),
+    : cfg_(tp::config_of(model, opt.shard)),
+      w_(tp::weights_of(model, opt.shard)),
       opt_(opt),
       s_(std::make_unique<scratch>()) {
-  if ((opt.shard == nullptr) != (opt.comm == nullptr) ||
-      (opt.shard && (opt.shard->size != opt.comm->size() || opt.shard->rank != opt.comm->rank())))
-    fail("tensor parallel: the shard and the communicator must be given together, for the same rank and size", "shard");
+  tp::check_shard_and_comm(opt.shard, opt.comm, "cpu backend");
   const model_config& c = cfg_;
   if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.hidden_dim <= 0 ||
       c.vocab_size <= 0)

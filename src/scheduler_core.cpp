@@ -93,8 +93,12 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   policy_->add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks}, now);
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
-  spdlog::info("scheduler: worker {} registered as replica {} (node {}, {}, model {}, {} KV blocks of {}, batch {})",
-               peer, rep.id, r.node, r.device, r.model, r.kv_blocks, r.block_size, r.max_batch);
+  spdlog::info(
+      "scheduler: worker {} registered as replica {} (node {}, {}, model {}, {} KV blocks of {}, batch {}, {} host "
+      "swap blocks)",
+      peer, rep.id, r.node, r.device, r.model, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks);
+  if (opts_.policy.preemption == sched::preemption_mode::swap && r.host_blocks == 0)
+    spdlog::warn("scheduler: worker {} has no host swap pool (--swap-mb): its preemptions recompute", peer);
   out.push_back({peer, proto::registered{rep.id}});
   pump(now, out);
   return out;

@@ -10,11 +10,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <random>
 
 #include "cuda_test_support.h"
+#include "kernels/check.h"
 #include "kernels/cuda/attention_decode.cuh"
 #include "kernels/cuda/attention_prefill.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
@@ -22,6 +24,7 @@
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
 #include "src/sampler.h"
+#include "troupe/error.h"
 
 namespace troupe {
 namespace {
@@ -454,6 +457,78 @@ TEST(CudaKernels, SamplingDrawsWhatTheCpuSamplerDraws) {
     EXPECT_EQ(got[r], want.token) << "row " << r;
     EXPECT_NEAR(got_lp[r], want.logprob, 1e-3) << "row " << r;
   }
+}
+
+// ---- `troupe kernels check|bench` on the device ------------------------------------------
+
+TEST(CudaVariantDevice, NoUsableDeviceIsAClearError) {
+  std::string why;
+  if (kern::cuda::cuda_available(&why)) GTEST_SKIP() << "a CUDA device is present: nothing to check here";
+  try {
+    kern::cuda::make_variant_device(0);
+    FAIL() << "expected troupe::error";
+  } catch (const error& e) {
+    EXPECT_EQ(e.kind(), error_kind::unimplemented);
+    EXPECT_EQ(std::string(e.what()), why);
+  }
+}
+
+// Every op's cuda.v1 through the same cases and bounds as the CPU variants (kernels/check.h).
+TEST(CudaCheck, EveryCudaV1VariantPassesTheKernelCheck) {
+  TROUPE_REQUIRE_CUDA();
+  kernel_registry r;
+  for (const auto& v : kern::ref::variants()) r.add(v);
+  kern::cuda::register_all(r);
+  auto dev = kern::cuda::make_variant_device(0);
+  kern::check_options opt;
+  opt.variant = "cuda.v1";
+  opt.cuda = dev.get();
+  const auto results = kern::check_variants(r, nullptr, opt);
+  ASSERT_EQ(results.size(), (size_t)TROUPE_OP_COUNT);
+  for (const auto& res : results) {
+    std::printf("  %-15s %-8s cases %3d  worst |err| %.3g  worst err/allowed %.3f  (%s)\n",
+                std::string(op_name(res.op)).c_str(), res.variant.c_str(), res.cases, res.max_abs_err, res.worst_ratio,
+                kern::tolerance_summary(res.op, TROUPE_BACKEND_CUDA).c_str());
+    EXPECT_FALSE(res.skipped);
+    EXPECT_GT(res.cases, 0);
+    EXPECT_TRUE(res.pass) << op_name(res.op) << ": " << res.first_failure;
+  }
+}
+
+TEST(CudaCheck, ExamplePluginVariantPassesTheKernelCheck) {
+  TROUPE_REQUIRE_CUDA();
+  kernel_registry r;
+  for (const auto& v : kern::ref::variants()) r.add(v);
+  r.load_plugin(TROUPE_EXAMPLE_CUDA_PLUGIN);
+  auto dev = kern::cuda::make_variant_device(0);
+  kern::check_options opt;
+  opt.variant = "example_cuda.silu_mul";
+  opt.cuda = dev.get();
+  const auto results = kern::check_variants(r, nullptr, opt);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_FALSE(results[0].skipped);
+  EXPECT_TRUE(results[0].pass) << results[0].first_failure;
+}
+
+TEST(CudaBench, EventTimingAndTheDevicesRoofline) {
+  TROUPE_REQUIRE_CUDA();
+  registries R;
+  auto dev = kern::cuda::make_variant_device(0);
+  const int64_t n = 1 << 20;
+  std::vector<float> a(n, 1.0f), b(n, 2.0f);
+  auto* da = static_cast<float*>(dev->upload(a.data(), n * 4));
+  auto* db = static_cast<const float*>(dev->upload(b.data(), n * 4));
+  auto add = R.cuda<troupe_add_fn>(TROUPE_OP_ADD);
+  const double s = dev->seconds_per_call([&] { add(dev->ctx(), da, da, db, n); });
+  EXPECT_GT(s, 0.0);
+  EXPECT_LT(s, 0.1) << "a 4 MiB add should take microseconds";
+  dev->download(a.data(), da, n * 4);
+  EXPECT_GT(a[0], 2.0f);  // added to itself at least the warm-up and two timed calls
+  dev->release();
+  const kern::roofline roof = kern::cuda::device_roofline(0);
+  EXPECT_GT(roof.mem_gb_s, 0.0) << roof.source;
+  EXPECT_FALSE(roof.source.empty());
+  std::printf("  roofline: %s\n", kern::describe(roof).c_str());
 }
 
 }  // namespace

@@ -49,4 +49,62 @@ TEST(KernelsCli, BenchPrintsBandwidthAndThroughput) {
   EXPECT_NE(r.out.find("1 x 2048 x 2048"), std::string::npos) << r.out;
 }
 
+// CUDA variants: checked on the device when one is usable; otherwise listed as skipped with
+// the reason, without changing the exit status, unless --variant names one of them.
+TEST(KernelsCli, CheckRunsOrSkipsTheCudaVariants) {
+  auto r = run_command(troupe_bin() + " kernels check --op add --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("0 failed"), std::string::npos) << r.out;
+#ifdef TROUPE_TEST_WITH_CUDA
+  EXPECT_NE(r.out.find("cuda.v1"), std::string::npos) << r.out;
+  const bool no_device = r.out.find("cuda: unavailable") != std::string::npos;
+  if (no_device) {
+    EXPECT_NE(r.out.find("skipped"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("1 skipped ("), std::string::npos) << r.out;
+    auto named = run_command(troupe_bin() + " kernels check --op add --variant cuda.v1");
+    EXPECT_NE(named.exit_code, 0) << named.out;
+    EXPECT_NE(named.out.find("--variant cuda.v1 is a CUDA variant and no CUDA device is usable"), std::string::npos)
+        << named.out;
+  } else {
+    EXPECT_EQ(r.out.find("skipped"), std::string::npos) << r.out;
+  }
+#else
+  EXPECT_EQ(r.out.find("cuda"), std::string::npos) << "no CUDA variant in this build: " << r.out;
+#endif
+}
+
+#ifdef TROUPE_TEST_WITH_CUDA
+TEST(KernelsCli, CudaPluginVariantGoesThroughTheSamePath) {
+  auto r = run_command(troupe_bin() + " kernels check --plugin " + EXAMPLE_CUDA_PLUGIN +
+                       " --variant example_cuda.silu_mul --threads 1");
+  ASSERT_NE(r.out.find("example_cuda.silu_mul"), std::string::npos) << r.out;
+  if (r.out.find("no CUDA device is usable") != std::string::npos) {
+    EXPECT_NE(r.exit_code, 0) << r.out;
+  } else {
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("pass"), std::string::npos) << r.out;
+  }
+}
+#endif
+
+TEST(KernelsCli, BenchShowsTheRooflineAndSkipsCudaWithoutADevice) {
+  auto r = run_command(troupe_bin() + " kernels bench --op matmul_q8_0 --shape 1x64x64 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("roofline cpu:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("TFLOP/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("of roof"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 x 64 x 64"), std::string::npos) << r.out;
+#ifdef TROUPE_TEST_WITH_CUDA
+  if (r.out.find("cuda: unavailable") != std::string::npos) {
+    EXPECT_NE(r.out.find("cuda.v1"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("cuda    skipped: "), std::string::npos) << r.out;
+    auto named = run_command(troupe_bin() + " kernels bench --op matmul_f16 --variant cuda.v1 --shape 1x64x64");
+    EXPECT_NE(named.exit_code, 0) << named.out;
+    EXPECT_NE(named.out.find("no CUDA device is usable"), std::string::npos) << named.out;
+  } else {
+    EXPECT_NE(r.out.find("roofline cuda:"), std::string::npos) << r.out;
+  }
+#endif
+}
+
 }  // namespace

@@ -8,6 +8,7 @@
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
 #include "src/tp/shard.h"
+#include "identity_comm.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
 
@@ -117,3 +118,31 @@ TEST(Shard, IndivisibleSplitsAreClearErrors) {
   EXPECT_THROW(troupe::tp::make_shard(m3.cfg, m3.w, 0, 4), troupe::error);
   EXPECT_THROW(troupe::tp::make_shard(m3.cfg, m3.w, 4, 4), troupe::error);
 }
+
+// What the CPU and the CUDA backends both check before running a shard: the shard and the
+// communicator come together, for the same rank and size.
+namespace {
+
+TEST(ShardWiring, ShardAndCommunicatorComeTogetherForTheSameRank) {
+  tiny_model m(4, 2, 16);
+  const troupe::tp::shard s1 = troupe::tp::make_shard(m.cfg, m.w, 1, 2);
+  troupe::test::identity_comm c1(1, 2), c0(0, 2), c1of4(1, 4);
+  EXPECT_NO_THROW(troupe::tp::check_shard_and_comm(nullptr, nullptr, "cpu backend"));
+  EXPECT_NO_THROW(troupe::tp::check_shard_and_comm(&s1, &c1, "cpu backend"));
+  auto message = [](const troupe::tp::shard* s, const troupe::communicator* c) {
+    try {
+      troupe::tp::check_shard_and_comm(s, c, "cuda backend");
+    } catch (const troupe::error& e) {
+      EXPECT_EQ(e.kind(), troupe::error_kind::failed);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(&s1, nullptr).find("cuda backend: tensor parallel needs both"), std::string::npos);
+  EXPECT_NE(message(nullptr, &c1).find("got only the communicator"), std::string::npos);
+  EXPECT_NE(message(&s1, &c0).find("shard is rank 1 of 2 but the communicator is test comm, rank 0"), std::string::npos)
+      << message(&s1, &c0);
+  EXPECT_NE(message(&s1, &c1of4).find("rank 1 of 2"), std::string::npos);
+}
+
+}  // namespace

@@ -137,3 +137,19 @@ TEST(TensorParallel, ProcessesGiveSingleRankGreedyIds) {
     for (int size : {2, 4}) EXPECT_EQ(generate_tp(model, size, port++), single) << model << " tp " << size;
   }
 }
+
+// A GPU rank of a group: `troupe worker --backend cuda --tp-size N` needs a usable device
+// (and NCCL); where there is none it fails at once, saying why, before joining any group.
+TEST(TensorParallel, CudaWorkerRankSaysWhyItCannotStart) {
+  TROUPE_REQUIRE_MODELS();
+  const auto r = troupe::test::run_command("timeout 60 " + troupe::test::troupe_bin() +
+                                           " worker --backend cuda --tp-size 2 --rank 0 --tp-timeout 1" +
+                                           " --rendezvous tcp://127.0.0.1:1 --scheduler tcp://127.0.0.1:1 --model " +
+                                           (troupe::test::models_dir() / "stories260K/stories260K.gguf").string());
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  if (r.out.find("joining tensor-parallel group") == std::string::npos) {         // no GPU, or no CUDA build
+    const bool says_why = r.out.find("cuda backend: ") != std::string::npos ||    // no usable device
+                          r.out.find("built without CUDA") != std::string::npos;  // a CPU-only build
+    EXPECT_TRUE(says_why) << r.out;
+  }
+}

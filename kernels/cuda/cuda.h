@@ -1,9 +1,15 @@
 // The CUDA kernels as seen by the rest of Troupe: registration of the CUDA variants of
 // every op, and a check for a usable device. Plain C++: no CUDA header needed to include it.
 #pragma once
+#include <memory>
 #include <string>
 
+#include "kernels/roofline.h"
 #include "troupe/kernel_registry.h"
+
+namespace troupe::kern {
+class variant_device;
+}
 
 namespace troupe::kern::cuda {
 
@@ -18,5 +24,18 @@ void register_all(kernel_registry& registry);
 // (e.g. "cudaGetDeviceCount failed: cudaErrorInsufficientDriver (35): CUDA driver missing or
 // too old"). Never throws, never aborts: the CPU backend is the fallback.
 bool cuda_available(std::string* why, int device = 0);
+
+// Devices the runtime sees; 0 without a driver or a device (never throws).
+int device_count();
+
+// Where `troupe kernels check|bench` runs CUDA variants: device memory for each upload, a
+// stream of its own (in ctx()->stream), timing by events on that stream. Throws
+// troupe::error(unimplemented) with cuda_available's reason when the device is not usable.
+std::unique_ptr<variant_device> make_variant_device(int device = 0);
+
+// The device's roofline: the published figures when its name is in the table, otherwise
+// derived from cudaDeviceGetAttribute (clocks, bus width, SMs). Throws troupe::error when
+// the device cannot be queried.
+roofline device_roofline(int device = 0);
 
 }  // namespace troupe::kern::cuda

@@ -1,4 +1,4 @@
-// Builds without CUDA: NCCL is not there, and asking for it says so.
+// Builds without NCCL (no CUDA, or CUDA without libnccl found): asking for it says so.
 #include "troupe/communicator.h"
 #include "troupe/error.h"
 
@@ -6,7 +6,8 @@ namespace troupe {
 
 std::unique_ptr<communicator> make_nccl_communicator(rendezvous_store&, int, int, const nccl_options&) {
   throw error(error_kind::unimplemented,
-              "nccl: this troupe was built without CUDA (configure with -DTROUPE_CUDA=ON on a machine with nvcc)");
+              "nccl: this troupe was built without NCCL (configure with -DTROUPE_CUDA=ON on a machine with nvcc and "
+              "libnccl; NCCL_LIBRARY and NCCL_INCLUDE_DIR point CMake at it)");
 }
 
 }  // namespace troupe

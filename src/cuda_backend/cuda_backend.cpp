@@ -13,6 +13,8 @@
 #include "kernels/ref/dtype.h"
 #include "src/cuda_backend/cuda_backend_impl.h"
 #include "src/rope_frequencies.h"
+#include "src/tp/shard.h"
+#include "troupe/communicator.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -36,8 +38,24 @@ constexpr size_t k_cublas_ws_bytes = 32 << 20;
 
 bool cuda_backend_available(std::string* why, int device) { return kern::cuda::cuda_available(why, device); }
 
+namespace {
+
+// Tensor parallelism needs its shard and an NCCL communicator (the all-reduces take device
+// pointers): checked before the device, so that a wrong wiring says so on any machine.
+void check_tp_wiring(const cuda_backend_options& o) {
+  tp::check_shard_and_comm(o.shard, o.comm, "cuda backend");
+  if (o.comm && o.comm->size() > 1 && o.comm->describe().rfind("nccl", 0) != 0)
+    throw error(error_kind::failed,
+                "cuda backend: tensor parallel all-reduces device memory and needs an NCCL communicator, got " +
+                    o.comm->describe(),
+                "comm");
+}
+
+}  // namespace
+
 cuda_backend::impl::impl(const model_file& m, const kernel_registry& r, const cuda_backend_options& o)
-    : model(m), cfg(m.config()), registry(r), opt(o) {
+    : model(m), cfg(tp::config_of(m, o.shard)), registry(r), opt(o) {
+  check_tp_wiring(opt);
   std::string why;
   if (!kern::cuda::cuda_available(&why, opt.device))
     throw error(error_kind::unimplemented, "cuda backend: " + why, "device");
@@ -52,7 +70,8 @@ cuda_backend::impl::impl(const model_file& m, const kernel_registry& r, const cu
   if (c.head_dim % 2 || c.head_dim > kern::cuda::k_prefill_max_head_dim)
     fail(m.path() + ": head_dim " + std::to_string(c.head_dim) + " must be even and at most 256 for the CUDA kernels",
          "head_dim");
-  if ((int64_t)m.weights().layers.size() != c.n_layers) fail(m.path() + ": layer count differs from the config");
+  if ((int64_t)tp::weights_of(m, opt.shard).layers.size() != c.n_layers)
+    fail(m.path() + ": layer count differs from the config");
   if (opt.block_size <= 0 || opt.max_batch_tokens <= 0 || opt.max_seqs <= 0)
     fail("cuda backend: block_size, max_batch_tokens and max_seqs must be > 0");
   if (opt.dense_type != TROUPE_F16 && opt.dense_type != TROUPE_BF16 && opt.dense_type != TROUPE_F32)
@@ -82,7 +101,7 @@ void cuda_backend::impl::load() {
   const model_file& m = model;
 
   // ---- weights
-  const model_weights& w = m.weights();
+  const model_weights& w = tp::weights_of(m, opt.shard);  // this rank's shard under TP
   auto check = [&](const tensor_view& t, int64_t rows, int64_t cols) {
     if (!t.data || t.rows != rows || t.cols != cols)
       fail(m.path() + ": tensor " + t.name + " is (" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
@@ -301,6 +320,15 @@ void cuda_backend::impl::allocate_kv() {
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void cuda_backend::impl::all_reduce(float* data, int64_t rows) {
+  if (!opt.comm || opt.comm->size() == 1) return;
+  // The communicator works on its own stream and syncs it before returning: this step's
+  // work so far must be finished before it reads `data`, and what follows on `stream` is
+  // queued only after it returns.
+  TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  opt.comm->all_reduce_sum(data, (size_t)(rows * cfg.dim));
+}
+
 void* cuda_backend::impl::kv_layer(int64_t layer, bool value) const {
   return kv.as<char>((size_t)(2 * layer + (value ? 1 : 0)) * layer_kv_bytes);
 }
@@ -324,8 +352,9 @@ std::string cuda_backend::describe() const {
   return std::string("cuda (") + s.prop.name + ", sm_" + std::to_string(s.prop.major) + std::to_string(s.prop.minor) +
          "; weights " + type(s.opt.dense_type) + "/quantized " + mib(s.weight_bytes) + "; KV " +
          (s.opt.kv_f16 ? "f16 " : "f32 ") + std::to_string(s.n_blocks) + " blocks x " +
-         std::to_string(s.opt.block_size) + "; graphs " + (s.opt.cuda_graphs ? "on" : "off") +
-         (s.kernels_desc.empty() ? "" : "; " + s.kernels_desc) + ")";
+         std::to_string(s.opt.block_size) + "; graphs " + (s.opt.cuda_graphs && !s.opt.comm ? "on" : "off") +
+         (s.kernels_desc.empty() ? "" : "; " + s.kernels_desc) +
+         (s.opt.comm ? "; tensor-parallel " + s.opt.comm->describe() : std::string()) + ")";
 }
 
 void cuda_backend::copy_block(int32_t src, int32_t dst) {

@@ -11,6 +11,11 @@
 
 namespace troupe {
 
+class communicator;
+namespace tp {
+struct shard;
+}
+
 struct cuda_backend_options {
   int device = 0;
   int32_t block_size = 16;           // tokens per KV block
@@ -26,6 +31,12 @@ struct cuda_backend_options {
   int64_t max_batch_tokens = 2048;  // most new tokens one step may carry (sizes the scratch)
   int32_t max_seqs = 256;           // most sequences one step may carry
   int64_t swap_bytes = 0;           // pinned host pool for preemption by swap (step_plan::swap_out/in); 0 = none
+  // Tensor parallelism, as in cpu_backend_options: this rank's shard (tp::make_shard) and
+  // the group's NCCL communicator (make_nccl_communicator on the same device), which
+  // all-reduces the attention output and MLP down projections in device memory. Both
+  // null: the whole model. Both must outlive the backend. CUDA graphs are off with them.
+  const tp::shard* shard = nullptr;
+  communicator* comm = nullptr;
 };
 
 // Same as cuda_available in kernels/cuda/cuda.h (re-exported for callers of this header).

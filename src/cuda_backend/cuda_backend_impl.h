@@ -79,6 +79,7 @@ struct cuda_backend::impl {
   void mm(float* y, const float* x, const dev_weight& w, int64_t m);
   void norm(float* out, float* x, const float* residual, const float* w, int64_t rows);
   void* kv_layer(int64_t layer, bool value) const;
+  void all_reduce(float* data, int64_t rows);  // (rows, dim) summed over the TP group
 
   const model_file& model;
   const model_config& cfg;

@@ -119,7 +119,8 @@ void cuda_backend::impl::enqueue_forward(const step_shape& sh) {
     if (sh.n_tiles > 0)
       kc::invoke_attention_prefill(att, q, kp, vp, opt.kv_f16, tables, sh.bt_stride, positions, tiles, sh.n_tiles,
                                    c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale, stream);
-    mm(tmp, att, L.wo, T);  // (T, dim)
+    mm(tmp, att, L.wo, T);  // (T, dim); a partial sum under tensor parallelism
+    all_reduce(tmp, T);
     norm(xn, x, tmp, L.ffn_norm, T);
     mm(gate, xn, L.w_gate, T);  // (T, hidden)
     mm(up, xn, L.w_up, T);      // (T, hidden)
@@ -127,7 +128,8 @@ void cuda_backend::impl::enqueue_forward(const step_shape& sh) {
       silu_mul_override(&ctx, gate, gate, up, T * c.hidden_dim);
     else
       kc::invoke_silu_mul(gate, gate, up, T * c.hidden_dim, stream);
-    mm(tmp, gate, L.w_down, T);  // (T, dim)
+    mm(tmp, gate, L.w_down, T);  // (T, dim); a partial sum under tensor parallelism
+    all_reduce(tmp, T);
   }
   norm(xn, x, tmp, output_norm, T);
   if (sh.n_sample > 0) {
@@ -223,7 +225,8 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
   bool host_sampling = false;
   for (size_t i : sampled) host_sampling |= needs_host_sampling(plan.seqs[i]);
   const bool use_graph = opt.cuda_graphs && sh.n_dec == sh.n_seqs && !host_sampling && !rmsnorm_override &&
-                         !rope_override && !silu_mul_override;
+                         !rope_override && !silu_mul_override &&
+                         !opt.comm;  // the all-reduces sync the stream: not capturable
   // Block tables as long as this step's longest sequence needs (a power of two, at least
   // 16 blocks, so that one captured graph serves sequences as they grow), not max_seq_len:
   // the table copy per step stays small for long-context models.

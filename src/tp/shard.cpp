@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/ref/dtype.h"
+#include "troupe/communicator.h"
 #include "troupe/error.h"
 
 namespace troupe::tp {
@@ -94,6 +95,20 @@ shard make_shard(const model_config& cfg, const model_weights& w, int rank, int 
     dst.w_down = col_slice(src.w_down, rank * hidden, hidden, s);
   }
   return s;
+}
+
+void check_shard_and_comm(const shard* s, const communicator* comm, const std::string& backend) {
+  if (!s && !comm) return;
+  if (!s || !comm)
+    throw error(error_kind::failed,
+                backend + ": tensor parallel needs both the shard and the communicator (got only the " +
+                    (s ? "shard" : "communicator") + ")",
+                "shard");
+  if (s->size != comm->size() || s->rank != comm->rank())
+    throw error(error_kind::failed,
+                backend + ": the shard is rank " + std::to_string(s->rank) + " of " + std::to_string(s->size) +
+                    " but the communicator is " + comm->describe(),
+                "shard");
 }
 
 }  // namespace troupe::tp

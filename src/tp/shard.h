@@ -11,6 +11,10 @@
 
 #include "troupe/model.h"
 
+namespace troupe {
+class communicator;
+}
+
 namespace troupe::tp {
 
 struct shard {
@@ -28,5 +32,14 @@ struct shard {
 // ways (heads, KV heads or intermediate size not divisible; a quantized column split that
 // is not block-aligned).
 shard make_shard(const model_config& cfg, const model_weights& w, int rank, int size);
+
+// What a backend (CPU or CUDA) is given for tensor parallelism: its shard and its group's
+// communicator, both or neither, for the same rank and size. Throws troupe::error(failed)
+// otherwise, naming `backend` ("cpu backend", "cuda backend").
+void check_shard_and_comm(const shard* s, const communicator* comm, const std::string& backend);
+
+// The config and weights a backend runs: the shard's when given, else the whole model's.
+inline const model_config& config_of(const model_file& m, const shard* s) { return s ? s->config : m.config(); }
+inline const model_weights& weights_of(const model_file& m, const shard* s) { return s ? s->weights : m.weights(); }
 
 }  // namespace troupe::tp
