@@ -48,6 +48,7 @@ cuda_worker_options cuda_options(const worker_args& a) {
   co.block_size = a.worker.block_size;
   co.max_batch_tokens = a.worker.max_batch_tokens;
   co.max_seqs = a.worker.max_batch;
+  co.swap_bytes = a.worker.swap_mb << 20;
   return co;
 }
 
