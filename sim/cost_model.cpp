@@ -157,7 +157,13 @@ std::array<double, 4> features(double tokens, double context, double seqs) { ret
 
 }  // namespace
 
-fitted_model fitted_model::fit(const std::vector<measured_step>& steps) {
+fit_error default_fit_error(const std::vector<measured_step>& steps) {
+  for (const auto& s : steps)
+    if (s.gap_s >= 0) return fit_error::absolute;
+  return fit_error::relative;
+}
+
+fitted_model fitted_model::fit(const std::vector<measured_step>& steps, fit_error e) {
   if (steps.size() < 4)
     throw error(error_kind::failed,
                 "a fitted cost model needs at least 4 measured steps, got " + std::to_string(steps.size()), "steps");
@@ -170,16 +176,18 @@ fitted_model fitted_model::fit(const std::vector<measured_step>& steps) {
     scale[3] = std::max(scale[3], double(s.seqs));
   }
   for (auto& v : scale) v = v > 0 ? v : 1.0;
-  // Weighted by 1 / time^2: the fit minimizes the relative error of each step, so the many
-  // short decode steps (which set TPOT) count as much as the rare long prefills; plain
-  // least squares let the prefills decide and mispredicted decode steps several-fold.
+  // Relative: weighted by 1 / time^2, so the many short decode steps (which set TPOT) count
+  // as much as the rare long prefills of a profile grid; plain least squares let the
+  // prefills decide and mispredicted decode steps several-fold. Absolute (a serving log):
+  // unweighted; the step mix is the real one, and on noisy CPU steps the relative weights
+  // skewed the per-sequence cost (TPOT +24..+37% in the fidelity runs, against +2..+6%).
   double a[4][5] = {};  // (4, 4) normal matrix | right-hand side
   for (const auto& s : steps) {
     if (!(s.time_s > 0))
       throw error(error_kind::failed, "a measured step has time_s " + std::to_string(s.time_s) + ", expected > 0",
                   "time_s");
     auto x = features(s.tokens, s.context, s.seqs);
-    const double w = 1.0 / (s.time_s * s.time_s);
+    const double w = e == fit_error::relative ? 1.0 / (s.time_s * s.time_s) : 1.0;
     for (int i = 0; i < 4; ++i) x[i] /= scale[i];
     for (int i = 0; i < 4; ++i) {
       for (int j = 0; j < 4; ++j) a[i][j] += w * x[i] * x[j];

@@ -300,3 +300,12 @@ TEST(SimFitted, NoisyStepsStillAddUpToTheMeasuredTotal) {
   // The shape is kept: per-token cost over intercept near the true ratio (noise aside).
   EXPECT_NEAR(c[1] / c[0], kTrue[1] / kTrue[0], 0.3 * kTrue[1] / kTrue[0]);
 }
+
+TEST(SimFitted, ServingLogsFitAbsoluteErrorsAndBothRecoverExactData) {
+  auto steps = synthetic_steps(400, 0.0, 13);
+  EXPECT_EQ(default_fit_error(steps), fit_error::relative);  // a profile grid: no gaps
+  const auto abs = fitted_model::fit(steps, fit_error::absolute);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(abs.coefficients()[i], kTrue[i], 1e-6 * kTrue[i]) << "coefficient " << i;
+  steps[3].gap_s = 0.001;  // one step from a serving worker's log
+  EXPECT_EQ(default_fit_error(steps), fit_error::absolute);
+}
