@@ -208,7 +208,7 @@ fitted_model fitted_model::fit(const std::vector<measured_step>& steps, fit_erro
   // as much as the rare long prefills of a profile grid; plain least squares let the
   // prefills decide and mispredicted decode steps several-fold. Absolute (a serving log):
   // unweighted; the step mix is the real one, and on noisy CPU steps the relative weights
-  // skewed the per-sequence cost (TPOT +24..+37% in the fidelity runs, against +2..+6%).
+  // skewed the per-sequence cost (simulated TPOT +24..+37% on three fidelity logs).
   double a[4][5] = {};  // (4, 4) normal matrix | right-hand side
   double yy = 0;        // weighted sum of squared times, for the residual of a solution
   for (const auto& s : steps) {
