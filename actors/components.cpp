@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -103,6 +104,10 @@ struct scheduler_state {
   scheduler_core core;
   io_handle io;
   uint32_t socket = 0;
+  // The scheduler's share of the control loop: seconds from a step result's frame in to
+  // the next plans out (decode, policy, encode), over all results.
+  double result_handling_s = 0;
+  uint64_t results = 0;
 
   void write_trace() {
     if (trace.is_open()) trace << core.take_trace() << std::flush;
@@ -126,7 +131,13 @@ caf::behavior scheduler_actor(caf::event_based_actor* self, std::shared_ptr<sche
           st->io.send(st->socket, peer, codec::encode(proto::peer_error{e.kind(), e.what(), e.field()}));
           return;
         }
-        st->flush(st->core.on_message(peer, std::move(msg), now_s()));
+        const bool result = std::holds_alternative<proto::step_outcome>(msg);
+        const double t0 = now_s();
+        st->flush(st->core.on_message(peer, std::move(msg), t0));
+        if (result) {
+          st->result_handling_s += now_s() - t0;
+          ++st->results;
+        }
       },
       [](io_bad_atom, uint32_t, std::string& peer, std::string& reason) {
         spdlog::warn("scheduler: unusable frame from {}: {}", peer, reason);
@@ -138,6 +149,9 @@ caf::behavior scheduler_actor(caf::event_based_actor* self, std::shared_ptr<sche
         self->delayed_send(self, std::chrono::milliseconds(100), tick_atom::value);
       },
       [st](stop_atom, std::string& reason) {
+        if (st->results > 0)
+          spdlog::info("scheduler: {} step results, {:.3f} ms mean from a result in to the next plans out", st->results,
+                       1e3 * st->result_handling_s / double(st->results));
         st->flush(st->core.shutdown_workers(reason));
         st->write_trace();
         return true;
@@ -159,27 +173,45 @@ struct worker_state {
   worker_options opts;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> step_log{nullptr, &std::fclose};
 
-  // Runs a plan; with a step log, records its shape and time (one write per line, so the
-  // workers of one process may share the file).
-  proto::step_outcome run(const step_plan& plan) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto out = core.step(plan);
-    if (step_log && out.error.empty()) {
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      int64_t tokens = 0, context = 0;
-      for (const auto& w : plan.seqs) {
-        tokens += static_cast<int64_t>(w.tokens.size());
-        context += w.start_pos;
-      }
-      char line[160];
-      const int n =
-          std::snprintf(line, sizeof line, "{\"tokens\":%lld,\"context\":%lld,\"seqs\":%zu,\"time_s\":%.9f}\n",
-                        (long long)tokens, (long long)context, plan.seqs.size(), s);
-      std::fwrite(line, 1, static_cast<size_t>(n), step_log.get());
-      std::fflush(step_log.get());
+  // With a step log, one line per executed step: its shape, `time_s` from the plan
+  // received to the result handed to the I/O actor, and the control loop around it:
+  // `gap_s` from this worker's previous result sent to this plan received, `carried` =
+  // sequences of this step that were in the previous one (then work was waiting, and the
+  // gap is the loop's latency, not idleness). One write per line, so the workers of one
+  // process may share the file. See docs/SIM.md.
+  void log_step(const step_plan& plan, double received, double sent) {
+    int64_t tokens = 0, context = 0, carried = 0;
+    for (const auto& w : plan.seqs) {
+      tokens += static_cast<int64_t>(w.tokens.size());
+      context += w.start_pos;
+      if (std::binary_search(prev_seqs.begin(), prev_seqs.end(), w.seq_id)) ++carried;
     }
-    return out;
+    const double gap = last_sent > 0 ? received - last_sent : -1.0;
+    char line[224];
+    const int n = std::snprintf(line, sizeof line,
+                                "{\"tokens\":%lld,\"context\":%lld,\"seqs\":%zu,\"time_s\":%.9f,\"gap_s\":%.9f,"
+                                "\"carried\":%lld}\n",
+                                (long long)tokens, (long long)context, plan.seqs.size(), sent - received, gap,
+                                (long long)carried);
+    std::fwrite(line, 1, static_cast<size_t>(n), step_log.get());
+    std::fflush(step_log.get());
   }
+
+  // Runs a plan that arrived at `received` (steady seconds) and sends its result.
+  void run(const step_plan& plan, double received) {
+    auto out = core.step(plan);
+    const bool ok = out.error.empty();
+    send(std::move(out));
+    if (!step_log) return;
+    const double sent = now_s();
+    if (ok) log_step(plan, received, sent);
+    last_sent = sent;
+    prev_seqs.clear();
+    for (const auto& w : plan.seqs) prev_seqs.push_back(w.seq_id);
+    std::sort(prev_seqs.begin(), prev_seqs.end());
+  }
+  double last_sent = 0;             // steady seconds; 0 before the first step
+  std::vector<uint64_t> prev_seqs;  // sorted seq ids of the previous step
   io_handle io;
   uint32_t socket = 0;
   uint64_t heartbeats = 0;
@@ -196,6 +228,7 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
         self->delayed_send(self, ms(st->opts.heartbeat_s), tick_atom::value);
       },
       [self, st](io_recv_atom, uint32_t, std::string&, std::string& bytes) {
+        const double received = now_s();
         proto::control_message msg;
         try {
           msg = codec::decode_control(bytes);
@@ -204,7 +237,7 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
           return;
         }
         if (auto* plan = std::get_if<step_plan>(&msg)) {
-          st->send(st->run(*plan));
+          st->run(*plan, received);
         } else if (auto* r = std::get_if<proto::registered>(&msg)) {
           spdlog::info("worker: registered as replica {}", r->replica_id);
         } else if (auto* s = std::get_if<proto::shutdown>(&msg)) {
@@ -219,6 +252,11 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
             self->quit(caf::exit_reason::user_shutdown);
           }
         }
+      },
+      [st](drain_atom, double deadline_s) {
+        spdlog::info("worker: draining: asked the scheduler to finish our sequences and send shutdown{}",
+                     deadline_s > 0 ? fmt::format(" (deadline {:.1f} s)", deadline_s) : std::string());
+        st->send(proto::drain{deadline_s});
       },
       [self, st](tick_atom) {
         st->send(proto::heartbeat{++st->heartbeats});
@@ -280,6 +318,10 @@ size_t node::drain(double deadline_s) {
       .receive([&](size_t n) { cancelled = n; },
                [&](caf::error& e) { spdlog::error("gateway: drain failed: {}", to_string(e)); });
   return cancelled;
+}
+
+void node::drain_workers(double deadline_s) {
+  for (auto& w : workers_) caf::anon_send(w, drain_atom::value, deadline_s);
 }
 
 bool node::wait_for_workers(double timeout_s) {

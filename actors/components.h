@@ -30,9 +30,9 @@ namespace troupe::actors {
 struct worker_options {
   worker_identity identity;
   double heartbeat_s = 0.2;
-  // Appends one line per executed step (tokens, context, seqs, time_s: the step profile
-  // format of docs/SIM.md) to this file; empty: none. Fits the simulator's cost model to the
-  // steps this worker really ran.
+  // Appends one line per executed step (tokens, context, seqs, time_s, gap_s, carried: the
+  // step profile format of docs/SIM.md) to this file; empty: none. Fits the simulator's cost
+  // model and control-loop latency to the steps this worker really ran.
   std::string step_log;
 };
 
@@ -56,6 +56,10 @@ class node {
   // Shutdown: the gateway stops accepting and waits for its jobs, at most `deadline_s`
   // seconds, then cancels the rest. Returns how many were cancelled. No-op without a gateway.
   size_t drain(double deadline_s);
+  // Each worker of this node asks the scheduler to drain it: no new work, its running
+  // sequences finish there (or move elsewhere after `deadline_s`, 0 = none), then the
+  // scheduler sends shutdown and the worker exits (see wait_for_workers).
+  void drain_workers(double deadline_s);
   // Tells the workers connected to this node's scheduler to exit, then stops every actor.
   void stop();
   // Blocks until a worker of this node exits (told to shut down, or a fatal error) or

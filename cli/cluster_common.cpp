@@ -37,7 +37,8 @@ void add_worker_flags(CLI::App& sub, worker_flags& f) {
   sub.add_option("--max-batch", f.max_batch, "Sequences per step")->capture_default_str();
   sub.add_option("--max-batch-tokens", f.max_batch_tokens, "Tokens per step")->capture_default_str();
   sub.add_option("--step-log", f.step_log,
-                 "Append each step's shape and time to this JSONL file (a step profile for troupe sim)");
+                 "Append each step's shape, time and the control-loop gap before it to this JSONL file (a step "
+                 "profile for troupe sim)");
   sub.add_option("--swap-mb", f.swap_mb,
                  "Host memory per worker, MiB, for KV blocks preempted by swap (the scheduler's --preemption swap)")
       ->check(CLI::NonNegativeNumber)

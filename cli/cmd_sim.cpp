@@ -39,6 +39,9 @@ struct sim_args {
   double reserve_gb = 2.0;
   int32_t block_size = 16;
   int32_t max_batch = 256;
+  std::string fit_error = "auto";  // auto: absolute for a serving step log (gap_s), else relative
+  double loop_latency_ms = -1;     // < 0: the fitted profile's (mean gap while work waited), else 0
+  int32_t max_inflight_steps = 1;
   // policy
   int32_t max_step_tokens = 512;
   int64_t max_queued = sched::policy_config{}.max_queued;
@@ -94,6 +97,7 @@ struct cost_choice {
   bool fitted = false;
   sim::step_profile profile;
   std::unique_ptr<sim::fitted_model> model;
+  sim::fit_error error = sim::fit_error::relative;
   sim::roofline_params roofline;
 };
 
@@ -107,7 +111,11 @@ cost_choice choose_cost(const sim_args& a) {
   if (m.size() == 2 && m[0] == "fitted") {
     c.fitted = true;
     c.profile = sim::read_step_profile(m[1]);
-    c.model = std::make_unique<sim::fitted_model>(sim::fitted_model::fit(c.profile.steps));
+    sim::fit_error e = sim::default_fit_error(c.profile.steps);
+    if (a.fit_error == "absolute") e = sim::fit_error::absolute;
+    if (a.fit_error == "relative") e = sim::fit_error::relative;
+    c.error = e;
+    c.model = std::make_unique<sim::fitted_model>(sim::fitted_model::fit(c.profile.steps, e));
     return c;
   }
   throw error(error_kind::failed, "--cost-model: expected 'roofline' or 'fitted FILE'", "cost-model");
@@ -134,6 +142,11 @@ sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost, bool
   c.reserve_bytes = a.reserve_gb * 1e9;
   c.block_size = a.block_size;
   c.max_batch = a.max_batch;
+  c.max_inflight_steps = a.max_inflight_steps;
+  if (a.loop_latency_ms >= 0)
+    c.loop_latency = a.loop_latency_ms * 1e-3;
+  else if (cost.fitted)
+    c.loop_latency = sim::fit_loop_latency(cost.profile.steps).mean_s;
   if (check) c.validate();
   return c;
 }
@@ -314,15 +327,27 @@ int run_fit(const sim_args& a) {
   const auto& c = cost.model->coefficients();
   std::printf("%zu steps from %s (device %s, model %s, tp %d)\n", cost.profile.steps.size(), a.cost_model[1].c_str(),
               cost.profile.meta.device.c_str(), cost.profile.meta.model.c_str(), cost.profile.meta.tp);
-  std::printf("%s\nrms relative error %.2f%%\n", cost.model->describe().c_str(),
+  std::printf("%s (least squares on the %s error)\nrms relative error %.2f%%\n", cost.model->describe().c_str(),
+              cost.error == sim::fit_error::absolute ? "absolute" : "relative",
               100 * cost.model->rms_relative_error(cost.profile.steps));
+  const auto loop = sim::fit_loop_latency(cost.profile.steps);
+  if (loop.samples > 0)
+    std::printf(
+        "control loop: %.3f ms mean (median %.3f ms) between a result and the next plan, over %zu steps "
+        "that carried work\n",
+        loop.mean_s * 1e3, loop.median_s * 1e3, loop.samples);
+  else
+    std::printf("control loop: no steps with gap_s and carried work in the profile; loop latency 0\n");
   if (!a.summary_json.empty())
     write_text(a.summary_json,
                nlohmann::json{{"intercept_s", c[0]},
                               {"per_token_s", c[1]},
                               {"per_context_token_s", c[2]},
                               {"per_seq_s", c[3]},
-                              {"rms_relative_error", cost.model->rms_relative_error(cost.profile.steps)}}
+                              {"rms_relative_error", cost.model->rms_relative_error(cost.profile.steps)},
+                              {"loop_latency_s", loop.mean_s},
+                              {"loop_latency_median_s", loop.median_s},
+                              {"loop_samples", loop.samples}}
                    .dump(2));
   return 0;
 }
@@ -375,6 +400,14 @@ void add_sim(CLI::App& app) {
       ->capture_default_str();
   s->add_option("--block-size", a->block_size, "tokens per KV block")->group(cl)->capture_default_str();
   s->add_option("--max-batch", a->max_batch, "sequences per step")->group(cl)->capture_default_str();
+  s->add_option("--loop-latency-ms", a->loop_latency_ms,
+                "control loop per step, result out to next plan in (default: the fitted profile's, else 0)")
+      ->group(cl);
+  s->add_option("--max-inflight-steps", a->max_inflight_steps,
+                "steps in flight per replica: 1 = synchronous (period = compute + loop), >= 2 = pipelined "
+                "(period = max(compute, loop))")
+      ->group(cl)
+      ->capture_default_str();
 
   const char* po = "Policy";
   s->add_option("--max-step-tokens", a->max_step_tokens, "token budget per step")->group(po)->capture_default_str();
@@ -427,6 +460,12 @@ void add_sim(CLI::App& app) {
   const char* cm = "Cost model";
   s->add_option("--cost-model", a->cost_model, "roofline | fitted FILE")
       ->expected(1, 2)
+      ->group(cm)
+      ->capture_default_str();
+  s->add_option("--fit-error", a->fit_error,
+                "fitted: what least squares minimize: absolute (seconds; default for a serving step log) or "
+                "relative (share of each step; default for a bench --profile grid)")
+      ->check(CLI::IsMember({"auto", "absolute", "relative"}))
       ->group(cm)
       ->capture_default_str();
   s->add_option("--eff-compute", a->eff_compute, "roofline: share of peak FLOP/s reached")

@@ -1,12 +1,16 @@
 // troupe worker: one worker (a model replica, or one rank of a tensor-parallel group) on the
 // CPU or a GPU (--backend cuda), connected to the scheduler at --scheduler.
-// Exits 0 when the scheduler tells it to shut down or on SIGINT/SIGTERM.
+// Exits 0 when the scheduler tells it to shut down. SIGINT/SIGTERM drains it first: the
+// scheduler stops giving it new work, lets its running jobs finish here (at most
+// --drain-timeout seconds, then moves them elsewhere) and sends shutdown; a second signal
+// stops it at once.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <signal.h>
 
+#include <chrono>
 #include <optional>
 
 #include "cli/cluster_common.h"
@@ -38,6 +42,7 @@ struct worker_args {
   double tp_timeout_s = 10;
   std::string backend = "cpu";  // or "cuda"
   int device = -1;              // CUDA device; -1: rank % the devices visible
+  double drain_s = 60;
 };
 
 // The options of a CUDA rank, from the worker's flags.
@@ -50,6 +55,30 @@ cuda_worker_options cuda_options(const worker_args& a) {
   co.max_seqs = a.worker.max_batch;
   co.swap_bytes = a.worker.swap_mb << 20;
   return co;
+}
+
+// After the drain request: until the scheduler's shutdown ends the worker, a second signal
+// comes, or the deadline (plus slack for the scheduler's tick) passes without a shutdown.
+void wait_for_drain(actors::node& n, const std::string& name, double deadline_s) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    if (n.wait_for_workers(0.2)) return;
+    timespec zero{0, 0};
+    if (sigtimedwait(&set, nullptr, &zero) > 0) {
+      spdlog::warn("worker {}: second signal while draining; stopping now", name);
+      return;
+    }
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (deadline_s > 0 && waited > deadline_s + 5) {
+      spdlog::warn("worker {}: no shutdown from the scheduler {:.0f} s after the drain request; stopping", name,
+                   waited);
+      return;
+    }
+  }
 }
 
 int run_worker(const worker_args& a) {
@@ -112,7 +141,10 @@ int run_worker(const worker_args& a) {
   wo.identity = {host, model.name, a.worker.max_batch};
   wo.step_log = a.worker.step_log;
   n.add_worker(a.scheduler, name, std::move(backend), wo);
-  wait_for_signal(n);
+  if (wait_for_signal(n)) {
+    n.drain_workers(a.drain_s);
+    wait_for_drain(n, name, a.drain_s);
+  }
   n.stop();
   spdlog::info("worker {}: stopped", name);
   return n.worker_refused() ? 1 : 0;
@@ -144,6 +176,10 @@ void add_worker(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   sub->add_option("--device", a->device, "CUDA device with --backend cuda (-1: rank % the GPUs visible)")
+      ->capture_default_str();
+  sub->add_option("--drain-timeout", a->drain_s,
+                  "On SIGTERM, seconds this worker's running jobs may take to finish here before the scheduler "
+                  "moves them to other workers (0 = no limit)")
       ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_worker(*a); }); });
 }

@@ -179,7 +179,12 @@ struct StepResult {
   error @2 :Text;   # non-empty when the worker could not execute the plan
 }
 
-struct Drain {}
+# Worker -> scheduler: stop giving this replica new work, let its running sequences finish
+# here, then send it Shutdown. Past the deadline its sequences move to other replicas
+# (resuming from the tokens already generated) and it is shut down anyway.
+struct Drain {
+  deadlineS @0 :Float64;  # seconds from receipt; 0 = no deadline
+}
 
 struct Shutdown {
   reason @0 :Text;

@@ -76,6 +76,12 @@ struct measured_step {
   int64_t context = 0;  // sum over the step's sequences
   int64_t seqs = 0;
   double time_s = 0;
+  // From a serving worker's step log (optional): seconds from this worker's previous
+  // result sent to this plan received (-1: unknown, e.g. its first step), and how many of
+  // this step's sequences were in the worker's previous step (> 0: work was waiting, so
+  // the gap is the control loop's latency, not idleness).
+  double gap_s = -1;
+  int64_t carried = 0;
 };
 
 // What a profile file says about where it was measured (all optional).
@@ -96,11 +102,22 @@ struct step_profile {
 step_profile read_step_profile(const std::string& path);
 void write_step_profile(const std::string& path, const step_profile& p);  // JSONL
 
+// What the least squares minimize. `absolute`: each step's error in seconds, so the fit
+// gets the total busy time of that very step mix right (a serving worker's step log: the
+// mix the simulator replays). `relative`: each step's error as a share of its time (a grid
+// of shapes from `troupe bench --profile`, whose many long prefills would otherwise decide).
+enum class fit_error : unsigned char { absolute, relative };
+
+// The profile's kind decides: a serving step log (its steps carry gap_s) fits absolute
+// errors, anything else relative ones.
+fit_error default_fit_error(const std::vector<measured_step>& steps);
+
 class fitted_model final : public cost_model {
  public:
   explicit fitted_model(std::array<double, 4> coef) : c_(coef) {}
-  // Least squares over the steps; throws when there are fewer than 4 or all are alike.
-  static fitted_model fit(const std::vector<measured_step>& steps);
+  // Least squares over the steps, then scaled so that the predicted times add up to the
+  // measured total; throws when there are fewer than 4 or all are alike.
+  static fitted_model fit(const std::vector<measured_step>& steps, fit_error e = fit_error::relative);
 
   double step_time(const step_shape& s) const override;
   std::string describe() const override;
@@ -111,6 +128,17 @@ class fitted_model final : public cost_model {
  private:
   std::array<double, 4> c_;  // intercept, per token, per context token, per sequence
 };
+
+// ---- the control loop -----------------------------------------------------------------
+// The loop latency a step log shows: the mean gap between a result sent and the next plan
+// received, over the steps that carried a sequence from the step before (work was waiting).
+
+struct loop_fit {
+  double mean_s = 0;  // 0 when there are no samples
+  double median_s = 0;
+  size_t samples = 0;
+};
+loop_fit fit_loop_latency(const std::vector<measured_step>& steps);
 
 // The "cpu" device of a profile: only its memory matters (the fitted model gives time).
 device_spec profile_device(const profile_meta& m);

@@ -254,11 +254,12 @@ step_log::step_log(const std::string& path) : f_(std::fopen(path.c_str(), "w")) 
 step_log::~step_log() { std::fclose(f_); }
 
 void step_log::write(const step_record& s) {
-  std::fprintf(f_,
-               "{\"start\":%.9g,\"duration\":%.9g,\"time_s\":%.9g,\"replica\":%u,\"seqs\":%d,\"tokens\":%lld,"
-               "\"prefill_tokens\":%lld,\"context\":%lld,\"kv_util\":%.6g,\"queued\":%lld}\n",
-               s.start, s.duration, s.duration, s.replica, s.seqs, (long long)s.tokens, (long long)s.prefill_tokens,
-               (long long)s.context, s.kv_util, (long long)s.queued);
+  std::fprintf(
+      f_,
+      "{\"start\":%.9g,\"duration\":%.9g,\"time_s\":%.9g,\"period\":%.9g,\"replica\":%u,\"seqs\":%d,\"tokens\":%lld,"
+      "\"prefill_tokens\":%lld,\"context\":%lld,\"kv_util\":%.6g,\"queued\":%lld}\n",
+      s.start, s.duration, s.duration, s.period, s.replica, s.seqs, (long long)s.tokens, (long long)s.prefill_tokens,
+      (long long)s.context, s.kv_util, (long long)s.queued);
 }
 
 }  // namespace troupe::sim

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <string>
 
 #include "sim/event_queue.h"
 #include "troupe/error.h"
@@ -24,11 +25,14 @@ int32_t fake_token(uint64_t id, uint64_t pos) {
 class run {
  public:
   run(const cluster_spec& c, const cost_model& cost, const workload& load, const sim_options& opts)
-      : cost_(cost), load_(load), opts_(opts), policy_(with_tenants(opts.policy, load.tenants)) {
+      : cluster_(c), cost_(cost), load_(load), opts_(opts), policy_(with_tenants(opts.policy, load.tenants)) {
     res_.tenants = load.tenants;
     res_.replicas = c.replicas();
     res_.kv_blocks_per_replica = c.kv_blocks_per_replica();
     res_.cost_model = cost.describe();
+    if (c.loop_latency > 0)
+      res_.cost_model += " + control loop " + std::to_string(c.loop_latency * 1e3) + " ms per step (" +
+                         (c.max_inflight_steps > 1 ? "pipelined: max" : "synchronous: sum") + ")";
     res_.batch_hist.assign(size_t(c.max_batch) + 1, 0);
     res_.requests.resize(load.requests.size());
     next_pos_.assign(load.requests.size(), 0);
@@ -142,11 +146,13 @@ class run {
     b.steps += 1;
 
     const double dt = cost_.step_time(shape_);
-    res_.busy_time += dt;
+    const double period = cluster_.step_period(dt);
+    res_.busy_time += period;
     if (opts_.on_step) {
       step_record rec;
       rec.start = q_.now();
       rec.duration = dt;
+      rec.period = period;
       rec.replica = id;
       rec.seqs = int32_t(batch);
       rec.tokens = shape_.tokens();
@@ -156,7 +162,7 @@ class run {
       rec.queued = int64_t(policy_.queued());
       opts_.on_step(rec);
     }
-    q_.after(dt, [this, id] { finish_step(id); });
+    q_.after(period, [this, id] { finish_step(id); });
   }
 
   void finish_step(uint32_t id) {
@@ -201,6 +207,7 @@ class run {
     if (opts_.progress && (done_ & 0x3FF) == 0) opts_.progress(double(done_) / double(res_.requests.size()));
   }
 
+  const cluster_spec& cluster_;
   const cost_model& cost_;
   const workload& load_;
   const sim_options& opts_;

@@ -2,7 +2,9 @@
 // by a virtual clock (sim/event_queue.h), with a cost model standing in for the workers.
 // Each replica runs one step at a time: when it is idle and the policy plans a step, the
 // step ends at now + cost(step), and its result (fake token ids, never EOS) goes back to
-// the policy. Requests end by max_tokens = their output length.
+// the policy. Requests end by max_tokens = their output length. A step's result reaches
+// the policy one step period after it was planned: its compute plus the control loop's
+// latency (synchronous), or the larger of the two (pipelined); see cluster_spec.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -18,8 +20,9 @@ namespace troupe::sim {
 
 // One step as it started, for --steps-jsonl.
 struct step_record {
-  double start = 0;  // seconds
-  double duration = 0;
+  double start = 0;     // seconds
+  double duration = 0;  // compute: the cost model's step time
+  double period = 0;    // until the replica's next step can start (cluster_spec::step_period)
   uint32_t replica = 0;
   int32_t seqs = 0;
   int64_t tokens = 0;  // fed, prefill chunks and decodes

@@ -439,7 +439,7 @@ std::string encode_with_version(const proto::control_message& m, uint32_t versio
                         [&](const proto::heartbeat& h) { root.initHeartbeat().setSeq(h.seq); },
                         [&](const step_plan& p) { put(root.initStepPlan(), p); },
                         [&](const proto::step_outcome& o) { put(root.initStepResult(), o); },
-                        [&](const proto::drain&) { root.initDrain(); },
+                        [&](const proto::drain& d) { root.initDrain().setDeadlineS(d.deadline_s); },
                         [&](const proto::shutdown& s) { root.initShutdown().setReason(s.reason); },
                         [&](const sched::request& q) { put(root.initRequest(), q); },
                         [&](const proto::cancel_request& c) { root.initCancelRequest().setId(c.id); },
@@ -522,7 +522,7 @@ proto::control_message decode_control(std::string_view bytes, const limits& lim)
       case wire::ControlMessage::STEP_RESULT:
         return get(r.getStepResult());
       case wire::ControlMessage::DRAIN:
-        return proto::drain{};
+        return proto::drain{r.getDrain().getDeadlineS()};
       case wire::ControlMessage::SHUTDOWN:
         return proto::shutdown{str(r.getShutdown().getReason())};
       case wire::ControlMessage::REQUEST:

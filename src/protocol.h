@@ -94,7 +94,11 @@ struct step_outcome {
   std::string error;
 };
 
-struct drain {};
+// Worker -> scheduler: finish my running sequences, admit nothing new here, then send me
+// shutdown; after `deadline_s` (0: none) my sequences move to other replicas.
+struct drain {
+  double deadline_s = 0;
+};
 
 struct shutdown {
   std::string reason;

@@ -39,6 +39,13 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
           [&](proto::step_outcome& o) {
             if (rep) on_step_result(*rep, o, now, out);
           },
+          [&](proto::drain& d) {
+            if (rep)
+              on_drain(*rep, d, now, out);
+            else
+              out.push_back({peer, proto::peer_error{error_kind::disconnected, "drain from an unregistered worker",
+                                                     "registration"}});
+          },
           [&](sched::request& q) {
             const uint64_t id = q.id;
             auto adm = policy_->submit(std::move(q), now);
@@ -138,7 +145,15 @@ scheduler_core::outbox scheduler_core::on_tick(double now) {
   for (const auto& [id, r] : replicas_)
     if (now - r.last_seen > opts_.heartbeat_timeout_s) silent.push_back(id);
   for (uint32_t id : silent) remove(id, "missed heartbeats", now, out);
-  if (!silent.empty()) pump(now, out);
+  std::vector<uint32_t> late;
+  for (const auto& [id, r] : replicas_)
+    if (r.draining && r.drain_deadline > 0 && now >= r.drain_deadline) late.push_back(id);
+  for (uint32_t id : late) {
+    const std::string peer = replicas_.at(id).peer;
+    remove(id, "drain deadline passed", now, out);
+    out.push_back({peer, proto::shutdown{"drained (deadline passed; its jobs moved to other replicas)"}});
+  }
+  if (!silent.empty() || !late.empty()) pump(now, out);
   return out;
 }
 
@@ -146,6 +161,38 @@ scheduler_core::outbox scheduler_core::shutdown_workers(const std::string& reaso
   outbox out;
   for (const auto& [id, r] : replicas_) out.push_back({r.peer, proto::shutdown{reason}});
   return out;
+}
+
+// ---- draining -------------------------------------------------------------------------------------
+
+void scheduler_core::on_drain(replica& r, const proto::drain& d, double now, outbox& out) {
+  if (r.draining) return;
+  r.draining = true;
+  r.drain_deadline = d.deadline_s > 0 ? now + d.deadline_s : 0;
+  policy_->drain_replica(r.id, now);
+  const auto st = policy_->stats(r.id);
+  spdlog::info("scheduler: replica {} ({}) draining: {} sequences left to finish there{}", r.id, r.peer,
+               st ? st->running + st->swapped : 0,
+               d.deadline_s > 0 ? fmt::format(", deadline {:.1f} s", d.deadline_s) : std::string());
+  pump(now, out);
+}
+
+void scheduler_core::retire_drained(double now, outbox& out) {
+  std::vector<uint32_t> empty;
+  for (const auto& [id, r] : replicas_) {
+    if (!r.draining || r.step_in_flight) continue;
+    const auto st = policy_->stats(id);
+    if (!st || st->running + st->swapped == 0) empty.push_back(id);
+  }
+  for (uint32_t id : empty) {
+    auto it = replicas_.find(id);
+    const std::string peer = it->second.peer;
+    spdlog::info("scheduler: replica {} ({}) drained; shutting it down", id, peer);
+    replica_of_peer_.erase(peer);
+    replicas_.erase(it);
+    policy_->remove_replica(id, now);  // nothing of it is left to re-plan
+    out.push_back({peer, proto::shutdown{"drained"}});
+  }
 }
 
 // ---- planning and routing -----------------------------------------------------------------------
@@ -176,6 +223,7 @@ void scheduler_core::remove(uint32_t replica_id, const std::string& why, double 
 }
 
 void scheduler_core::pump(double now, outbox& out) {
+  retire_drained(now, out);
   for (auto& [id, r] : replicas_) {
     if (r.step_in_flight) continue;
     auto planned = policy_->schedule(id, now);

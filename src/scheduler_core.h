@@ -41,7 +41,8 @@ class scheduler_core {
   // The peer's connection went away (or it stopped answering): its replica is removed and
   // its requests re-planned elsewhere, resuming from the tokens already generated.
   outbox on_peer_gone(const std::string& peer, double now);
-  // Periodic: removes replicas whose heartbeats stopped.
+  // Periodic: removes replicas whose heartbeats stopped, and draining replicas whose
+  // deadline passed (their sequences move to other replicas; the worker is shut down).
   outbox on_tick(double now);
   // Asks every worker to stop (the scheduler is shutting down).
   outbox shutdown_workers(const std::string& reason);
@@ -61,11 +62,16 @@ class scheduler_core {
     bool step_in_flight = false;
     uint64_t step_id = 0;
     std::string model;
+    bool draining = false;      // its worker asked to stop: no new work, shutdown once empty
+    double drain_deadline = 0;  // > 0: when its sequences move elsewhere (seconds, `now`'s clock)
   };
 
   outbox on_registration(const std::string& peer, const proto::worker_registration& r, double now);
   void on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out);
   void remove(uint32_t replica_id, const std::string& why, double now, outbox& out);
+  void on_drain(replica& r, const proto::drain& d, double now, outbox& out);
+  // Sends shutdown to every draining replica with nothing left to run, and removes it.
+  void retire_drained(double now, outbox& out);
   // Plans a step for every replica that has none in flight.
   void pump(double now, outbox& out);
   void route(std::vector<sched::request_event> events, outbox& out);

@@ -107,6 +107,80 @@ TEST(SchedulerCore, DisconnectedWorkerIsRemovedAtOnce) {
   ASSERT_EQ(find_all<proto::peer_error>(out).size(), 1u);  // told to register again
 }
 
+TEST(SchedulerCore, DrainedWorkerFinishesItsJobsThenGetsShutdown) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  auto q = long_request(1);
+  q.sampling.max_tokens = 3;
+  auto plans = find_all<step_plan>(s.on_message("gw", q, 0.1));
+  ASSERT_EQ(plans.size(), 1u);
+  s.on_message("w2", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.15);
+  // w1 asks to drain with its step in flight: no shutdown yet, and a new job goes to w2.
+  auto out = s.on_message("w1", proto::drain{30.0}, 0.2);
+  EXPECT_TRUE(find_all<proto::shutdown>(out).empty());
+  auto q2 = long_request(2);
+  q2.sampling.max_tokens = 3;
+  out = s.on_message("gw", q2, 0.25);
+  auto other = find_all<step_plan>(out);
+  ASSERT_EQ(other.size(), 1u);
+  EXPECT_EQ(other[0].first, "w2");
+  // Job 1 runs to its end on w1, then w1 is told to shut down and removed.
+  size_t tokens = 0;
+  for (int step = 0; step < 5 && !plans.empty(); ++step) {
+    out = s.on_message("w1", outcome(be, plans[0].second), 0.3 + 0.01 * step);
+    for (const auto& [peer, ev] : find_all<proto::request_events>(out))
+      for (const auto& e : ev.events)
+        if (e.event.id == 1) tokens += e.event.tokens.size();
+    plans = find_all<step_plan>(out);
+    for (const auto& [peer, p] : plans) EXPECT_EQ(peer, "w1");
+  }
+  EXPECT_EQ(tokens, 3u);
+  const auto down = find_all<proto::shutdown>(out);
+  ASSERT_EQ(down.size(), 1u);
+  EXPECT_EQ(down[0].first, "w1");
+  EXPECT_EQ(s.replicas(), 1u);
+}
+
+TEST(SchedulerCore, DrainDeadlineMovesTheJobsElsewhere) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  auto plans = find_all<step_plan>(s.on_message("gw", long_request(1), 0.1));
+  ASSERT_EQ(plans.size(), 1u);
+  s.on_message("w1", outcome(be, plans[0].second), 0.2);  // one token generated on w1
+  s.on_message("w2", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.3);
+  s.on_message("w1", proto::drain{1.0}, 0.4);
+  EXPECT_TRUE(find_all<proto::shutdown>(s.on_tick(1.0)).empty());  // before the deadline
+  s.on_message("w2", proto::heartbeat{1}, 1.4);
+  auto out = s.on_tick(1.5);
+  const auto down = find_all<proto::shutdown>(out);
+  ASSERT_EQ(down.size(), 1u);
+  EXPECT_EQ(down[0].first, "w1");
+  plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].first, "w2");
+  const auto& w = plans[0].second.seqs.at(0);
+  EXPECT_EQ(w.start_pos + static_cast<int32_t>(w.tokens.size()), 3 + 1);  // resumes after its generated token
+  EXPECT_EQ(s.replicas(), 1u);
+}
+
+TEST(SchedulerCore, DrainingTheLastWorkerQueuesNewJobsForTheNextOne) {
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  auto out = s.on_message("w1", proto::drain{0.0}, 0.1);  // idle: shut down at once
+  ASSERT_EQ(find_all<proto::shutdown>(out).size(), 1u);
+  EXPECT_EQ(s.replicas(), 0u);
+  // A job arriving while no worker is there waits (a restart is under way), not fails.
+  out = s.on_message("gw", long_request(1), 0.2);
+  EXPECT_TRUE(find_all<proto::request_events>(out).empty());
+  EXPECT_EQ(s.queued(), 1u);
+  out = s.on_message("w1b", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.3);
+  const auto plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].first, "w1b");
+}
+
 namespace {
 
 class GatewayCore : public ::testing::Test {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <thread>
 
 #include "cluster_jobs.h"
@@ -19,10 +20,11 @@ struct separate_processes {
   std::unique_ptr<child_process> scheduler, gateway;
   std::vector<std::unique_ptr<child_process>> workers;
 
-  explicit separate_processes(const std::string& name, int max_batch) : dir(temp_dir(name)) {
-    scheduler = std::make_unique<child_process>(
-        std::vector<std::string>{"scheduler", "--listen", tcp(sched_port), "--heartbeat-timeout", "1"},
-        dir / "scheduler.log");
+  explicit separate_processes(const std::string& name, int max_batch, std::vector<std::string> scheduler_flags = {})
+      : dir(temp_dir(name)) {
+    std::vector<std::string> args = {"scheduler", "--listen", tcp(sched_port), "--heartbeat-timeout", "1"};
+    args.insert(args.end(), scheduler_flags.begin(), scheduler_flags.end());
+    scheduler = std::make_unique<child_process>(args, dir / "scheduler.log");
     EXPECT_TRUE(scheduler->wait_for_log("ready on")) << scheduler->log();
     for (int w = 0; w < 2; ++w)
       workers.push_back(std::make_unique<child_process>(
@@ -88,6 +90,58 @@ TEST(ClusterIntegration, WorkerKilledMidStreamEveryJobStillMatchesGenerate) {
   killer.join();
   expect_like_generate(results, 100);
   EXPECT_TRUE(c.scheduler->wait_for_log("(w0) removed")) << c.scheduler->log();
+}
+
+// An operator restarts a worker: SIGTERM makes it ask the scheduler to drain it. Its jobs
+// finish there, jobs arriving meanwhile go to the other worker, then the scheduler sends
+// shutdown and the worker exits 0. Checked on the scheduler's decision trace: after the
+// drain_replica line, the drained replica admits nothing.
+TEST(ClusterIntegration, SigtermDrainsAWorkerItsJobsFinishAndNewOnesGoElsewhere) {
+  TROUPE_REQUIRE_MODELS();
+  auto trace_dir = temp_dir("drain_trace");
+  const auto trace = trace_dir / "policy.jsonl";
+  separate_processes c("drain", 4, {"--trace", trace.string()});
+  std::atomic<int> chunks{0};
+  std::vector<actors::job_result> during;
+  std::thread operator_([&] {
+    while (chunks < 24) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    c.workers[0]->signal(SIGTERM);
+    EXPECT_TRUE(c.scheduler->wait_for_log("(w0) draining")) << c.scheduler->log();
+    EXPECT_EQ(c.scheduler->log().find("draining: 0 sequences"), std::string::npos)  // it had jobs to finish
+        << c.scheduler->log();
+    during = run_clients(tcp(c.gateway_port), 4, 32);  // while w0 finishes its jobs
+  });
+  auto results = run_clients(tcp(c.gateway_port), 8, 100, &chunks);
+  operator_.join();
+  expect_like_generate(results, 100);
+  expect_like_generate(during, 32);
+  EXPECT_EQ(c.workers[0]->wait(30), 0) << c.workers[0]->log();
+  EXPECT_NE(c.workers[0]->log().find("shutdown (drained"), std::string::npos) << c.workers[0]->log();
+  EXPECT_TRUE(c.scheduler->wait_for_log("(w0) drained")) << c.scheduler->log();
+  auto after = run_clients(tcp(c.gateway_port), 2, 16);  // one worker left
+  expect_like_generate(after, 16);
+  for (auto* p : {c.gateway.get(), c.workers[1].get(), c.scheduler.get()}) {
+    p->signal(SIGTERM);
+    EXPECT_EQ(p->wait(20), 0) << p->log();
+  }
+
+  std::ifstream in(trace);
+  std::string line;
+  int64_t drained = -1;
+  size_t admitted_elsewhere = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.at("ev") == "drain_replica") drained = j.at("replica");
+    if (j.at("ev") != "step" || drained < 0) continue;
+    const size_t admitted = j.at("admitted").size();
+    if (j.at("replica") == drained)
+      EXPECT_EQ(admitted, 0u) << "the draining replica admitted a job: " << line;
+    else
+      admitted_elsewhere += admitted;
+  }
+  EXPECT_GE(drained, 0) << "no drain_replica line in the trace";
+  EXPECT_GE(admitted_elsewhere, 4u + 2u);
+  std::filesystem::remove_all(trace_dir);
 }
 
 TEST(ClusterIntegration, SixtyFourConcurrentClientsMatchGenerate) {

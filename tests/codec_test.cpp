@@ -93,6 +93,7 @@ TEST(Codec, ControlMessagesRoundTrip) {
   EXPECT_EQ(std::get<proto::registered>(rt(proto::registered{5})).replica_id, 5u);
   EXPECT_EQ(std::get<proto::heartbeat>(rt(proto::heartbeat{9})).seq, 9u);
   EXPECT_TRUE(std::holds_alternative<proto::drain>(rt(proto::drain{})));
+  EXPECT_EQ(std::get<proto::drain>(rt(proto::drain{12.5})).deadline_s, 12.5);
   EXPECT_EQ(std::get<proto::shutdown>(rt(proto::shutdown{"bye"})).reason, "bye");
 
   step_plan p;

@@ -442,6 +442,29 @@ TEST(SchedPolicy, RemoveReplicaResumesItsWorkElsewhere) {
   EXPECT_EQ(p.check_invariants(), "");
 }
 
+TEST(SchedPolicy, DrainedReplicaFinishesItsWorkAndAdmitsNothingNew) {
+  policy p({});
+  p.add_replica(replica(0, 100), 0.0);
+  for (uint64_t id = 1; id <= 2; ++id) ASSERT_TRUE(p.submit(make_request(id, 20, 6), 0.0).accepted);
+  fake_worker w;
+  w.step(p, 0, 0.1);  // 1 and 2 run on replica 0
+  p.add_replica(replica(1, 100), 0.2);
+  p.drain_replica(0, 0.2);
+  ASSERT_TRUE(p.submit(make_request(3, 20, 6), 0.3).accepted);
+  for (int i = 0; i < 20 && w.finished.size() < 3; ++i) {
+    if (auto ps = w.step(p, 0, 0.4 + 0.1 * i)) {
+      for (const auto& s : ps->plan.seqs) EXPECT_NE(s.seq_id, 3u) << "a draining replica admitted a new request";
+    }
+    w.step(p, 1, 0.45 + 0.1 * i);
+  }
+  for (uint64_t id = 1; id <= 3; ++id) EXPECT_EQ(w.streamed[id], expected_stream(id, 20, 6)) << "request " << id;
+  const auto st = p.stats(0);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->running + st->swapped, 0u);  // empty: the driver may remove it now
+  p.drain_replica(7, 1.0);                   // unknown: ignored
+  EXPECT_EQ(p.check_invariants(), "");
+}
+
 TEST(SchedPolicy, RemoveReplicaFailsWhatNoReplicaLeftCanHold) {
   policy p({});
   p.add_replica(replica(0, 100), 0.0);

@@ -91,6 +91,36 @@ TEST(SimCli, FitModeReadsAProfileAndBadInputNamesTheField) {
   EXPECT_NE(r.out.find("prompt-len"), std::string::npos) << r.out;
 }
 
+TEST(SimCli, FitLearnsTheControlLoopFromAStepLogAndTheRunUsesIt) {
+  const auto d = temp_dir();
+  {
+    // A serving worker's step log: 4 ms between a result and the next plan while work was
+    // carried over, 900 ms when the replica had been idle (not the loop).
+    std::ofstream p(d / "served.jsonl");
+    p << "{\"meta\": {\"device\": \"cpu\", \"model\": \"llama-3.2-1b\", \"memory_bytes\": 32e9}}\n";
+    for (int i = 0; i < 40; ++i) {
+      const int b = 1 + i % 8;
+      p << "{\"tokens\": " << b << ", \"context\": " << b * (100 + i) << ", \"seqs\": " << b
+        << ", \"time_s\": " << 0.01 + 0.002 * b << ", \"gap_s\": " << (i % 10 == 0 ? 0.9 : 0.004)
+        << ", \"carried\": " << (i % 10 == 0 ? 0 : b) << "}\n";
+    }
+  }
+  auto r = troupe::test::run_command(
+      sim("fit --cost-model fitted " + (d / "served.jsonl").string() + " --summary-json " + (d / "fit.json").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("control loop: 4.000 ms mean"), std::string::npos) << r.out;
+  EXPECT_NE(slurp(d / "fit.json").find("\"loop_samples\": 36"), std::string::npos) << slurp(d / "fit.json");
+  // A run with that profile adds the loop to every step; a flag overrides it.
+  r = troupe::test::run_command(sim("--device cpu --model llama-3.2-1b --requests 5 --rate 1 --cost-model fitted " +
+                                    (d / "served.jsonl").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("control loop 4.000000 ms per step (synchronous"), std::string::npos) << r.out;
+  r = troupe::test::run_command(sim("--device cpu --model llama-3.2-1b --requests 5 --rate 1 --cost-model fitted " +
+                                    (d / "served.jsonl").string() + " --loop-latency-ms 2 --max-inflight-steps 2"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("control loop 2.000000 ms per step (pipelined"), std::string::npos) << r.out;
+}
+
 TEST(SimCli, CheapestListsEveryCandidateWithItsPrice) {
   const auto r = troupe::test::run_command(
       sim("cheapest --model llama-3-70b --target-rate 5 --candidates h100:4:3,l4:1:1 --iterations 2 "

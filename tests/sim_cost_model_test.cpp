@@ -217,3 +217,109 @@ TEST(SimCluster, ModelFilesGiveTheirShape) {
   EXPECT_GT(f.weight_bytes, 0.0);
   EXPECT_THROW(read_model_file((troupe::test::models_dir() / "no-such-model.gguf").string()), troupe::error);
 }
+
+// ---- the control loop ---------------------------------------------------------------------
+
+namespace {
+
+// A synthetic serving step log: steps of a few sequences, each separated from the previous
+// by `loop_s` (+ noise) when it carries a sequence over, by a long idle gap otherwise.
+std::vector<measured_step> steps_with_loop(double loop_s, int n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> jitter(-0.5e-3, 0.5e-3);
+  std::bernoulli_distribution idle(0.2);
+  std::vector<measured_step> out;
+  for (int i = 0; i < n; ++i) {
+    measured_step m{4, 400, 4, 0.02};
+    if (i == 0) {
+      m.gap_s = -1;  // the first step has no previous result
+    } else if (idle(rng)) {
+      m.gap_s = 0.5 + jitter(rng);  // the replica was idle: nothing carried over
+      m.carried = 0;
+    } else {
+      m.gap_s = loop_s + jitter(rng);
+      m.carried = 3;
+    }
+    out.push_back(m);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(SimLoop, FitRecoversTheLoopLatencyAndIgnoresIdleGaps) {
+  const auto f = fit_loop_latency(steps_with_loop(0.006, 2000, 5));
+  EXPECT_GT(f.samples, 1400u);
+  EXPECT_LT(f.samples, 1800u);
+  EXPECT_NEAR(f.mean_s, 0.006, 0.1e-3);
+  EXPECT_NEAR(f.median_s, 0.006, 0.2e-3);
+
+  const auto none = fit_loop_latency(synthetic_steps(20, 0.0, 3));  // no gap fields: a bench profile
+  EXPECT_EQ(none.samples, 0u);
+  EXPECT_EQ(none.mean_s, 0.0);
+}
+
+TEST(SimLoop, StepLogFieldsRoundTripAndAreOptional) {
+  step_profile p;
+  p.meta.memory_bytes = 1e9;
+  p.steps = steps_with_loop(0.004, 50, 6);
+  const auto jsonl = temp_file("loop.jsonl");
+  write_step_profile(jsonl.string(), p);
+  const auto back = read_step_profile(jsonl.string());
+  ASSERT_EQ(back.steps.size(), 50u);
+  EXPECT_EQ(back.steps[0].gap_s, -1.0);
+  EXPECT_DOUBLE_EQ(back.steps[7].gap_s, p.steps[7].gap_s);
+  EXPECT_EQ(back.steps[7].carried, p.steps[7].carried);
+  EXPECT_DOUBLE_EQ(fit_loop_latency(back.steps).mean_s, fit_loop_latency(p.steps).mean_s);
+}
+
+TEST(SimLoop, PeriodAddsTheLoopWhenSynchronousAndOverlapsItWhenPipelined) {
+  cluster_spec c;
+  EXPECT_DOUBLE_EQ(c.step_period(0.010), 0.010);  // default: no loop
+  c.loop_latency = 0.004;
+  EXPECT_DOUBLE_EQ(c.step_period(0.010), 0.014);
+  c.max_inflight_steps = 2;
+  EXPECT_DOUBLE_EQ(c.step_period(0.010), 0.010);
+  EXPECT_DOUBLE_EQ(c.step_period(0.003), 0.004);
+}
+
+TEST(SimFitted, NoisyStepsStillAddUpToTheMeasuredTotal) {
+  // Step times stretched by 0.6x..1.8x at random (a CPU shared with other processes): the
+  // relative-error fit alone would predict well under the measured total.
+  auto steps = synthetic_steps(3000, 0.0, 11);
+  std::mt19937_64 rng(12);
+  std::uniform_real_distribution<double> stretch(0.6, 1.8);
+  for (auto& s : steps) s.time_s *= stretch(rng);
+  const auto c = fitted_model::fit(steps).coefficients();
+  double measured = 0, predicted = 0;
+  for (const auto& s : steps) {
+    measured += s.time_s;
+    predicted += c[0] + c[1] * double(s.tokens) + c[2] * double(s.context) + c[3] * double(s.seqs);
+  }
+  EXPECT_NEAR(predicted / measured, 1.0, 1e-9);
+  // The shape is kept: per-token cost over intercept near the true ratio (noise aside).
+  EXPECT_NEAR(c[1] / c[0], kTrue[1] / kTrue[0], 0.3 * kTrue[1] / kTrue[0]);
+}
+
+TEST(SimFitted, ServingLogsFitAbsoluteErrorsAndBothRecoverExactData) {
+  auto steps = synthetic_steps(400, 0.0, 13);
+  EXPECT_EQ(default_fit_error(steps), fit_error::relative);  // a profile grid: no gaps
+  const auto abs = fitted_model::fit(steps, fit_error::absolute);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(abs.coefficients()[i], kTrue[i], 1e-6 * kTrue[i]) << "coefficient " << i;
+  steps[3].gap_s = 0.001;  // one step from a serving worker's log
+  EXPECT_EQ(default_fit_error(steps), fit_error::absolute);
+}
+
+TEST(SimFitted, CoefficientsStayNonNegative) {
+  // t = 1 ms per token minus 2 ms: the unconstrained line has a negative intercept, which
+  // would predict a small step to take no time at all.
+  std::vector<measured_step> steps;
+  for (int n = 10; n <= 100; n += 5) steps.push_back({n, 0, 1, 1e-3 * n - 2e-3});
+  for (auto e : {fit_error::absolute, fit_error::relative}) {
+    const auto m = fitted_model::fit(steps, e);
+    for (int i = 0; i < 4; ++i) EXPECT_GE(m.coefficients()[i], 0.0) << "coefficient " << i;
+    step_shape small;
+    small.seqs = {{10, 0}};
+    EXPECT_GT(m.step_time(small), 5e-3);  // ~8 ms measured; never ~0
+  }
+}

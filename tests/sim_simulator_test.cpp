@@ -301,3 +301,53 @@ TEST(Simulator, EventsReachThePolicyInTimeOrderAndBurstsInIdOrder) {
   }
   EXPECT_EQ(submits, 150u);
 }
+
+namespace {
+
+// Every step takes the same time, whatever its shape.
+class constant_cost final : public cost_model {
+ public:
+  explicit constant_cost(double t) : t_(t) {}
+  double step_time(const step_shape&) const override { return t_; }
+  std::string describe() const override { return "constant"; }
+
+ private:
+  double t_;
+};
+
+// One request at t = 0: a 16-token prompt (one prefill step that samples the first
+// token) and 5 output tokens (four decode steps after it).
+request_record lone_request(double loop_s, int32_t inflight) {
+  auto c = small_cluster();
+  c.loop_latency = loop_s;
+  c.max_inflight_steps = inflight;
+  workload w;
+  w.tenants = {tenant_spec{}};
+  w.requests = {sim_request{0, 0.0, 16, 5, 0}};
+  const auto r = simulate(c, constant_cost(0.010), w);
+  return r.requests.at(0);
+}
+
+}  // namespace
+
+TEST(SimLoop, EveryStepPaysTheLoopWhenSynchronous) {
+  const auto none = lone_request(0, 1);
+  EXPECT_NEAR(none.first_token, 0.010, 1e-12);
+  EXPECT_NEAR(none.finish, 0.050, 1e-12);
+
+  const auto sync = lone_request(0.004, 1);  // period 10 + 4 ms
+  EXPECT_EQ(sync.generated, 5);
+  EXPECT_NEAR(sync.first_token, 0.014, 1e-12);
+  EXPECT_NEAR(sync.finish, 0.070, 1e-12);
+  EXPECT_NEAR(sync.tpot(), 0.014, 1e-12);
+}
+
+TEST(SimLoop, PipelinedStepsHideALoopShorterThanTheCompute) {
+  const auto hidden = lone_request(0.004, 2);  // period max(10, 4) ms
+  EXPECT_NEAR(hidden.first_token, 0.010, 1e-12);
+  EXPECT_NEAR(hidden.finish, 0.050, 1e-12);
+
+  const auto bound = lone_request(0.025, 2);  // the loop is the longer: period 25 ms
+  EXPECT_NEAR(bound.first_token, 0.025, 1e-12);
+  EXPECT_NEAR(bound.finish, 0.125, 1e-12);
+}

@@ -63,6 +63,7 @@ struct replica_state {
   std::vector<seq_state*> running;  // holding device blocks (prefilling or decoding)
   std::vector<seq_state*> swapped;
   bool in_flight = false;
+  bool draining = false;  // admits nothing new (policy::drain_replica)
   uint64_t step_id = 0;
   std::vector<flight_item> flight;  // the in-flight plan, in plan order
   uint64_t prefix_hit_tokens = 0, preemptions = 0;
@@ -328,7 +329,7 @@ struct policy::impl {
     int64_t best_hit_load = 0, least_load = 0;
     for (const auto& [id, rp] : replicas) {
       const replica_state& r = *rp;
-      if (!r.fits(s)) continue;
+      if (!r.fits(s) || r.draining) continue;
       const int32_t bs = r.info.block_size;
       const int32_t hits = cfg.prefix_caching ? r.pool.count_hits(hashes(s, bs), (s.history.size() - 1) / bs) : 0;
       const int64_t l = load(r);
@@ -439,7 +440,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
     }
   }
   // 4. New admissions from the global queue, once every swapped sequence is back.
-  if (r.swapped.empty()) admit(r, plan, budget, now);
+  if (r.swapped.empty() && !r.draining) admit(r, plan, budget, now);
 
   const bool changed = !plan.seqs.empty() || !rec.preempted.empty();
   if (cfg.trace && changed) {
@@ -545,6 +546,13 @@ void policy::add_replica(const replica_info& r, double now) {
   const int64_t host = r.host_kv_blocks >= 0 ? r.host_kv_blocks : impl_->cfg.host_kv_blocks;
   impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, host));
   if (impl_->cfg.trace) impl_->trace += trace_add_replica(now, r);
+}
+
+void policy::drain_replica(uint32_t id, double now) {
+  auto it = impl_->replicas.find(id);
+  if (it == impl_->replicas.end()) return;
+  if (impl_->cfg.trace) impl_->trace += trace_drain_replica(now, id);
+  it->second->draining = true;
 }
 
 void policy::remove_replica(uint32_t id, double now) {

@@ -152,6 +152,10 @@ class policy {
   // A replica went away: its unfinished requests go back to the queue, resuming from the
   // tokens already generated (their KV is recomputed on another replica).
   void remove_replica(uint32_t id, double now);
+  // The replica is being drained (its worker is stopping): no new request is admitted or
+  // routed there; its running sequences keep running there until they finish. Unknown ids
+  // are ignored. Drivers remove it once stats(id) shows nothing running or swapped.
+  void drain_replica(uint32_t id, double now);
 
   admission submit(request r, double now);
   // Ends the request (finish reason cancelled) and frees its blocks at once; reported

@@ -43,6 +43,10 @@ std::string trace_add_replica(double t, const replica_info& r) {
                {"host_kv_blocks", r.host_kv_blocks}});
 }
 
+std::string trace_drain_replica(double t, uint32_t replica) {
+  return line({{"ev", "drain_replica"}, {"t", t}, {"replica", replica}});
+}
+
 std::string trace_remove_replica(double t, uint32_t replica) {
   return line({{"ev", "remove_replica"}, {"t", t}, {"replica", replica}});
 }
@@ -208,6 +212,8 @@ replay_report replay(std::istream& trace, policy_config cfg) {
         p.add_replica(r, t);
       } else if (ev == "remove_replica") {
         p.remove_replica(j.at("replica"), t);
+      } else if (ev == "drain_replica") {
+        p.drain_replica(j.at("replica"), t);
       } else if (ev == "submit") {
         p.submit(request_of(j), t);
       } else if (ev == "cancel") {

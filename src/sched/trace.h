@@ -4,6 +4,7 @@
 // Lines ("ev" field):
 //   add_replica    {t, replica, kv_blocks, block_size, max_batch}
 //   remove_replica {t, replica}
+//   drain_replica  {t, replica}
 //   submit         {t, id, tenant, priority, prompt, max_tokens, eos_ids, stop_ids, ignore_eos,
 //                   accepted, kind?, field?}        (enough to resubmit the same request)
 //   cancel         {t, id, freed}
@@ -44,6 +45,7 @@ const char* to_string(finish_reason r);
 
 std::string trace_add_replica(double t, const replica_info& r);
 std::string trace_remove_replica(double t, uint32_t replica);
+std::string trace_drain_replica(double t, uint32_t replica);
 std::string trace_submit(double t, const request& r, const admission& a);
 std::string trace_cancel(double t, uint64_t id, const std::vector<int32_t>& freed);
 std::string trace_step_line(const trace_step& s);
