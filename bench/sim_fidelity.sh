@@ -31,8 +31,11 @@ model_bytes=$(stat -c %s "$model")
 echo "{\"meta\": {\"device\": \"cpu\", \"model\": \"$(basename "$model")\", \"tp\": 1, \"memory_bytes\": $((model_bytes + (2048 << 20)))}}" \
   >"$out/steps.jsonl"
 echo "fidelity: real load at $rate req/s, $requests requests" >&2
+# --heartbeat-timeout 30: on a loaded machine one step can outlast the default 2 s, and the
+# worker heartbeats between steps (a run at 16:06 lost its only replica that way).
 "$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$port" --threads "$threads" --kv-mb 2048 \
-  --max-batch 64 --max-batch-tokens 512 --block-size 16 --step-log "$out/steps.jsonl" "${serve_extra[@]}" >"$out/serve.log" 2>&1 &
+  --max-batch 64 --max-batch-tokens 512 --block-size 16 --step-log "$out/steps.jsonl" "${serve_extra[@]}" \
+  --heartbeat-timeout 30 >"$out/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "ready on" "$out/serve.log" && break; sleep 0.1; done

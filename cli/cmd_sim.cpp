@@ -39,7 +39,8 @@ struct sim_args {
   double reserve_gb = 2.0;
   int32_t block_size = 16;
   int32_t max_batch = 256;
-  double loop_latency_ms = -1;  // < 0: the fitted profile's (mean gap while work waited), else 0
+  std::string fit_error = "auto";  // auto: absolute for a serving step log (gap_s), else relative
+  double loop_latency_ms = -1;     // < 0: the fitted profile's (mean gap while work waited), else 0
   int32_t max_inflight_steps = 1;
   // policy
   int32_t max_step_tokens = 512;
@@ -96,6 +97,7 @@ struct cost_choice {
   bool fitted = false;
   sim::step_profile profile;
   std::unique_ptr<sim::fitted_model> model;
+  sim::fit_error error = sim::fit_error::relative;
   sim::roofline_params roofline;
 };
 
@@ -109,7 +111,11 @@ cost_choice choose_cost(const sim_args& a) {
   if (m.size() == 2 && m[0] == "fitted") {
     c.fitted = true;
     c.profile = sim::read_step_profile(m[1]);
-    c.model = std::make_unique<sim::fitted_model>(sim::fitted_model::fit(c.profile.steps));
+    sim::fit_error e = sim::default_fit_error(c.profile.steps);
+    if (a.fit_error == "absolute") e = sim::fit_error::absolute;
+    if (a.fit_error == "relative") e = sim::fit_error::relative;
+    c.error = e;
+    c.model = std::make_unique<sim::fitted_model>(sim::fitted_model::fit(c.profile.steps, e));
     return c;
   }
   throw error(error_kind::failed, "--cost-model: expected 'roofline' or 'fitted FILE'", "cost-model");
@@ -322,7 +328,8 @@ int run_fit(const sim_args& a) {
   const auto& c = cost.model->coefficients();
   std::printf("%zu steps from %s (device %s, model %s, tp %d)\n", cost.profile.steps.size(), a.cost_model[1].c_str(),
               cost.profile.meta.device.c_str(), cost.profile.meta.model.c_str(), cost.profile.meta.tp);
-  std::printf("%s\nrms relative error %.2f%%\n", cost.model->describe().c_str(),
+  std::printf("%s (least squares on the %s error)\nrms relative error %.2f%%\n", cost.model->describe().c_str(),
+              cost.error == sim::fit_error::absolute ? "absolute" : "relative",
               100 * cost.model->rms_relative_error(cost.profile.steps));
   const auto loop = sim::fit_loop_latency(cost.profile.steps);
   if (loop.samples > 0)
@@ -456,6 +463,12 @@ void add_sim(CLI::App& app) {
   const char* cm = "Cost model";
   s->add_option("--cost-model", a->cost_model, "roofline | fitted FILE")
       ->expected(1, 2)
+      ->group(cm)
+      ->capture_default_str();
+  s->add_option("--fit-error", a->fit_error,
+                "fitted: what least squares minimize: absolute (seconds; default for a serving step log) or "
+                "relative (share of each step; default for a bench --profile grid)")
+      ->check(CLI::IsMember({"auto", "absolute", "relative"}))
       ->group(cm)
       ->capture_default_str();
   s->add_option("--eff-compute", a->eff_compute, "roofline: share of peak FLOP/s reached")

@@ -40,9 +40,9 @@ struct worker_args {
   std::string rendezvous = "tcp://127.0.0.1:5557";
   std::string tp_host = "127.0.0.1";
   double tp_timeout_s = 10;
-  double drain_s = 60;
   std::string backend = "cpu";  // or "cuda"
   int device = -1;              // CUDA device; -1: rank % the devices visible
+  double drain_s = 60;
 };
 
 // The options of a CUDA rank, from the worker's flags.
@@ -53,6 +53,7 @@ cuda_worker_options cuda_options(const worker_args& a) {
   co.block_size = a.worker.block_size;
   co.max_batch_tokens = a.worker.max_batch_tokens;
   co.max_seqs = a.worker.max_batch;
+  co.swap_bytes = a.worker.swap_mb << 20;
   return co;
 }
 
@@ -171,14 +172,14 @@ void add_worker(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--tp-timeout", a->tp_timeout_s, "Seconds a rank waits on the others before the group is broken")
       ->capture_default_str();
-  sub->add_option("--drain-timeout", a->drain_s,
-                  "On SIGTERM, seconds this worker's running jobs may take to finish here before the scheduler "
-                  "moves them to other workers (0 = no limit)")
-      ->capture_default_str();
   sub->add_option("--backend", a->backend, "cpu, or cuda (builds with CUDA; with --tp-size, NCCL between the GPUs)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   sub->add_option("--device", a->device, "CUDA device with --backend cuda (-1: rank % the GPUs visible)")
+      ->capture_default_str();
+  sub->add_option("--drain-timeout", a->drain_s,
+                  "On SIGTERM, seconds this worker's running jobs may take to finish here before the scheduler "
+                  "moves them to other workers (0 = no limit)")
       ->capture_default_str();
   sub->callback([a] { set_runner([a] { return run_worker(*a); }); });
 }

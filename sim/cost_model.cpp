@@ -155,9 +155,43 @@ namespace {
 
 std::array<double, 4> features(double tokens, double context, double seqs) { return {1.0, tokens, context, seqs}; }
 
+// Solves the normal equations `a` ((4, 4) matrix | right-hand side) restricted to the
+// features in `mask`, the others held at 0; false when that system is singular.
+bool solve_subset(const double a[4][5], unsigned mask, std::array<double, 4>& c) {
+  int idx[4], n = 0;
+  for (int i = 0; i < 4; ++i)
+    if (mask >> i & 1u) idx[n++] = i;
+  double m[4][5];  // (n, n) | rhs
+  for (int r = 0; r < n; ++r) {
+    for (int k = 0; k < n; ++k) m[r][k] = a[idx[r]][idx[k]];
+    m[r][n] = a[idx[r]][4];
+  }
+  for (int col = 0; col < n; ++col) {  // Gaussian elimination, partial pivoting
+    int piv = col;
+    for (int r = col + 1; r < n; ++r)
+      if (std::abs(m[r][col]) > std::abs(m[piv][col])) piv = r;
+    if (std::abs(m[piv][col]) < 1e-300) return false;
+    for (int k = 0; k <= n; ++k) std::swap(m[col][k], m[piv][k]);
+    for (int r = 0; r < n; ++r) {
+      if (r == col) continue;
+      const double f = m[r][col] / m[col][col];
+      for (int k = col; k <= n; ++k) m[r][k] -= f * m[col][k];
+    }
+  }
+  c = {};
+  for (int r = 0; r < n; ++r) c[idx[r]] = m[r][n] / m[r][r];
+  return true;
+}
+
 }  // namespace
 
-fitted_model fitted_model::fit(const std::vector<measured_step>& steps) {
+fit_error default_fit_error(const std::vector<measured_step>& steps) {
+  for (const auto& s : steps)
+    if (s.gap_s >= 0) return fit_error::absolute;
+  return fit_error::relative;
+}
+
+fitted_model fitted_model::fit(const std::vector<measured_step>& steps, fit_error e) {
   if (steps.size() < 4)
     throw error(error_kind::failed,
                 "a fitted cost model needs at least 4 measured steps, got " + std::to_string(steps.size()), "steps");
@@ -170,41 +204,50 @@ fitted_model fitted_model::fit(const std::vector<measured_step>& steps) {
     scale[3] = std::max(scale[3], double(s.seqs));
   }
   for (auto& v : scale) v = v > 0 ? v : 1.0;
-  // Weighted by 1 / time^2: the fit minimizes the relative error of each step, so the many
-  // short decode steps (which set TPOT) count as much as the rare long prefills; plain
-  // least squares let the prefills decide and mispredicted decode steps several-fold.
+  // Relative: weighted by 1 / time^2, so the many short decode steps (which set TPOT) count
+  // as much as the rare long prefills of a profile grid; plain least squares let the
+  // prefills decide and mispredicted decode steps several-fold. Absolute (a serving log):
+  // unweighted; the step mix is the real one, and on noisy CPU steps the relative weights
+  // skewed the per-sequence cost (simulated TPOT +24..+37% on three fidelity logs).
   double a[4][5] = {};  // (4, 4) normal matrix | right-hand side
+  double yy = 0;        // weighted sum of squared times, for the residual of a solution
   for (const auto& s : steps) {
     if (!(s.time_s > 0))
       throw error(error_kind::failed, "a measured step has time_s " + std::to_string(s.time_s) + ", expected > 0",
                   "time_s");
     auto x = features(s.tokens, s.context, s.seqs);
-    const double w = 1.0 / (s.time_s * s.time_s);
+    const double w = e == fit_error::relative ? 1.0 / (s.time_s * s.time_s) : 1.0;
     for (int i = 0; i < 4; ++i) x[i] /= scale[i];
     for (int i = 0; i < 4; ++i) {
       for (int j = 0; j < 4; ++j) a[i][j] += w * x[i] * x[j];
       a[i][4] += w * x[i] * s.time_s;
     }
+    yy += w * s.time_s * s.time_s;
   }
   // A tiny ridge so that a feature without variation (decode-only data has tokens ==
   // seqs) splits its weight instead of making the system singular.
   double trace = 0;
   for (int i = 0; i < 4; ++i) trace += a[i][i];
   for (int i = 0; i < 4; ++i) a[i][i] += 1e-10 * trace;
-  for (int col = 0; col < 4; ++col) {  // Gaussian elimination, partial pivoting
-    int piv = col;
-    for (int r = col + 1; r < 4; ++r)
-      if (std::abs(a[r][col]) > std::abs(a[piv][col])) piv = r;
-    if (std::abs(a[piv][col]) < 1e-300) throw error(error_kind::failed, "measured steps are all alike", "steps");
-    for (int k = 0; k < 5; ++k) std::swap(a[col][k], a[piv][k]);
-    for (int r = 0; r < 4; ++r) {
-      if (r == col) continue;
-      const double f = a[r][col] / a[col][col];
-      for (int k = col; k < 5; ++k) a[r][k] -= f * a[col][k];
-    }
-  }
+  // Every term is a cost, so no coefficient may be negative: least squares under c >= 0,
+  // exactly, by trying every subset of features (16) and keeping the best solution with no
+  // negative coefficient. Noisy serving steps otherwise gave a negative intercept or
+  // per-context cost, and a lone decode step a predicted time of ~0.
   std::array<double, 4> c{};
-  for (int i = 0; i < 4; ++i) c[i] = a[i][4] / a[i][i] / scale[i];
+  double best = 0;
+  bool found = false;
+  for (unsigned mask = 1; mask < 16; ++mask) {
+    std::array<double, 4> t{};
+    if (!solve_subset(a, mask, t) || *std::min_element(t.begin(), t.end()) < 0) continue;
+    double sse = yy;  // sum w (x.t - y)^2 = yy - 2 t.b + t.A.t
+    for (int i = 0; i < 4; ++i) {
+      sse -= 2 * t[i] * a[i][4];
+      for (int j = 0; j < 4; ++j) sse += t[i] * a[i][j] * t[j];
+    }
+    if (!found || sse < best) c = t, best = sse, found = true;
+  }
+  if (!found) throw error(error_kind::failed, "measured steps are all alike", "steps");
+  for (int i = 0; i < 4; ++i) c[i] /= scale[i];
   // The relative-error fit is biased low when step times are noisy (minimizing
   // sum ((p - y) / y)^2 pulls p under the mean of y: with a CPU shared by other processes it
   // predicted 21% less busy time than the steps took). The simulator's latencies hang on the

@@ -102,12 +102,22 @@ struct step_profile {
 step_profile read_step_profile(const std::string& path);
 void write_step_profile(const std::string& path, const step_profile& p);  // JSONL
 
+// What the least squares minimize. `absolute`: each step's error in seconds, so the fit
+// gets the total busy time of that very step mix right (a serving worker's step log: the
+// mix the simulator replays). `relative`: each step's error as a share of its time (a grid
+// of shapes from `troupe bench --profile`, whose many long prefills would otherwise decide).
+enum class fit_error : unsigned char { absolute, relative };
+
+// The profile's kind decides: a serving step log (its steps carry gap_s) fits absolute
+// errors, anything else relative ones.
+fit_error default_fit_error(const std::vector<measured_step>& steps);
+
 class fitted_model final : public cost_model {
  public:
   explicit fitted_model(std::array<double, 4> coef) : c_(coef) {}
-  // Least squares on the relative error over the steps, then scaled so that the predicted
-  // times add up to the measured total; throws when there are fewer than 4 or all are alike.
-  static fitted_model fit(const std::vector<measured_step>& steps);
+  // Least squares over the steps, then scaled so that the predicted times add up to the
+  // measured total; throws when there are fewer than 4 or all are alike.
+  static fitted_model fit(const std::vector<measured_step>& steps, fit_error e = fit_error::relative);
 
   double step_time(const step_shape& s) const override;
   std::string describe() const override;

@@ -300,3 +300,26 @@ TEST(SimFitted, NoisyStepsStillAddUpToTheMeasuredTotal) {
   // The shape is kept: per-token cost over intercept near the true ratio (noise aside).
   EXPECT_NEAR(c[1] / c[0], kTrue[1] / kTrue[0], 0.3 * kTrue[1] / kTrue[0]);
 }
+
+TEST(SimFitted, ServingLogsFitAbsoluteErrorsAndBothRecoverExactData) {
+  auto steps = synthetic_steps(400, 0.0, 13);
+  EXPECT_EQ(default_fit_error(steps), fit_error::relative);  // a profile grid: no gaps
+  const auto abs = fitted_model::fit(steps, fit_error::absolute);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(abs.coefficients()[i], kTrue[i], 1e-6 * kTrue[i]) << "coefficient " << i;
+  steps[3].gap_s = 0.001;  // one step from a serving worker's log
+  EXPECT_EQ(default_fit_error(steps), fit_error::absolute);
+}
+
+TEST(SimFitted, CoefficientsStayNonNegative) {
+  // t = 1 ms per token minus 2 ms: the unconstrained line has a negative intercept, which
+  // would predict a small step to take no time at all.
+  std::vector<measured_step> steps;
+  for (int n = 10; n <= 100; n += 5) steps.push_back({n, 0, 1, 1e-3 * n - 2e-3});
+  for (auto e : {fit_error::absolute, fit_error::relative}) {
+    const auto m = fitted_model::fit(steps, e);
+    for (int i = 0; i < 4; ++i) EXPECT_GE(m.coefficients()[i], 0.0) << "coefficient " << i;
+    step_shape small;
+    small.seqs = {{10, 0}};
+    EXPECT_GT(m.step_time(small), 5e-3);  // ~8 ms measured; never ~0
+  }
+}
