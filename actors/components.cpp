@@ -214,18 +214,36 @@ struct worker_state {
   std::vector<uint64_t> prev_seqs;  // sorted seq ids of the previous step
   io_handle io;
   uint32_t socket = 0;
-  uint64_t heartbeats = 0;
+  bool reregistering = false;                  // registration re-sent; further `registration` errors are echoes
   std::shared_ptr<std::atomic<bool>> refused;  // set when the scheduler refused this worker
 
   void send(proto::control_message m) { io.send(socket, {}, codec::encode(m)); }
 };
+
+// A worker's heartbeats come from an actor of their own on CAF's pool: the worker actor runs
+// each step to its end (a long prefill on a large model takes seconds), and a heartbeat that
+// waited for it would get a busy worker removed as dead. The heartbeats say the process and
+// its connection live; they stop when the worker actor ends.
+caf::behavior heartbeat_actor(caf::event_based_actor* self, caf::actor worker, io_handle io, uint32_t socket,
+                              double interval_s) {
+  self->monitor(worker);
+  self->set_down_handler([self](caf::down_msg&) { self->quit(); });
+  auto sent = std::make_shared<uint64_t>(0);
+  self->delayed_send(self, ms(interval_s), tick_atom::value);
+  return {
+      [self, io, socket, interval_s, sent](tick_atom) {
+        io.send(socket, {}, codec::encode(proto::control_message{proto::heartbeat{++*sent}}));
+        self->delayed_send(self, ms(interval_s), tick_atom::value);
+      },
+  };
+}
 
 caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_state> st) {
   return {
       [self, st](sockets_atom, uint32_t socket, uint32_t) {
         st->socket = socket;
         st->send(st->core.registration());
-        self->delayed_send(self, ms(st->opts.heartbeat_s), tick_atom::value);
+        self->spawn(heartbeat_actor, caf::actor_cast<caf::actor>(self), st->io, socket, st->opts.heartbeat_s);
       },
       [self, st](io_recv_atom, uint32_t, std::string&, std::string& bytes) {
         const double received = now_s();
@@ -239,13 +257,17 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
         if (auto* plan = std::get_if<step_plan>(&msg)) {
           st->run(*plan, received);
         } else if (auto* r = std::get_if<proto::registered>(&msg)) {
+          st->reregistering = false;
           spdlog::info("worker: registered as replica {}", r->replica_id);
         } else if (auto* s = std::get_if<proto::shutdown>(&msg)) {
           spdlog::info("worker: shutdown ({}) after {} steps", s->reason, st->core.steps());
           self->quit();
         } else if (auto* e = std::get_if<proto::peer_error>(&msg)) {
           if (e->field == "registration") {
-            st->send(st->core.registration());  // the scheduler lost us (restart, timeout)
+            // The scheduler lost us (restart, timeout). Every heartbeat sent before it has our
+            // registration answers with this error: register once, not once per heartbeat.
+            if (!st->reregistering) st->send(st->core.registration());
+            st->reregistering = true;
           } else {
             spdlog::error("worker: the scheduler refused us: {} ({})", e->message, e->field);
             st->refused->store(true);
@@ -257,10 +279,6 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
         spdlog::info("worker: draining: asked the scheduler to finish our sequences and send shutdown{}",
                      deadline_s > 0 ? fmt::format(" (deadline {:.1f} s)", deadline_s) : std::string());
         st->send(proto::drain{deadline_s});
-      },
-      [self, st](tick_atom) {
-        st->send(proto::heartbeat{++st->heartbeats});
-        self->delayed_send(self, ms(st->opts.heartbeat_s), tick_atom::value);
       },
   };
 }

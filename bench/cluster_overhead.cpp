@@ -30,24 +30,6 @@ namespace {
 
 double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-// A tokenizer of 256 byte tokens plus <unk>, <s>, </s>: enough for the gateway, no file needed.
-tokenizer byte_tokenizer() {
-  tokenizer_data d;
-  d.tokens = {"<unk>", "<s>", "</s>"};
-  d.token_types = {2, 3, 3};
-  for (int b = 0; b < 256; ++b) {
-    char name[8];
-    std::snprintf(name, sizeof name, "<0x%02X>", b);
-    d.tokens.push_back(name);
-    d.token_types.push_back(6);
-  }
-  d.scores.assign(d.tokens.size(), 0.0f);
-  d.unk_id = 0;
-  d.bos_id = 1;
-  d.eos_id = 2;
-  return tokenizer(d);
-}
-
 proto::job make_job(const std::string& id, int max_tokens) {
   proto::job j;
   j.client_request_id = id;
@@ -85,7 +67,7 @@ int main(int argc, char** argv) {
     if (k == "--streams") streams = v;
     if (k == "--max-inflight-steps") inflight = v;
   }
-  const tokenizer tok = byte_tokenizer();
+  const tokenizer tok(byte_vocabulary());
   actors::node n({.worker_threads = 2}, {});
   scheduler_options so;
   so.policy.max_queued = 1 << 20;

@@ -3,6 +3,8 @@
 // engine; and the incremental detokenizer for streaming.
 #include "src/tokenizer.h"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <queue>
 
@@ -384,6 +386,23 @@ std::string incremental_detokenizer::flush() {
   if (rest < pending_.size()) out += "\xEF\xBF\xBD";  // a character cut short
   pending_.clear();
   return out;
+}
+
+tokenizer_data byte_vocabulary() {
+  tokenizer_data d;
+  d.tokens = {"<unk>", "<s>", "</s>"};
+  d.token_types = {2, 3, 3};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    d.tokens.push_back(name);
+    d.token_types.push_back(6);
+  }
+  d.scores.assign(d.tokens.size(), 0.0f);
+  d.unk_id = 0;
+  d.bos_id = 1;
+  d.eos_id = 2;
+  return d;
 }
 
 }  // namespace troupe

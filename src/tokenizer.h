@@ -107,4 +107,8 @@ class incremental_detokenizer {
   std::string pending_;  // bytes of an incomplete trailing character
 };
 
+// A vocabulary of <unk>, <s>, </s> and the 256 byte tokens <0x00>..<0xFF>: a gateway that
+// needs a tokenizer but no model file (benchmarks and tests with a model-free backend).
+tokenizer_data byte_vocabulary();
+
 }  // namespace troupe
