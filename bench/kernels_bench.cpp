@@ -8,6 +8,7 @@
 // Other processes on a shared machine move these numbers: treat them as indicative.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <random>
@@ -47,6 +48,32 @@ void bm_matmul(benchmark::State& st, troupe_op op, troupe_kernel_variant v, int6
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// A decode step's matrix-vector products stream their weights from memory, not from the
+// last-level cache (32 MiB here): the same product over enough copies of the weights (256
+// MiB in all) that each call finds its copy evicted, as a 1B model's 2.4 GB per token do.
+void bm_matvec_dram(benchmark::State& st, troupe_op op, troupe_kernel_variant v, int64_t n, int64_t k, int threads) {
+  const int dt = troupe::kern::op_dtype(op);
+  const auto w = troupe::kern::random_weights(dt, n, k, 1);
+  const size_t copies = std::max<size_t>(2, ((size_t)256 << 20) / w.size() + 1);
+  std::vector<uint8_t> all(copies * w.size());
+  for (size_t c = 0; c < copies; ++c) std::copy(w.begin(), w.end(), all.begin() + (std::ptrdiff_t)(c * w.size()));
+  std::vector<float> x(k), y(n);
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto& e : x) e = u(rng);
+  troupe::kern::cpu::thread_pool pool(threads);
+  const troupe_kctx ctx = troupe::kern::cpu::make_kctx(pool);
+  auto mm = reinterpret_cast<troupe_matmul_fn>(v.fn);
+  size_t c = 0;
+  for (auto _ : st) {
+    mm(&ctx, y.data(), x.data(), all.data() + c * w.size(), 1, n, k);
+    c = (c + 1) % copies;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * (int64_t)w.size());
+}
+
 // One decode token's paged attention: 32 query heads over 8 KV heads (head_dim 128,
 // blocks of 16) at a context of n_ctx; bytes are the K and V rows read.
 void bm_attention_decode(benchmark::State& st, troupe_kernel_variant v, int64_t n_ctx, int threads) {
@@ -83,6 +110,20 @@ void register_all_benchmarks(const troupe::kernel_registry& reg) {
   struct shape {
     int64_t m, n, k;
   };
+  // The matrix-vector products of one layer of a 1B model (Llama-3.2-1B: dim 2048, hidden
+  // 8192), from memory.
+  for (troupe_op op : k_matmul_ops)
+    for (const auto& v : reg.variants(op))
+      for (const shape& s : {shape{1, 2048, 2048}, shape{1, 8192, 2048}, shape{1, 2048, 8192}})
+        for (int threads : {1, 2}) {
+          if (std::string_view(v.name) == "ref") continue;
+          const std::string name = std::string("matvec_dram/") + std::string(troupe::op_name(op)) + "/" + v.name + "/" +
+                                   std::to_string(s.n) + "x" + std::to_string(s.k) +
+                                   "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(name.c_str(), bm_matvec_dram, op, v, s.n, s.k, threads)
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+        }
   // (8, 32, 512) x 2048 x 768: batched decode and a prefill on a 110M-parameter model
   const shape shapes[] = {{1, 2048, 2048}, {1, 8192, 2048}, {64, 2048, 2048}, {64, 8192, 2048},
                           {8, 2048, 768},  {32, 2048, 768}, {512, 2048, 768}};

@@ -186,11 +186,15 @@ void check_matmul(troupe_op op, const troupe_kernel_variant& ref, const troupe_k
   const int dt = op_dtype(op);
   // Awkward shapes: m = 1, 3, 7, 12, 33; n and k off the SIMD widths where the type allows.
   // (70, 19, 11xx): more x rows than one task holds, and a k long enough to be cut into
-  // several chunks by a kernel that blocks for the cache.
-  static const mm_shape float_shapes[] = {{1, 1, 1},    {1, 37, 129},   {3, 16, 64},    {7, 33, 47},  {33, 21, 300},
-                                          {4, 64, 512}, {1, 300, 2048}, {70, 19, 1100}, {12, 40, 250}};
-  static const mm_shape quant_shapes[] = {{1, 1, 32},   {1, 37, 128},   {3, 16, 64},    {7, 33, 96},  {33, 21, 320},
-                                          {4, 64, 512}, {1, 300, 2048}, {70, 19, 1120}, {12, 40, 256}};
+  // several chunks by a kernel that blocks for the cache. m = 1 rows that end inside, just
+  // after and past the matrix-vector loops' unrolled steps (4 vectors), with an odd number
+  // of quantized blocks (their pairs), and (1, 70, 1056) split over the pool.
+  static const mm_shape float_shapes[] = {{1, 1, 1},    {1, 37, 129},   {3, 16, 64},    {7, 33, 47},   {33, 21, 300},
+                                          {4, 64, 512}, {1, 300, 2048}, {70, 19, 1100}, {12, 40, 250}, {1, 5, 63},
+                                          {1, 9, 64},   {1, 11, 80},    {1, 13, 4099},  {1, 70, 1056}};
+  static const mm_shape quant_shapes[] = {{1, 1, 32},    {1, 37, 128},   {3, 16, 64},    {7, 33, 96},   {33, 21, 320},
+                                          {4, 64, 512},  {1, 300, 2048}, {70, 19, 1120}, {12, 40, 256}, {1, 5, 96},
+                                          {1, 13, 2144}, {1, 70, 1056},  {1, 9, 64},     {1, 3, 160}};
   for (const auto& s : is_quant(dt) ? quant_shapes : float_shapes) {
     const auto x = uniform(rng, s.m * s.k);
     const auto wf = uniform(rng, s.n * s.k);

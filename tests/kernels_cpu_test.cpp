@@ -109,8 +109,8 @@ TEST(ThreadPool, CoversTheRangeExactlyOnce) {
   for (int threads : {1, 2, 3, 5}) {
     cpu::thread_pool pool(threads);
     EXPECT_EQ(pool.size(), threads);
-    for (int64_t n : {1, 2, 3, 7, 100, 1001}) {
-      for (int rep = 0; rep < 20; ++rep) {  // many jobs in a row: the hand-over between jobs
+    for (int64_t n : {1, 2, 3, 7, 100, 1001, 100003}) {  // 1001 on: chunks of falling sizes
+      for (int rep = 0; rep < 20; ++rep) {               // many jobs in a row: the hand-over between jobs
         std::vector<std::atomic<int>> hits(n);
         struct arg_t {
           std::vector<std::atomic<int>>* hits;

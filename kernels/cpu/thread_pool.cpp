@@ -4,6 +4,7 @@
 #include "kernels/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -15,15 +16,38 @@
 namespace troupe::kern::cpu {
 
 namespace {
-// About 50 µs of pause before a worker blocks: longer than the gap between two kernels
-// of one decode step, short enough not to steal a shared core for long.
-constexpr int k_spin_iterations = 2000;
+// How long an idle worker spins before it blocks: longer than most gaps between two
+// kernels of one decode step, short enough not to take a shared core for long. Measured
+// in time, not pauses (a pause is ~30 ns on this Zen 4 VM, ~40 ns on Skylake-X and later
+// Intel cores, a few ns on older cores). 300 µs kept the worker awake through a whole 1B
+// decode step (fewer futex wake-ups), but with other processes on the two cores decoded
+// 110m q4_0 at 153-167 tok/s against 185-194 for 60 µs: a spinning thread spends the
+// share of the core its process will want back.
+constexpr auto k_spin_time = std::chrono::microseconds(60);
+constexpr int k_pauses_per_clock_read = 64;
+// The caller's wait for the last chunks: pauses before it yields the core.
+constexpr int k_wait_spins = 2000;
 // Chunks per thread: enough for balance when a core is slow (the smaller a chunk, the less
 // likely a worker is preempted while holding one, which stalls the whole call), few enough
 // that a chunk of a matrix-vector product is still a long sequential stream. 8 decoded a
 // synthetic 110M q4_0 model at 97 tok/s against 93 for 4 (2 threads, shared cores: noisy).
 constexpr int64_t k_chunks_per_thread = 8;
+// Jobs of at least k_guided_min_items items per chunk: twice the chunks, of falling sizes
+// (see chunk_begin). Small jobs keep the fewer equal chunks: on 110m at 2 threads twice the
+// chunks for every job cost more in claims than the shorter tail saved.
+constexpr int64_t k_guided_chunks_per_thread = 16;
+constexpr int64_t k_guided_min_items = 4;
 constexpr int64_t k_max_chunks = 0xffff;  // the chunk fields of claim_ are 16 bits
+
+// Where chunk c of `chunks` starts in [0, n). With enough items per chunk the sizes fall
+// linearly (chunk c ends where n * (1 - ((chunks - c - 1) / chunks)^2) is): the first
+// chunk is twice the average, the last 1/chunks of it, so the thread that takes the last
+// chunk of a memory-bound product does not stream alone for long while the other waits.
+int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c, bool guided) {
+  if (!guided) return n * c / chunks;
+  const unsigned __int128 left = (unsigned __int128)(chunks - c) * (uint64_t)(chunks - c);
+  return n - (int64_t)((unsigned __int128)(uint64_t)n * left / ((uint64_t)chunks * (uint64_t)chunks));
+}
 }  // namespace
 
 thread_pool::thread_pool(int n_threads) {
@@ -52,7 +76,8 @@ void thread_pool::run_chunks(uint32_t job) {
       if ((uint32_t)(v >> 32) != job || chunk >= chunks) return;
     } while (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire));
     const int64_t n = n_.load(std::memory_order_relaxed);
-    const int64_t begin = n * chunk / chunks, end = n * (chunk + 1) / chunks;
+    const bool guided = guided_.load(std::memory_order_relaxed);
+    const int64_t begin = chunk_begin(n, chunks, chunk, guided), end = chunk_begin(n, chunks, chunk + 1, guided);
     if (begin < end) fn_.load(std::memory_order_relaxed)(arg_.load(std::memory_order_relaxed), begin, end);
     done_.fetch_add(1, std::memory_order_acq_rel);
   }
@@ -61,10 +86,11 @@ void thread_pool::run_chunks(uint32_t job) {
 void thread_pool::worker_loop() {
   uint32_t seen = 0;
   for (;;) {
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < k_spin_iterations) {
+    // Spin for k_spin_time, reading the clock every k_pauses_per_clock_read pauses.
+    const auto until = std::chrono::steady_clock::now() + k_spin_time;
+    for (int spins = 1; generation_.load(std::memory_order_acquire) == seen; ++spins) {
       TROUPE_CPU_RELAX();
-      ++spins;
+      if (spins % k_pauses_per_clock_read == 0 && std::chrono::steady_clock::now() >= until) break;
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
@@ -85,7 +111,10 @@ void thread_pool::parallel_for(int64_t n, troupe_range_fn fn, void* arg) {
     fn(arg, 0, n);
     return;
   }
-  const int64_t chunks = std::min({n, k_chunks_per_thread * size(), k_max_chunks});
+  const int64_t guided_chunks = std::min(k_guided_chunks_per_thread * size(), k_max_chunks);
+  const bool guided = n >= k_guided_min_items * guided_chunks;
+  const int64_t chunks = guided ? guided_chunks : std::min({n, k_chunks_per_thread * size(), k_max_chunks});
+  guided_.store(guided, std::memory_order_relaxed);
   fn_.store(fn, std::memory_order_relaxed);
   arg_.store(arg, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
@@ -100,7 +129,7 @@ void thread_pool::parallel_for(int64_t n, troupe_range_fn fn, void* arg) {
   run_chunks(job);
   int spins = 0;
   while (done_.load(std::memory_order_acquire) < chunks) {
-    if (++spins < k_spin_iterations)
+    if (++spins < k_wait_spins)
       TROUPE_CPU_RELAX();
     else
       std::this_thread::yield();

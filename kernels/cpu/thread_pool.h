@@ -44,6 +44,7 @@ class thread_pool {
   std::atomic<troupe_range_fn> fn_{nullptr};
   std::atomic<void*> arg_{nullptr};
   std::atomic<int64_t> n_{0};
+  std::atomic<bool> guided_{false};  // chunks of falling sizes (large jobs)
   // (job number << 32) | (chunks << 16) | next chunk: one word, so a claim always checks
   // the chunk count of the job it claims from.
   std::atomic<uint64_t> claim_{0};
