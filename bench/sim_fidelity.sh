@@ -12,8 +12,8 @@
 # (`troupe bench --profile` measures a grid of step shapes in a quiet process instead; it
 # misses what a serving process pays beside the kernels, and under-predicted TPOT by ~44%;
 # the worker's compute times without the loop under-predicted it by ~25%.)
-# FIDELITY_OUT=DIR keeps the files; INFLIGHT=N (default 1) is the scheduler's steps in flight
-# per replica, passed to the simulator (and to serve as --max-inflight-steps when N > 1).
+# FIDELITY_OUT=DIR keeps the files; INFLIGHT=N (default 2, serve's default) is the scheduler's
+# steps in flight per replica, given to both serve and the simulator.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 troupe=${TROUPE_BUILD_DIR:-$root/build}/cli/troupe
@@ -22,20 +22,16 @@ threads=${2:-2} rate=${3:-4} requests=${4:-120}
 out=${FIDELITY_OUT:-$(mktemp -d)}
 port=$((20000 + RANDOM % 20000))
 limits=(--max-batch 64 --max-step-tokens 512 --block-size 16)
-inflight=${INFLIGHT:-1}
-serve_extra=()
-[ "$inflight" -gt 1 ] && serve_extra=(--max-inflight-steps "$inflight")
+inflight=${INFLIGHT:-2}
 
 # The step log's meta line: the memory the simulated "cpu" device has for weights and KV.
 model_bytes=$(stat -c %s "$model")
 echo "{\"meta\": {\"device\": \"cpu\", \"model\": \"$(basename "$model")\", \"tp\": 1, \"memory_bytes\": $((model_bytes + (2048 << 20)))}}" \
   >"$out/steps.jsonl"
 echo "fidelity: real load at $rate req/s, $requests requests" >&2
-# --heartbeat-timeout 30: on a loaded machine one step can outlast the default 2 s, and the
-# worker heartbeats between steps (a run at 16:06 lost its only replica that way).
 "$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$port" --threads "$threads" --kv-mb 2048 \
-  --max-batch 64 --max-batch-tokens 512 --block-size 16 --step-log "$out/steps.jsonl" "${serve_extra[@]}" \
-  --heartbeat-timeout 30 >"$out/serve.log" 2>&1 &
+  --max-batch 64 --max-batch-tokens 512 --block-size 16 --step-log "$out/steps.jsonl" --max-inflight-steps "$inflight" \
+  >"$out/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "ready on" "$out/serve.log" && break; sleep 0.1; done

@@ -92,7 +92,7 @@ struct policy_config {
   // sequences + their prefill tokens still to compute. A replica passes over a request meant
   // for another only while that one has a free slot and KV room for it, and for at most
   // affinity_wait_s since the request entered the queue (the driver is expected to call
-  // schedule() on every replica without a step in flight after each submit/result).
+  // schedule() on every replica below its in-flight limit after each submit/result).
   double affinity_load_factor = 2.0;
   double affinity_wait_s = 1.0;
 
