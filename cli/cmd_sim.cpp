@@ -27,6 +27,7 @@ namespace {
 
 struct sim_args {
   std::string mode = "run";
+  bool replay_with_flags = false;  // replay: the policy flags, not the trace's config line
   // cluster
   std::string device = "h100";
   int32_t count = 1;
@@ -354,19 +355,21 @@ int run_fit(const sim_args& a) {
 }
 
 // A policy trace recorded by a real scheduler (troupe scheduler/serve --trace), replayed
-// through a fresh policy built from the policy flags (they must match the recorded run's):
-// the same inputs at the same times must give the same decisions.
+// through a fresh policy built from the configuration the trace records (traces older than
+// that line: from the policy flags, which must match the recorded run's): the same inputs
+// at the same times must give the same decisions.
 int run_replay(const sim_args& a) {
   if (a.trace.empty()) throw error(error_kind::failed, "replay needs --trace FILE (a recorded policy trace)", "trace");
   std::ifstream in(a.trace);
   if (!in) throw error(error_kind::failed, "cannot read " + a.trace, "trace");
-  const auto report = sched::replay(in, build_options(a).policy);
+  const auto report = sched::replay(in, build_options(a).policy, !a.replay_with_flags);
   if (!report.same) {
     std::printf("replay of %s: decisions differ after %zu lines: %s\n", a.trace.c_str(), report.lines,
                 report.difference.c_str());
     return 1;
   }
-  std::printf("replay of %s: %zu lines, the same decisions\n", a.trace.c_str(), report.lines);
+  std::printf("replay of %s: %zu lines, the same decisions (policy configuration %s)\n", a.trace.c_str(), report.lines,
+              report.recorded_config ? "recorded in the trace" : "from the flags");
   return 0;
 }
 
@@ -505,6 +508,9 @@ void add_sim(CLI::App& app) {
   s->add_option("--report-html", a->report_html, "self-contained HTML report")->group(out);
   s->add_option("--summary-json", a->summary_json, "summary as JSON ('-' = stdout)")->group(out);
   s->add_option("--policy-trace", a->policy_trace, "the policy's decision trace (JSONL; replayable)")->group(out);
+  s->add_flag("--with-flags", a->replay_with_flags,
+              "replay: build the policy from the policy flags instead of the configuration the trace records "
+              "(does the trace still replay under other settings?)");
   s->add_flag("--progress", a->progress, "progress bar on stderr even when it is not a terminal")->group(out);
   s->add_flag("--no-progress", a->no_progress, "no progress bar")->group(out);
 

@@ -85,12 +85,13 @@ TEST(BenchCli, RealRunTraceReplaysToTheSameDecisions) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   serve.signal(SIGTERM);
   ASSERT_EQ(serve.wait(20), 0) << serve.log();
-  // The run's policy settings, async scheduling (serve's default of 2 steps in flight) included.
-  auto same = run_command(troupe_bin() + " sim replay --trace " + trace.string() +
-                          " --max-step-tokens 512 --max-queued 1024 --max-inflight-steps 2");
+  // The trace records the run's policy settings (async scheduling's 2 steps in flight
+  // included), so the replay needs no flags.
+  auto same = run_command(troupe_bin() + " sim replay --trace " + trace.string());
   EXPECT_EQ(same.exit_code, 0) << same.out;
-  EXPECT_NE(same.out.find("the same decisions"), std::string::npos) << same.out;
-  auto other = run_command(troupe_bin() + " sim replay --trace " + trace.string() + " --max-step-tokens 16");
+  EXPECT_NE(same.out.find("the same decisions (policy configuration recorded"), std::string::npos) << same.out;
+  auto other = run_command(troupe_bin() + " sim replay --trace " + trace.string() +
+                           " --with-flags --max-step-tokens 16 --max-inflight-steps 2");
   EXPECT_EQ(other.exit_code, 1) << other.out;
   EXPECT_NE(other.out.find("differ"), std::string::npos) << other.out;
 }

@@ -44,6 +44,8 @@ TEST(SchedTrace, RecordsEveryDecisionAsJsonLines) {
     ASSERT_NE(at, std::string::npos) << line;
     kinds[line.substr(at + 6, line.find('"', at + 6) - at - 6)]++;
   }
+  EXPECT_EQ(kinds["config"], 1);
+  EXPECT_NE(t.substr(0, t.find('\n')).find("\"ev\":\"config\""), std::string::npos) << "the config line comes first";
   EXPECT_EQ(kinds["add_replica"], 1);
   EXPECT_EQ(kinds["submit"], 6);
   EXPECT_EQ(kinds["cancel"], 1);
@@ -65,9 +67,31 @@ TEST(SchedTrace, ReplayUnderAnotherConfigDiffers) {
   std::istringstream in(record(traced()));
   policy_config other = traced();
   other.max_step_tokens = 8;
-  const replay_report r = replay(in, other);
+  const replay_report r = replay(in, other, /*use_recorded_config=*/false);
   EXPECT_FALSE(r.same);
   EXPECT_NE(r.difference.find("line "), std::string::npos);
+}
+
+// The trace says which policy decided: replaying it needs no flags, whatever the caller's
+// config (steps in flight, budget, tenants), and a trace without the line still replays.
+TEST(SchedTrace, ReplayUsesTheRecordedConfig) {
+  policy_config cfg = traced();
+  cfg.max_inflight_steps = 2;
+  cfg.preemption = preemption_mode::swap;
+  cfg.host_kv_blocks = 8;
+  cfg.tenants = {{"a", 2.5, 3, 1000}};
+  cfg.default_tenant.weight = 0.5;
+  std::istringstream in(record(cfg));
+  const replay_report r = replay(in, policy_config{});
+  EXPECT_TRUE(r.recorded_config);
+  EXPECT_TRUE(r.same) << r.difference;
+
+  std::string t = record(traced());
+  t.erase(0, t.find('\n') + 1);  // as an older trace: no config line
+  std::istringstream old(t);
+  const replay_report o = replay(old, traced());
+  EXPECT_FALSE(o.recorded_config);
+  EXPECT_TRUE(o.same) << o.difference;
 }
 
 TEST(SchedTrace, CompareNamesTheFirstDifferentLine) {

@@ -577,6 +577,7 @@ policy::policy(policy_config cfg) {
     throw error(error_kind::failed, "max_inflight_steps: expected >= 1, got " + std::to_string(cfg.max_inflight_steps),
                 "max_inflight_steps");
   impl_ = new impl(std::move(cfg));
+  if (impl_->cfg.trace) impl_->trace += trace_config(impl_->cfg);  // a replay rebuilds this policy
 }
 
 policy::~policy() { delete impl_; }

@@ -2,6 +2,7 @@
 #include "src/sched/trace.h"
 
 #include <istream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -32,6 +33,74 @@ std::string line(const json& j) { return j.dump() + "\n"; }
 }  // namespace
 
 // ---- writing ------------------------------------------------------------------------------
+
+namespace {
+
+json tenant_json(const tenant_config& t) {
+  return {{"name", t.name},
+          {"weight", t.weight},
+          {"max_running", t.max_running},
+          {"max_queued_tokens", t.max_queued_tokens}};
+}
+
+tenant_config tenant_of(const json& j) {
+  tenant_config t;
+  t.name = j.value("name", std::string());
+  t.weight = j.at("weight");
+  t.max_running = j.at("max_running");
+  t.max_queued_tokens = j.at("max_queued_tokens");
+  return t;
+}
+
+// The policy_config a config line records (trace stays on: a replay records its own).
+policy_config config_of(const json& j) {
+  policy_config c;
+  c.max_step_tokens = j.at("max_step_tokens");
+  c.chunked_prefill = j.at("chunked_prefill");
+  c.max_queued = j.at("max_queued");
+  c.max_context = j.at("max_context");
+  c.kv_watermark = j.at("kv_watermark");
+  c.prefix_caching = j.at("prefix_caching");
+  const std::string mode = j.at("preemption");
+  if (mode != "recompute" && mode != "swap")
+    throw error(error_kind::failed, "config: preemption: expected recompute or swap, got '" + mode + "'", "preemption");
+  c.preemption = mode == "swap" ? preemption_mode::swap : preemption_mode::recompute;
+  c.host_kv_blocks = j.at("host_kv_blocks");
+  c.aging_s = j.at("aging_s");
+  for (const auto& t : j.at("tenants")) c.tenants.push_back(tenant_of(t));
+  c.default_tenant = tenant_of(j.at("default_tenant"));
+  c.affinity_load_factor = j.at("affinity_load_factor");
+  c.affinity_wait_s = j.at("affinity_wait_s");
+  c.ttft_slo_s = j.at("ttft_slo_s");
+  c.prefill_tokens_per_s = j.at("prefill_tokens_per_s");
+  c.max_inflight_steps = j.at("max_inflight_steps");
+  c.trace = true;
+  return c;
+}
+
+}  // namespace
+
+std::string trace_config(const policy_config& c) {
+  json tenants = json::array();
+  for (const auto& t : c.tenants) tenants.push_back(tenant_json(t));
+  return line({{"ev", "config"},
+               {"max_step_tokens", c.max_step_tokens},
+               {"chunked_prefill", c.chunked_prefill},
+               {"max_queued", c.max_queued},
+               {"max_context", c.max_context},
+               {"kv_watermark", c.kv_watermark},
+               {"prefix_caching", c.prefix_caching},
+               {"preemption", c.preemption == preemption_mode::swap ? "swap" : "recompute"},
+               {"host_kv_blocks", c.host_kv_blocks},
+               {"aging_s", c.aging_s},
+               {"tenants", tenants},
+               {"default_tenant", tenant_json(c.default_tenant)},
+               {"affinity_load_factor", c.affinity_load_factor},
+               {"affinity_wait_s", c.affinity_wait_s},
+               {"ttft_slo_s", c.ttft_slo_s},
+               {"prefill_tokens_per_s", c.prefill_tokens_per_s},
+               {"max_inflight_steps", c.max_inflight_steps}});
+}
 
 std::string trace_add_replica(double t, const replica_info& r) {
   return line({{"ev", "add_replica"},
@@ -172,6 +241,7 @@ trace_events read_trace_events(std::istream& trace) {
     try {
       const json j = json::parse(l);
       const std::string ev = j.at("ev");
+      if (ev == "config") continue;
       const double t = j.at("t");
       if (ev == "submit") {
         out.arrivals.push_back({t, request_of(j), j.at("accepted")});
@@ -189,18 +259,31 @@ trace_events read_trace_events(std::istream& trace) {
 
 // ---- replaying ----------------------------------------------------------------------------
 
-replay_report replay(std::istream& trace, policy_config cfg) {
+replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_config) {
   cfg.trace = true;
-  policy p(cfg);
   replay_report rep;
   std::stringstream original;
   std::string l;
+  std::optional<policy> made;
+  bool first_is_config = false;
   try {
     while (std::getline(trace, l)) {
       original << l << '\n';
       ++rep.lines;
       const json j = json::parse(l);
       const std::string ev = j.at("ev");
+      if (!made) {
+        first_is_config = ev == "config";
+        // The policy that decided, as its config line recorded it (older traces have none);
+        // its constructor writes the same line into the replay's own trace.
+        if (ev == "config" && use_recorded_config) {
+          cfg = config_of(j);
+          rep.recorded_config = true;
+        }
+        made.emplace(cfg);
+        if (ev == "config") continue;
+      }
+      policy& p = *made;
       const double t = j.at("t");
       if (ev == "add_replica") {
         replica_info r;
@@ -239,7 +322,11 @@ replay_report replay(std::istream& trace, policy_config cfg) {
     rep.difference = "line " + std::to_string(rep.lines) + ": " + e.what();
     return rep;
   }
-  std::stringstream produced(p.take_trace());
+  if (!made) made.emplace(cfg);
+  std::string mine = made->take_trace();
+  // A trace older than the config line: compare the decisions, not the line it lacks.
+  if (!first_is_config) mine.erase(0, mine.find('\n') + 1);
+  std::stringstream produced(mine);
   rep.difference = compare_traces(original, produced);
   rep.same = rep.difference.empty();
   return rep;

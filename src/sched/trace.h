@@ -2,6 +2,7 @@
 // recorded with the real clock can be replayed through sim/ and checked decision by decision.
 //
 // Lines ("ev" field):
+//   config         {policy_config's fields}          (the first line: the policy that decided)
 //   add_replica    {t, replica, kv_blocks, block_size, max_batch}
 //   remove_replica {t, replica}
 //   drain_replica  {t, replica}
@@ -43,6 +44,7 @@ struct trace_step {
 
 const char* to_string(finish_reason r);
 
+std::string trace_config(const policy_config& cfg);
 std::string trace_add_replica(double t, const replica_info& r);
 std::string trace_remove_replica(double t, uint32_t replica);
 std::string trace_drain_replica(double t, uint32_t replica);
@@ -79,13 +81,15 @@ struct trace_events {
 trace_events read_trace_events(std::istream& trace);
 
 // Feeds a recorded trace's inputs (replicas, arrivals, cancels, the step calls with their
-// times and the recorded step results) to a fresh policy built from cfg, with tracing on,
-// and compares its decisions with the recorded ones.
+// times and the recorded step results) to a fresh policy, with tracing on, and compares its
+// decisions with the recorded ones. The policy is built from the trace's config line when it
+// has one and use_recorded_config is set (then cfg is ignored), else from cfg.
 struct replay_report {
   bool same = true;
-  size_t lines = 0;        // lines replayed
-  std::string difference;  // the first difference, when !same
+  size_t lines = 0;              // lines replayed
+  std::string difference;        // the first difference, when !same
+  bool recorded_config = false;  // the policy came from the trace's config line
 };
-replay_report replay(std::istream& trace, policy_config cfg);
+replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_config = true);
 
 }  // namespace troupe::sched
