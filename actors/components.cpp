@@ -198,7 +198,7 @@ struct worker_state {
   }
 
   // Runs a plan that arrived at `received` (steady seconds) and sends its result.
-  void run(const step_plan& plan, double received) {
+  void run(step_plan& plan, double received) {
     auto out = core.step(plan);
     const bool ok = out.error.empty();
     send(std::move(out));

@@ -6,12 +6,6 @@
 
 namespace troupe {
 
-bool step_resolver::needs_resolving(const step_plan& plan) {
-  for (const auto& w : plan.seqs)
-    if (w.feed_last_sampled) return true;
-  return false;
-}
-
 void step_resolver::resolve(step_plan& plan) const {
   for (auto& w : plan.seqs) {
     if (!w.feed_last_sampled) continue;

@@ -18,8 +18,6 @@ namespace troupe {
 
 class step_resolver {
  public:
-  // True when some work of the plan carries a placeholder.
-  static bool needs_resolving(const step_plan& plan);
   // Writes the remembered token into each placeholder's tokens[0] and appends it to its
   // history (penalties, the sampling draw). Throws troupe::error(failed, field tokens) when
   // the previous step sampled nothing for such a sequence.

@@ -12,17 +12,12 @@ proto::worker_registration worker_core::registration() const {
           id_.max_batch, backend_->host_blocks()};
 }
 
-proto::step_outcome worker_core::step(const step_plan& plan) {
+proto::step_outcome worker_core::step(step_plan& plan) {
   proto::step_outcome o;
   o.result.step_id = plan.step_id;
   try {
-    if (step_resolver::needs_resolving(plan)) {
-      step_plan resolved = plan;
-      resolver_.resolve(resolved);
-      o.result = backend_->step(resolved);
-    } else {
-      o.result = backend_->step(plan);
-    }
+    resolver_.resolve(plan);
+    o.result = backend_->step(plan);
     o.result.step_id = plan.step_id;
     resolver_.remember(o.result);
     ++steps_;

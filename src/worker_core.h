@@ -24,8 +24,9 @@ class worker_core {
   // re-plans this worker's sequences elsewhere) instead of ending the process. Plans must
   // come in the order the scheduler sent them: placeholders (seq_work::feed_last_sampled)
   // are resolved from the previous step's samples before the backend (a tensor-parallel
-  // leader relays the resolved plan) sees the plan.
-  proto::step_outcome step(const step_plan& plan);
+  // leader relays the resolved plan) sees the plan, in place (a plan carries every
+  // sequence's history: a copy per step would double what the step's decoding cost).
+  proto::step_outcome step(step_plan& plan);
   uint64_t steps() const { return steps_; }
 
  private:

@@ -239,7 +239,9 @@ TEST(StepResolver, FeedsTheTokenSampledInThePreviousStepOnly) {
   p1.step_id = 1;
   p1.seqs.resize(1);
   p1.seqs[0].seq_id = 7;
-  EXPECT_FALSE(step_resolver::needs_resolving(p1));
+  p1.seqs[0].tokens = {5};
+  r.resolve(p1);  // no placeholder: nothing to do, nothing remembered is needed
+  EXPECT_EQ(p1.seqs[0].tokens, std::vector<int32_t>{5});
   step_result r1;
   r1.outputs = {{7, 42, 0.0f, {}}, {8, -1, 0.0f, {}}};  // seq 8 did not sample
   r.remember(r1);
@@ -253,7 +255,7 @@ TEST(StepResolver, FeedsTheTokenSampledInThePreviousStepOnly) {
   w.history = {1, 2, 3};
   w.feed_last_sampled = true;
   p2.seqs = {w};
-  ASSERT_TRUE(step_resolver::needs_resolving(p2));
+  ASSERT_TRUE(p2.seqs[0].feed_last_sampled);
   r.resolve(p2);
   EXPECT_EQ(p2.seqs[0].tokens, std::vector<int32_t>{42});
   EXPECT_EQ(p2.seqs[0].history, (std::vector<int32_t>{1, 2, 3, 42}));
