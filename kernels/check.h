@@ -13,13 +13,16 @@
 //   rope: 1e-6 + 1e-5 |ref|;  attention: 5e-6 + 1e-5 |ref| (outputs are convex
 //     combinations of values in [-1, 1]; an exp accurate to ~1e-7 relative).
 //   silu_mul: 1e-6 + 1e-5 |ref|;  add and embedding: exact.
+//   argmax: the ids exactly; logprobs 2e-6 + 1e-5 |ref| (a sum of exponentials, each
+//     accurate to ~2e-7 relative, over up to 128k entries in float blocks).
 //
 // CUDA variants get the same cases, uploaded to the device, run on a stream and downloaded;
 // their bounds are looser where the GPU path rounds differently (per dtype):
 //   matmul: the bound above plus r sum_p |x_p w_p|, r the relative rounding of the GEMM's
 //     inputs: 2^-10 for f32 (TF32 allowed), f16 and quantized (activations and dequantized
 //     weights rounded to f16), 2^-7 for bf16;
-//   rmsnorm and rope: 1e-5 + 1e-4 |ref|;  attention: 1e-4 + 1e-3 |ref|; others as on the CPU.
+//   rmsnorm and rope: 1e-5 + 1e-4 |ref|;  attention: 1e-4 + 1e-3 |ref|;  argmax logprobs:
+//   2e-5 + 1e-4 |ref| (per-thread float sums of the exponentials); others as on the CPU.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -144,7 +144,9 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   attention_ = registry.get<troupe_attention_fn>(TROUPE_OP_ATTENTION);
   silu_mul_ = registry.get<troupe_silu_mul_fn>(TROUPE_OP_SILU_MUL);
   add_ = registry.get<troupe_add_fn>(TROUPE_OP_ADD);
-  for (troupe_op op : {TROUPE_OP_RMSNORM, TROUPE_OP_ROPE, TROUPE_OP_ATTENTION, TROUPE_OP_SILU_MUL, TROUPE_OP_ADD})
+  argmax_ = registry.get<troupe_argmax_fn>(TROUPE_OP_ARGMAX);
+  for (troupe_op op :
+       {TROUPE_OP_RMSNORM, TROUPE_OP_ROPE, TROUPE_OP_ATTENTION, TROUPE_OP_SILU_MUL, TROUPE_OP_ADD, TROUPE_OP_ARGMAX})
     note(op);
   kernels_desc_ = desc;
 
@@ -340,7 +342,7 @@ step_result cpu_backend::step(const step_plan& plan) {
   for (size_t i = 0, j = 0; i < plan.seqs.size(); ++i) {
     const seq_work& w = plan.seqs[i];
     if (w.sample) {
-      result.outputs.push_back(sample_next(last_logits(j++), w));
+      result.outputs.push_back(sample_next(last_logits(j++), w, {argmax_, &kctx_}));
     } else {
       seq_output o;
       o.seq_id = w.seq_id;

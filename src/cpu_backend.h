@@ -81,6 +81,7 @@ class cpu_backend : public worker_backend {
   troupe_rope_fn rope_ = nullptr;
   troupe_attention_fn attention_ = nullptr;
   troupe_silu_mul_fn silu_mul_ = nullptr;
+  troupe_argmax_fn argmax_ = nullptr;
   troupe_add_fn add_ = nullptr;
   std::string kernels_desc_;
 

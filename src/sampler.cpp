@@ -43,17 +43,26 @@ void apply_penalties(std::vector<float>& logits, const seq_work& w) {
   }
 }
 
-// Orders ids by logit, highest first; the lowest id wins ties, so that greedy decoding and
-// top-k = 1 agree and do not depend on a sort's whims.
-auto by_logit(const std::vector<float>& l) {
-  return [&l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+bool has_penalties(const sampling_params& p) {
+  return (p.repetition_penalty != 1.0f && p.repeat_window > 0) || p.frequency_penalty != 0.0f ||
+         p.presence_penalty != 0.0f;
 }
 
-int32_t argmax(const std::vector<float>& v) {
+// Orders ids by logit, highest first; the lowest id wins ties, so that greedy decoding and
+// top-k = 1 agree and do not depend on a sort's whims.
+auto by_logit(std::span<const float> l) {
+  return [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+}
+
+// The argmax op's contract in scalar code: the first maximum and its log-probability.
+void argmax_scalar(std::span<const float> v, int32_t* id, float* logprob) {
   int32_t best = 0;
   for (int32_t i = 1; i < (int32_t)v.size(); ++i)
     if (v[i] > v[best]) best = i;
-  return best;
+  double sum = 0.0;
+  for (float l : v) sum += std::exp((double)l - v[best]);
+  *id = best;
+  *logprob = (float)-std::log(sum);
 }
 
 }  // namespace
@@ -63,22 +72,31 @@ double sampling_uniform(uint64_t seed, int64_t n_generated) {
   return (double)(z >> 11) * 0x1.0p-53;
 }
 
-seq_output sample_next(std::span<const float> logits_in, const seq_work& w) {
+seq_output sample_next(std::span<const float> logits_in, const seq_work& w, const sampler_kernels& kernels) {
   const sampling_params& p = w.sampling;
-  std::vector<float> logits(logits_in.begin(), logits_in.end());  // (vocab)
-  apply_penalties(logits, w);
+  std::vector<float> penalized;  // a copy only when penalties change it
+  std::span<const float> logits = logits_in;
+  if (has_penalties(p)) {
+    penalized.assign(logits_in.begin(), logits_in.end());
+    apply_penalties(penalized, w);
+    logits = penalized;
+  }
 
   // log-softmax of the penalized logits at temperature 1: the reported logprobs
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0.0;
-  for (float l : logits) sum += std::exp((double)l - mx);
-  const float log_z = mx + (float)std::log(sum);
-  auto logprob = [&](int32_t id) { return logits[id] - log_z; };
+  int32_t best = 0;
+  float best_logprob = 0.0f;
+  if (kernels.argmax)
+    kernels.argmax(kernels.ctx, &best, &best_logprob, logits.data(), 1, (int64_t)logits.size());
+  else
+    argmax_scalar(logits, &best, &best_logprob);
+  const float mx = logits[best];
+  const float log_z = mx - best_logprob;
+  auto logprob = [&](int32_t id) { return id == best ? best_logprob : logits[id] - log_z; };
 
   seq_output out;
   out.seq_id = w.seq_id;
   if (p.temperature == 0.0f) {
-    out.token = argmax(logits);
+    out.token = best;
   } else {
     // Candidates, highest logit first (lowest id first on ties) when a filter needs the
     // order. min_p can only keep logits >= mx + T*log(min_p): drop the rest before sorting

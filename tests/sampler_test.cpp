@@ -5,7 +5,11 @@
 #include <map>
 #include <set>
 
+#include <random>
+
+#include "kernels/cpu/cpu.h"
 #include "src/sampler.h"
+#include "troupe/kernel_registry.h"
 
 namespace troupe {
 namespace {
@@ -169,6 +173,43 @@ TEST(Sampler, LowTemperatureConcentratesOnTheBest) {
   const auto l = from_probs({0.3, 0.4, 0.3});
   EXPECT_EQ(drawn(l, temp(0.01f)), (std::set<int32_t>{1}));
   EXPECT_EQ(drawn(l, temp(1.0f)).size(), 3u);
+}
+
+// The backends sample with the registry's argmax kernel: every CPU variant must choose what
+// the scalar loop chooses and report the same log-probabilities, penalties and filters
+// included, over a real vocabulary's width.
+TEST(Sampler, ArgmaxKernelsSampleAsTheScalarLoopDoes) {
+  kernel_registry reg;
+  kern::cpu::register_all(reg);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  std::vector<float> l(32000);
+  for (float& x : l) x = d(rng);
+  l[17] = l[31000] = 14.0f;  // a tie for the best: the lowest id wins
+  int checked = 0;
+  for (const troupe_kernel_variant& v : reg.variants(TROUPE_OP_ARGMAX)) {
+    const sampler_kernels k{reinterpret_cast<troupe_argmax_fn>(v.fn), nullptr};
+    for (float t : {0.0f, 0.8f}) {
+      sampling_params p = temp(t, 5);
+      p.top_logprobs = 4;
+      p.top_k = t > 0 ? 40 : 0;
+      for (float penalty : {1.0f, 1.3f}) {
+        p.repetition_penalty = penalty;
+        const seq_work w = with(p, {17, 5, 31000}, 1);
+        const seq_output want = sample_next(l, w), got = sample_next(l, w, k);
+        EXPECT_EQ(got.token, want.token) << v.name << " t=" << t << " penalty=" << penalty;
+        EXPECT_NEAR(got.logprob, want.logprob, 1e-5) << v.name;
+        ASSERT_EQ(got.top.size(), want.top.size());
+        for (size_t i = 0; i < want.top.size(); ++i) {
+          EXPECT_EQ(got.top[i].id, want.top[i].id) << v.name;
+          EXPECT_NEAR(got.top[i].logprob, want.top[i].logprob, 1e-5) << v.name;
+        }
+        if (t == 0 && penalty == 1.0f) EXPECT_EQ(got.token, 17);
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 4);  // the generic variant at least
 }
 
 }  // namespace

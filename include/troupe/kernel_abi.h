@@ -71,6 +71,13 @@ typedef void (*troupe_add_fn)(const troupe_kctx* ctx, float* out, const float* a
 typedef void (*troupe_embedding_fn)(const troupe_kctx* ctx, float* out, const void* table, const int32_t* ids,
                                     int64_t n_ids, int64_t dim);
 
+/* For each row r of logits(rows, n): ids[r] = the index of the row's largest value (the
+ * lowest index on ties) and logprobs[r] = its log-probability under the row's softmax,
+ * -log(sum_i exp(logits[r][i] - max)): the greedy choice and the log-partition that every
+ * reported log-probability needs. Rows with no finite value give unspecified results. */
+typedef void (*troupe_argmax_fn)(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits,
+                                 int64_t rows, int64_t n);
+
 /* The ops, named as in the registry and on the command line (--kernel OP=VARIANT). */
 typedef enum troupe_op {
   TROUPE_OP_MATMUL_F32 = 0,
@@ -88,6 +95,7 @@ typedef enum troupe_op {
   TROUPE_OP_EMBEDDING_BF16,
   TROUPE_OP_EMBEDDING_Q8_0,
   TROUPE_OP_EMBEDDING_Q4_0,
+  TROUPE_OP_ARGMAX,
   TROUPE_OP_COUNT
 } troupe_op;
 

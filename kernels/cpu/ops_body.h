@@ -597,6 +597,51 @@ void attention(const troupe_kctx* ctx, float* out, const float* q, const float* 
   });
 }
 
+// ============================ argmax and log-partition ============================
+// One pass for the maximum (blocks of k_argmax_block, whose maxima also locate the first
+// block holding it), one for sum(exp(x - max)): float sums of k_argmax_block terms per
+// lane, added up in double, so a 128k vocabulary loses no more than a short float sum.
+
+constexpr int64_t k_argmax_block = 16 * VL;
+
+void argmax_row(const float* x, int64_t n, int32_t* id, float* logprob) {
+  const int64_t full = n / k_argmax_block * k_argmax_block;
+  float mx = -INFINITY;
+  int64_t first_block = -1;  // the first full block whose maximum is the row's so far
+  for (int64_t b = 0; b < full; b += k_argmax_block) {
+    vf m = vload(x + b);
+    for (int64_t i = VL; i < k_argmax_block; i += VL) m = vmax(vload(x + b + i), m);
+    const float bm = vhmax(m);
+    if (bm > mx) mx = bm, first_block = b;
+  }
+  int64_t best = -1;
+  for (int64_t i = full; i < n; ++i)
+    if (x[i] > mx) mx = x[i], best = i;
+  if (best < 0 && first_block >= 0)
+    for (int64_t i = first_block; i < first_block + k_argmax_block; ++i)
+      if (x[i] == mx) {
+        best = i;
+        break;
+      }
+  if (best < 0) best = 0;  // no value above -inf
+  const vf vm = vset1(mx);
+  double z = 0.0;
+  for (int64_t b = 0; b < full; b += k_argmax_block) {
+    vf s = vzero();
+    for (int64_t i = 0; i < k_argmax_block; i += VL) s = vadd(s, vexp(vsub(vload(x + b + i), vm)));
+    z += vhsum(s);
+  }
+  for (int64_t i = full; i < n; ++i) z += expf(x[i] - mx);
+  *id = (int32_t)best;
+  *logprob = (float)-log(z);
+}
+
+void argmax(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n) {
+  parallel(threads_for(ctx, rows * n), rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) argmax_row(logits + r * n, n, ids + r, logprobs + r);
+  });
+}
+
 template <typename F>
 troupe_kernel_variant var(troupe_op op, F* fn) {
   return {op, TROUPE_BACKEND_CPU, "cpu." TROUPE_ISA_NAME, reinterpret_cast<void (*)(void)>(fn)};
@@ -623,6 +668,7 @@ int get_variants(troupe_kernel_variant* out) {
       var(TROUPE_OP_EMBEDDING_BF16, static_cast<troupe_embedding_fn>(embedding<TROUPE_BF16>)),
       var(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding<TROUPE_Q8_0>)),
       var(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding<TROUPE_Q4_0>)),
+      var(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax)),
   };
   const int count = (int)(sizeof all / sizeof all[0]);
   for (int i = 0; i < count; ++i) out[i] = all[i];

@@ -13,6 +13,7 @@
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
+#include "kernels/cuda/sampling.cuh"
 #include "kernels/cuda/rope.cuh"
 
 namespace troupe::kern::cuda {
@@ -113,6 +114,10 @@ void embedding_v1(const troupe_kctx* ctx, float* out, const void* table, const i
   invoke_embedding(out, table, DT, ids, n_ids, dim, stream_of(ctx));
 }
 
+void argmax_v1(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n) {
+  invoke_argmax(ids, logprobs, logits, rows, n, stream_of(ctx));
+}
+
 template <typename F>
 troupe_kernel_variant v(troupe_op op, F* fn) {
   return {op, TROUPE_BACKEND_CUDA, "cuda.v1", reinterpret_cast<void (*)(void)>(fn)};
@@ -137,6 +142,7 @@ void register_all(kernel_registry& registry) {
       v(TROUPE_OP_EMBEDDING_BF16, static_cast<troupe_embedding_fn>(embedding_v1<TROUPE_BF16>)),
       v(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding_v1<TROUPE_Q8_0>)),
       v(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding_v1<TROUPE_Q4_0>)),
+      v(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax_v1)),
   };
   for (const auto& var : all) registry.add(var);
 }

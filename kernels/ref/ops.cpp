@@ -107,6 +107,19 @@ void add(const troupe_kctx*, float* out, const float* a, const float* b, int64_t
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
+void argmax(const troupe_kctx*, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * n;
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; ++i)
+      if (x[i] > x[best]) best = i;
+    double z = 0.0;
+    for (int64_t i = 0; i < n; ++i) z += std::exp((double)x[i] - (double)x[best]);
+    ids[r] = (int32_t)best;
+    logprobs[r] = (float)-std::log(z);
+  }
+}
+
 template <typename F>
 troupe_kernel_variant v(troupe_op op, F* fn) {
   return {op, TROUPE_BACKEND_CPU, "ref", reinterpret_cast<void (*)(void)>(fn)};
@@ -131,6 +144,7 @@ std::vector<troupe_kernel_variant> variants() {
       v(TROUPE_OP_EMBEDDING_BF16, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_BF16>)),
       v(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_Q8_0>)),
       v(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_Q4_0>)),
+      v(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax)),
   };
 }
 
