@@ -29,13 +29,17 @@ constexpr int k_pauses_per_clock_read = 64;
 constexpr int k_wait_spins = 2000;
 // Chunks per thread: enough for balance when a core is slow (the smaller a chunk, the less
 // likely a worker is preempted while holding one, which stalls the whole call), few enough
-// that a chunk of a matrix-vector product is still a long sequential stream. 8 decoded a
-// synthetic 110M q4_0 model at 97 tok/s against 93 for 4 (2 threads, shared cores: noisy).
-constexpr int64_t k_chunks_per_thread = 8;
-// Jobs of at least k_guided_min_items items per chunk: twice the chunks, of falling sizes
-// (see chunk_begin). Small jobs keep the fewer equal chunks: on 110m at 2 threads twice the
-// chunks for every job cost more in claims than the shorter tail saved.
-constexpr int64_t k_guided_chunks_per_thread = 16;
+// that a chunk of a matrix-vector product is a long sequential stream: every chunk starts a
+// cold stream for the prefetchers and costs a claim and a completion on shared cache lines.
+// Measured with bench_engine on 110m q4_0, 2 threads, batch 1 (quiet machine, tok/s):
+// 8 equal / 16 guided chunks per thread 445-466; 4 / 4 485-493; 2 / 4 530-550; 2 / 2
+// 570-596; 1 / 1 (a static split) 401. With a busy-loop process on one of the two cores:
+// 8 / 16 233-243, 2 / 2 275, 2 / 4 265-295. 2 / 4 also kept prefill and batches 8 and 32
+// at or above 8 / 16 (110m q8_0 decode batch 1 270 -> 329, 1b q4_0 47 -> 50).
+constexpr int64_t k_chunks_per_thread = 2;
+// Jobs of at least k_guided_min_items items per chunk: more chunks, of falling sizes (see
+// chunk_begin), so the last ones are short.
+constexpr int64_t k_guided_chunks_per_thread = 4;
 constexpr int64_t k_guided_min_items = 4;
 constexpr int64_t k_max_chunks = 0xffff;  // the chunk fields of claim_ are 16 bits
 
