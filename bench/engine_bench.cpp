@@ -2,7 +2,7 @@
 // at several batch sizes, with resident memory. Drives the CPU worker backend with step
 // plans directly, as the scheduler would.
 //   bench_engine --model F.gguf [--threads 1,2] [--prompt 512] [--batch 1,8,32] [--gen 32]
-//                [--reps 3] [--json]
+//                [--reps 3] [--json] [--kv-dtype f32|f16]
 // Prefill: one sequence of `prompt` seeded random ids in one step (best of reps).
 // Decode: `batch` sequences of 16 prompt tokens each, then `gen` steps of one token per
 // sequence; tok/s = batch * gen / decode time (best of reps).
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   std::string model_path;
   std::vector<int> threads{1}, batches{1, 8, 32};
   int prompt = 512, gen = 32, reps = 3;
-  bool json = false;
+  bool json = false, kv_f16 = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : "";
@@ -79,6 +79,8 @@ int main(int argc, char** argv) {
       reps = std::atoi(v), ++i;
     else if (a == "--json")
       json = true;
+    else if (a == "--kv-dtype")
+      kv_f16 = std::string(v) == "f16", ++i;
     else {
       std::fprintf(stderr, "bench_engine: unknown argument '%s'\n", a.c_str());
       return 2;
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
   }
   if (model_path.empty()) {
     std::fprintf(stderr,
-                 "usage: bench_engine --model F.gguf [--threads 1,2] [--prompt 512] [--batch 1,8,32] [--gen 32]\n");
+                 "usage: bench_engine --model F.gguf [--threads 1,2] [--prompt 512] [--batch 1,8,32] [--gen 32] "
+                 "[--kv-dtype f32|f16]\n");
     return 2;
   }
   try {
@@ -115,7 +118,8 @@ int main(int argc, char** argv) {
       opt.max_batch_tokens = std::max(prompt, max_batch * 16);
       const int64_t kv_dim = cfg.n_kv_heads * cfg.head_dim;
       const int64_t blocks_needed = std::max<int64_t>(prompt_blocks, (int64_t)max_batch * seq_blocks) + 1;
-      opt.kv_bytes = blocks_needed * bs * kv_dim * 4 * 2 * cfg.n_layers;
+      opt.kv_f16 = kv_f16;
+      opt.kv_bytes = blocks_needed * bs * kv_dim * (kv_f16 ? 2 : 4) * 2 * cfg.n_layers;
       troupe::cpu_backend backend(*model, reg, opt);
 
       // ---- prefill: one prompt, one step ----

@@ -1,5 +1,7 @@
 #include "cli/cluster_common.h"
 
+#include "cli/commands.h"
+
 #include <CLI/CLI.hpp>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -43,6 +45,7 @@ void add_worker_flags(CLI::App& sub, worker_flags& f) {
                  "Host memory per worker, MiB, for KV blocks preempted by swap (the scheduler's --preemption swap)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  add_kv_dtype_flag(sub, f.kv_dtype);
 }
 
 std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f, const tp::shard* shard,
@@ -55,6 +58,7 @@ std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const wo
   opt.block_size = f.block_size;
   opt.max_batch_tokens = f.max_batch_tokens;
   opt.swap_bytes = f.swap_mb << 20;
+  opt.kv_f16 = f.kv_dtype == "f16";
   return std::make_unique<cpu_backend>(*m.file, *m.registry, opt);
 }
 

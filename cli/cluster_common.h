@@ -41,8 +41,9 @@ struct worker_flags {
   int32_t block_size = 16;
   int32_t max_batch = 64;
   int64_t max_batch_tokens = 512;
-  std::string step_log;  // per-step shapes and times (JSONL)
-  int64_t swap_mb = 0;   // host pool for preemption by swap, per worker
+  std::string step_log;           // per-step shapes and times (JSONL)
+  int64_t swap_mb = 0;            // host pool for preemption by swap, per worker
+  std::string kv_dtype = "auto";  // KV pool elements: auto (f32 on the CPU, f16 on CUDA), f32, f16
 };
 void add_worker_flags(CLI::App& sub, worker_flags& f);
 // With a shard and its group's communicator: this rank of a tensor-parallel group.

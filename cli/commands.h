@@ -30,6 +30,10 @@ void add_config_flag(CLI::App& sub);
 // --stop, --stop-id, --top-logprobs).
 void add_sampling_flags(CLI::App& sub, sampling_params& p);
 
+// --kv-dtype auto|f32|f16 (generate, worker, serve): the KV pool's element type. auto is f32
+// on the CPU (logits within 1e-4 of the reference) and f16 on CUDA.
+void add_kv_dtype_flag(CLI::App& sub, std::string& kv_dtype);
+
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_gateway(CLI::App& app);

@@ -50,6 +50,13 @@ void add_config_flag(CLI::App& sub) {
       ->type_name("FILE");
 }
 
+void add_kv_dtype_flag(CLI::App& sub, std::string& kv_dtype) {
+  sub.add_option("--kv-dtype", kv_dtype,
+                 "KV cache element type: auto (f32 on the CPU, f16 on CUDA), f32, or f16 (half the memory per token)")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}))
+      ->capture_default_str();
+}
+
 void add_sampling_flags(CLI::App& sub, sampling_params& p) {
   sub.add_option("--max-tokens", p.max_tokens, "Most tokens to generate")->capture_default_str();
   sub.add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str();

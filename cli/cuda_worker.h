@@ -29,6 +29,7 @@ struct cuda_worker_options {
   int64_t max_batch_tokens = 512;
   int32_t max_seqs = 64;
   int64_t swap_bytes = 0;  // pinned host pool for preemption by swap; 0 = none
+  bool kv_f16 = true;      // KV pool in f16 (false: f32)
 };
 
 // The device a rank uses: `asked` when >= 0, else rank % the devices visible (one GPU per

@@ -370,8 +370,10 @@ void check_embedding(troupe_op op, const troupe_kernel_variant& ref, const troup
 
 // ---- attention -------------------------------------------------------------------------
 
+// f16kv: the pools are f16 (TROUPE_OP_ATTENTION_F16KV); the reference reads the same f16
+// values, so the bound is the f32 one.
 void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
-                     variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
+                     variant_device& dev, const bounds& b, bool f16kv, rng_t& rng, check_result& r) {
   struct heads {
     int64_t n_heads, n_kv_heads;
   };
@@ -403,9 +405,20 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
           const auto q = uniform(rng, n_tokens * hs.n_heads * head_dim, -2, 2);
           const float scale = 1.0f / std::sqrt((float)head_dim);
           std::vector<float> want(q.size()), got(q.size(), NAN);
-          as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
-                                       pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
-          {
+          if (f16kv) {
+            std::vector<uint16_t> k16(pool_elems), v16(pool_elems);
+            for (int64_t i = 0; i < pool_elems; ++i) k16[i] = f32_to_f16(k_pool[i]), v16[i] = f32_to_f16(v_pool[i]);
+            as<troupe_attention_f16kv_fn>(ref)(ctx, want.data(), q.data(), k16.data(), v16.data(), table.data(),
+                                               pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size,
+                                               scale);
+            staged d(dev);
+            float* dout = d.out(got);
+            as<troupe_attention_f16kv_fn>(var)(d.ctx(), dout, d.in(q), d.in(k16), d.in(v16), d.in(table), d.in(pos),
+                                               n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+            d.back(got, dout);
+          } else {
+            as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
+                                         pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
             staged d(dev);
             float* dout = d.out(got);
             as<troupe_attention_fn>(var)(d.ctx(), dout, d.in(q), d.in(k_pool), d.in(v_pool), d.in(table), d.in(pos),
@@ -417,6 +430,50 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
                 << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1;
           compare(r, label.str(), got, want, rel_bound(want, b.pick(5e-6, 1e-4), b.pick(1e-5, 1e-3)));
         }
+}
+
+// Every exponent range (subnormal, normal, overflowing to infinity), the halfway cases of
+// the rounding, signed zeros, infinities and NaN: the f16 bits must equal the reference's.
+void check_to_f16(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                  variant_device& dev, rng_t& rng, check_result& r) {
+  for (int64_t n : {1, 7, 16, 33, 1000, 70001}) {
+    std::vector<float> x(n);
+    std::uniform_int_distribution<int> e(-30, 17);
+    std::uniform_real_distribution<float> m(-2.0f, 2.0f);
+    for (auto& v : x) v = std::ldexp(m(rng), e(rng));
+    const float special[] = {0.0f,
+                             -0.0f,
+                             INFINITY,
+                             -INFINITY,
+                             NAN,
+                             65504.0f,
+                             65520.0f,
+                             65519.99f,
+                             -70000.0f,
+                             std::ldexp(1.0f, -24),
+                             1e-8f,
+                             std::ldexp(3.0f, -26),
+                             1.0f + std::ldexp(1.0f, -11),
+                             1.0f + std::ldexp(3.0f, -11),
+                             std::ldexp(1.0f, -14) - std::ldexp(1.0f, -26)};
+    for (size_t i = 0; i < std::size(special) && i < x.size(); ++i) x[i * x.size() / std::size(special)] = special[i];
+    std::vector<uint16_t> want(n), got(n, 0xffff);
+    as<troupe_to_f16_fn>(ref)(ctx, want.data(), x.data(), n);
+    {
+      staged d(dev);
+      uint16_t* dout = d.out(got);
+      as<troupe_to_f16_fn>(var)(d.ctx(), dout, d.in(x), n);
+      d.back(got, dout);
+    }
+    // Compared as bit patterns, exactly; any NaN pattern counts as NaN (payloads differ by device).
+    auto bits = [](const std::vector<uint16_t>& h) {
+      std::vector<float> f(h.size());
+      for (size_t i = 0; i < h.size(); ++i) f[i] = (h[i] & 0x7c00) == 0x7c00 && (h[i] & 0x3ff) ? 0x7e00 : h[i];
+      return f;
+    };
+    const std::vector<float> wantf = bits(want), gotf = bits(got);
+    compare(r, "n=" + std::to_string(n), gotf, wantf, rel_bound(wantf, 0, 0));
+  }
 }
 
 void check_argmax(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
@@ -468,7 +525,10 @@ void check_one(troupe_op op, const troupe_kernel_variant& ref, const troupe_kern
     case TROUPE_OP_ROPE:
       return check_rope(ref, var, ctx, dev, b, rng, r);
     case TROUPE_OP_ATTENTION:
-      return check_attention(ref, var, ctx, dev, b, rng, r);
+    case TROUPE_OP_ATTENTION_F16KV:
+      return check_attention(ref, var, ctx, dev, b, op == TROUPE_OP_ATTENTION_F16KV, rng, r);
+    case TROUPE_OP_TO_F16:
+      return check_to_f16(ref, var, ctx, dev, rng, r);
     case TROUPE_OP_SILU_MUL:
       return check_silu_mul(ref, var, ctx, dev, rng, r);
     case TROUPE_OP_ADD:
@@ -538,6 +598,7 @@ std::string tolerance_summary(troupe_op op, troupe_backend backend) {
       case TROUPE_OP_ROPE:
         return "1e-5 + 1e-4|ref|";
       case TROUPE_OP_ATTENTION:
+      case TROUPE_OP_ATTENTION_F16KV:
         return "1e-4 + 1e-3|ref|";
       case TROUPE_OP_ARGMAX:
         return "ids exact; logprobs 2e-5 + 1e-4|ref|";
@@ -558,6 +619,7 @@ std::string tolerance_summary(troupe_op op, troupe_backend backend) {
     case TROUPE_OP_SILU_MUL:
       return "1e-6 + 1e-5|ref|";
     case TROUPE_OP_ATTENTION:
+    case TROUPE_OP_ATTENTION_F16KV:
       return "5e-6 + 1e-5|ref|";
     case TROUPE_OP_ARGMAX:
       return "ids exact; logprobs 2e-6 + 1e-5|ref|";

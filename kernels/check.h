@@ -13,6 +13,8 @@
 //   rope: 1e-6 + 1e-5 |ref|;  attention: 5e-6 + 1e-5 |ref| (outputs are convex
 //     combinations of values in [-1, 1]; an exp accurate to ~1e-7 relative).
 //   silu_mul: 1e-6 + 1e-5 |ref|;  add and embedding: exact.
+//   attention_f16kv: as attention (the reference reads the same f16 pools);  to_f16: the
+//     bits exactly (round to nearest even, like F16C);
 //   argmax: the ids exactly; logprobs 2e-6 + 1e-5 |ref| (a sum of exponentials, each
 //     accurate to ~2e-7 relative, over up to 128k entries in float blocks).
 //

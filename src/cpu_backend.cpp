@@ -142,12 +142,19 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   rmsnorm_ = registry.get<troupe_rmsnorm_fn>(TROUPE_OP_RMSNORM);
   rope_ = registry.get<troupe_rope_fn>(TROUPE_OP_ROPE);
   attention_ = registry.get<troupe_attention_fn>(TROUPE_OP_ATTENTION);
+  attention_f16kv_ = registry.get<troupe_attention_f16kv_fn>(TROUPE_OP_ATTENTION_F16KV);
+  to_f16_ = registry.get<troupe_to_f16_fn>(TROUPE_OP_TO_F16);
   silu_mul_ = registry.get<troupe_silu_mul_fn>(TROUPE_OP_SILU_MUL);
   add_ = registry.get<troupe_add_fn>(TROUPE_OP_ADD);
   argmax_ = registry.get<troupe_argmax_fn>(TROUPE_OP_ARGMAX);
-  for (troupe_op op :
-       {TROUPE_OP_RMSNORM, TROUPE_OP_ROPE, TROUPE_OP_ATTENTION, TROUPE_OP_SILU_MUL, TROUPE_OP_ADD, TROUPE_OP_ARGMAX})
+  for (troupe_op op : {TROUPE_OP_RMSNORM, TROUPE_OP_ROPE, TROUPE_OP_SILU_MUL, TROUPE_OP_ADD, TROUPE_OP_ARGMAX})
     note(op);
+  if (opt.kv_f16) {
+    note(TROUPE_OP_ATTENTION_F16KV);
+    note(TROUPE_OP_TO_F16);
+  } else {
+    note(TROUPE_OP_ATTENTION);
+  }
   kernels_desc_ = desc;
 
   if (opt.kctx) {
@@ -161,22 +168,24 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   // The KV pool. Pages are left untouched until a block is written, so a large pool costs
   // address space, not resident memory, until it fills.
   block_size_ = opt.block_size;
-  const int64_t block_bytes = c.n_layers * 2 * (int64_t)block_size_ * kv_dim * (int64_t)sizeof(float);
+  kv_elem_ = opt.kv_f16 ? 2 : 4;
+  const int64_t block_bytes = c.n_layers * 2 * (int64_t)block_size_ * kv_dim * kv_elem_;
   const int64_t budget = opt.kv_bytes > 0 ? opt.kv_bytes : (int64_t)(opt.kv_fraction * (double)physical_ram_bytes());
   n_blocks_ = std::min<int64_t>(budget / block_bytes, INT32_MAX);
   if (n_blocks_ <= 0)
     fail("cpu backend: a KV budget of " + std::to_string(budget) + " bytes holds no block of " +
              std::to_string(block_bytes) + " bytes",
          "kv_bytes");
-  layer_floats_ = n_blocks_ * block_size_ * kv_dim;
-  k_pool_ = std::make_unique_for_overwrite<float[]>(c.n_layers * layer_floats_);
-  v_pool_ = std::make_unique_for_overwrite<float[]>(c.n_layers * layer_floats_);
-  spdlog::info("cpu backend: KV pool of {} blocks x {} tokens = {} tokens ({:.1f} MiB, {} layers)", n_blocks_,
-               block_size_, n_blocks_ * block_size_, (double)(n_blocks_ * block_bytes) / (1 << 20), c.n_layers);
+  layer_bytes_ = n_blocks_ * block_size_ * kv_dim * kv_elem_;
+  k_pool_ = std::make_unique_for_overwrite<char[]>(c.n_layers * layer_bytes_);
+  v_pool_ = std::make_unique_for_overwrite<char[]>(c.n_layers * layer_bytes_);
+  spdlog::info("cpu backend: KV pool of {} blocks x {} tokens = {} tokens ({:.1f} MiB, {}, {} layers)", n_blocks_,
+               block_size_, n_blocks_ * block_size_, (double)(n_blocks_ * block_bytes) / (1 << 20),
+               opt.kv_f16 ? "f16" : "f32", c.n_layers);
   if (opt.swap_bytes < 0) fail("cpu backend: swap_bytes must be >= 0", "swap_bytes");
   n_host_blocks_ = std::min<int64_t>(opt.swap_bytes / block_bytes, INT32_MAX);
   if (n_host_blocks_ > 0) {
-    host_pool_ = std::make_unique_for_overwrite<float[]>(n_host_blocks_ * (block_bytes / (int64_t)sizeof(float)));
+    host_pool_ = std::make_unique_for_overwrite<char[]>(n_host_blocks_ * block_bytes);
     spdlog::info("cpu backend: host swap pool of {} blocks x {} tokens ({:.1f} MiB)", n_host_blocks_, block_size_,
                  (double)(n_host_blocks_ * block_bytes) / (1 << 20));
   }
@@ -199,7 +208,7 @@ cpu_backend::~cpu_backend() = default;
 
 std::string cpu_backend::describe() const {
   return "cpu (" + std::to_string(kctx_.n_threads) + " threads; " + kernels_desc_ + "; KV " +
-         std::to_string(n_blocks_) + " blocks x " + std::to_string(block_size_) + ")";
+         (opt_.kv_f16 ? "f16 " : "f32 ") + std::to_string(n_blocks_) + " blocks x " + std::to_string(block_size_) + ")";
 }
 
 void cpu_backend::copy_block(int32_t src, int32_t dst) {
@@ -208,11 +217,11 @@ void cpu_backend::copy_block(int32_t src, int32_t dst) {
              std::to_string(n_blocks_) + ")",
          "block_table");
   if (src == dst) return;
-  const int64_t block_floats = layer_floats_ / n_blocks_;
+  const int64_t block = layer_bytes_ / n_blocks_;  // one block of one layer's K (or V), bytes
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    const int64_t base = l * layer_floats_;
-    std::memcpy(&k_pool_[base + dst * block_floats], &k_pool_[base + src * block_floats], block_floats * sizeof(float));
-    std::memcpy(&v_pool_[base + dst * block_floats], &v_pool_[base + src * block_floats], block_floats * sizeof(float));
+    const int64_t base = l * layer_bytes_;
+    std::memcpy(&k_pool_[base + dst * block], &k_pool_[base + src * block], block);
+    std::memcpy(&v_pool_[base + dst * block], &v_pool_[base + src * block], block);
   }
 }
 
@@ -232,20 +241,20 @@ void cpu_backend::validate(const step_plan& plan) const {
 // Every swap_out before any swap_in: a slot emptied by a swap_in may take a swap_out only in
 // a later plan, while a block a swap_out reads may be the target of a swap_in of the same plan.
 void cpu_backend::swap(const step_plan& plan) {
-  const int64_t block_floats = layer_floats_ / n_blocks_;
+  const int64_t block = layer_bytes_ / n_blocks_;  // one block of one layer's K (or V), bytes
   auto slot_at = [&](int32_t slot, int64_t layer, int kv) {
-    return &host_pool_[((slot * cfg_.n_layers + layer) * 2 + kv) * block_floats];
+    return &host_pool_[((slot * cfg_.n_layers + layer) * 2 + kv) * block];
   };
-  const size_t bytes = block_floats * sizeof(float);
+  const size_t bytes = block;
   for (const block_copy& c : plan.swap_out)
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-      const int64_t at = l * layer_floats_ + c.device_block * block_floats;
+      const int64_t at = l * layer_bytes_ + c.device_block * block;
       std::memcpy(slot_at(c.host_slot, l, 0), &k_pool_[at], bytes);
       std::memcpy(slot_at(c.host_slot, l, 1), &v_pool_[at], bytes);
     }
   for (const block_copy& c : plan.swap_in)
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-      const int64_t at = l * layer_floats_ + c.device_block * block_floats;
+      const int64_t at = l * layer_bytes_ + c.device_block * block;
       std::memcpy(&k_pool_[at], slot_at(c.host_slot, l, 0), bytes);
       std::memcpy(&v_pool_[at], slot_at(c.host_slot, l, 1), bytes);
     }
@@ -260,8 +269,8 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
   const layer_weights& L = w_.layers[l];
   scratch& s = *s_;
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-  float* k_pool = &k_pool_[l * layer_floats_];  // (n_blocks, block_size, kv_dim)
-  float* v_pool = &v_pool_[l * layer_floats_];
+  char* k_pool = &k_pool_[l * layer_bytes_];  // (n_blocks, block_size, kv_dim) f32 or f16
+  char* v_pool = &v_pool_[l * layer_bytes_];
 
   // attention: q, k, v of every new token of every sequence in three matmuls
   rmsnorm_(&kctx_, s.xb.data(), s.x.data(), static_cast<const float*>(L.attn_norm.data), T, c.dim, c.rms_eps);
@@ -279,11 +288,23 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
     for (int64_t t = 0; t < n; ++t) {
       const int64_t p = w.start_pos + t;
       const int64_t slot = (int64_t)w.block_table[p / block_size_] * block_size_ + p % block_size_;
-      std::memcpy(k_pool + slot * kv_dim, &s.k[(begin + t) * kv_dim], kv_dim * sizeof(float));
-      std::memcpy(v_pool + slot * kv_dim, &s.v[(begin + t) * kv_dim], kv_dim * sizeof(float));
+      char *kd = k_pool + slot * kv_dim * kv_elem_, *vd = v_pool + slot * kv_dim * kv_elem_;
+      if (opt_.kv_f16) {
+        to_f16_(nullptr, reinterpret_cast<uint16_t*>(kd), &s.k[(begin + t) * kv_dim], kv_dim);
+        to_f16_(nullptr, reinterpret_cast<uint16_t*>(vd), &s.v[(begin + t) * kv_dim], kv_dim);
+      } else {
+        std::memcpy(kd, &s.k[(begin + t) * kv_dim], kv_dim * sizeof(float));
+        std::memcpy(vd, &s.v[(begin + t) * kv_dim], kv_dim * sizeof(float));
+      }
     }
-    attention_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], k_pool, v_pool, w.block_table.data(),
-               &s.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim, block_size_, scale);
+    if (opt_.kv_f16)
+      attention_f16kv_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], reinterpret_cast<const uint16_t*>(k_pool),
+                       reinterpret_cast<const uint16_t*>(v_pool), w.block_table.data(), &s.positions[begin], n,
+                       c.n_heads, c.n_kv_heads, c.head_dim, block_size_, scale);
+    else
+      attention_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], reinterpret_cast<const float*>(k_pool),
+                 reinterpret_cast<const float*>(v_pool), w.block_table.data(), &s.positions[begin], n, c.n_heads,
+                 c.n_kv_heads, c.head_dim, block_size_, scale);
   }
   matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim): this rank's heads' share
   if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);

@@ -28,6 +28,10 @@ struct cpu_backend_options {
   int32_t block_size = 16;         // tokens per KV block
   int64_t max_batch_tokens = 512;  // most new tokens one step plan may carry (sizes the scratch buffers)
   int64_t swap_bytes = 0;          // host pool for preemption by swap (step_plan::swap_out/in); 0 = none
+  // KV pool elements in f16: half the memory per token and half the bytes attention reads
+  // (llama.cpp's default). Off by default: the f32 pool keeps logits within 1e-4 of the
+  // reference implementations; f16 rounds each key and value to 11 significant bits.
+  bool kv_f16 = false;
   // A kernel context from the caller (its pool and parallel_for are used, n_threads is
   // ignored); null: the backend starts its own pool of n_threads.
   const troupe_kctx* kctx = nullptr;
@@ -80,6 +84,8 @@ class cpu_backend : public worker_backend {
   troupe_rmsnorm_fn rmsnorm_ = nullptr;
   troupe_rope_fn rope_ = nullptr;
   troupe_attention_fn attention_ = nullptr;
+  troupe_attention_f16kv_fn attention_f16kv_ = nullptr;
+  troupe_to_f16_fn to_f16_ = nullptr;
   troupe_silu_mul_fn silu_mul_ = nullptr;
   troupe_argmax_fn argmax_ = nullptr;
   troupe_add_fn add_ = nullptr;
@@ -87,15 +93,17 @@ class cpu_backend : public worker_backend {
 
   std::vector<float> inv_freq_;  // (head_dim/2) RoPE frequencies, Llama 3 scaling applied
 
-  // The KV pool: per layer, K and V of (n_blocks, block_size, n_kv_heads, head_dim) f32.
+  // The KV pool: per layer, K and V of (n_blocks, block_size, n_kv_heads, head_dim), f32 or
+  // f16 (opt_.kv_f16) elements.
   int32_t block_size_ = 16;
   int64_t n_blocks_ = 0;
-  int64_t layer_floats_ = 0;                  // floats in one layer's K (or V) pool
-  std::unique_ptr<float[]> k_pool_, v_pool_;  // (n_layers, n_blocks, block_size, kv_dim)
+  int64_t kv_elem_ = 4;                      // bytes per element
+  int64_t layer_bytes_ = 0;                  // one layer's K (or V) pool
+  std::unique_ptr<char[]> k_pool_, v_pool_;  // (n_layers, n_blocks, block_size, kv_dim)
   // The host pool: one slot holds a whole block, every layer's K then V rows, so that a
   // swap moves one contiguous slot. (n_host_blocks, n_layers, 2, block_size, kv_dim)
   int64_t n_host_blocks_ = 0;
-  std::unique_ptr<float[]> host_pool_;
+  std::unique_ptr<char[]> host_pool_;
 
   std::unique_ptr<scratch> s_;
 };

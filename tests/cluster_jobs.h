@@ -47,11 +47,12 @@ inline std::vector<troupe::actors::job_result> run_clients(const std::string& ga
   return results;
 }
 
-inline void expect_like_generate(const std::vector<troupe::actors::job_result>& results, int max_tokens) {
+inline void expect_like_generate(const std::vector<troupe::actors::job_result>& results, int max_tokens,
+                                 const std::string& generate_flags = "") {
   std::map<int, std::vector<int32_t>> reference;
   for (size_t i = 0; i < results.size(); ++i) {
     const int p = static_cast<int>(i % 8);
-    if (!reference.count(p)) reference[p] = generate_ids(prompt_number(p), max_tokens);
+    if (!reference.count(p)) reference[p] = generate_ids(prompt_number(p), max_tokens, generate_flags);
     ASSERT_TRUE(results[i].ok) << "job " << i << ": " << results[i].error.message;
     EXPECT_FALSE(results[i].index_gap) << "job " << i << ": a token was lost or duplicated";
     EXPECT_EQ(results[i].ids, reference[p]) << "job " << i << " (" << prompt_number(p) << ")";

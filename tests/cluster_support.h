@@ -130,9 +130,10 @@ inline std::string shell_quote(const std::string& s) {
 }
 
 // Greedy ids of `troupe generate` for a prompt (the reference every cluster answer must equal).
-inline std::vector<int32_t> generate_ids(const std::string& prompt, int max_tokens) {
+// extra: more flags for generate (" --kv-dtype f16").
+inline std::vector<int32_t> generate_ids(const std::string& prompt, int max_tokens, const std::string& extra = "") {
   auto r = run_command(troupe_bin() + " --log-level off generate --json --model " + model_path() + " --prompt " +
-                       shell_quote(prompt) + " --max-tokens " + std::to_string(max_tokens));
+                       shell_quote(prompt) + " --max-tokens " + std::to_string(max_tokens) + extra);
   EXPECT_EQ(r.exit_code, 0) << r.out;
   return nlohmann::json::parse(r.out).at("ids").get<std::vector<int32_t>>();
 }

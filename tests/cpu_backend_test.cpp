@@ -18,13 +18,15 @@ using test::random_model;
 using test::small_config;
 
 struct fixture {
-  explicit fixture(model_config c, int32_t block_size = 4, int64_t max_batch = 64, int64_t swap_bytes = 0)
+  explicit fixture(model_config c, int32_t block_size = 4, int64_t max_batch = 64, int64_t swap_bytes = 0,
+                   bool kv_f16 = false)
       : model(std::move(c)) {
     for (const auto& v : kern::ref::variants()) registry.add(v);
     cpu_backend_options o;
     o.block_size = block_size;
     o.kv_bytes = 64 << 10;
     o.swap_bytes = swap_bytes;
+    o.kv_f16 = kv_f16;
     o.max_batch_tokens = max_batch;
     backend = std::make_unique<cpu_backend>(model, registry, o);
   }
@@ -201,6 +203,46 @@ TEST(CpuBackend, SwappedOutBlocksComeBackIntact) {
   } catch (const error& e) {
     EXPECT_EQ(e.field(), "swap_in");
   }
+}
+
+// The f16 KV pool: twice the tokens in the same bytes, logits near the exact forward pass
+// (each key and value rounded to 11 significant bits), and the same answers after its
+// blocks were copied and swapped out and back (byte copies of half-size elements).
+TEST(CpuBackend, F16KvPoolHoldsTwiceTheTokensNearTheExactLogits) {
+  fixture f32(small_config()), f16(small_config(), 4, 64, 16 << 10, true);
+  EXPECT_EQ(f16.backend->kv_blocks(), 2 * f32.backend->kv_blocks());
+  EXPECT_NE(f16.backend->describe().find("KV f16"), std::string::npos) << f16.backend->describe();
+  const auto toks = prompt(10, 4);
+  const auto want = naive_forward(f16.model, toks);
+  const auto table = f16.blocks((int64_t)toks.size());
+  double worst = 0.0, worst_f32 = 0.0;
+  std::vector<std::vector<float>> got;
+  for (size_t p = 0; p < toks.size(); ++p) {
+    step_plan plan;
+    plan.seqs.push_back(work(1, {toks[p]}, (int32_t)p, table));
+    f16.backend->step(plan);
+    f32.backend->step(plan);
+    const auto l16 = f16.backend->last_logits(0), l32 = f32.backend->last_logits(0);
+    got.emplace_back(l16.begin(), l16.end());
+    for (size_t i = 0; i < want[p].size(); ++i) {
+      worst = std::max(worst, (double)std::fabs(l16[i] - want[p][i]) / (1.0 + std::fabs(want[p][i])));
+      worst_f32 = std::max(worst_f32, (double)std::fabs(l32[i] - want[p][i]) / (1.0 + std::fabs(want[p][i])));
+    }
+  }
+  EXPECT_LT(worst, 2e-2) << "f16 KV logits far from the exact forward pass";
+  EXPECT_GT(worst, worst_f32) << "the f16 pool rounded nothing: is it f32?";
+
+  // Blocks 0..2 hold positions 0..9: copy block 0, swap 1 and 2 out and into other blocks,
+  // then the last token again must give the same logits as before.
+  f16.backend->copy_block(table[0], 10);
+  step_plan out;
+  out.swap_out = {{table[1], 0}, {table[2], 1}};
+  f16.backend->step(out);
+  step_plan in;
+  in.swap_in = {{12, 0}, {11, 1}};
+  in.seqs.push_back(work(1, {toks.back()}, 9, {10, 12, 11}));
+  f16.backend->step(in);
+  expect_close(f16.backend->last_logits(0), got.back(), "f16 pool after copy and swap");
 }
 
 TEST(CpuBackend, InvalidPlansAreRejectedNamingTheSequence) {

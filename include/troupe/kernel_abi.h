@@ -61,6 +61,16 @@ typedef void (*troupe_attention_fn)(const troupe_kctx* ctx, float* out, const fl
                                     int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                                     int64_t block_size, float scale);
 
+/* As troupe_attention_fn over pools stored in f16 (half the bytes per key and value). */
+typedef void (*troupe_attention_f16kv_fn)(const troupe_kctx* ctx, float* out, const float* q, const uint16_t* k_pool,
+                                          const uint16_t* v_pool, const int32_t* block_table, const int32_t* positions,
+                                          int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                                          int64_t block_size, float scale);
+
+/* out(n) = x(n) as IEEE f16 bits, rounded to nearest even (overflow to infinity, NaN stays
+ * NaN): how K and V rows enter an f16 pool. */
+typedef void (*troupe_to_f16_fn)(const troupe_kctx* ctx, uint16_t* out, const float* x, int64_t n);
+
 /* out(n) = silu(gate(n)) * up(n). out may alias gate. */
 typedef void (*troupe_silu_mul_fn)(const troupe_kctx* ctx, float* out, const float* gate, const float* up, int64_t n);
 
@@ -96,6 +106,8 @@ typedef enum troupe_op {
   TROUPE_OP_EMBEDDING_Q8_0,
   TROUPE_OP_EMBEDDING_Q4_0,
   TROUPE_OP_ARGMAX,
+  TROUPE_OP_ATTENTION_F16KV,
+  TROUPE_OP_TO_F16,
   TROUPE_OP_COUNT
 } troupe_op;
 

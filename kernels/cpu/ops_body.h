@@ -469,8 +469,13 @@ constexpr int64_t k_key_chunk = 64;
 constexpr int64_t k_prefetch_keys = 4;  // 8 measured the same
 constexpr int k_max_heads_per_task = 4;
 
+// DT: the pools' element type, TROUPE_F32 or TROUPE_F16.
+template <int DT>
 struct attention_args {
-  const float *q, *k_pool, *v_pool;
+  using kv_t = std::conditional_t<DT == TROUPE_F32, float, uint16_t>;
+  static constexpr int64_t per_line = 64 / (int64_t)sizeof(kv_t);  // elements per cache line
+  const float* q;
+  const kv_t *k_pool, *v_pool;
   const int32_t* block_table;
   int64_t n_heads, kv_stride, head_dim, block_size;
   float scale;
@@ -479,8 +484,8 @@ struct attention_args {
 
 // G query heads h0..h0+G-1 of token t (position pos), all reading KV head kvh.
 // scratch: G * (head_dim + k_key_chunk) floats.
-template <int G>
-void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, int64_t kvh, float* scratch) {
+template <int DT, int G>
+void attend_heads(const attention_args<DT>& a, int64_t t, int64_t pos, int64_t h0, int64_t kvh, float* scratch) {
   const int64_t hd = a.head_dim;
   const float* qh[G];
   float* acc[G];  // (G, head_dim)
@@ -506,14 +511,14 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
       // apart, where the hardware prefetchers stop: fetch the K row a few keys ahead and
       // the V row this chunk will need.
       if (j + k_prefetch_keys < cn)
-        for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(a.k_pool + slot[j + k_prefetch_keys] + i);
-      for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(a.v_pool + slot[j] + i);
-      const float* kp = a.k_pool + slot[j];
+        for (int64_t i = 0; i < hd; i += a.per_line) __builtin_prefetch(a.k_pool + slot[j + k_prefetch_keys] + i);
+      for (int64_t i = 0; i < hd; i += a.per_line) __builtin_prefetch(a.v_pool + slot[j] + i);
+      const auto* kp = a.k_pool + slot[j];
       vf d[G];
       for (int g = 0; g < G; ++g) d[g] = vzero();
       for (int64_t i = 0; i < hd; i += VL) {
         const int rest = (int)min64(VL, hd - i);
-        const vf kv = rest == VL ? vload(kp + i) : vload_n(kp + i, rest);
+        const vf kv = rest == VL ? wload<DT>(kp, i) : wload_n<DT>(kp, i, rest);
         for (int g = 0; g < G; ++g) d[g] = vfma(rest == VL ? vload(qh[g] + i) : vload_n(qh[g] + i, rest), kv, d[g]);
       }
       for (int g = 0; g < G; ++g) sc[g][j] = vhsum(d[g]) * a.scale;
@@ -541,12 +546,12 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
       for (int g = 0; g < G; ++g) o[g] = vmul(vload_n(acc[g] + i, rest), corr[g]);
       if (rest == VL) {
         for (int64_t j = 0; j < cn; ++j) {
-          const vf vv = vload(a.v_pool + slot[j] + i);
+          const vf vv = wload<DT>(a.v_pool + slot[j], i);
           for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
         }
       } else {
         for (int64_t j = 0; j < cn; ++j) {
-          const vf vv = vload_n(a.v_pool + slot[j] + i, rest);
+          const vf vv = wload_n<DT>(a.v_pool + slot[j], i, rest);
           for (int g = 0; g < G; ++g) o[g] = vfma(vset1(sc[g][j]), vv, o[g]);
         }
       }
@@ -560,13 +565,15 @@ void attend_heads(const attention_args& a, int64_t t, int64_t pos, int64_t h0, i
   }
 }
 
-void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
-               const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+template <int DT>
+void attention_typed(const troupe_kctx* ctx, float* out, const float* q,
+                     const typename attention_args<DT>::kv_t* k_pool, const typename attention_args<DT>::kv_t* v_pool,
+                     const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
   if (n_tokens <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
-  const attention_args a{q,        k_pool,     v_pool, block_table, n_heads, n_kv_heads * head_dim,
-                         head_dim, block_size, scale,  out};
+  const attention_args<DT> a{q,        k_pool,     v_pool, block_table, n_heads, n_kv_heads * head_dim,
+                             head_dim, block_size, scale,  out};
   // Fewer heads per task when that is what it takes to give every thread work.
   const int64_t threads = ctx && ctx->parallel_for ? ctx->n_threads : 1;
   int64_t per_task = group < k_max_heads_per_task ? group : k_max_heads_per_task;
@@ -583,17 +590,41 @@ void attention(const troupe_kctx* ctx, float* out, const float* q, const float* 
       for (int64_t h = kvh * group + first; h < h_end;) {
         const int64_t left = h_end - h;
         if (left >= 4) {
-          attend_heads<4>(a, t, positions[t], h, kvh, buf.as<float>());
+          attend_heads<DT, 4>(a, t, positions[t], h, kvh, buf.as<float>());
           h += 4;
         } else if (left >= 2) {
-          attend_heads<2>(a, t, positions[t], h, kvh, buf.as<float>());
+          attend_heads<DT, 2>(a, t, positions[t], h, kvh, buf.as<float>());
           h += 2;
         } else {
-          attend_heads<1>(a, t, positions[t], h, kvh, buf.as<float>());
+          attend_heads<DT, 1>(a, t, positions[t], h, kvh, buf.as<float>());
           h += 1;
         }
       }
     }
+  });
+}
+
+void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
+               const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  attention_typed<TROUPE_F32>(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads,
+                              head_dim, block_size, scale);
+}
+
+void attention_f16kv(const troupe_kctx* ctx, float* out, const float* q, const uint16_t* k_pool, const uint16_t* v_pool,
+                     const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  attention_typed<TROUPE_F16>(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads,
+                              head_dim, block_size, scale);
+}
+
+// ============================ f32 -> f16 ============================
+
+void to_f16(const troupe_kctx* ctx, uint16_t* out, const float* x, int64_t n) {
+  elementwise(ctx, n, [&](int64_t i0, int64_t i1) {
+    int64_t i = i0;
+    for (; i + VL <= i1; i += VL) vstore_f16(out + i, vload(x + i));
+    for (; i < i1; ++i) out[i] = f2h(x[i]);
   });
 }
 
@@ -669,6 +700,8 @@ int get_variants(troupe_kernel_variant* out) {
       var(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding<TROUPE_Q8_0>)),
       var(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding<TROUPE_Q4_0>)),
       var(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax)),
+      var(TROUPE_OP_ATTENTION_F16KV, static_cast<troupe_attention_f16kv_fn>(attention_f16kv)),
+      var(TROUPE_OP_TO_F16, static_cast<troupe_to_f16_fn>(to_f16)),
   };
   const int count = (int)(sizeof all / sizeof all[0]);
   for (int i = 0; i < count; ++i) out[i] = all[i];

@@ -172,6 +172,44 @@ static inline float h2f(uint16_t h) {
 #endif
 }
 
+// f32 -> f16 bits, round to nearest even; overflow to infinity, NaN stays NaN.
+static inline uint16_t f2h(float f) {
+#if defined(__F16C__)
+  return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00);   // NaN
+  if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  // rounds to infinity
+  if (x < 0x38800000u) {
+    // f16 subnormal (or zero): adding 0.5, whose ulp is 2^-24, the f16 subnormal step, lets
+    // the float addition do the rounding; the low bits are then the f16 mantissa.
+    float a;
+    memcpy(&a, &x, 4);
+    a += 0.5f;
+    uint32_t b;
+    memcpy(&b, &a, 4);
+    return (uint16_t)(sign | (b - 0x3f000000u));
+  }
+  // Normal: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even.
+  x += 0xc8000fffu + ((x >> 13) & 1);
+  return (uint16_t)(sign | (x >> 13));
+#endif
+}
+
+// Stores VL floats as f16 (f2h's rounding).
+static inline void vstore_f16(uint16_t* p, vf v) {
+#if defined(__AVX512F__)
+  _mm256_storeu_si256((__m256i*)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif defined(__AVX2__)
+  _mm_storeu_si128((__m128i*)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+  for (int i = 0; i < VL; ++i) p[i] = f2h(v.v[i]);
+#endif
+}
+
 static inline float bf2f(uint16_t h) {
   const uint32_t bits = (uint32_t)h << 16;
   float f;

@@ -9,6 +9,7 @@
 #include "kernels/cuda/attention_prefill.cuh"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gemm.cuh"
@@ -73,9 +74,12 @@ void rope_v1(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t
   invoke_rope(x, n_heads * head_dim, positions, n_tokens, n_heads, head_dim, inv_freq, neox != 0, stream_of(ctx));
 }
 
-void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
+// KV: float (f32 pools) or uint16_t (f16 pools).
+template <typename KV>
+void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const KV* k_pool, const KV* v_pool,
                   const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
                   int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  constexpr bool f16 = sizeof(KV) == 2;
   const cudaStream_t s = stream_of(ctx);
   if (n_tokens <= 0) return;
   if (n_tokens == 1) {
@@ -85,7 +89,7 @@ void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const floa
     TROUPE_CUDA_CHECK(cudaStreamSynchronize(s));
     const int parts = decode_partitions((int64_t)pos + 1);
     stream_scratch ws(attention_decode_workspace_bytes(1, n_heads, head_dim, parts), s);
-    invoke_attention_decode(out, q, k_pool, v_pool, false, block_table, 0, positions, 1, n_heads, n_kv_heads, head_dim,
+    invoke_attention_decode(out, q, k_pool, v_pool, f16, block_table, 0, positions, 1, n_heads, n_kv_heads, head_dim,
                             block_size, scale, parts, ws.get(), s);
     return;
   }
@@ -94,10 +98,14 @@ void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const floa
   const size_t bytes = tiles.size() * sizeof(prefill_tile);
   stream_scratch dtiles(bytes, s);
   TROUPE_CUDA_CHECK(cudaMemcpyAsync(dtiles.get(), tiles.data(), bytes, cudaMemcpyHostToDevice, s));
-  invoke_attention_prefill(out, q, k_pool, v_pool, false, block_table, 0, positions,
+  invoke_attention_prefill(out, q, k_pool, v_pool, f16, block_table, 0, positions,
                            static_cast<const prefill_tile*>(dtiles.get()), (int64_t)tiles.size(), n_heads, n_kv_heads,
                            head_dim, block_size, scale, s);
   // No sync needed for `tiles`: a copy from pageable memory returns once the source is staged.
+}
+
+void to_f16_v1(const troupe_kctx* ctx, uint16_t* out, const float* x, int64_t n) {
+  invoke_f32_to_half(out, TROUPE_F16, x, n, stream_of(ctx));
 }
 
 void silu_mul_v1(const troupe_kctx* ctx, float* out, const float* gate, const float* up, int64_t n) {
@@ -134,7 +142,7 @@ void register_all(kernel_registry& registry) {
       v(TROUPE_OP_MATMUL_Q4_0, static_cast<troupe_matmul_fn>(matmul_v1<TROUPE_Q4_0>)),
       v(TROUPE_OP_RMSNORM, static_cast<troupe_rmsnorm_fn>(rmsnorm_v1)),
       v(TROUPE_OP_ROPE, static_cast<troupe_rope_fn>(rope_v1)),
-      v(TROUPE_OP_ATTENTION, static_cast<troupe_attention_fn>(attention_v1)),
+      v(TROUPE_OP_ATTENTION, static_cast<troupe_attention_fn>(attention_v1<float>)),
       v(TROUPE_OP_SILU_MUL, static_cast<troupe_silu_mul_fn>(silu_mul_v1)),
       v(TROUPE_OP_ADD, static_cast<troupe_add_fn>(add_v1)),
       v(TROUPE_OP_EMBEDDING_F32, static_cast<troupe_embedding_fn>(embedding_v1<TROUPE_F32>)),
@@ -143,6 +151,8 @@ void register_all(kernel_registry& registry) {
       v(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding_v1<TROUPE_Q8_0>)),
       v(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding_v1<TROUPE_Q4_0>)),
       v(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax_v1)),
+      v(TROUPE_OP_ATTENTION_F16KV, static_cast<troupe_attention_f16kv_fn>(attention_v1<uint16_t>)),
+      v(TROUPE_OP_TO_F16, static_cast<troupe_to_f16_fn>(to_f16_v1)),
   };
   for (const auto& var : all) registry.add(var);
 }

@@ -61,12 +61,17 @@ void rope(const troupe_kctx*, float* x, const int32_t* positions, int64_t n_toke
   }
 }
 
-void attention(const troupe_kctx*, float* out, const float* q, const float* k_pool, const float* v_pool,
-               const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+float as_float(float x) { return x; }
+float as_float(uint16_t h) { return f16_to_f32(h); }
+
+// Over pools of float or f16 elements (KV), read through as_float.
+template <typename KV>
+void attention_typed(const troupe_kctx*, float* out, const float* q, const KV* k_pool, const KV* v_pool,
+                     const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
   const int64_t group = n_heads / n_kv_heads;
   const int64_t kv_stride = n_kv_heads * head_dim;  // one slot
-  auto slot = [&](const float* pool, int64_t p, int64_t kvh) {
+  auto slot = [&](const KV* pool, int64_t p, int64_t kvh) {
     return pool + ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride + kvh * head_dim;
   };
   std::vector<float> scores;
@@ -78,9 +83,9 @@ void attention(const troupe_kctx*, float* out, const float* q, const float* k_po
       const float* qh = q + (t * n_heads + h) * head_dim;
       float mx = -INFINITY;
       for (int64_t p = 0; p < n_keys; ++p) {
-        const float* kp = slot(k_pool, p, kvh);
+        const KV* kp = slot(k_pool, p, kvh);
         double dot = 0.0;
-        for (int64_t i = 0; i < head_dim; ++i) dot += (double)qh[i] * kp[i];
+        for (int64_t i = 0; i < head_dim; ++i) dot += (double)qh[i] * as_float(kp[i]);
         scores[p] = (float)dot * scale;
         mx = std::max(mx, scores[p]);
       }
@@ -92,11 +97,29 @@ void attention(const troupe_kctx*, float* out, const float* q, const float* k_po
       float* oh = out + (t * n_heads + h) * head_dim;
       for (int64_t i = 0; i < head_dim; ++i) {
         double acc = 0.0;
-        for (int64_t p = 0; p < n_keys; ++p) acc += (double)scores[p] * slot(v_pool, p, kvh)[i];
+        for (int64_t p = 0; p < n_keys; ++p) acc += (double)scores[p] * as_float(slot(v_pool, p, kvh)[i]);
         oh[i] = (float)(acc / sum);
       }
     }
   }
+}
+
+void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
+               const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  attention_typed(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads, head_dim,
+                  block_size, scale);
+}
+
+void attention_f16kv(const troupe_kctx* ctx, float* out, const float* q, const uint16_t* k_pool, const uint16_t* v_pool,
+                     const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+  attention_typed(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads, head_dim,
+                  block_size, scale);
+}
+
+void to_f16(const troupe_kctx*, uint16_t* out, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
 }
 
 void silu_mul(const troupe_kctx*, float* out, const float* gate, const float* up, int64_t n) {
@@ -145,6 +168,8 @@ std::vector<troupe_kernel_variant> variants() {
       v(TROUPE_OP_EMBEDDING_Q8_0, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_Q8_0>)),
       v(TROUPE_OP_EMBEDDING_Q4_0, static_cast<troupe_embedding_fn>(embedding_typed<TROUPE_Q4_0>)),
       v(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax)),
+      v(TROUPE_OP_ATTENTION_F16KV, static_cast<troupe_attention_f16kv_fn>(attention_f16kv)),
+      v(TROUPE_OP_TO_F16, static_cast<troupe_to_f16_fn>(to_f16)),
   };
 }
 
