@@ -479,35 +479,37 @@ void check_to_f16(const troupe_kernel_variant& ref, const troupe_kernel_variant&
 void check_argmax(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
                   variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
   for (int64_t rows : {1, 3})
-    for (int64_t n : {1, 7, 16, 33, 257, 1000, 32000, 128256}) {
-      auto logits = uniform(rng, rows * n, -12, 12);
-      for (int64_t row = 0; row < rows && n > 2; ++row) {
-        float* x = &logits[row * n];
-        if (row == 1) {  // a tie for the maximum, the later copy first in memory order too
-          x[n - 1] = 30.0f;
-          x[n / 2] = 30.0f;
+    for (int64_t n : {1, 7, 16, 33, 257, 1000, 32000, 128256})
+      for (float temperature : {1.0f, 0.7f, 2.5f}) {
+        auto logits = uniform(rng, rows * n, -12, 12);
+        for (int64_t row = 0; row < rows && n > 2; ++row) {
+          float* x = &logits[row * n];
+          if (row == 1) {  // a tie for the maximum, the later copy first in memory order too
+            x[n - 1] = 30.0f;
+            x[n / 2] = 30.0f;
+          }
+          if (row == 2) {  // masked entries and a large maximum
+            for (int64_t i = 0; i < n; i += 3) x[i] = -INFINITY;
+            x[n / 3 + 1] = 80.0f;
+          }
         }
-        if (row == 2) {  // masked entries and a large maximum
-          for (int64_t i = 0; i < n; i += 3) x[i] = -INFINITY;
-          x[n / 3 + 1] = 80.0f;
+        std::vector<int32_t> want_ids(rows), got_ids(rows, -1);
+        std::vector<float> want_lp(rows), got_lp(rows, NAN);
+        as<troupe_argmax_fn>(ref)(ctx, want_ids.data(), want_lp.data(), logits.data(), rows, n, temperature);
+        {
+          staged d(dev);
+          int32_t* dids = d.out(got_ids);
+          float* dlp = d.out(got_lp);
+          as<troupe_argmax_fn>(var)(d.ctx(), dids, dlp, d.in(logits), rows, n, temperature);
+          d.back(got_ids, dids);
+          d.back(got_lp, dlp);
         }
+        const std::string label =
+            "rows=" + std::to_string(rows) + " n=" + std::to_string(n) + " temperature=" + std::to_string(temperature);
+        const std::vector<float> want_idf(want_ids.begin(), want_ids.end()), got_idf(got_ids.begin(), got_ids.end());
+        compare(r, label + " ids", got_idf, want_idf, rel_bound(want_idf, 0, 0));
+        compare(r, label + " logprobs", got_lp, want_lp, rel_bound(want_lp, b.pick(2e-6, 2e-5), b.pick(1e-5, 1e-4)));
       }
-      std::vector<int32_t> want_ids(rows), got_ids(rows, -1);
-      std::vector<float> want_lp(rows), got_lp(rows, NAN);
-      as<troupe_argmax_fn>(ref)(ctx, want_ids.data(), want_lp.data(), logits.data(), rows, n);
-      {
-        staged d(dev);
-        int32_t* dids = d.out(got_ids);
-        float* dlp = d.out(got_lp);
-        as<troupe_argmax_fn>(var)(d.ctx(), dids, dlp, d.in(logits), rows, n);
-        d.back(got_ids, dids);
-        d.back(got_lp, dlp);
-      }
-      const std::string label = "rows=" + std::to_string(rows) + " n=" + std::to_string(n);
-      const std::vector<float> want_idf(want_ids.begin(), want_ids.end()), got_idf(got_ids.begin(), got_ids.end());
-      compare(r, label + " ids", got_idf, want_idf, rel_bound(want_idf, 0, 0));
-      compare(r, label + " logprobs", got_lp, want_lp, rel_bound(want_lp, b.pick(2e-6, 2e-5), b.pick(1e-5, 1e-4)));
-    }
 }
 
 void check_one(troupe_op op, const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,

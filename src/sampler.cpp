@@ -86,7 +86,7 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w, cons
   int32_t best = 0;
   float best_logprob = 0.0f;
   if (kernels.argmax)
-    kernels.argmax(kernels.ctx, &best, &best_logprob, logits.data(), 1, (int64_t)logits.size());
+    kernels.argmax(kernels.ctx, &best, &best_logprob, logits.data(), 1, (int64_t)logits.size(), 1.0f);
   else
     argmax_scalar(logits, &best, &best_logprob);
   const float mx = logits[best];
@@ -107,25 +107,66 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w, cons
     for (int32_t i = 0; i < (int32_t)logits.size(); ++i)
       if (logits[i] >= cut) cand.push_back(i);
     const auto higher = by_logit(logits);
-    size_t keep = cand.size();
-    if (p.top_k > 0 && (size_t)p.top_k < keep) {
-      keep = (size_t)p.top_k;
-      std::partial_sort(cand.begin(), cand.begin() + (std::ptrdiff_t)keep, cand.end(), higher);
-      cand.resize(keep);
-    } else if (p.top_p < 1.0f || p.min_p > 0.0f) {
-      std::sort(cand.begin(), cand.end(), higher);
-    }  // else no filter: the draw runs over the ids in order
-    // probabilities at the temperature
-    std::vector<double> prob(cand.size());
-    double z = 0.0;
-    for (size_t i = 0; i < cand.size(); ++i) z += prob[i] = std::exp((logits[cand[i]] - mx) / p.temperature);
-    for (double& q : prob) q /= z;
-    if (p.top_p < 1.0f) {
+    // probabilities at the temperature, normalized over the candidates in `cand` order
+    auto weight = [&](int32_t id) -> double { return std::exp((logits[id] - mx) / p.temperature); };
+    std::vector<double> prob;
+    auto normalize = [&] {
+      prob.resize(cand.size());
+      double z = 0.0;
+      for (size_t i = 0; i < cand.size(); ++i) z += prob[i] = weight(cand[i]);
+      for (double& q : prob) q /= z;
+    };
+    // top_p: the smallest prefix of prob (in order) whose mass reaches top_p
+    auto nucleus = [&] {
       double cum = 0.0;
       size_t n = 0;
       while (n < prob.size() && cum < p.top_p) cum += prob[n++];
-      keep = std::max<size_t>(n, 1);
-      prob.resize(keep);
+      prob.resize(std::max<size_t>(n, 1));
+    };
+    if (p.top_k > 0 && (size_t)p.top_k < cand.size()) {
+      // The k best, in order. A partial sort (a heap of k) beat a selection and a sort of
+      // k: most logits lose to the heap's worst at once (bench/sampler_bench.cpp).
+      const auto k = (std::ptrdiff_t)p.top_k;
+      std::partial_sort(cand.begin(), cand.begin() + k, cand.end(), higher);
+      cand.resize((size_t)k);
+      normalize();
+      if (p.top_p < 1.0f) nucleus();
+    } else if (p.top_p < 1.0f) {
+      // The nucleus without sorting the whole vocabulary (a sort of 32k candidates took
+      // milliseconds a token): the best `sorted` candidates in order, 64 at first (a partial
+      // sort) and eight times more (a selection and a sort) while their mass is short of top_p. A peaked distribution
+      // stops at the first 64; a flat one ends in a full sort. The normalizer is over every candidate.
+      double z = 0.0;
+      if (cand.size() == logits.size() && kernels.argmax) {
+        // every logit is a candidate: the kernel's log-partition at the temperature
+        int32_t top = 0;
+        float top_lp = 0.0f;
+        kernels.argmax(kernels.ctx, &top, &top_lp, logits.data(), 1, (int64_t)logits.size(), p.temperature);
+        z = std::exp(-(double)top_lp);
+      } else {
+        for (int32_t id : cand) z += weight(id);
+      }
+      const size_t total = cand.size();
+      size_t sorted = 0, n = 0;
+      double cum = 0.0;
+      for (size_t want = std::min<size_t>(64, total);; want = std::min(total, want * 8)) {
+        const auto from = cand.begin() + (std::ptrdiff_t)sorted, to = cand.begin() + (std::ptrdiff_t)want;
+        if (sorted == 0 && want < total) {
+          std::partial_sort(from, to, cand.end(), higher);  // 64 of many: a heap is cheapest
+        } else {
+          if (want < total) std::nth_element(from, to, cand.end(), higher);  // then a selection
+          std::sort(from, to, higher);
+        }
+        sorted = want;
+        while (n < sorted && cum < p.top_p) cum += weight(cand[n++]) / z;
+        if (cum >= p.top_p || sorted == total) break;
+      }
+      cand.resize(std::max<size_t>(n, 1));
+      prob.resize(cand.size());
+      for (size_t i = 0; i < cand.size(); ++i) prob[i] = weight(cand[i]) / z;
+    } else {
+      if (p.min_p > 0.0f) std::sort(cand.begin(), cand.end(), higher);
+      normalize();  // no filter: the draw runs over the ids in order
     }
     if (p.min_p > 0.0f) {
       const double floor = p.min_p * prob[0];

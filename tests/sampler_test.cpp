@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include <numeric>
 #include <random>
 
 #include "kernels/cpu/cpu.h"
@@ -175,6 +176,48 @@ TEST(Sampler, LowTemperatureConcentratesOnTheBest) {
   EXPECT_EQ(drawn(l, temp(1.0f)).size(), 3u);
 }
 
+// top_p without top_k takes the nucleus from a partial selection grown 8-fold: over a peaked
+// and a flat 32k vocabulary (nuclei of a few dozen and of thousands of tokens) every draw
+// must be the one a full sort gives.
+TEST(Sampler, NucleusFromAPartialSelectionEqualsAFullSort) {
+  std::mt19937 rng(3);
+  for (float spread : {6.0f, 0.05f}) {
+    std::normal_distribution<float> d(0.0f, spread);
+    std::vector<float> l(32000);
+    for (float& x : l) x = d(rng);
+    for (float top_p : {0.5f, 0.9f, 0.99f}) {
+      for (uint64_t seed = 0; seed < 12; ++seed) {
+        sampling_params p = temp(0.9f, seed);
+        p.top_p = top_p;
+        // the reference: every id sorted by logit (lowest id first on ties), then the
+        // smallest prefix reaching top_p, then the seeded draw over it
+        std::vector<int32_t> ids(l.size());
+        std::iota(ids.begin(), ids.end(), 0);
+        std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+        const float mx = l[ids[0]];
+        double z = 0.0;
+        for (int32_t id : ids) z += std::exp((l[id] - mx) / p.temperature);
+        double cum = 0.0;
+        size_t n = 0;
+        while (n < ids.size() && cum < top_p) cum += std::exp((l[ids[n++]] - mx) / p.temperature) / z;
+        double total = 0.0;
+        for (size_t i = 0; i < n; ++i) total += std::exp((l[ids[i]] - mx) / p.temperature) / z;
+        const double target = sampling_uniform(seed, 0) * total;
+        double c = 0.0;
+        int32_t want = ids[n - 1];
+        for (size_t i = 0; i < n; ++i) {
+          c += std::exp((l[ids[i]] - mx) / p.temperature) / z;
+          if (target < c) {
+            want = ids[i];
+            break;
+          }
+        }
+        EXPECT_EQ(sample_next(l, with(p)).token, want) << "spread " << spread << " top_p " << top_p << " seed " << seed;
+      }
+    }
+  }
+}
+
 // The backends sample with the registry's argmax kernel: every CPU variant must choose what
 // the scalar loop chooses and report the same log-probabilities, penalties and filters
 // included, over a real vocabulary's width.
@@ -189,15 +232,17 @@ TEST(Sampler, ArgmaxKernelsSampleAsTheScalarLoopDoes) {
   int checked = 0;
   for (const troupe_kernel_variant& v : reg.variants(TROUPE_OP_ARGMAX)) {
     const sampler_kernels k{reinterpret_cast<troupe_argmax_fn>(v.fn), nullptr};
-    for (float t : {0.0f, 0.8f}) {
+    for (int filter = 0; filter < 3; ++filter) {  // greedy; top-k 40; top-p 0.9 (the nucleus's normalizer)
+      const float t = filter == 0 ? 0.0f : 0.8f;
       sampling_params p = temp(t, 5);
       p.top_logprobs = 4;
-      p.top_k = t > 0 ? 40 : 0;
+      p.top_k = filter == 1 ? 40 : 0;
+      p.top_p = filter == 2 ? 0.9f : 1.0f;
       for (float penalty : {1.0f, 1.3f}) {
         p.repetition_penalty = penalty;
         const seq_work w = with(p, {17, 5, 31000}, 1);
         const seq_output want = sample_next(l, w), got = sample_next(l, w, k);
-        EXPECT_EQ(got.token, want.token) << v.name << " t=" << t << " penalty=" << penalty;
+        EXPECT_EQ(got.token, want.token) << v.name << " filter " << filter << " penalty=" << penalty;
         EXPECT_NEAR(got.logprob, want.logprob, 1e-5) << v.name;
         ASSERT_EQ(got.top.size(), want.top.size());
         for (size_t i = 0; i < want.top.size(); ++i) {
@@ -209,7 +254,7 @@ TEST(Sampler, ArgmaxKernelsSampleAsTheScalarLoopDoes) {
       }
     }
   }
-  EXPECT_GE(checked, 4);  // the generic variant at least
+  EXPECT_GE(checked, 6);  // the generic variant at least
 }
 
 }  // namespace

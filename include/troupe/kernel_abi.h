@@ -82,11 +82,13 @@ typedef void (*troupe_embedding_fn)(const troupe_kctx* ctx, float* out, const vo
                                     int64_t n_ids, int64_t dim);
 
 /* For each row r of logits(rows, n): ids[r] = the index of the row's largest value (the
- * lowest index on ties) and logprobs[r] = its log-probability under the row's softmax,
- * -log(sum_i exp(logits[r][i] - max)): the greedy choice and the log-partition that every
- * reported log-probability needs. Rows with no finite value give unspecified results. */
+ * lowest index on ties) and logprobs[r] = its log-probability under the row's softmax at
+ * `temperature` (> 0), -log(sum_i exp((logits[r][i] - max) / temperature)): the greedy
+ * choice, and the log-partition that every reported log-probability (temperature 1) and
+ * every nucleus (the sampling temperature) needs. Rows with no finite value give
+ * unspecified results. */
 typedef void (*troupe_argmax_fn)(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits,
-                                 int64_t rows, int64_t n);
+                                 int64_t rows, int64_t n, float temperature);
 
 /* The ops, named as in the registry and on the command line (--kernel OP=VARIANT). */
 typedef enum troupe_op {

@@ -635,7 +635,7 @@ void to_f16(const troupe_kctx* ctx, uint16_t* out, const float* x, int64_t n) {
 
 constexpr int64_t k_argmax_block = 16 * VL;
 
-void argmax_row(const float* x, int64_t n, int32_t* id, float* logprob) {
+void argmax_row(const float* x, int64_t n, float inv_t, int32_t* id, float* logprob) {
   const int64_t full = n / k_argmax_block * k_argmax_block;
   float mx = -INFINITY;
   int64_t first_block = -1;  // the first full block whose maximum is the row's so far
@@ -655,21 +655,23 @@ void argmax_row(const float* x, int64_t n, int32_t* id, float* logprob) {
         break;
       }
   if (best < 0) best = 0;  // no value above -inf
-  const vf vm = vset1(mx);
+  const vf vm = vset1(mx), vt = vset1(inv_t);
   double z = 0.0;
   for (int64_t b = 0; b < full; b += k_argmax_block) {
     vf s = vzero();
-    for (int64_t i = 0; i < k_argmax_block; i += VL) s = vadd(s, vexp(vsub(vload(x + b + i), vm)));
+    for (int64_t i = 0; i < k_argmax_block; i += VL) s = vadd(s, vexp(vmul(vsub(vload(x + b + i), vm), vt)));
     z += vhsum(s);
   }
-  for (int64_t i = full; i < n; ++i) z += expf(x[i] - mx);
+  for (int64_t i = full; i < n; ++i) z += expf((x[i] - mx) * inv_t);
   *id = (int32_t)best;
   *logprob = (float)-log(z);
 }
 
-void argmax(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n) {
+void argmax(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n,
+            float temperature) {
+  const float inv_t = 1.0f / temperature;
   parallel(threads_for(ctx, rows * n), rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) argmax_row(logits + r * n, n, ids + r, logprobs + r);
+    for (int64_t r = r0; r < r1; ++r) argmax_row(logits + r * n, n, inv_t, ids + r, logprobs + r);
   });
 }
 

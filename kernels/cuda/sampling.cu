@@ -55,8 +55,9 @@ __device__ void row_stats(const float* l, int64_t vocab, float* scratch, float& 
   log_z = logf(block_sum(z, scratch));
 }
 
-__global__ void __launch_bounds__(k_threads) argmax_kernel(int32_t* __restrict__ ids, float* __restrict__ logprobs,
-                                                           const float* __restrict__ logits, int64_t vocab) {
+__global__ void __launch_bounds__(k_threads)
+    argmax_kernel(int32_t* __restrict__ ids, float* __restrict__ logprobs, const float* __restrict__ logits,
+                  int64_t vocab, float inv_temp) {
   __shared__ float s_v[k_warp];
   __shared__ int64_t s_i[k_warp];
   __shared__ float scratch[k_warp];
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(k_threads) argmax_kernel(int32_t* __restrict__
   block_argmax(v, idx, s_v, s_i);
   if (idx == INT64_MAX) idx = 0;  // all NaN or -inf
   float z = 0.0f;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) z += expf(l[i] - v);
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) z += expf((l[i] - v) * inv_temp);
   z = block_sum(z, scratch);
   if (threadIdx.x == 0) {
     ids[blockIdx.x] = (int32_t)idx;
@@ -189,9 +190,9 @@ __global__ void __launch_bounds__(k_threads)
 }  // namespace
 
 void invoke_argmax(int32_t* ids, float* logprobs, const float* logits, int64_t n_rows, int64_t vocab,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, float temperature) {
   if (n_rows <= 0) return;
-  argmax_kernel<<<(unsigned)n_rows, k_threads, 0, stream>>>(ids, logprobs, logits, vocab);
+  argmax_kernel<<<(unsigned)n_rows, k_threads, 0, stream>>>(ids, logprobs, logits, vocab, 1.0f / temperature);
   TROUPE_CUDA_CHECK_LAUNCH("argmax");
 }
 

@@ -17,9 +17,9 @@ struct sample_row_params {
 };
 
 // ids (n_rows), logprobs (n_rows) = the largest logit of each row of logits (n_rows, vocab)
-// (first index on ties) and its log-probability under softmax(logits).
+// (first index on ties) and its log-probability under softmax(logits / temperature).
 void invoke_argmax(int32_t* ids, float* logprobs, const float* logits, int64_t n_rows, int64_t vocab,
-                   cudaStream_t stream);
+                   cudaStream_t stream, float temperature = 1.0f);
 
 // For each row with temperature > 0: keeps the tokens that pass top_k, top_p and min_p
 // (ties at a threshold are kept), and draws one with probability proportional to

@@ -122,8 +122,9 @@ void embedding_v1(const troupe_kctx* ctx, float* out, const void* table, const i
   invoke_embedding(out, table, DT, ids, n_ids, dim, stream_of(ctx));
 }
 
-void argmax_v1(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n) {
-  invoke_argmax(ids, logprobs, logits, rows, n, stream_of(ctx));
+void argmax_v1(const troupe_kctx* ctx, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n,
+               float temperature) {
+  invoke_argmax(ids, logprobs, logits, rows, n, stream_of(ctx), temperature);
 }
 
 template <typename F>

@@ -130,14 +130,15 @@ void add(const troupe_kctx*, float* out, const float* a, const float* b, int64_t
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-void argmax(const troupe_kctx*, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n) {
+void argmax(const troupe_kctx*, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n,
+            float temperature) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = logits + r * n;
     int64_t best = 0;
     for (int64_t i = 1; i < n; ++i)
       if (x[i] > x[best]) best = i;
     double z = 0.0;
-    for (int64_t i = 0; i < n; ++i) z += std::exp((double)x[i] - (double)x[best]);
+    for (int64_t i = 0; i < n; ++i) z += std::exp(((double)x[i] - (double)x[best]) / temperature);
     ids[r] = (int32_t)best;
     logprobs[r] = (float)-std::log(z);
   }
