@@ -34,6 +34,18 @@ static inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 static inline float vhsum(vf v) { return _mm512_reduce_add_ps(v); }
 static inline float vhmax(vf v) { return _mm512_reduce_max_ps(v); }
+// out[0..3] = the horizontal sums of a, b, c and d: one transposing reduction, about the
+// cost of one vhsum.
+static inline void vhsum4(vf a, vf b, vf c, vf d, float* out) {
+  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c and d, then [a, b, c, d]
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+  const __m512 s16 =
+      _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)), _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(s16), _mm512_extractf32x8_ps(s16, 1));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
+}
 static inline vf vround(vf v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // 2^n for integral n in [-126, 127], as float
 static inline vf vswap_pairs(vf v) { return _mm512_permute_ps(v, 0xB1); }
@@ -70,6 +82,14 @@ static inline float vhmax(vf v) {
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+static inline void vhsum4(vf a, vf b, vf c, vf d, float* out) {
+  const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+  const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+  const __m256d abd = _mm256_castps_pd(ab), cdd = _mm256_castps_pd(cd);
+  const __m256 s8 =
+      _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(abd, cdd)), _mm256_castpd_ps(_mm256_unpackhi_pd(abd, cdd)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
 }
 static inline vf vround(vf v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 static inline vf vswap_pairs(vf v) { return _mm256_permute_ps(v, 0xB1); }
@@ -123,6 +143,12 @@ static inline float vhmax(vf v) {
   float s = v.v[0];
   for (int i = 1; i < VL; ++i) s = s > v.v[i] ? s : v.v[i];
   return s;
+}
+static inline void vhsum4(vf a, vf b, vf c, vf d, float* out) {
+  out[0] = vhsum(a);
+  out[1] = vhsum(b);
+  out[2] = vhsum(c);
+  out[3] = vhsum(d);
 }
 #endif
 
