@@ -269,7 +269,7 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
   const layer_weights& L = w_.layers[l];
   scratch& s = *s_;
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-  char* k_pool = &k_pool_[l * layer_bytes_];  // (n_blocks, block_size, kv_dim) f32 or f16
+  char* k_pool = &k_pool_[l * layer_bytes_];  // (n_blocks, n_kv_heads, block_size, head_dim) f32 or f16
   char* v_pool = &v_pool_[l * layer_bytes_];
 
   // attention: q, k, v of every new token of every sequence in three matmuls
@@ -287,14 +287,19 @@ void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
     const int64_t begin = s.seq_begin[i], n = s.seq_begin[i + 1] - begin;
     for (int64_t t = 0; t < n; ++t) {
       const int64_t p = w.start_pos + t;
-      const int64_t slot = (int64_t)w.block_table[p / block_size_] * block_size_ + p % block_size_;
-      char *kd = k_pool + slot * kv_dim * kv_elem_, *vd = v_pool + slot * kv_dim * kv_elem_;
-      if (opt_.kv_f16) {
-        to_f16_(nullptr, reinterpret_cast<uint16_t*>(kd), &s.k[(begin + t) * kv_dim], kv_dim);
-        to_f16_(nullptr, reinterpret_cast<uint16_t*>(vd), &s.v[(begin + t) * kv_dim], kv_dim);
-      } else {
-        std::memcpy(kd, &s.k[(begin + t) * kv_dim], kv_dim * sizeof(float));
-        std::memcpy(vd, &s.v[(begin + t) * kv_dim], kv_dim * sizeof(float));
+      const int64_t block = w.block_table[p / block_size_], offset = p % block_size_;
+      for (int64_t h = 0; h < c.n_kv_heads; ++h) {
+        // KV head h of this token: row (block * n_kv_heads + h) * block_size + offset
+        const int64_t at = ((block * c.n_kv_heads + h) * block_size_ + offset) * c.head_dim * kv_elem_;
+        const float *ks = &s.k[(begin + t) * kv_dim + h * c.head_dim],
+                    *vs = &s.v[(begin + t) * kv_dim + h * c.head_dim];
+        if (opt_.kv_f16) {
+          to_f16_(nullptr, reinterpret_cast<uint16_t*>(k_pool + at), ks, c.head_dim);
+          to_f16_(nullptr, reinterpret_cast<uint16_t*>(v_pool + at), vs, c.head_dim);
+        } else {
+          std::memcpy(k_pool + at, ks, c.head_dim * sizeof(float));
+          std::memcpy(v_pool + at, vs, c.head_dim * sizeof(float));
+        }
       }
     }
     if (opt_.kv_f16)

@@ -93,13 +93,13 @@ class cpu_backend : public worker_backend {
 
   std::vector<float> inv_freq_;  // (head_dim/2) RoPE frequencies, Llama 3 scaling applied
 
-  // The KV pool: per layer, K and V of (n_blocks, block_size, n_kv_heads, head_dim), f32 or
-  // f16 (opt_.kv_f16) elements.
+  // The KV pool: per layer, K and V of (n_blocks, n_kv_heads, block_size, head_dim), f32 or
+  // f16 (opt_.kv_f16) elements (the layout of kernel_abi.h's attention).
   int32_t block_size_ = 16;
   int64_t n_blocks_ = 0;
   int64_t kv_elem_ = 4;                      // bytes per element
   int64_t layer_bytes_ = 0;                  // one layer's K (or V) pool
-  std::unique_ptr<char[]> k_pool_, v_pool_;  // (n_layers, n_blocks, block_size, kv_dim)
+  std::unique_ptr<char[]> k_pool_, v_pool_;  // (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
   // The host pool: one slot holds a whole block, every layer's K then V rows, so that a
   // swap moves one contiguous slot. (n_host_blocks, n_layers, 2, block_size, kv_dim)
   int64_t n_host_blocks_ = 0;

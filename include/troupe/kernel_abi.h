@@ -53,8 +53,10 @@ typedef void (*troupe_rope_fn)(const troupe_kctx* ctx, float* x, const int32_t* 
 /* Paged causal attention for one sequence's query tokens.
  * q, out: (n_tokens, n_heads, head_dim); query t sits at position positions[t] and attends
  * keys at positions 0..positions[t].
- * k_pool, v_pool: one layer's pool, (n_blocks, block_size, n_kv_heads, head_dim) f32;
- * position p lives in block block_table[p / block_size], slot p % block_size.
+ * k_pool, v_pool: one layer's pool, (n_blocks, n_kv_heads, block_size, head_dim) f32;
+ * position p lives in block b = block_table[p / block_size] at offset o = p % block_size, and
+ * its key for KV head g is row (b * n_kv_heads + g) * block_size + o: a head's keys of one
+ * block are contiguous (block_size * head_dim elements), as in vLLM's cache.
  * Head h reads KV head h / (n_heads / n_kv_heads) (grouped-query attention). */
 typedef void (*troupe_attention_fn)(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool,
                                     const float* v_pool, const int32_t* block_table, const int32_t* positions,

@@ -477,7 +477,7 @@ struct attention_args {
   const float* q;
   const kv_t *k_pool, *v_pool;
   const int32_t* block_table;
-  int64_t n_heads, kv_stride, head_dim, block_size;
+  int64_t n_heads, n_kv_heads, head_dim, block_size;
   float scale;
   float* out;
 };
@@ -505,12 +505,13 @@ void attend_heads(const attention_args<DT>& a, int64_t t, int64_t pos, int64_t h
     const int64_t cn = min64(k_key_chunk, n_keys - c0);
     // The block table is resolved once per key (a division), not once per vector.
     for (int64_t j = 0, p = c0; j < cn; ++j, ++p)
-      slot[j] = ((int64_t)a.block_table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_stride + kvh * hd;
+      slot[j] =
+          (((int64_t)a.block_table[p / a.block_size] * a.n_kv_heads + kvh) * a.block_size + p % a.block_size) * hd;
     // d[g] = the partial sums (one vector) of q_g . k_j for the G heads.
     auto key_dots = [&](int64_t j, vf* d) {
-      // Consecutive keys sit a slot (n_kv_heads * head_dim floats) apart, often a page
-      // apart, where the hardware prefetchers stop: fetch the K row a few keys ahead and
-      // the V row this chunk will need.
+      // A head's keys are contiguous within a block, but blocks lie anywhere in the pool,
+      // where the hardware prefetchers stop: fetch the K row a few keys ahead and the V row
+      // this chunk will need.
       if (j + k_prefetch_keys < cn)
         for (int64_t i = 0; i < hd; i += a.per_line) __builtin_prefetch(a.k_pool + slot[j + k_prefetch_keys] + i);
       for (int64_t i = 0; i < hd; i += a.per_line) __builtin_prefetch(a.v_pool + slot[j] + i);
@@ -588,8 +589,7 @@ void attention_typed(const troupe_kctx* ctx, float* out, const float* q,
                      int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
   if (n_tokens <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
-  const attention_args<DT> a{q,        k_pool,     v_pool, block_table, n_heads, n_kv_heads * head_dim,
-                             head_dim, block_size, scale,  out};
+  const attention_args<DT> a{q, k_pool, v_pool, block_table, n_heads, n_kv_heads, head_dim, block_size, scale, out};
   // Fewer heads per task when that is what it takes to give every thread work.
   const int64_t threads = ctx && ctx->parallel_for ? ctx->n_threads : 1;
   int64_t per_task = group < k_max_heads_per_task ? group : k_max_heads_per_task;

@@ -59,14 +59,16 @@ __global__ void __launch_bounds__(k_threads)
   for (int d = threadIdx.x; d < D; d += blockDim.x) s_q[d] = a.q[row * D + d] * a.scale;
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
     const int p = kbeg + j;
-    s_slot[j] = bt[p / a.block_size] * a.block_size + p % a.block_size;
+    // the key's row in the pool: (block, KV head, offset) with the heads' rows of a block
+    // contiguous (n_blocks, n_kv_heads, block_size, head_dim)
+    s_slot[j] = ((int)bt[p / a.block_size] * a.n_kv_heads + kvh) * a.block_size + p % a.block_size;
   }
   __syncthreads();
 
   // 1. scores
   const int lane = threadIdx.x % k_warp, warp = threadIdx.x / k_warp, n_warps = blockDim.x / k_warp;
   for (int j = warp; j < n; j += n_warps) {
-    const KV* kp = k_pool + ((int64_t)s_slot[j] * a.n_kv_heads + kvh) * D;
+    const KV* kp = k_pool + (int64_t)s_slot[j] * D;
     float dot = 0.0f;
     for (int d = lane; d < D; d += k_warp) dot += s_q[d] * to_f32(kp[d]);
     dot = warp_sum(dot);
@@ -93,8 +95,7 @@ __global__ void __launch_bounds__(k_threads)
   for (int d = d0; d < D; d += (n_groups == 1 ? blockDim.x : D)) {
     float acc = 0.0f;
     if (g < n_groups)
-      for (int j = g; j < n; j += n_groups)
-        acc += s_p[j] * to_f32(v_pool[((int64_t)s_slot[j] * a.n_kv_heads + kvh) * D + d]);
+      for (int j = g; j < n; j += n_groups) acc += s_p[j] * to_f32(v_pool[(int64_t)s_slot[j] * D + d]);
     if (n_groups > 1) {
       if (g < n_groups) s_red[g * D + d] = acc;
       __syncthreads();

@@ -20,8 +20,8 @@ size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t
 
 // out (n_seqs, n_heads, head_dim) f32: attention of query q (n_seqs, n_heads, head_dim) f32
 // of sequence s, at position positions[s], over its keys 0..positions[s].
-// k_pool, v_pool: one layer, (n_blocks, block_size, n_kv_heads, head_dim) in f16 (kv_f16)
-// or f32. block_tables (n_seqs, bt_stride): physical block of each logical block.
+// k_pool, v_pool: one layer, (n_blocks, n_kv_heads, block_size, head_dim) in f16 (kv_f16)
+// or f32 (the layout of kernel_abi.h). block_tables (n_seqs, bt_stride): physical block of each logical block.
 // n_partitions must cover the longest sequence (decode_partitions(max position + 1));
 // more is allowed (empty partitions exit early), which keeps a captured graph valid as
 // sequences grow. All pointers are device pointers; workspace as sized above.

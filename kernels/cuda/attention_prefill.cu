@@ -73,7 +73,9 @@ __global__ void __launch_bounds__(k_threads)
   for (int kt = 0; kt <= max_pos; kt += BK) {
     if (threadIdx.x < BK) {
       const int p = kt + threadIdx.x;
-      s_slot[threadIdx.x] = p <= max_pos ? bt[p / a.block_size] * a.block_size + p % a.block_size : -1;
+      // the key's row: (block, KV head, offset), (n_blocks, n_kv_heads, block_size, head_dim)
+      s_slot[threadIdx.x] =
+          p <= max_pos ? ((int)bt[p / a.block_size] * a.n_kv_heads + kvh) * a.block_size + p % a.block_size : -1;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(k_threads)
       const int slot = s_slot[j];
       float kv = 0.0f, vv = 0.0f;
       if (slot >= 0) {
-        const int64_t off = ((int64_t)slot * a.n_kv_heads + kvh) * D + d;
+        const int64_t off = (int64_t)slot * D + d;
         kv = to_f32(k_pool[off]);
         vv = to_f32(v_pool[off]);
       }

@@ -25,7 +25,7 @@ void append_prefill_tiles(std::vector<prefill_tile>& tiles, int32_t seq, int32_t
 // out (n_tokens, n_heads, head_dim) f32 for the tokens named by `tiles` (n_tiles, on the
 // device): query token t of sequence seq sits at positions[t] and attends keys
 // 0..positions[t] of that sequence. q as out. k_pool, v_pool: one layer,
-// (n_blocks, block_size, n_kv_heads, head_dim) in f16 (kv_f16) or f32.
+// (n_blocks, n_kv_heads, block_size, head_dim) in f16 (kv_f16) or f32 (as kernel_abi.h).
 // block_tables (n_seqs, bt_stride). The keys of the tile's own tokens must already be in
 // the pool.
 void invoke_attention_prefill(float* out, const float* q, const void* k_pool, const void* v_pool, bool kv_f16,

@@ -1,5 +1,5 @@
 // Paged decode attention kernel versions, in the style of llm.c's dev/cuda. One query token
-// per sequence, K/V in f16 in a paged pool (n_blocks, block_size, n_kv_heads, head_dim),
+// per sequence, K/V in f16 in a paged pool (n_blocks, n_kv_heads, block_size, head_dim),
 // grouped-query heads. Versions:
 //   1. one thread block per (head, sequence), naive: a thread per key computes a whole dot
 //      product (strided K reads), scores in shared memory, then threads over head_dim
@@ -32,8 +32,8 @@ void attention_cpu(float* out, const float* q, const std::vector<float>& k, cons
       const int kvh = h / (H / KVH);
       const float* qh = q + ((size_t)s * H + h) * D;
       auto row = [&](const std::vector<float>& pool, int p) {
-        const int slot = tables[s * bt_stride + p / BS] * BS + p % BS;
-        return &pool[((size_t)slot * KVH + kvh) * D];
+        const int r = (tables[s * bt_stride + p / BS] * KVH + kvh) * BS + p % BS;  // see row_of
+        return &pool[(size_t)r * D];
       };
       double mx = -1e300;
       for (int p = 0; p < lens[s]; ++p) {
@@ -68,8 +68,10 @@ struct args {
   int n_part;
 };
 
-__device__ __forceinline__ int slot_of(const args& a, int s, int p) {
-  return a.tables[s * a.bt_stride + p / BS] * BS + p % BS;
+// The pool row of position p of sequence s for KV head kvh: a head's keys of one block are
+// contiguous, (n_blocks, n_kv_heads, block_size, head_dim), as in kernel_abi.h.
+__device__ __forceinline__ int row_of(const args& a, int s, int p, int kvh) {
+  return (a.tables[s * a.bt_stride + p / BS] * KVH + kvh) * BS + p % BS;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -121,7 +123,7 @@ __global__ void attention_decode_kernel1(args a) {
   const float* q = a.q + ((size_t)s * H + h) * D;
   float mx = -INFINITY;
   for (int p = threadIdx.x; p < n; p += blockDim.x) {
-    const half* kr = a.k + ((size_t)slot_of(a, s, p) * KVH + kvh) * D;
+    const half* kr = a.k + (size_t)row_of(a, s, p, kvh) * D;
     float dot = 0.0f;
     for (int d = 0; d < D; ++d) dot += q[d] * __half2float(kr[d]);
     scores[p] = dot * a.scale;
@@ -133,7 +135,7 @@ __global__ void attention_decode_kernel1(args a) {
   sum = block_reduce(sum, false);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = 0.0f;
-    for (int p = 0; p < n; ++p) acc += scores[p] * __half2float(a.v[((size_t)slot_of(a, s, p) * KVH + kvh) * D + d]);
+    for (int p = 0; p < n; ++p) acc += scores[p] * __half2float(a.v[(size_t)row_of(a, s, p, kvh) * D + d]);
     a.out[((size_t)s * H + h) * D + d] = acc / sum;
   }
 }
@@ -153,11 +155,11 @@ __global__ void attention_decode_kernel2(args a) {
     return;
   }
   for (int d = threadIdx.x; d < D; d += blockDim.x) s_q[d] = a.q[((size_t)s * H + h) * D + d] * a.scale;
-  for (int j = threadIdx.x; j < n; j += blockDim.x) s_slot[j] = slot_of(a, s, kbeg + j);
+  for (int j = threadIdx.x; j < n; j += blockDim.x) s_slot[j] = row_of(a, s, kbeg + j, kvh);
   __syncthreads();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (int j = warp; j < n; j += blockDim.x / 32) {
-    const half* kr = a.k + ((size_t)s_slot[j] * KVH + kvh) * D;
+    const half* kr = a.k + (size_t)s_slot[j] * D;
     float dot = 0.0f;
     for (int d = lane; d < D; d += 32) dot += s_q[d] * __half2float(kr[d]);
     dot = warp_sum(dot);
@@ -172,7 +174,7 @@ __global__ void attention_decode_kernel2(args a) {
   sum = block_reduce(sum, false);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {  // blockDim.x == D here
     float acc = 0.0f;
-    for (int j = 0; j < n; ++j) acc += s_p[j] * __half2float(a.v[((size_t)s_slot[j] * KVH + kvh) * D + d]);
+    for (int j = 0; j < n; ++j) acc += s_p[j] * __half2float(a.v[(size_t)s_slot[j] * D + d]);
     a.part_out[prow * D + d] = acc;
   }
   if (threadIdx.x == 0) a.part_ml[prow * 2] = mx, a.part_ml[prow * 2 + 1] = sum;
@@ -205,7 +207,7 @@ __global__ void __launch_bounds__(WARPS3 * 32) attention_decode_kernel3(args a) 
   float m = -INFINITY, l = 0.0f;
   const int wbeg = kbeg + warp * (P3 / WARPS3), wend = min(wbeg + P3 / WARPS3, n_keys);
   for (int p = wbeg; p < wend; ++p) {
-    const size_t off = ((size_t)slot_of(a, s, p) * KVH + kvh) * D;
+    const size_t off = (size_t)row_of(a, s, p, kvh) * D;
     float dot = 0.0f;
     for (int c = 0; c < C3; ++c) {
       float kf[4];

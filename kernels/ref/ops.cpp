@@ -70,9 +70,9 @@ void attention_typed(const troupe_kctx*, float* out, const float* q, const KV* k
                      const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
                      int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
   const int64_t group = n_heads / n_kv_heads;
-  const int64_t kv_stride = n_kv_heads * head_dim;  // one slot
+  // the key of position p for KV head kvh: row (block * n_kv_heads + kvh) * block_size + offset
   auto slot = [&](const KV* pool, int64_t p, int64_t kvh) {
-    return pool + ((int64_t)block_table[p / block_size] * block_size + p % block_size) * kv_stride + kvh * head_dim;
+    return pool + (((int64_t)block_table[p / block_size] * n_kv_heads + kvh) * block_size + p % block_size) * head_dim;
   };
   std::vector<float> scores;
   for (int64_t t = 0; t < n_tokens; ++t) {

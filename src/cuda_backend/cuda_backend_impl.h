@@ -101,7 +101,7 @@ struct cuda_backend::impl {
   const float* inv_freq = nullptr;  // (head_dim / 2)
 
   // KV pool: layer l's K at kv_base + 2l * layer_kv_bytes, V right after it; each
-  // (n_blocks, block_size, n_kv_heads, head_dim) in f16 or f32.
+  // (n_blocks, n_kv_heads, block_size, head_dim) in f16 or f32.
   device_buffer kv;
   size_t layer_kv_bytes = 0;
   size_t kv_block_bytes = 0;  // one block of one layer's K (or V)

@@ -112,7 +112,7 @@ void cuda_backend::impl::enqueue_forward(const step_shape& sh) {
     }
     void* kp = kv_layer(l, false);
     void* vp = kv_layer(l, true);
-    kc::invoke_kv_store(kp, vp, opt.kv_f16, k, v, kv_dim, slots, T, kv_dim, stream);
+    kc::invoke_kv_store(kp, vp, opt.kv_f16, k, v, kv_dim, slots, T, kv_dim, c.head_dim, opt.block_size, stream);
     if (sh.n_dec > 0)  // decode sequences own batch rows 0..n_dec-1 and table rows 0..n_dec-1
       kc::invoke_attention_decode(att, q, kp, vp, opt.kv_f16, tables, sh.bt_stride, dec_positions, sh.n_dec, c.n_heads,
                                   c.n_kv_heads, c.head_dim, opt.block_size, scale, sh.n_parts, attn_ws, stream);
