@@ -101,7 +101,7 @@ class cpu_backend : public worker_backend {
   int64_t layer_bytes_ = 0;                  // one layer's K (or V) pool
   std::unique_ptr<char[]> k_pool_, v_pool_;  // (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
   // The host pool: one slot holds a whole block, every layer's K then V rows, so that a
-  // swap moves one contiguous slot. (n_host_blocks, n_layers, 2, block_size, kv_dim)
+  // swap moves one contiguous slot. (n_host_blocks, n_layers, 2, n_kv_heads, block_size, head_dim)
   int64_t n_host_blocks_ = 0;
   std::unique_ptr<char[]> host_pool_;
 
