@@ -484,7 +484,7 @@ void check_argmax(const troupe_kernel_variant& ref, const troupe_kernel_variant&
         auto logits = uniform(rng, rows * n, -12, 12);
         for (int64_t row = 0; row < rows && n > 2; ++row) {
           float* x = &logits[row * n];
-          if (row == 1) {  // a tie for the maximum, the later copy first in memory order too
+          if (row == 1) {  // the maximum twice: the lower index must win
             x[n - 1] = 30.0f;
             x[n / 2] = 30.0f;
           }
