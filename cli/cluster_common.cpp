@@ -45,7 +45,7 @@ void add_worker_flags(CLI::App& sub, worker_flags& f) {
                  "Host memory per worker, MiB, for KV blocks preempted by swap (the scheduler's --preemption swap)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  add_kv_dtype_flag(sub, f.kv_dtype);
+  add_kv_cache_flags(sub, f.kv_dtype, f.kv_fraction);
 }
 
 std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f, const tp::shard* shard,
@@ -59,6 +59,7 @@ std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const wo
   opt.max_batch_tokens = f.max_batch_tokens;
   opt.swap_bytes = f.swap_mb << 20;
   opt.kv_f16 = f.kv_dtype == "f16";
+  if (f.kv_fraction > 0) opt.kv_fraction = f.kv_fraction;
   return std::make_unique<cpu_backend>(*m.file, *m.registry, opt);
 }
 

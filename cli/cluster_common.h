@@ -44,6 +44,7 @@ struct worker_flags {
   std::string step_log;           // per-step shapes and times (JSONL)
   int64_t swap_mb = 0;            // host pool for preemption by swap, per worker
   std::string kv_dtype = "auto";  // KV pool elements: auto (f32 on the CPU, f16 on CUDA), f32, f16
+  double kv_fraction = 0;         // with kv_mb == 0: share of RAM / free GPU memory; 0 = default
 };
 void add_worker_flags(CLI::App& sub, worker_flags& f);
 // With a shard and its group's communicator: this rank of a tensor-parallel group.

@@ -36,6 +36,7 @@ struct generate_args {
   int threads = (int)std::max(1u, std::thread::hardware_concurrency());
   int64_t kv_mb = 0;
   std::string kv_dtype = "auto";
+  double kv_fraction = 0;
   int32_t block_size = 16;
   int64_t max_batch_tokens = 512;
   std::vector<std::string> kernels;  // OP=VARIANT
@@ -106,6 +107,7 @@ int run_generate(const generate_args& a) {
     co.device = cuda_device_for_rank(a.device, a.tp_rank);
     co.kv_bytes = a.kv_mb << 20;
     co.kv_f16 = a.kv_dtype != "f32";
+    co.kv_fraction = a.kv_fraction;
     co.block_size = a.block_size;
     co.max_batch_tokens = a.max_batch_tokens;
     co.max_seqs = 256;
@@ -120,6 +122,7 @@ int run_generate(const generate_args& a) {
     opt.n_threads = a.threads;
     opt.kv_bytes = a.kv_mb << 20;
     opt.kv_f16 = a.kv_dtype == "f16";
+    if (a.kv_fraction > 0) opt.kv_fraction = a.kv_fraction;
     opt.block_size = a.block_size;
     opt.max_batch_tokens = a.max_batch_tokens;
     backend_ptr = std::make_unique<cpu_backend>(*model, registry, opt);
@@ -196,7 +199,7 @@ void add_generate(CLI::App& app) {
   add_sampling_flags(*sub, a->sampling);
   sub->add_option("--threads", a->threads, "Kernel threads")->capture_default_str();
   sub->add_option("--kv-mb", a->kv_mb, "KV cache size in MiB (0 = 5% of RAM)")->capture_default_str();
-  add_kv_dtype_flag(*sub, a->kv_dtype);
+  add_kv_cache_flags(*sub, a->kv_dtype, a->kv_fraction);
   sub->add_option("--block-size", a->block_size, "Tokens per KV block")->capture_default_str();
   sub->add_option("--max-batch-tokens", a->max_batch_tokens, "Tokens per step (prefill chunk)")->capture_default_str();
   sub->add_option("--kernel", a->kernels, "OP=VARIANT: pick a kernel variant (repeatable)");

@@ -55,6 +55,7 @@ cuda_worker_options cuda_options(const worker_args& a) {
   co.max_seqs = a.worker.max_batch;
   co.swap_bytes = a.worker.swap_mb << 20;
   co.kv_f16 = a.worker.kv_dtype != "f32";
+  co.kv_fraction = a.worker.kv_fraction;
   return co;
 }
 

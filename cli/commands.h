@@ -30,9 +30,13 @@ void add_config_flag(CLI::App& sub);
 // --stop, --stop-id, --top-logprobs).
 void add_sampling_flags(CLI::App& sub, sampling_params& p);
 
-// --kv-dtype auto|f32|f16 (generate, worker, serve): the KV pool's element type. auto is f32
-// on the CPU (logits within 1e-4 of the reference) and f16 on CUDA.
-void add_kv_dtype_flag(CLI::App& sub, std::string& kv_dtype);
+// The KV cache flags beside --kv-mb (generate, worker, serve):
+//   --kv-dtype auto|f32|f16: the pool's element type; auto is f32 on the CPU (logits within
+//     1e-4 of the reference) and f16 on CUDA;
+//   --kv-fraction F: with --kv-mb 0, the share of physical RAM (CPU) or of the GPU memory
+//     left after the weights (CUDA) the pool takes; 0 keeps the backend's default (5% of
+//     RAM, 85% of the GPU's free memory).
+void add_kv_cache_flags(CLI::App& sub, std::string& kv_dtype, double& kv_fraction);
 
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);

@@ -50,10 +50,15 @@ void add_config_flag(CLI::App& sub) {
       ->type_name("FILE");
 }
 
-void add_kv_dtype_flag(CLI::App& sub, std::string& kv_dtype) {
+void add_kv_cache_flags(CLI::App& sub, std::string& kv_dtype, double& kv_fraction) {
   sub.add_option("--kv-dtype", kv_dtype,
                  "KV cache element type: auto (f32 on the CPU, f16 on CUDA), f32, or f16 (half the memory per token)")
       ->check(CLI::IsMember({"auto", "f32", "f16"}))
+      ->capture_default_str();
+  sub.add_option("--kv-fraction", kv_fraction,
+                 "With --kv-mb 0: the KV cache's share of physical RAM (CPU) or of the GPU memory left after the "
+                 "weights (CUDA); 0 = the backend's default (0.05 of RAM, 0.85 of the GPU's)")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
 }
 

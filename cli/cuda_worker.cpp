@@ -43,6 +43,7 @@ std::unique_ptr<worker_backend> make_cuda_worker_backend(const model_file& model
   co.max_seqs = o.max_seqs;
   co.swap_bytes = o.swap_bytes;
   co.kv_f16 = o.kv_f16;
+  if (o.kv_fraction > 0) co.kv_memory_fraction = o.kv_fraction;
   co.shard = shard;
   co.comm = nccl;
   return make_cuda_backend(model, registry, co);

@@ -30,6 +30,7 @@ struct cuda_worker_options {
   int32_t max_seqs = 64;
   int64_t swap_bytes = 0;  // pinned host pool for preemption by swap; 0 = none
   bool kv_f16 = true;      // KV pool in f16 (false: f32)
+  double kv_fraction = 0;  // with kv_bytes == 0: share of the free memory; 0 = the backend's default
 };
 
 // The device a rank uses: `asked` when >= 0, else rank % the devices visible (one GPU per

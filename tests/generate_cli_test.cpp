@@ -44,5 +44,31 @@ TEST(GenerateCli, StreamsTextAndRejectsBadFlags) {
   EXPECT_NE(bad.out.find("nonesuch"), std::string::npos) << bad.out;
 }
 
+// The KV pool's size by fraction of RAM and its element type, as the log reports them; a
+// fraction outside [0, 1] is refused naming the flag.
+TEST(GenerateCli, KvCacheSizedByFractionOfRamInF16) {
+  TROUPE_REQUIRE_MODELS();
+  const std::string model = (models_dir() / "stories260K/stories260K.gguf").string();
+  auto pool_mib = [&](const std::string& flags) {
+    const auto r = test::run_command(test::troupe_bin() + " generate --model " + model +
+                                     " --prompt 'Once upon a time' --max-tokens 4 --kv-mb 0" + flags);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    const auto at = r.out.find("KV pool of ");
+    EXPECT_NE(at, std::string::npos) << r.out;
+    const auto open = r.out.find('(', at);
+    return std::make_pair(std::stod(r.out.substr(open + 1)), r.out.substr(at, r.out.find('\n', at) - at));
+  };
+  const auto [small, small_line] = pool_mib(" --kv-fraction 0.01");
+  const auto [large, large_line] = pool_mib(" --kv-fraction 0.02 --kv-dtype f16");
+  EXPECT_NE(large_line.find("f16"), std::string::npos) << large_line;
+  EXPECT_NE(small_line.find("f32"), std::string::npos) << small_line;
+  // twice the fraction: twice the MiB (within a block's rounding)
+  EXPECT_NEAR(large / small, 2.0, 0.01) << small_line << " / " << large_line;
+  const auto bad =
+      test::run_command(test::troupe_bin() + " generate --model " + model + " --prompt x --kv-fraction 1.5");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("--kv-fraction"), std::string::npos) << bad.out;
+}
+
 }  // namespace
 }  // namespace troupe
