@@ -65,6 +65,39 @@ void argmax_scalar(std::span<const float> v, int32_t* id, float* logprob) {
   *logprob = (float)-std::log(sum);
 }
 
+// The draw without filters over a large vocabulary, in id order like the plain walk below:
+// the mass of each chunk of k_draw_chunk logits comes from the argmax kernel (a vectorized
+// log-sum-exp per chunk, relative to the chunk's maximum), and only the chunk the draw
+// lands in is walked token by token. A scalar exp per token cost 213 us a token at 32k.
+constexpr int64_t k_draw_chunk = 256;
+
+int32_t draw_in_chunks(std::span<const float> l, float mx, float temperature, double u, const sampler_kernels& k) {
+  const int64_t n = (int64_t)l.size(), chunks = n / k_draw_chunk;
+  std::vector<int32_t> top((size_t)chunks);
+  std::vector<float> lp((size_t)chunks);
+  k.argmax(k.ctx, top.data(), lp.data(), l.data(), chunks, k_draw_chunk, temperature);
+  auto weight = [&](int64_t i) -> double { return std::exp((l[i] - mx) / temperature); };
+  // sum over chunk c of exp((x - mx) / T) = exp((max_c - mx) / T) * exp(-lp_c)
+  std::vector<double> mass((size_t)chunks);
+  double total = 0.0;
+  for (int64_t c = 0; c < chunks; ++c)
+    total += mass[c] = std::exp((double)(l[c * k_draw_chunk + top[c]] - mx) / temperature - (double)lp[c]);
+  for (int64_t i = chunks * k_draw_chunk; i < n; ++i) total += weight(i);
+  const double target = u * total;
+  double cum = 0.0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (target < cum + mass[c]) {
+      for (int64_t i = c * k_draw_chunk; i < (c + 1) * k_draw_chunk; ++i)
+        if (target < (cum += weight(i))) return (int32_t)i;
+      return (int32_t)((c + 1) * k_draw_chunk - 1);  // the exact sum fell short of the chunk's mass
+    }
+    cum += mass[c];
+  }
+  for (int64_t i = chunks * k_draw_chunk; i < n; ++i)
+    if (target < (cum += weight(i))) return (int32_t)i;
+  return (int32_t)(n - 1);  // rounding may leave target just above the sum
+}
+
 }  // namespace
 
 double sampling_uniform(uint64_t seed, int64_t n_generated) {
@@ -95,8 +128,12 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w, cons
 
   seq_output out;
   out.seq_id = w.seq_id;
+  const int64_t n_generated = std::max<int64_t>(0, (int64_t)w.history.size() - w.n_prompt);
+  const bool no_filter = (p.top_k <= 0 || (size_t)p.top_k >= logits.size()) && p.top_p >= 1.0f && p.min_p <= 0.0f;
   if (p.temperature == 0.0f) {
     out.token = best;
+  } else if (no_filter && kernels.argmax && (int64_t)logits.size() >= 2 * k_draw_chunk) {
+    out.token = draw_in_chunks(logits, mx, p.temperature, sampling_uniform(p.seed, n_generated), kernels);
   } else {
     // Candidates, highest logit first (lowest id first on ties) when a filter needs the
     // order. min_p can only keep logits >= mx + T*log(min_p): drop the rest before sorting
@@ -133,9 +170,10 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w, cons
       if (p.top_p < 1.0f) nucleus();
     } else if (p.top_p < 1.0f) {
       // The nucleus without sorting the whole vocabulary (a sort of 32k candidates took
-      // milliseconds a token): the best `sorted` candidates in order, 64 at first (a partial
-      // sort) and eight times more (a selection and a sort) while their mass is short of top_p. A peaked distribution
-      // stops at the first 64; a flat one ends in a full sort. The normalizer is over every candidate.
+      // milliseconds a token): the best `sorted` candidates in order, 64 at first (a
+      // partial sort) and eight times more (a selection and a sort) while their mass is
+      // short of top_p. A peaked distribution stops at the first 64; a flat one ends in a
+      // full sort. The normalizer is over every candidate.
       double z = 0.0;
       if (cand.size() == logits.size() && kernels.argmax) {
         // every logit is a candidate: the kernel's log-partition at the temperature
@@ -175,7 +213,6 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w, cons
       prob.resize(n);
     }
     const double total = std::accumulate(prob.begin(), prob.end(), 0.0);
-    const int64_t n_generated = std::max<int64_t>(0, (int64_t)w.history.size() - w.n_prompt);
     const double target = sampling_uniform(p.seed, n_generated) * total;
     double cum = 0.0;
     size_t chosen = prob.size() - 1;  // rounding may leave target just above the sum
