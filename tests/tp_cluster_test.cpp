@@ -139,7 +139,8 @@ TEST(TensorParallelCluster, GroupAcrossNetworkNamespaces) {
         dir / ("rank" + std::to_string(r) + ".log"), net.name(1 + r)));
   ASSERT_TRUE(gateway.wait_for_log("ready on")) << gateway.log();
   ASSERT_TRUE(scheduler.wait_for_log("registered as replica 1")) << scheduler.log() << ranks[0]->log();
-  EXPECT_NE(ranks[1]->log().find("gloo tcp " + net.address(2)), std::string::npos) << ranks[1]->log();
+  // Rank 1 writes its group line after the group formed, which may be after rank 0 registered.
+  EXPECT_TRUE(ranks[1]->wait_for_log("gloo tcp " + net.address(2))) << ranks[1]->log();
 
   actors::gateway_client client(gw);
   proto::job j;
