@@ -14,7 +14,10 @@
 extern "C" {
 #endif
 
-#define TROUPE_KERNEL_ABI_VERSION 1
+/* 2: the KV pools of the attention ops are (n_blocks, n_kv_heads, block_size, head_dim)
+ * (version 1 had (n_blocks, block_size, n_kv_heads, head_dim)); argmax, attention_f16kv and
+ * to_f16 added. A plugin built against version 1 is refused at load. */
+#define TROUPE_KERNEL_ABI_VERSION 2
 
 /* Weight and activation types (values match GGML's type ids where they exist). */
 typedef enum troupe_dtype {
