@@ -265,17 +265,16 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
   std::stringstream original;
   std::string l;
   std::optional<policy> made;
-  bool first_is_config = false;
   try {
     while (std::getline(trace, l)) {
-      original << l << '\n';
       ++rep.lines;
       const json j = json::parse(l);
       const std::string ev = j.at("ev");
+      // Only decisions are compared: the config lines differ whenever the replay runs
+      // under other flags, which is what such a replay is for.
+      if (ev != "config") original << l << '\n';
       if (!made) {
-        first_is_config = ev == "config";
-        // The policy that decided, as its config line recorded it (older traces have none);
-        // its constructor writes the same line into the replay's own trace.
+        // The policy that decided, as its config line recorded it (older traces have none).
         if (ev == "config" && use_recorded_config) {
           cfg = config_of(j);
           rep.recorded_config = true;
@@ -324,8 +323,7 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
   }
   if (!made) made.emplace(cfg);
   std::string mine = made->take_trace();
-  // A trace older than the config line: compare the decisions, not the line it lacks.
-  if (!first_is_config) mine.erase(0, mine.find('\n') + 1);
+  mine.erase(0, mine.find('\n') + 1);  // the replay policy's own config line
   std::stringstream produced(mine);
   rep.difference = compare_traces(original, produced);
   rep.same = rep.difference.empty();
