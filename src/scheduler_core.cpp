@@ -188,27 +188,28 @@ void scheduler_core::retire_drained(double now, outbox& out) {
     if (!st || st->running + st->swapped == 0) empty.push_back(id);
   }
   for (uint32_t id : empty) {
-    auto it = replicas_.find(id);
-    const std::string peer = it->second.peer;
-    spdlog::info("scheduler: replica {} ({}) drained; shutting it down", id, peer);
-    replica_of_peer_.erase(peer);
-    replicas_.erase(it);
-    policy_->remove_replica(id, now);  // nothing of it is left to re-plan
+    const std::string peer = replicas_.at(id).peer;
+    remove(id, "drained", now, out, true);  // nothing of it is left to re-plan
     out.push_back({peer, proto::shutdown{"drained"}});
   }
 }
 
 // ---- planning and routing -----------------------------------------------------------------------
 
-void scheduler_core::remove(uint32_t replica_id, const std::string& why, double now, outbox& out) {
+void scheduler_core::remove(uint32_t replica_id, const std::string& why, double now, outbox& out, bool drained) {
   auto it = replicas_.find(replica_id);
   if (it == replicas_.end()) return;
-  spdlog::warn("scheduler: replica {} ({}) removed: {}; its requests are re-planned", replica_id, it->second.peer, why);
+  if (drained)
+    spdlog::info("scheduler: replica {} ({}) drained; shutting it down", replica_id, it->second.peer);
+  else
+    spdlog::warn("scheduler: replica {} ({}) removed: {}; its requests are re-planned", replica_id, it->second.peer,
+                 why);
   replica_of_peer_.erase(it->second.peer);
   replicas_.erase(it);
   policy_->remove_replica(replica_id, now);
   route(policy_->take_events(), out);
-  if (!replicas_.empty()) return;
+  // A drain is a planned restart: queued requests wait for the next worker.
+  if (!replicas_.empty() || drained) return;
   // No worker is left: waiting for one could be forever, so every unfinished request ends
   // now with an error the client can act on (resubmit), instead of hanging.
   std::vector<sched::request_event> failed;

@@ -68,7 +68,9 @@ class scheduler_core {
 
   outbox on_registration(const std::string& peer, const proto::worker_registration& r, double now);
   void on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out);
-  void remove(uint32_t replica_id, const std::string& why, double now, outbox& out);
+  // drained: a replica retired after its drain: an info line, not a warning, and when it was
+  // the last one its queued requests wait for the next worker instead of failing.
+  void remove(uint32_t replica_id, const std::string& why, double now, outbox& out, bool drained = false);
   void on_drain(replica& r, const proto::drain& d, double now, outbox& out);
   // Sends shutdown to every draining replica with nothing left to run, and removes it.
   void retire_drained(double now, outbox& out);
