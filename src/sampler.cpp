@@ -1,6 +1,8 @@
 // Sampling one token from logits: penalties, greedy or filtered random draw, logprobs.
 #include "src/sampler.h"
 
+#include "kernels/ref/ref.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -43,26 +45,10 @@ void apply_penalties(std::vector<float>& logits, const seq_work& w) {
   }
 }
 
-bool has_penalties(const sampling_params& p) {
-  return (p.repetition_penalty != 1.0f && p.repeat_window > 0) || p.frequency_penalty != 0.0f ||
-         p.presence_penalty != 0.0f;
-}
-
 // Orders ids by logit, highest first; the lowest id wins ties, so that greedy decoding and
 // top-k = 1 agree and do not depend on a sort's whims.
 auto by_logit(std::span<const float> l) {
   return [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
-}
-
-// The argmax op's contract in scalar code: the first maximum and its log-probability.
-void argmax_scalar(std::span<const float> v, int32_t* id, float* logprob) {
-  int32_t best = 0;
-  for (int32_t i = 1; i < (int32_t)v.size(); ++i)
-    if (v[i] > v[best]) best = i;
-  double sum = 0.0;
-  for (float l : v) sum += std::exp((double)l - v[best]);
-  *id = best;
-  *logprob = (float)-std::log(sum);
 }
 
 // The draw without filters over a large vocabulary, in id order like the plain walk below:
@@ -100,6 +86,11 @@ int32_t draw_in_chunks(std::span<const float> l, float mx, float temperature, do
 
 }  // namespace
 
+bool has_penalties(const sampling_params& p) {
+  return (p.repetition_penalty != 1.0f && p.repeat_window > 0) || p.frequency_penalty != 0.0f ||
+         p.presence_penalty != 0.0f;
+}
+
 double sampling_uniform(uint64_t seed, int64_t n_generated) {
   const uint64_t z = splitmix64(splitmix64(seed) ^ splitmix64(0x5eed0000ull + (uint64_t)n_generated));
   return (double)(z >> 11) * 0x1.0p-53;
@@ -118,10 +109,8 @@ seq_output sample_next(std::span<const float> logits_in, const seq_work& w, cons
   // log-softmax of the penalized logits at temperature 1: the reported logprobs
   int32_t best = 0;
   float best_logprob = 0.0f;
-  if (kernels.argmax)
-    kernels.argmax(kernels.ctx, &best, &best_logprob, logits.data(), 1, (int64_t)logits.size(), 1.0f);
-  else
-    argmax_scalar(logits, &best, &best_logprob);
+  const troupe_argmax_fn argmax = kernels.argmax ? kernels.argmax : kern::ref::argmax;
+  argmax(kernels.ctx, &best, &best_logprob, logits.data(), 1, (int64_t)logits.size(), 1.0f);
   const float mx = logits[best];
   const float log_z = mx - best_logprob;
   auto logprob = [&](int32_t id) { return id == best ? best_logprob : logits[id] - log_z; };

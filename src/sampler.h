@@ -26,13 +26,16 @@ namespace troupe {
 //
 // The greedy choice and the log-partition run on `kernels.argmax` (a TROUPE_OP_ARGMAX
 // variant: the backends pass the registry's selected CPU one) in `kernels.ctx`; without it,
-// a scalar loop summing in double. Over a 32k vocabulary the scalar loop costs about 100 us
-// a token, a tenth of a small model's decode step on two threads.
+// on the reference variant (kern::ref::argmax, scalar sums in double), which costs about
+// 100 us a token over a 32k vocabulary, a tenth of a small model's decode step.
 struct sampler_kernels {
   troupe_argmax_fn argmax = nullptr;
   const troupe_kctx* ctx = nullptr;
 };
 seq_output sample_next(std::span<const float> logits, const seq_work& work, const sampler_kernels& kernels = {});
+
+// Whether the repetition, frequency or presence penalty changes any logit.
+bool has_penalties(const sampling_params& p);
 
 // The uniform draw in [0, 1) used for token number `n_generated` of a sequence with `seed`.
 double sampling_uniform(uint64_t seed, int64_t n_generated);

@@ -130,6 +130,13 @@ void add(const troupe_kctx*, float* out, const float* a, const float* b, int64_t
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
+template <typename F>
+troupe_kernel_variant v(troupe_op op, F* fn) {
+  return {op, TROUPE_BACKEND_CPU, "ref", reinterpret_cast<void (*)(void)>(fn)};
+}
+
+}  // namespace
+
 void argmax(const troupe_kctx*, int32_t* ids, float* logprobs, const float* logits, int64_t rows, int64_t n,
             float temperature) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -143,13 +150,6 @@ void argmax(const troupe_kctx*, int32_t* ids, float* logprobs, const float* logi
     logprobs[r] = (float)-std::log(z);
   }
 }
-
-template <typename F>
-troupe_kernel_variant v(troupe_op op, F* fn) {
-  return {op, TROUPE_BACKEND_CPU, "ref", reinterpret_cast<void (*)(void)>(fn)};
-}
-
-}  // namespace
 
 std::vector<troupe_kernel_variant> variants() {
   return {

@@ -148,6 +148,13 @@ void cuda_backend::impl::load() {
   rmsnorm_override = reinterpret_cast<troupe_rmsnorm_fn>(pick(TROUPE_OP_RMSNORM));
   rope_override = reinterpret_cast<troupe_rope_fn>(pick(TROUPE_OP_ROPE));
   silu_mul_override = reinterpret_cast<troupe_silu_mul_fn>(pick(TROUPE_OP_SILU_MUL));
+  // Rows sampled on the host (penalties, top alternatives) use the CPU argmax variant, as
+  // the CPU backend does; a registry without one leaves the sampler's scalar loop.
+  try {
+    host_argmax = registry.get<troupe_argmax_fn>(TROUPE_OP_ARGMAX, TROUPE_BACKEND_CPU);
+  } catch (const error&) {
+    host_argmax = nullptr;
+  }
 
   allocate_scratch();
   allocate_kv();

@@ -133,6 +133,7 @@ struct cuda_backend::impl {
   troupe_rmsnorm_fn rmsnorm_override = nullptr;
   troupe_rope_fn rope_override = nullptr;
   troupe_silu_mul_fn silu_mul_override = nullptr;
+  troupe_argmax_fn host_argmax = nullptr;  // for sample_next on the host
   std::string kernels_desc;
 
   // decode graphs by (n_seqs, n_sample, n_parts, table stride)

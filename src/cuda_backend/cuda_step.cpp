@@ -29,11 +29,7 @@ namespace {
 constexpr size_t k_max_graphs = 64;  // beyond this, new shapes run without a graph
 
 // Penalties and top alternatives need the CPU sampler (src/sampler.cpp) on the host.
-bool needs_host_sampling(const seq_work& w) {
-  const sampling_params& p = w.sampling;
-  return p.top_logprobs > 0 || (p.repetition_penalty != 1.0f && p.repeat_window > 0) || p.frequency_penalty != 0.0f ||
-         p.presence_penalty != 0.0f;
-}
+bool needs_host_sampling(const seq_work& w) { return w.sampling.top_logprobs > 0 || has_penalties(w.sampling); }
 
 }  // namespace
 
@@ -294,7 +290,7 @@ step_result cuda_backend::impl::step(const step_plan& plan) {
     if (needs_host_sampling(w)) {
       row.resize(cfg.vocab_size);
       TROUPE_CUDA_CHECK(cudaMemcpy(row.data(), logits + s * cfg.vocab_size, row.size() * 4, cudaMemcpyDeviceToHost));
-      o = sample_next(row, w);
+      o = sample_next(row, w, {host_argmax, nullptr});
     } else {
       o.token = got_ids[s];
       o.logprob = got_lp[s];
