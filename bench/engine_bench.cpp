@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
       reps = std::atoi(v), ++i;
     else if (a == "--json")
       json = true;
-    else if (a == "--kv-dtype")
+    else if (a == "--kv-dtype" && (std::string(v) == "f16" || std::string(v) == "f32"))
       kv_f16 = std::string(v) == "f16", ++i;
     else {
       std::fprintf(stderr, "bench_engine: unknown argument '%s'\n", a.c_str());
