@@ -1,7 +1,8 @@
 // The CPU worker backend. One step() runs every sequence of the plan through the model at
-// once: the new tokens of all sequences form one (n_tokens, dim) activation matrix, so each
-// weight matrix is streamed once per step whatever the batch; only attention runs per
-// sequence, over that sequence's KV blocks.
+// once: the new tokens of all sequences form one (n_tokens, dim) activation matrix
+// (gather_batch), so each weight matrix is streamed once per step whatever the batch; only
+// attention runs per sequence, over that sequence's KV blocks. The layer is the shared
+// recipe (src/llama_recipe.h); this file is its executor on host buffers.
 #include "src/cpu_backend.h"
 
 #include <spdlog/spdlog.h>

@@ -1,6 +1,7 @@
-// The CUDA backend, one step: the plan becomes packed metadata (one copy to the device), the
-// forward pass runs on the backend's stream over all new tokens at once (decode sequences
-// first, then prefill chunks), tokens are chosen on the device, and one sync returns them.
+// The CUDA backend, one step: the plan is gathered (gather_batch) into packed metadata (one
+// copy to the device), the shared recipe (llama_forward) runs on the backend's stream over
+// all new tokens at once (decode sequences first, then prefill chunks) with this file's
+// executor, tokens are chosen on the device, and one sync returns them.
 // A step made only of decode tokens is captured once as a CUDA graph per shape
 // (sequences, sampled sequences, attention partitions) and replayed after.
 #include <algorithm>
@@ -9,12 +10,7 @@
 #include <numeric>
 
 #include "kernels/cuda/attention_decode.cuh"
-#include "kernels/cuda/elementwise.cuh"
-#include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gemm.cuh"
-#include "kernels/cuda/kv_cache.cuh"
-#include "kernels/cuda/rmsnorm.cuh"
-#include "kernels/cuda/rope.cuh"
 #include "src/cuda_backend/cuda_backend_impl.h"
 #include "src/sampler.h"
 #include "src/step_check.h"
