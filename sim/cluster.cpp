@@ -130,7 +130,7 @@ int64_t cluster_spec::kv_tokens_per_replica() const {
   return static_cast<int64_t>(std::floor(usable / kv_bytes_per_token()));
 }
 
-double cluster_spec::step_period(double compute) const {
+double cluster_spec::step_period(double compute, int32_t max_inflight_steps) const {
   return max_inflight_steps > 1 ? std::max(compute, loop_latency) : compute + loop_latency;
 }
 
@@ -138,9 +138,6 @@ void cluster_spec::validate() const {
   if (!(loop_latency >= 0))
     throw error(error_kind::failed, "loop latency must be >= 0 seconds, got " + std::to_string(loop_latency),
                 "loop_latency");
-  if (max_inflight_steps < 1)
-    throw error(error_kind::failed, "max inflight steps must be >= 1, got " + std::to_string(max_inflight_steps),
-                "max_inflight_steps");
   if (tp < 1) throw error(error_kind::failed, "tensor-parallel size must be >= 1, got " + std::to_string(tp), "tp");
   if (n_devices < tp || n_devices % tp != 0)
     throw error(error_kind::failed,
