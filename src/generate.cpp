@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "src/text_stream.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -20,13 +21,11 @@ struct sequence {
   int32_t n_cached = 0;  // positions whose KV is in the pool
   std::vector<int32_t> block_table;
   const sampling_params* sampling = nullptr;
-  incremental_detokenizer detok;
-  size_t emitted = 0;  // bytes of out->text already given to the callback
+  text_stream text;  // the generated text continues the prompt: a leading space is part of it
   generation_output* out = nullptr;
   bool done = false;
 
-  // the generated text continues the prompt: a leading space is part of it
-  explicit sequence(const tokenizer& tok) : detok(tok, false) {}
+  sequence(const tokenizer& tok, const sampling_params& p) : sampling(&p), text(tok, p.stop_strings) {}
 };
 
 // Blocks of the backend's pool, handed out as sequences grow and returned when they end.
@@ -55,32 +54,19 @@ class block_pool {
   std::vector<int32_t> free_;
 };
 
-size_t longest_stop(const sampling_params& p) {
-  size_t n = 0;
-  for (const auto& s : p.stop_strings) n = std::max(n, s.size());
-  return n;
-}
-
 // Gives the callback the text that can no longer become part of a stop string.
-void stream(sequence& s, const text_callback& on_text, bool final) {
-  std::string& text = s.out->text;
-  size_t safe = text.size();
-  const size_t hold = longest_stop(*s.sampling);
-  if (!final && hold > 0) {
-    safe = text.size() >= hold - 1 ? text.size() - (hold - 1) : 0;
-    while (safe > s.emitted && safe < text.size() && ((unsigned char)text[safe] & 0xC0) == 0x80) --safe;
-  }
-  if (safe > s.emitted && on_text) on_text(s.index, std::string_view(text).substr(s.emitted, safe - s.emitted));
-  s.emitted = std::max(s.emitted, safe);
+void stream(sequence& s, const text_callback& on_text) {
+  const std::string_view piece = s.text.take();
+  if (!piece.empty() && on_text) on_text(s.index, piece);
 }
 
-// `cut`: the text ended at a stop string; bytes the detokenizer still holds come after it.
-void finish(sequence& s, const char* reason, block_pool& pool, const text_callback& on_text, bool cut = false) {
-  if (!cut) s.out->text += s.detok.flush();
+void finish(sequence& s, const char* reason, block_pool& pool, const text_callback& on_text) {
+  s.text.finish();
+  s.out->text = s.text.text();
   s.out->finish_reason = reason;
   s.done = true;
   pool.release(s.block_table);
-  stream(s, on_text, true);
+  stream(s, on_text);
 }
 
 // Takes a sampled token: records it, streams its text, and decides whether the sequence ends.
@@ -92,21 +78,10 @@ void accept(sequence& s, int32_t token, const tokenizer& tok, int64_t max_seq_le
   const bool stop_id = std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end();
   if ((!p.ignore_eos && tok.is_eos(token)) || stop_id) return finish(s, "stop", pool, on_text);
 
-  std::string& text = s.out->text;
-  const size_t before = text.size();
-  text += s.detok.feed(token);
-  for (const std::string& stop : p.stop_strings) {
-    // a new match ends in the new bytes, so it starts at most stop.size()-1 bytes before them
-    const size_t from = before >= stop.size() - 1 ? before - (stop.size() - 1) : 0;
-    const size_t at = text.find(stop, from);
-    if (at != std::string::npos) {
-      text.resize(at);
-      return finish(s, "stop", pool, on_text, true);
-    }
-  }
+  if (s.text.feed(token)) return finish(s, "stop", pool, on_text);  // a stop string
   if ((int32_t)s.out->ids.size() >= p.max_tokens) return finish(s, "length", pool, on_text);
   if (max_seq_len > 0 && (int64_t)s.tokens.size() >= max_seq_len) return finish(s, "length", pool, on_text);
-  stream(s, on_text, false);
+  stream(s, on_text);
 }
 
 seq_work work_for(const sequence& s, int32_t n_new, bool sample) {
@@ -151,11 +126,10 @@ std::vector<generation_output> generate(worker_backend& backend, const tokenizer
                       std::to_string(outs[i].prompt_ids.size()) + " tokens leaves no room in a context of " +
                       std::to_string(opt.max_seq_len),
                   "prompt");
-    sequence& s = seqs.emplace_back(tok);
+    sequence& s = seqs.emplace_back(tok, r.sampling);
     s.index = i;
     s.tokens = outs[i].prompt_ids;
     s.n_prompt = (int32_t)s.tokens.size();
-    s.sampling = &r.sampling;
     s.out = &outs[i];
   }
   if ((int64_t)seqs.size() > opt.max_batch_tokens)
