@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "src/sched/driver.h"
-#include "src/sched/trace.h"
+#include "src/text_stream.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -24,60 +24,32 @@ struct sequence {
   size_t index = 0;
   int32_t n_prompt = 0;
   const sampling_params* sampling = nullptr;
-  incremental_detokenizer detok;
-  size_t emitted = 0;  // bytes of out->text already given to the callback
+  text_stream text;  // the generated text continues the prompt: a leading space is part of it
   generation_output* out = nullptr;
   bool done = false;
 
-  // the generated text continues the prompt: a leading space is part of it
-  explicit sequence(const tokenizer& tok) : detok(tok, false) {}
+  sequence(const tokenizer& tok, const sampling_params& p) : sampling(&p), text(tok, p.stop_strings) {}
 };
 
-// ---- text: detokenizing, stop strings, streaming ------------------------------------------------
-// (Kept in these functions only, so that a shared text-stream module can take their place.)
-
-size_t longest_stop(const sampling_params& p) {
-  size_t n = 0;
-  for (const auto& s : p.stop_strings) n = std::max(n, s.size());
-  return n;
-}
-
 // Gives the callback the text that can no longer become part of a stop string.
-void stream(sequence& s, const text_callback& on_text, bool final) {
-  std::string& text = s.out->text;
-  size_t safe = text.size();
-  const size_t hold = longest_stop(*s.sampling);
-  if (!final && hold > 0) {
-    safe = text.size() >= hold - 1 ? text.size() - (hold - 1) : 0;
-    while (safe > s.emitted && safe < text.size() && ((unsigned char)text[safe] & 0xC0) == 0x80) --safe;
-  }
-  if (safe > s.emitted && on_text) on_text(s.index, std::string_view(text).substr(s.emitted, safe - s.emitted));
-  s.emitted = std::max(s.emitted, safe);
+void stream(sequence& s, const text_callback& on_text) {
+  const std::string_view piece = s.text.take();
+  if (!piece.empty() && on_text) on_text(s.index, piece);
 }
 
 // Adds a generated token's text and streams what became final; true when the text now ends
 // at a stop string (it is cut there and the sequence is over).
 bool feed_text(sequence& s, int32_t token, const text_callback& on_text) {
-  std::string& text = s.out->text;
-  const size_t before = text.size();
-  text += s.detok.feed(token);
-  for (const std::string& stop : s.sampling->stop_strings) {
-    // a new match ends in the new bytes, so it starts at most stop.size()-1 bytes before them
-    const size_t from = before >= stop.size() - 1 ? before - (stop.size() - 1) : 0;
-    const size_t at = text.find(stop, from);
-    if (at != std::string::npos) {
-      text.resize(at);
-      return true;
-    }
-  }
-  stream(s, on_text, false);
+  if (s.text.feed(token)) return true;
+  stream(s, on_text);
   return false;
 }
 
-// The sequence ended. `cut`: at a stop string; bytes the detokenizer still holds come after it.
-void end_text(sequence& s, bool cut, const text_callback& on_text) {
-  if (!cut) s.out->text += s.detok.flush();
-  stream(s, on_text, true);
+// The sequence ended: what the text stream still holds back is final now.
+void end_text(sequence& s, const text_callback& on_text) {
+  s.text.finish();
+  s.out->text = s.text.text();
+  stream(s, on_text);
 }
 
 // ---- the loop around the driver ---------------------------------------------------------------------
@@ -103,7 +75,7 @@ class local_run final : public sched::driver_sink {
         // A stop finish comes with the EOS or stop id that caused it: not part of the text.
         if (e.finished == sched::finish_reason::stop && i + 1 == e.tokens.size()) break;
         if (feed_text(s, token, on_text_)) {
-          finish(s, "stop", true);
+          finish(s, "stop");
           stopped_.push_back(e.id);  // the policy knows no stop strings: it is cancelled
         }
       }
@@ -111,7 +83,7 @@ class local_run final : public sched::driver_sink {
       if (e.finished == sched::finish_reason::error)
         throw error(error_kind::failed, "generate: request " + std::to_string(e.id) + ": " + e.error);
       if (e.finished == sched::finish_reason::stop || e.finished == sched::finish_reason::length)
-        finish(s, sched::to_string(e.finished), false);
+        finish(s, to_string(e.finished));
     }
   }
 
@@ -120,8 +92,8 @@ class local_run final : public sched::driver_sink {
   size_t unfinished() const { return seqs_.size() - finished_; }
 
  private:
-  void finish(sequence& s, const char* reason, bool cut) {
-    end_text(s, cut, on_text_);
+  void finish(sequence& s, const char* reason) {
+    end_text(s, on_text_);
     s.out->finish_reason = reason;
     s.done = true;
     ++finished_;
@@ -183,10 +155,9 @@ std::vector<generation_output> generate(worker_backend& backend, const tokenizer
                       std::to_string(outs[i].prompt_ids.size()) + " tokens leaves no room in a context of " +
                       std::to_string(opt.max_seq_len),
                   "prompt");
-    sequence& s = seqs.emplace_back(tok);
+    sequence& s = seqs.emplace_back(tok, r.sampling);
     s.index = i;
     s.n_prompt = (int32_t)outs[i].prompt_ids.size();
-    s.sampling = &r.sampling;
     s.out = &outs[i];
   }
 
@@ -204,11 +175,12 @@ std::vector<generation_output> generate(worker_backend& backend, const tokenizer
     const auto adm = drv.submit(request_for(i, outs[i].prompt_ids, requests[i].sampling, tok, opt.max_seq_len), 0.0);
     if (adm.accepted) continue;
     // What is left after the checks above: the sequence can never fit the KV pool.
-    const bool kv = adm.kind == error_kind::failed && (adm.field == "prompt" || adm.field == "max_tokens");
-    throw error(
-        kv ? error_kind::overloaded : adm.kind,
-        "generate: request " + std::to_string(i) + ": " + adm.message + (kv ? "; give the KV pool more memory" : ""),
-        adm.field);
+    const bool kv =
+        adm.error.kind == error_kind::failed && (adm.error.field == "prompt" || adm.error.field == "max_tokens");
+    throw error(kv ? error_kind::overloaded : adm.error.kind,
+                "generate: request " + std::to_string(i) + ": " + adm.error.message +
+                    (kv ? "; give the KV pool more memory" : ""),
+                adm.error.field);
   }
 
   local_run run(seqs, on_text);

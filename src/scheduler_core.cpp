@@ -57,8 +57,8 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
           [&](proto::worker_registration& r) { out = on_registration(peer, r, now); },
           [&](proto::heartbeat&) {
             if (!rep)
-              out.push_back({peer, proto::peer_error{error_kind::disconnected, "heartbeat from an unregistered worker",
-                                                     "registration"}});
+              out.push_back({peer, proto::peer_error{{error_kind::disconnected, "heartbeat from an unregistered worker",
+                                                      "registration"}}});
           },
           [&](proto::step_outcome& o) {
             if (rep) on_step_result(*rep, o, now, out);
@@ -67,17 +67,19 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
             if (rep)
               on_drain(*rep, d, now, out);
             else
-              out.push_back({peer, proto::peer_error{error_kind::disconnected, "drain from an unregistered worker",
-                                                     "registration"}});
+              out.push_back({peer, proto::peer_error{{error_kind::disconnected, "drain from an unregistered worker",
+                                                      "registration"}}});
           },
           [&](sched::request& q) {
             const uint64_t id = q.id;
+            std::string model = q.model;
             auto adm = driver_.submit(std::move(q), now);
             if (!adm.accepted) {
-              out.push_back({peer, proto::request_rejected{id, adm.kind, adm.message, adm.field}});
+              out.push_back({peer, proto::request_rejected{id, adm.error}});
               return;
             }
             gateway_of_[id] = peer;
+            if (!model.empty()) model_of_[id] = std::move(model);
             admitted_at_[id] = now;
             pump(now, out);
           },
@@ -86,10 +88,12 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
             driver_.cancel(c.id, now, to);
             pump(now, out);
           },
-          [&](proto::peer_error& e) { spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.message, e.field); },
+          [&](proto::peer_error& e) {
+            spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.error.message, e.error.field);
+          },
           [&](auto&) {
-            out.push_back({peer, proto::peer_error{error_kind::unimplemented,
-                                                   "the scheduler does not accept this message", "message"}});
+            out.push_back({peer, proto::peer_error{{error_kind::unimplemented,
+                                                    "the scheduler does not accept this message", "message"}}});
           },
       },
       msg);
@@ -103,8 +107,8 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
     remove(it->second, "registered again", now, out);  // a restarted worker with the same name
   if (r.kv_blocks <= 0 || r.block_size <= 0 || r.max_batch <= 0) {
     out.push_back(
-        {peer, proto::peer_error{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
-                                 "registration"}});
+        {peer, proto::peer_error{{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
+                                  "registration"}}});
     return out;
   }
   replica rep;
@@ -112,7 +116,7 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   rep.peer = peer;
   rep.last_seen = now;
   rep.model = r.model;
-  driver_.add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks}, now);
+  driver_.add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, r.model}, now);
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
   spdlog::info(
@@ -154,6 +158,7 @@ scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, dou
     gateway_of_.erase(id);
     admitted_at_.erase(id);
     queue_ms_.erase(id);
+    model_of_.erase(id);
   }
   if (!orphans.empty())
     spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
@@ -223,25 +228,36 @@ void scheduler_core::remove(uint32_t replica_id, const std::string& why, double 
   else
     spdlog::warn("scheduler: replica {} ({}) removed: {}; its requests are re-planned", replica_id, it->second.peer,
                  why);
+  const std::string model = it->second.model;
   replica_of_peer_.erase(it->second.peer);
   replicas_.erase(it);
   sink to(*this, out);
   driver_.remove_replica(replica_id, now, to);
   // A drain is a planned restart: queued requests wait for the next worker.
-  if (!replicas_.empty() || drained) return;
-  // No worker is left: waiting for one could be forever, so every unfinished request ends
-  // now with an error the client can act on (resubmit), instead of hanging.
+  if (drained) return;
+  const bool none_left = replicas_.empty();
+  const bool model_left =
+      std::any_of(replicas_.begin(), replicas_.end(), [&](const auto& r) { return r.second.model == model; });
+  if (model_left) return;
+  // No worker is left for this model (or none at all): waiting for one could be forever, so
+  // the requests it could have served end now with an error the client can act on
+  // (resubmit), instead of hanging. A request naming no model fails only with no worker left.
   std::vector<sched::request_event> failed;
   sched::null_sink replaced;  // the cancellations below: replaced by the errors
   for (const auto& [id, gateway] : gateway_of_) {
+    const auto m = model_of_.find(id);
+    if (!none_left && (m == model_of_.end() || m->second != model)) continue;
     driver_.cancel(id, now, replaced);
     sched::request_event e;
     e.id = id;
     e.finished = sched::finish_reason::error;
-    e.error = "no worker is left to serve this request (the last replica was removed: " + why + ")";
+    e.error = none_left ? "no worker is left to serve this request (the last replica was removed: " + why + ")"
+                        : "no worker is left to serve model " + model + " (its last replica was removed: " + why + ")";
     failed.push_back(std::move(e));
   }
-  if (!failed.empty()) spdlog::warn("scheduler: no replica left; {} request(s) ended with an error", failed.size());
+  if (!failed.empty())
+    spdlog::warn("scheduler: no replica left{}; {} request(s) ended with an error",
+                 none_left ? std::string() : " for model " + model, failed.size());
   route(std::move(failed), out);
 }
 
@@ -270,6 +286,7 @@ void scheduler_core::route(std::vector<sched::request_event> events, outbox& out
     if (finished) {
       admitted_at_.erase(g->first);
       queue_ms_.erase(g->first);
+      model_of_.erase(g->first);
       gateway_of_.erase(g);
     }
   }

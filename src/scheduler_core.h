@@ -86,6 +86,7 @@ class scheduler_core {
   std::unordered_map<uint64_t, std::string> gateway_of_;  // request id -> the gateway peer
   std::unordered_map<uint64_t, double> admitted_at_;      // until first scheduled
   std::unordered_map<uint64_t, double> queue_ms_;         // first scheduled, not yet reported
+  std::unordered_map<uint64_t, std::string> model_of_;    // request id -> its model, when it names one
 };
 
 }  // namespace troupe

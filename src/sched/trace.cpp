@@ -12,22 +12,6 @@ namespace troupe::sched {
 
 using nlohmann::json;
 
-const char* to_string(finish_reason r) {
-  switch (r) {
-    case finish_reason::none:
-      return "none";
-    case finish_reason::stop:
-      return "stop";
-    case finish_reason::length:
-      return "length";
-    case finish_reason::cancelled:
-      return "cancelled";
-    case finish_reason::error:
-      return "error";
-  }
-  return "unknown";
-}
-
 namespace {
 
 std::string line(const json& j) { return j.dump() + "\n"; }
@@ -105,13 +89,15 @@ std::string trace_config(const policy_config& c) {
 }
 
 std::string trace_add_replica(double t, const replica_info& r) {
-  return line({{"ev", "add_replica"},
-               {"t", t},
-               {"replica", r.id},
-               {"kv_blocks", r.kv_blocks},
-               {"block_size", r.block_size},
-               {"max_batch", r.max_batch},
-               {"host_kv_blocks", r.host_kv_blocks}});
+  json j = {{"ev", "add_replica"},
+            {"t", t},
+            {"replica", r.id},
+            {"kv_blocks", r.kv_blocks},
+            {"block_size", r.block_size},
+            {"max_batch", r.max_batch},
+            {"host_kv_blocks", r.host_kv_blocks}};
+  if (!r.model.empty()) j["model"] = r.model;  // absent when empty, as in older traces
+  return line(j);
 }
 
 std::string trace_drain_replica(double t, uint32_t replica) {
@@ -134,9 +120,10 @@ std::string trace_submit(double t, const request& r, const admission& a) {
             {"stop_ids", r.sampling.stop_ids},
             {"ignore_eos", r.sampling.ignore_eos},
             {"accepted", a.accepted}};
+  if (!r.model.empty()) j["model"] = r.model;  // absent when empty, as in older traces
   if (!a.accepted) {
-    j["kind"] = std::string(troupe::to_string(a.kind));
-    j["field"] = a.field;
+    j["kind"] = std::string(troupe::to_string(a.error.kind));
+    j["field"] = a.error.field;
   }
   return line(j);
 }
@@ -219,6 +206,7 @@ request request_of(const json& j) {
   request r;
   r.id = j.at("id");
   r.tenant = j.at("tenant");
+  r.model = j.value("model", std::string());  // absent in older traces
   r.priority = j.at("priority");
   r.prompt = j.at("prompt").get<std::vector<int32_t>>();
   r.sampling.max_tokens = j.at("max_tokens");
@@ -296,6 +284,7 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
         r.block_size = j.at("block_size");
         r.max_batch = j.at("max_batch");
         r.host_kv_blocks = j.value("host_kv_blocks", int64_t{-1});  // absent in older traces
+        r.model = j.value("model", std::string());                  // absent in older traces
         d.add_replica(r, t);
       } else if (ev == "remove_replica") {
         d.remove_replica(j.at("replica"), t, ignore);
