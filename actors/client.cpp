@@ -61,7 +61,7 @@ bool apply_message(job_result& r, const proto::server_message& m) {
     r.done = *d;
     return true;
   }
-  r.error = std::get<proto::job_error>(m);
+  r.error = std::get<proto::job_error>(m).error;
   return true;
 }
 

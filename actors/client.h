@@ -39,7 +39,7 @@ struct job_result {
   std::string text;
   bool ok = false;  // a done message arrived (else `error` is set)
   proto::job_done done;
-  proto::job_error error;
+  error_info error;         // of the job_error that ended it
   uint32_t next_index = 0;  // index expected for the next chunk
   bool index_gap = false;   // a chunk arrived with another index: a lost or duplicated token
 };

@@ -23,8 +23,11 @@ std::chrono::milliseconds ms(double seconds) { return std::chrono::milliseconds(
 
 // ---- gateway --------------------------------------------------------------------------------------
 
+// The ZeroMQ front end of the gateway core: client frames are decoded here, and a frame that
+// cannot be used gets an error reply to that client only; the core sees value types.
 struct gateway_state {
   std::unique_ptr<gateway_core> core;
+  codec::limits limits;
   io_handle io;
   uint32_t client_socket = 0;
   uint32_t scheduler_socket = 0;
@@ -32,8 +35,22 @@ struct gateway_state {
   caf::response_promise drained;
   size_t cancelled_at_deadline = 0;
 
+  void on_client_frame(const std::string& peer, const std::string& bytes, double now) {
+    proto::client_message msg;
+    try {
+      msg = codec::decode_client(bytes, limits);
+    } catch (const error& e) {
+      reject_frame(peer, error_info::of(e));
+      return;
+    }
+    flush(core->on_client_message(peer, std::move(msg), now));
+  }
+  void reject_frame(const std::string& peer, error_info why) {
+    spdlog::warn("gateway: rejected a frame from a client: {}", why.message);
+    io.send(client_socket, peer, codec::encode(proto::server_message{proto::job_error{0, "", std::move(why)}}));
+  }
   void flush(gateway_output&& out) {
-    for (auto& r : out.to_clients) io.send(client_socket, std::move(r.peer), std::move(r.bytes));
+    for (auto& r : out.to_clients) io.send(client_socket, std::move(r.peer), codec::encode(r.message));
     for (auto& m : out.to_scheduler) io.send(scheduler_socket, {}, codec::encode(m));
   }
   void check_drained() {
@@ -56,12 +73,12 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
             spdlog::error("gateway: unusable message from the scheduler: {}", e.what());
           }
         } else {
-          st->flush(st->core->on_client_frame(peer, bytes, now));
+          st->on_client_frame(peer, bytes, now);
         }
         st->check_drained();
       },
       [st](io_bad_atom, uint32_t socket, std::string& peer, std::string& reason) {
-        if (socket == st->client_socket) st->flush(st->core->on_bad_frame(peer, reason));
+        if (socket == st->client_socket) st->reject_frame(peer, {error_kind::failed, reason, "message"});
       },
       [st](io_peer_atom, uint32_t socket, std::string& peer) {
         if (socket == st->client_socket) {
@@ -263,13 +280,13 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
           spdlog::info("worker: shutdown ({}) after {} steps", s->reason, st->core.steps());
           self->quit();
         } else if (auto* e = std::get_if<proto::peer_error>(&msg)) {
-          if (e->field == "registration") {
+          if (e->error.field == "registration") {
             // The scheduler lost us (restart, timeout). Every heartbeat sent before it has our
             // registration answers with this error: register once, not once per heartbeat.
             if (!st->reregistering) st->send(st->core.registration());
             st->reregistering = true;
           } else {
-            spdlog::error("worker: the scheduler refused us: {} ({})", e->message, e->field);
+            spdlog::error("worker: the scheduler refused us: {} ({})", e->error.message, e->error.field);
             st->refused->store(true);
             self->quit(caf::exit_reason::user_shutdown);
           }
@@ -305,6 +322,7 @@ std::string node::add_scheduler(const std::string& address, scheduler_options op
 std::string node::add_gateway(const std::string& listen, const std::string& scheduler_address, gateway_options opts,
                               std::vector<served_model> models) {
   auto st = std::make_shared<gateway_state>();
+  st->limits = opts.limits;
   st->core = std::make_unique<gateway_core>(std::move(opts), std::move(models));
   st->io = io_.handle();
   gateway_ = rt_.system().spawn(gateway_actor, st);

@@ -21,7 +21,7 @@
 
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/thread_pool.h"
-#include "kernels/ref/ref.h"
+#include "kernels/make_registry.h"
 #include "src/cpu_backend.h"
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
@@ -96,9 +96,8 @@ int main(int argc, char** argv) {
     auto t_load = std::chrono::steady_clock::now();
     auto model = troupe::open_model(model_path);
     const double load_ms = seconds_since(t_load) * 1000;
-    troupe::kernel_registry reg;
-    for (const auto& v : troupe::kern::ref::variants()) reg.add(v);
-    troupe::kern::cpu::register_all(reg);
+    const auto reg_ptr = troupe::kern::make_kernel_registry({});
+    const troupe::kernel_registry& reg = *reg_ptr;
     const auto& cfg = model->config();
     const int max_batch = *std::max_element(batches.begin(), batches.end());
     const int32_t bs = 16;

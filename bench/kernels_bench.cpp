@@ -19,7 +19,7 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/ref/dtype.h"
-#include "kernels/ref/ref.h"
+#include "kernels/make_registry.h"
 #include "troupe/kernel_registry.h"
 
 namespace {
@@ -146,11 +146,9 @@ void register_all_benchmarks(const troupe::kernel_registry& reg) {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  troupe::kernel_registry reg;
-  for (const auto& v : troupe::kern::ref::variants()) reg.add(v);
-  troupe::kern::cpu::register_all(reg);
+  const auto reg = troupe::kern::make_kernel_registry({});
   benchmark::AddCustomContext("cpu kernels", troupe::kern::cpu::describe());
-  register_all_benchmarks(reg);
+  register_all_benchmarks(*reg);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

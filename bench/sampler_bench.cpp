@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cpu/cpu.h"
+#include "kernels/make_registry.h"
 #include "src/sampler.h"
 #include "troupe/kernel_registry.h"
 
@@ -26,13 +26,8 @@ std::vector<float> logits(int64_t vocab, float sd) {
 }
 
 troupe_argmax_fn best_argmax() {
-  static kernel_registry reg;
-  static bool filled = [] {
-    kern::cpu::register_all(reg);
-    return true;
-  }();
-  (void)filled;
-  return reg.get<troupe_argmax_fn>(TROUPE_OP_ARGMAX);
+  static const auto reg = kern::make_kernel_registry({});
+  return reg->get<troupe_argmax_fn>(TROUPE_OP_ARGMAX);
 }
 
 // args: vocab, sd * 100, mode (0 greedy scalar, 1 greedy kernel, 2 top_p 0.95, 3 top_k 40,

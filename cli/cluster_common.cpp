@@ -9,8 +9,6 @@
 #include <ctime>
 #include <filesystem>
 
-#include "kernels/cpu/cpu.h"
-#include "kernels/ref/ref.h"
 #include "src/cpu_backend.h"
 #include "troupe/error.h"
 
@@ -18,13 +16,11 @@ namespace troupe::cli {
 
 served_model loaded_model::served() const { return {name, tok.get(), file->config().max_seq_len}; }
 
-loaded_model load_served_model(const std::string& path) {
+loaded_model load_served_model(const std::string& path, const kern::kernel_registry_options& kernels) {
   loaded_model m;
+  m.registry = kern::make_kernel_registry(kernels);  // first: a bad --kernel fails before the model loads
   m.file = open_model(path);
   m.tok = std::make_unique<tokenizer>(m.file->tokenizer());
-  m.registry = std::make_unique<kernel_registry>();
-  for (const auto& v : kern::ref::variants()) m.registry->add(v);
-  kern::cpu::register_all(*m.registry);  // as `troupe generate`: the best variant this CPU runs
   m.name = std::filesystem::path(path).stem().string();
   const auto& c = m.file->config();
   spdlog::info("model {}: {} ({}), {} layers, dim {}, vocab {}, context {}", m.name, path, m.file->format(), c.n_layers,
@@ -46,6 +42,7 @@ void add_worker_flags(CLI::App& sub, worker_flags& f) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   add_kv_cache_flags(sub, f.kv_dtype, f.kv_fraction);
+  add_kernel_flags(sub, f.kernels);
 }
 
 std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const worker_flags& f, const tp::shard* shard,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "actors/components.h"
+#include "kernels/make_registry.h"
 #include "src/tokenizer.h"
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
@@ -29,11 +30,12 @@ namespace troupe::cli {
 struct loaded_model {
   std::unique_ptr<model_file> file;
   std::unique_ptr<tokenizer> tok;
-  std::unique_ptr<kernel_registry> registry;  // the kernels `troupe generate` picks
+  std::unique_ptr<kernel_registry> registry;  // make_kernel_registry's, as `troupe generate` builds it
   std::string name;                           // the file's stem: what clients ask for
   served_model served() const;
 };
-loaded_model load_served_model(const std::string& path);
+// `kernels`: the variants workers run (the gateway, which runs none, takes the defaults).
+loaded_model load_served_model(const std::string& path, const kern::kernel_registry_options& kernels = {});
 
 struct worker_flags {
   int threads = 1;
@@ -41,10 +43,11 @@ struct worker_flags {
   int32_t block_size = 16;
   int32_t max_batch = 64;
   int64_t max_batch_tokens = 512;
-  std::string step_log;           // per-step shapes and times (JSONL)
-  int64_t swap_mb = 0;            // host pool for preemption by swap, per worker
-  std::string kv_dtype = "auto";  // KV pool elements: auto (f32 on the CPU, f16 on CUDA), f32, f16
-  double kv_fraction = 0;         // with kv_mb == 0: share of RAM / free GPU memory; 0 = default
+  std::string step_log;                   // per-step shapes and times (JSONL)
+  int64_t swap_mb = 0;                    // host pool for preemption by swap, per worker
+  std::string kv_dtype = "auto";          // KV pool elements: auto (f32 on the CPU, f16 on CUDA), f32, f16
+  double kv_fraction = 0;                 // with kv_mb == 0: share of RAM / free GPU memory; 0 = default
+  kern::kernel_registry_options kernels;  // --plugin, --kernel
 };
 void add_worker_flags(CLI::App& sub, worker_flags& f);
 // With a shard and its group's communicator: this rank of a tensor-parallel group.

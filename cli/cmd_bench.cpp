@@ -27,8 +27,7 @@
 
 #include "actors/client.h"
 #include "commands.h"
-#include "kernels/cpu/cpu.h"
-#include "kernels/ref/ref.h"
+#include "kernels/make_registry.h"
 #include "sim/report.h"
 #include "sim/workload.h"
 #include "src/cpu_backend.h"
@@ -218,9 +217,7 @@ int run_profile(const bench_args& a) {
   if (a.profile_model.empty())
     throw error(error_kind::failed, "--profile needs --model-file F (the model to measure)", "model-file");
   auto model = open_model(a.profile_model);
-  kernel_registry reg;
-  for (const auto& v : kern::ref::variants()) reg.add(v);
-  kern::cpu::register_all(reg);
+  const auto reg = kern::make_kernel_registry({});
   const auto& cfg = model->config();
   const int32_t bs = 16;
   // The grid: decode batches x context lengths, and prefill chunks x context lengths.
@@ -235,7 +232,7 @@ int run_profile(const bench_args& a) {
   opt.block_size = bs;
   opt.max_batch_tokens = 512 + max_seqs;
   opt.kv_bytes = (int64_t)max_seqs * blocks_per_seq * bs * cfg.n_kv_heads * cfg.head_dim * 4 * 2 * cfg.n_layers;
-  cpu_backend backend(*model, reg, opt);
+  cpu_backend backend(*model, *reg, opt);
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> tok(3, (int32_t)cfg.vocab_size - 1);
 

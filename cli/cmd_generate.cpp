@@ -15,8 +15,7 @@
 
 #include "cli/cuda_worker.h"
 #include "commands.h"
-#include "kernels/cpu/cpu.h"
-#include "kernels/ref/ref.h"
+#include "kernels/make_registry.h"
 #include "src/comm/rendezvous.h"
 #include "src/cpu_backend.h"
 #include "src/tp/shard.h"
@@ -39,7 +38,7 @@ struct generate_args {
   double kv_fraction = 0;
   int32_t block_size = 16;
   int64_t max_batch_tokens = 512;
-  std::vector<std::string> kernels;  // OP=VARIANT
+  kern::kernel_registry_options kernels = {.cuda = true};  // --plugin, --kernel; CUDA variants in CUDA builds
   bool json = false;
   // Tensor parallelism: every rank runs this same command (SPMD) with its own --tp-rank;
   // rank 0 serves the rendezvous at --rendezvous and prints the output.
@@ -51,16 +50,6 @@ struct generate_args {
   int device = -1;              // CUDA device; -1: tp_rank % the devices visible
 };
 
-// "--kernel OP=VARIANT": chooses a registered variant for one op.
-void select_kernel(kernel_registry& registry, const std::string& spec) {
-  const auto eq = spec.find('=');
-  troupe_op op;
-  if (eq == std::string::npos || !op_from_name(spec.substr(0, eq), &op))
-    throw error(error_kind::failed, "--kernel " + spec + ": expected OP=VARIANT with a known op (e.g. matmul_f32=ref)",
-                "kernel");
-  registry.select(op, spec.substr(eq + 1));
-}
-
 int run_generate(const generate_args& a) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -71,11 +60,9 @@ int run_generate(const generate_args& a) {
   spdlog::info("loaded {} ({}): dim {}, {} layers, {} heads ({} kv), vocab {} in {:.1f} ms", a.model, model->format(),
                c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, load_ms);
 
-  kernel_registry registry;
-  for (const auto& v : kern::ref::variants()) registry.add(v);
-  kern::cpu::register_all(registry);  // the best variant this CPU runs becomes the default
-  register_cuda_kernels(registry);    // CUDA variants in CUDA builds; the CPU defaults stay as they are
-  for (const auto& k : a.kernels) select_kernel(registry, k);
+  // The best variant this CPU runs is each op's CPU default; CUDA variants are the CUDA ones.
+  const auto registry_ptr = kern::make_kernel_registry(a.kernels);
+  const kernel_registry& registry = *registry_ptr;
 
   // Tensor parallel: rank 0 hosts the rendezvous; every rank loads only its shard's views.
   std::unique_ptr<comm::rendezvous_service> rendezvous;
@@ -202,7 +189,7 @@ void add_generate(CLI::App& app) {
   add_kv_cache_flags(*sub, a->kv_dtype, a->kv_fraction);
   sub->add_option("--block-size", a->block_size, "Tokens per KV block")->capture_default_str();
   sub->add_option("--max-batch-tokens", a->max_batch_tokens, "Tokens per step (prefill chunk)")->capture_default_str();
-  sub->add_option("--kernel", a->kernels, "OP=VARIANT: pick a kernel variant (repeatable)");
+  add_kernel_flags(*sub, a->kernels);
   sub->add_flag("--json", a->json, "Print one JSON object instead of streaming text");
   sub->add_option("--tp-size", a->tp_size, "Tensor-parallel ranks (processes), each started with its --tp-rank")
       ->check(CLI::Range(1, 64))

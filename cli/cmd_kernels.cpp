@@ -22,10 +22,10 @@
 #include "kernels/check.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/make_registry.h"
 #ifdef TROUPE_WITH_CUDA
 #include "kernels/cuda/cuda.h"
 #endif
-#include "kernels/ref/ref.h"
 #include "kernels/roofline.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
@@ -37,24 +37,15 @@ namespace {
 struct kernels_options {
   std::string op;  // empty: all
   std::string variant;
-  std::vector<std::string> plugins;
-  int threads = 0;                  // 0: the hardware threads
-  std::vector<std::string> shapes;  // bench: "MxNxK"; empty: decode and prefill sizes
+  kern::kernel_registry_options kernels = {.cuda = true};  // --plugin, --kernel; CUDA variants in CUDA builds
+  int threads = 0;                                         // 0: the hardware threads
+  std::vector<std::string> shapes;                         // bench: "MxNxK"; empty: decode and prefill sizes
   uint64_t seed = 1;
   int device = 0;  // CUDA device for CUDA variants
 };
 
 int thread_count(const kernels_options& o) {
   return o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
-}
-
-void build_registry(kernel_registry& reg, const kernels_options& o) {
-  for (const auto& v : kern::ref::variants()) reg.add(v);
-  kern::cpu::register_all(reg);
-#ifdef TROUPE_WITH_CUDA
-  kern::cuda::register_all(reg);
-#endif
-  for (const auto& p : o.plugins) reg.load_plugin(p);
 }
 
 // Throws on an unknown --op name, listing the known ones.
@@ -86,10 +77,10 @@ std::unique_ptr<kern::variant_device> open_cuda_device(int device, std::string* 
 struct kernel_session {
   explicit kernel_session(const kernels_options& o) : pool(thread_count(o)), ctx(kern::cpu::make_kctx(pool)) {
     validate_op(o.op);
-    build_registry(reg, o);
+    reg_ptr = kern::make_kernel_registry(o.kernels);
     bool any_cuda = false;
     for (int i = 0; i < TROUPE_OP_COUNT; ++i)
-      for (const auto& v : reg.variants(static_cast<troupe_op>(i))) any_cuda |= v.backend == TROUPE_BACKEND_CUDA;
+      for (const auto& v : reg().variants(static_cast<troupe_op>(i))) any_cuda |= v.backend == TROUPE_BACKEND_CUDA;
     if (any_cuda) cuda = open_cuda_device(o.device, &cuda_why);
     if (!o.variant.empty() && !cuda && names_cuda_variant(o.variant))
       throw error(error_kind::unimplemented,
@@ -97,7 +88,7 @@ struct kernel_session {
   }
   bool names_cuda_variant(const std::string& name) const {
     for (int i = 0; i < TROUPE_OP_COUNT; ++i)
-      for (const auto& v : reg.variants(static_cast<troupe_op>(i)))
+      for (const auto& v : reg().variants(static_cast<troupe_op>(i)))
         if (v.backend == TROUPE_BACKEND_CUDA && name == v.name) return true;
     return false;
   }
@@ -106,7 +97,8 @@ struct kernel_session {
     if (cuda) return "cuda: " + cuda->describe();
     return "cuda: unavailable, CUDA variants skipped: " + cuda_why;
   }
-  kernel_registry reg;
+  std::unique_ptr<kernel_registry> reg_ptr;
+  const kernel_registry& reg() const { return *reg_ptr; }
   kern::cpu::thread_pool pool;
   troupe_kctx ctx;
   std::unique_ptr<kern::variant_device> cuda;  // null: none usable (cuda_why) or none needed
@@ -118,8 +110,8 @@ const char* backend_name(troupe_backend b) { return b == TROUPE_BACKEND_CPU ? "c
 // ---- list --------------------------------------------------------------------------
 
 int run_list(const kernels_options& o) {
-  kernel_registry reg;
-  build_registry(reg, o);
+  const auto reg_ptr = kern::make_kernel_registry(o.kernels);
+  const kernel_registry& reg = *reg_ptr;
   fmt::print("cpu: {}\n", kern::cpu::describe(thread_count(o)));
   fmt::print("{:<16} {:<8} {}\n", "op", "backend", "variants (* = default)");
   for (int i = 0; i < TROUPE_OP_COUNT; ++i) {
@@ -141,7 +133,7 @@ int run_list(const kernels_options& o) {
 
 int run_check(const kernels_options& o) {
   kernel_session ks(o);
-  const kernel_registry& reg = ks.reg;
+  const kernel_registry& reg = ks.reg();
   kern::cpu::thread_pool& pool = ks.pool;
   const troupe_kctx& ctx = ks.ctx;
   kern::check_options opt;
@@ -236,7 +228,7 @@ std::string roof_share(const kern::roofline& roof, double gb_s, double tflop_s) 
 int run_bench(const kernels_options& o) {
   const std::vector<mm_shape> bench_shapes = parse_shapes(o.shapes);
   kernel_session ks(o);
-  const kernel_registry& reg = ks.reg;
+  const kernel_registry& reg = ks.reg();
   kern::cpu::thread_pool& pool = ks.pool;
   const troupe_kctx& ctx = ks.ctx;
   fmt::print("cpu: {}\n", kern::cpu::describe(pool.size()));
@@ -315,9 +307,8 @@ void add_kernels(CLI::App& app) {
   auto* kernels = app.add_subcommand("kernels", "List, check and benchmark kernel variants");
   kernels->require_subcommand(1);
   auto opts = std::make_shared<kernels_options>();
-  auto add_plugin_option = [&](CLI::App* sub) {
-    sub->add_option("--plugin", opts->plugins, "Load a kernel plugin (.so exporting troupe_kernel_plugin_v1)");
-  };
+  // --plugin and --kernel (which changes the default `list` marks)
+  auto add_plugin_option = [&](CLI::App* sub) { add_kernel_flags(*sub, opts->kernels); };
 
   auto* list = kernels->add_subcommand("list", "Ops, their variants and backends (* = the default)");
   add_plugin_option(list);

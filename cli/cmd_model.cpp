@@ -134,7 +134,7 @@ void add_model(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto seed = std::make_shared<uint64_t>(1);
   synth->add_option("--preset", *preset, "tiny, 110m or 1b")->check(CLI::IsMember({"tiny", "110m", "1b"}));
-  synth->add_option("--dtype", *dtype, "weight type")->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}));
+  synth->add_option("--dtype", *dtype, "weight type")->check(CLI::IsMember(kern::engine_dtype_names()));
   synth->add_option("--out", *out, "output .gguf file")->required();
   synth->add_option("--seed", *seed, "random seed");
   synth->callback([=] { set_runner([=] { return run_synth(*preset, *dtype, *out, *seed); }); });
@@ -147,7 +147,7 @@ void add_model(CLI::App& app) {
   quantize->add_option("in", *in, "any model open_model() reads")->required();
   quantize->add_option("out", *qout, "output .gguf file")->required();
   quantize->add_option("--dtype", *qtype, "weight type; norms stay f32")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}));
+      ->check(CLI::IsMember(kern::engine_dtype_names()));
   quantize->add_option("--tokenizer", *qtok, "tokenizer file for a llama2.c checkpoint");
   quantize->callback([=] { set_runner([=] { return run_quantize(*in, *qout, *qtype, *qtok); }); });
 }

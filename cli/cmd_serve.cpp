@@ -22,7 +22,7 @@ struct serve_args {
 
 int run_serve(const serve_args& a) {
   block_stop_signals();
-  const loaded_model model = load_served_model(a.model);
+  const loaded_model model = load_served_model(a.model, a.worker.kernels);
   actors::transport_options transport;
   transport.max_message_bytes = a.gateway.max_message_kb << 10;
   actors::node n({.worker_threads = 2}, transport);

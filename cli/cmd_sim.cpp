@@ -143,7 +143,6 @@ sim::cluster_spec build_cluster(const sim_args& a, const cost_choice& cost, bool
   c.reserve_bytes = a.reserve_gb * 1e9;
   c.block_size = a.block_size;
   c.max_batch = a.max_batch;
-  c.max_inflight_steps = a.max_inflight_steps;
   if (a.loop_latency_ms >= 0)
     c.loop_latency = a.loop_latency_ms * 1e-3;
   else if (cost.fitted)

@@ -13,7 +13,7 @@
 
 #include "actors/client.h"
 #include "commands.h"
-#include "src/sched/trace.h"
+#include "troupe/request.h"
 #include "troupe/error.h"
 
 namespace troupe::cli {
@@ -41,7 +41,7 @@ nlohmann::json to_json(const actors::job_result& r) {
   }
   j["ids"] = r.ids;
   j["text"] = r.text;
-  j["finish_reason"] = sched::to_string(r.done.reason);
+  j["finish_reason"] = to_string(r.done.reason);
   if (!r.done.detail.empty()) j["detail"] = r.done.detail;
   j["prompt_tokens"] = r.done.prompt_tokens;
   j["completion_tokens"] = r.done.completion_tokens;
@@ -51,7 +51,7 @@ nlohmann::json to_json(const actors::job_result& r) {
 
 std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
-void print_error(const proto::job_error& e) {
+void print_error(const error_info& e) {
   std::fprintf(stderr, "troupe submit: %s: %s%s%s\n", std::string(to_string(e.kind)).c_str(), e.message.c_str(),
                e.field.empty() ? "" : " (field: ", e.field.empty() ? "" : (e.field + ")").c_str());
 }
@@ -203,9 +203,8 @@ int run_submit(const submit_args& a) {
   }
   if (!a.json)
     std::fprintf(stderr, "troupe submit: %s, %u tokens; queue %.1f ms, first token %.1f ms, total %.1f ms\n",
-                 sched::to_string(r.done.reason), r.done.completion_tokens, r.done.queue_ms, r.done.ttft_ms,
-                 r.done.total_ms);
-  return r.done.reason == sched::finish_reason::cancelled && g_interrupted ? 130 : 0;
+                 to_string(r.done.reason), r.done.completion_tokens, r.done.queue_ms, r.done.ttft_ms, r.done.total_ms);
+  return r.done.reason == finish_reason::cancelled && g_interrupted ? 130 : 0;
 }
 
 }  // namespace

@@ -85,7 +85,10 @@ void wait_for_drain(actors::node& n, const std::string& name, double deadline_s)
 
 int run_worker(const worker_args& a) {
   block_stop_signals();
-  const loaded_model model = load_served_model(a.model);
+  const bool on_gpu = a.backend == "cuda";
+  kern::kernel_registry_options kernels = a.worker.kernels;
+  kernels.cuda = on_gpu;
+  const loaded_model model = load_served_model(a.model, kernels);
   char host[256] = "unknown";
   gethostname(host, sizeof host - 1);
   const std::string name = a.name.empty() ? std::string(host) + "-" + std::to_string(getpid()) : a.name;
@@ -94,12 +97,8 @@ int run_worker(const worker_args& a) {
   std::unique_ptr<communicator> nccl;  // GPU ranks: the all-reduces; `group` relays the plans
   std::optional<tp::shard> shard;
   std::unique_ptr<worker_backend> backend;
-  const bool on_gpu = a.backend == "cuda";
   std::optional<cuda_worker_options> co;
-  if (on_gpu) {  // before any group forms: a rank without a usable GPU fails alone, at once
-    co = cuda_options(a);
-    register_cuda_kernels(*model.registry);
-  }
+  if (on_gpu) co = cuda_options(a);  // before any group forms: a rank without a usable GPU fails alone, at once
   if (a.tp_size > 1) {
     if (a.rank < 0 || a.rank >= a.tp_size)
       throw error(error_kind::failed,
@@ -122,7 +121,8 @@ int run_worker(const worker_args& a) {
     }
     if (a.rank > 0) {
       // A follower: no connection to the scheduler; it runs what rank 0 relays.
-      spdlog::info("worker {}: rank {} of group {} ready ({})", name, a.rank, a.group, group->describe());
+      spdlog::info("worker {}: rank {} of group {} ready ({}; {})", name, a.rank, a.group, group->describe(),
+                   backend->describe());
       const std::string why = comm::run_tp_follower(*backend, *group);
       spdlog::info("worker {}: rank {} of group {} ends: {}", name, a.rank, a.group, why);
       return why == "stopped" ? 0 : 1;

@@ -7,6 +7,10 @@
 #include "troupe/sampling.h"
 #include <vector>
 
+namespace troupe::kern {
+struct kernel_registry_options;
+}
+
 namespace CLI {
 class App;
 }
@@ -37,6 +41,10 @@ void add_sampling_flags(CLI::App& sub, sampling_params& p);
 //     left after the weights (CUDA) the pool takes; 0 keeps the backend's default (5% of
 //     RAM, 85% of the GPU's free memory).
 void add_kv_cache_flags(CLI::App& sub, std::string& kv_dtype, double& kv_fraction);
+
+// The kernel flags (generate, serve, worker, kernels): --plugin LIB.so and --kernel OP=VARIANT,
+// each repeatable (in a --config file: `kernel = ["silu_mul=ref", "rope=ref"]`).
+void add_kernel_flags(CLI::App& sub, kern::kernel_registry_options& k);
 
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);

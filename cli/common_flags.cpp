@@ -7,6 +7,7 @@
 #include <set>
 
 #include "commands.h"
+#include "kernels/make_registry.h"
 #include "troupe/error.h"
 
 namespace troupe::cli {
@@ -60,6 +61,14 @@ void add_kv_cache_flags(CLI::App& sub, std::string& kv_dtype, double& kv_fractio
                  "weights (CUDA); 0 = the backend's default (0.05 of RAM, 0.85 of the GPU's)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
+}
+
+void add_kernel_flags(CLI::App& sub, kern::kernel_registry_options& k) {
+  sub.add_option("--plugin", k.plugins, "Load a kernel plugin (.so exporting troupe_kernel_plugin_v1; repeatable)")
+      ->type_name("LIB.so");
+  sub.add_option("--kernel", k.kernels,
+                 "OP=VARIANT: run this variant of an op (repeatable; `troupe kernels list` shows them)")
+      ->type_name("OP=VARIANT");
 }
 
 void add_sampling_flags(CLI::App& sub, sampling_params& p) {

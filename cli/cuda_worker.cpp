@@ -30,8 +30,6 @@ int cuda_device_for_rank(int asked, int rank) {
   return device;
 }
 
-void register_cuda_kernels(kernel_registry& registry) { kern::cuda::register_all(registry); }
-
 std::unique_ptr<worker_backend> make_cuda_worker_backend(const model_file& model, const kernel_registry& registry,
                                                          const cuda_worker_options& o, const tp::shard* shard,
                                                          communicator* nccl) {
@@ -52,7 +50,6 @@ std::unique_ptr<worker_backend> make_cuda_worker_backend(const model_file& model
 #else
 
 int cuda_device_for_rank(int, int) { no_cuda("--backend cuda"); }
-void register_cuda_kernels(kernel_registry&) {}
 std::unique_ptr<worker_backend> make_cuda_worker_backend(const model_file&, const kernel_registry&,
                                                          const cuda_worker_options&, const tp::shard*, communicator*) {
   no_cuda("--backend cuda");

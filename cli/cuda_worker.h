@@ -38,9 +38,6 @@ struct cuda_worker_options {
 // device is usable.
 int cuda_device_for_rank(int asked, int rank);
 
-// Adds the built-in CUDA kernel variants ("cuda.v1") to a registry.
-void register_cuda_kernels(kernel_registry& registry);
-
 // `size` GPU ranks joined by NCCL on `device`, bootstrapped through `store` under
 // `prefix` (rank 0 publishes the unique id). Call after the Gloo group has formed: NCCL's
 // own set-up waits for every rank without a timeout.

@@ -147,7 +147,7 @@ int op_dtype(troupe_op op) {
 
 namespace {
 
-bool is_quant(int dt) { return dt == TROUPE_Q8_0 || dt == TROUPE_Q4_0; }
+bool is_quant(int dt) { return find_dtype(dt)->block_elems > 1; }
 
 // Rows of f32 values stored as dtype `dt` (k a multiple of 32 for the quantized types).
 std::vector<char> encode_rows(int dt, const std::vector<float>& v, int64_t rows, int64_t k) {

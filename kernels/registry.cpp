@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "kernels/dtypes.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -20,21 +21,7 @@ static_assert(!k_op_names[TROUPE_OP_COUNT - 1].empty(), "every op of kernel_abi.
 
 const char* backend_name(troupe_backend b) { return b == TROUPE_BACKEND_CPU ? "cpu" : "cuda"; }
 
-std::string dtype_label(troupe_dtype t) {
-  switch (t) {
-    case TROUPE_F32:
-      return "f32";
-    case TROUPE_F16:
-      return "f16";
-    case TROUPE_BF16:
-      return "bf16";
-    case TROUPE_Q8_0:
-      return "q8_0";
-    case TROUPE_Q4_0:
-      return "q4_0";
-  }
-  return "type " + std::to_string((int)t);
-}
+std::string dtype_label(troupe_dtype t) { return std::string(kern::dtype_name(t)); }
 
 // Position of t in the matmul and embedding families (their ops are consecutive in this order).
 int weight_index(troupe_dtype t) {

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "kernels/gpu_datasheet.h"
+
 namespace troupe::kern {
 
 namespace {
@@ -12,36 +14,12 @@ std::string fixed0(double v) {
   return buf;
 }
 
-struct published {
-  std::string_view match;  // a substring of the device name; the first match wins
-  std::string_view model;  // the product the figures are published for
-  double gb_s, tflop_s;
-};
-
-// Datasheet peaks (dense FP16 tensor core, no sparsity). Order matters: the more specific
-// names first ("H100 PCIe" before "H100", "A100 80GB PCIe" before "A100").
-constexpr published k_table[] = {
-    {"H200 NVL", "H200 NVL", 4800, 835},
-    {"H200", "H200 SXM", 4800, 989},
-    {"H100 PCIe", "H100 PCIe", 2000, 756},
-    {"H100 NVL", "H100 NVL", 3900, 835},
-    {"H100", "H100 SXM", 3350, 989},  // "NVIDIA H100 80GB HBM3"
-    {"A100 80GB PCIe", "A100 80GB PCIe", 1935, 312},
-    {"A100-SXM4-80GB", "A100 80GB SXM", 2039, 312},
-    {"A100-SXM4-40GB", "A100 40GB SXM", 1555, 312},
-    {"A100-PCIE-40GB", "A100 40GB PCIe", 1555, 312},
-    {"L40S", "L40S", 864, 362},
-    {"L40", "L40", 864, 181},  // before "L4", which it contains
-    {"L4", "L4", 300, 121},
-};
-
 }  // namespace
 
 std::optional<roofline> published_roofline(std::string_view device_name) {
-  for (const published& p : k_table)
-    if (device_name.find(p.match) != std::string_view::npos)
-      return roofline{p.gb_s, p.tflop_s, "published figures for " + std::string(p.model)};
-  return std::nullopt;
+  const gpu_datasheet* g = find_gpu_by_device_name(device_name);
+  if (!g) return std::nullopt;
+  return roofline{g->mem_gb_s, g->fp16_tflop_s, "published figures for " + std::string(g->product)};
 }
 
 roofline derived_roofline(int mem_clock_khz, int bus_width_bits, int sm_count, int sm_clock_khz, int cc_major,

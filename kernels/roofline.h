@@ -1,6 +1,6 @@
 // The roofline of a GPU: peak memory bandwidth and dense FP16 tensor-core throughput, the
-// two ceilings `troupe kernels bench` prints beside each variant's GB/s and TFLOP/s. From a
-// table of published figures keyed by the device's name, or derived from what the runtime
+// two ceilings `troupe kernels bench` prints beside each variant's GB/s and TFLOP/s. From the
+// table of published figures (kernels/gpu_datasheet.h) keyed by the device's name, or derived from what the runtime
 // reports (CUDA 13 dropped cudaDeviceProp::memoryClockRate; cudaDeviceGetAttribute still
 // gives the clocks and the bus width). Plain C++: no CUDA header.
 #pragma once

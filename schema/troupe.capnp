@@ -199,6 +199,7 @@ struct Request {
   prompt @3 :List(Int32);
   sampling @4 :SamplingParams;
   eosIds @5 :List(Int32);
+  model @6 :Text;        # only replicas serving this model run it; empty: any replica
 }
 
 struct CancelRequest {

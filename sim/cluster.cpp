@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cmath>
 
+#include "kernels/dtypes.h"
+#include "kernels/gpu_datasheet.h"
 #include "troupe/error.h"
 #include "troupe/model.h"
 
@@ -19,22 +21,32 @@ std::string lower(std::string s) {
 }  // namespace
 
 // ---- devices ---------------------------------------------------------------------
-// Figures from the vendors' data sheets: dense BF16 (no 2:4 sparsity), memory bandwidth,
-// and interconnect bandwidth per direction (NVLink 4 on H100/H200 is 900 GB/s both ways).
+// The published figures of kernels/gpu_datasheet.h, in the simulator's units (bytes/s,
+// FLOP/s, bytes): dense BF16 (no 2:4 sparsity), memory and interconnect bandwidth.
 
 device_spec device_preset(const std::string& name) {
   const std::string n = lower(name);
-  if (n == "h100" || n == "h100-sxm") return {"h100", 3.35e12, 989e12, 450e9, 10e-6, 80e9};
-  if (n == "h200" || n == "h200-sxm") return {"h200", 4.8e12, 989e12, 450e9, 10e-6, 141e9};
-  if (n == "a100" || n == "a100-80gb") return {"a100", 2.039e12, 312e12, 300e9, 10e-6, 80e9};
-  if (n == "l4") return {"l4", 300e9, 121e12, 32e9, 30e-6, 24e9};
+  if (const kern::gpu_datasheet* g = kern::find_gpu_by_preset(n)) {
+    const std::string_view first = g->presets.substr(0, g->presets.find(' '));  // "h100" for "h100-sxm"
+    return {std::string(first), g->mem_gb_s * 1e9, g->fp16_tflop_s * 1e12,
+            g->link_gb_s * 1e9, g->link_latency_s, g->memory_gb * 1e9};
+  }
   if (n == "cpu")
     throw error(error_kind::failed,
                 "device 'cpu' has no published figures: use a fitted cost model (--cost-model fitted FILE)", "device");
-  throw error(error_kind::failed, "unknown device '" + name + "' (expected h100, h200, a100, l4 or cpu)", "device");
+  const auto names = device_preset_names();
+  std::string expected;
+  for (size_t i = 0; i < names.size(); ++i) expected += (i == 0 ? "" : i + 1 < names.size() ? ", " : " or ") + names[i];
+  throw error(error_kind::failed, "unknown device '" + name + "' (expected " + expected + ")", "device");
 }
 
-std::vector<std::string> device_preset_names() { return {"h100", "h200", "a100", "l4", "cpu"}; }
+std::vector<std::string> device_preset_names() {
+  std::vector<std::string> out;
+  for (const kern::gpu_datasheet& g : kern::gpu_datasheets())
+    if (!g.presets.empty()) out.emplace_back(g.presets.substr(0, g.presets.find(' ')));
+  out.push_back("cpu");  // from a fitted profile, not a datasheet
+  return out;
+}
 
 // ---- models ----------------------------------------------------------------------
 
@@ -83,39 +95,20 @@ model_file_shape read_model_file(const std::string& path) {
                c.tied_embeddings};
   const auto& w = file->weights();
   const troupe_dtype t = w.layers.empty() ? TROUPE_F32 : w.layers[0].wq.dtype;
-  switch (t) {
-    case TROUPE_F32:
-      out.weight_dtype = "f32";
-      break;
-    case TROUPE_F16:
-      out.weight_dtype = "f16";
-      break;
-    case TROUPE_BF16:
-      out.weight_dtype = "bf16";
-      break;
-    case TROUPE_Q8_0:
-      out.weight_dtype = "q8_0";
-      break;
-    case TROUPE_Q4_0:
-      out.weight_dtype = "q4_0";
-      break;
-    default:
-      throw error(error_kind::failed, path + ": unknown weight type " + std::to_string(int(t)), "model-file");
-  }
-  out.weight_bytes = dtype_bytes(out.weight_dtype);
+  const kern::dtype_info* d = kern::find_dtype(t);
+  if (!d || !d->runs)
+    throw error(error_kind::failed, path + ": unknown weight type " + std::to_string(int(t)), "model-file");
+  out.weight_dtype = d->name;
+  out.weight_bytes = kern::bytes_per_element(*d);
   return out;
 }
 
 double dtype_bytes(const std::string& dtype) {
-  const std::string d = lower(dtype);
-  if (d == "f32" || d == "fp32") return 4.0;
-  if (d == "bf16" || d == "f16" || d == "fp16") return 2.0;
-  if (d == "fp8" || d == "int8" || d == "f8") return 1.0;
-  if (d == "q8_0") return 34.0 / 32.0;  // 32 int8 + one f16 scale per block
-  if (d == "q4_0") return 18.0 / 32.0;  // 32 nibbles + one f16 scale
-  if (d == "q4_k") return 144.0 / 256.0;
-  throw error(error_kind::failed,
-              "unknown dtype '" + dtype + "' (expected f32, bf16, f16, fp8, int8, q8_0, q4_0, q4_k)", "dtype");
+  const kern::dtype_info* d = kern::find_dtype(lower(dtype), /*aliases=*/true);
+  if (d && d->priced) return kern::bytes_per_element(*d);
+  std::string expected;
+  for (const auto& n : kern::priced_dtype_names()) expected += (expected.empty() ? "" : ", ") + n;
+  throw error(error_kind::failed, "unknown dtype '" + dtype + "' (expected " + expected + ")", "dtype");
 }
 
 // ---- the cluster -----------------------------------------------------------------
@@ -130,7 +123,7 @@ int64_t cluster_spec::kv_tokens_per_replica() const {
   return static_cast<int64_t>(std::floor(usable / kv_bytes_per_token()));
 }
 
-double cluster_spec::step_period(double compute) const {
+double cluster_spec::step_period(double compute, int32_t max_inflight_steps) const {
   return max_inflight_steps > 1 ? std::max(compute, loop_latency) : compute + loop_latency;
 }
 
@@ -138,9 +131,6 @@ void cluster_spec::validate() const {
   if (!(loop_latency >= 0))
     throw error(error_kind::failed, "loop latency must be >= 0 seconds, got " + std::to_string(loop_latency),
                 "loop_latency");
-  if (max_inflight_steps < 1)
-    throw error(error_kind::failed, "max inflight steps must be >= 1, got " + std::to_string(max_inflight_steps),
-                "max_inflight_steps");
   if (tp < 1) throw error(error_kind::failed, "tensor-parallel size must be >= 1, got " + std::to_string(tp), "tp");
   if (n_devices < tp || n_devices % tp != 0)
     throw error(error_kind::failed,

@@ -80,9 +80,6 @@ struct cluster_spec {
   // -> worker (next plan). Seconds per step, measured on the worker as the gap between
   // sending a result and receiving the next plan (`troupe sim fit` fits it from a step log).
   double loop_latency = 0;
-  // Steps the scheduler keeps in flight per replica: 1 = synchronous (the next step is
-  // planned when the result is back); >= 2 = pipelined (planned while one runs).
-  int32_t max_inflight_steps = 1;
 
   int32_t replicas() const { return n_devices / tp; }
   double weight_bytes_per_device() const;
@@ -91,9 +88,11 @@ struct cluster_spec {
   int64_t kv_tokens_per_replica() const;
   int64_t kv_blocks_per_replica() const { return kv_tokens_per_replica() / block_size; }
   // Seconds between the starts of two back-to-back steps on one replica, given the step's
-  // compute time: compute + loop_latency when synchronous (the loop waits for the result),
-  // max(compute, loop_latency) when pipelined (the loop overlaps the compute).
-  double step_period(double compute) const;
+  // compute time and the steps the scheduler keeps in flight per replica (the policy's
+  // sched::policy_config::max_inflight_steps, the one place it is set): compute +
+  // loop_latency when synchronous (1: the loop waits for the result), max(compute,
+  // loop_latency) when pipelined (>= 2: the loop overlaps the compute).
+  double step_period(double compute, int32_t max_inflight_steps) const;
   // Throws troupe::error naming the field when the cluster cannot work at all
   // (tp not dividing the devices or the heads, weights not fitting).
   void validate() const;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "sim/event_queue.h"
+#include "src/sched/driver.h"
 #include "troupe/error.h"
 
 namespace troupe::sim {
@@ -23,17 +24,18 @@ int32_t fake_token(uint64_t id, uint64_t pos) {
   return 100 + static_cast<int32_t>(x % 30000);
 }
 
-class run {
+// The driver's sink: plans start on the virtual replicas, events fill the records.
+class run final : public sched::driver_sink {
  public:
   run(const cluster_spec& c, const cost_model& cost, const workload& load, const sim_options& opts)
-      : cluster_(c), cost_(cost), load_(load), opts_(opts), policy_(with_tenants(opts.policy, load.tenants)) {
+      : cluster_(c), cost_(cost), load_(load), opts_(opts), driver_(with_tenants(opts.policy, load.tenants)) {
     res_.tenants = load.tenants;
     res_.replicas = c.replicas();
     res_.kv_blocks_per_replica = c.kv_blocks_per_replica();
     res_.cost_model = cost.describe();
     if (c.loop_latency > 0)
       res_.cost_model += " + control loop " + std::to_string(c.loop_latency * 1e3) + " ms per step (" +
-                         (c.max_inflight_steps > 1 ? "pipelined: max" : "synchronous: sum") + ")";
+                         (driver_.max_inflight_steps() > 1 ? "pipelined: max" : "synchronous: sum") + ")";
     res_.batch_hist.assign(size_t(c.max_batch) + 1, 0);
     res_.requests.resize(load.requests.size());
     next_pos_.assign(load.requests.size(), 0);
@@ -56,7 +58,7 @@ class run {
       info.kv_blocks = res_.kv_blocks_per_replica;
       info.block_size = c.block_size;
       info.max_batch = c.max_batch;
-      policy_.add_replica(info, 0.0);
+      driver_.add_replica(info, 0.0);
     }
   }
 
@@ -65,9 +67,9 @@ class run {
     while (q_.run_one()) {
     }
     res_.end_time = q_.now();
-    if (opts_.policy.trace) res_.policy_trace = policy_.take_trace();
+    if (opts_.policy.trace) res_.policy_trace = driver_.policy().take_trace();
     for (uint32_t id = 0; id < replicas_.size(); ++id)
-      if (const auto st = policy_.stats(id)) res_.preemptions += int64_t(st->preemptions);
+      if (const auto st = driver_.policy().stats(id)) res_.preemptions += int64_t(st->preemptions);
     if (opts_.progress) opts_.progress(1.0);
     return std::move(res_);
   }
@@ -95,30 +97,26 @@ class run {
     for (int32_t p = 0; p < r.prompt_tokens; ++p) req.prompt[size_t(p)] = fake_token(~r.id, uint64_t(p));
     req.sampling.max_tokens = r.output_tokens;
     req.sampling.ignore_eos = true;
-    const auto adm = policy_.submit(std::move(req), q_.now());
+    const auto adm = driver_.submit(std::move(req), q_.now());
     if (!adm.accepted) {
       auto& rec = res_.requests[r.id];
       rec.status = request_status::rejected;
       rec.finish = q_.now();
       note_done();
     }
-    kick();
+    driver_.pump(q_.now(), *this);
   }
 
-  // Plans steps on every replica below its in-flight limit (policy max_inflight_steps):
-  // with async scheduling the plan for step N+1 is made as soon as step N starts, and it
+  // With async scheduling the plan for step N+1 is made as soon as step N starts, and it
   // starts when N ends.
-  void kick() {
-    const auto limit = size_t(std::max(1, opts_.policy.max_inflight_steps));
-    for (uint32_t id = 0; id < replicas_.size(); ++id) {
-      auto& rs = replicas_[id];
-      while (rs.plans.size() < limit) {
-        auto planned = policy_.schedule(id, q_.now());
-        if (!planned || planned->plan.seqs.empty()) break;
-        rs.plans.push_back(std::move(planned->plan));
-        if (!rs.busy) start(id);
-      }
-    }
+  void on_plan(uint32_t id, step_plan&& plan, double) override {
+    auto& rs = replicas_[id];
+    rs.plans.push_back(std::move(plan));
+    if (!rs.busy) start(id);
+  }
+
+  void on_events(std::vector<sched::request_event>& events, std::optional<uint32_t> from, double now) override {
+    for (const auto& ev : events) apply(ev, from.value_or(0), now);
   }
 
   // Starts the oldest planned step of a replica.
@@ -145,18 +143,18 @@ class run {
     ++res_.batch_hist[batch];
     // KV utilization: blocks referenced by sequences (cached prefix blocks count as free).
     double kv = 0;
-    if (const auto st = policy_.stats(id); st && st->total_blocks > 0)
+    if (const auto st = driver_.policy().stats(id); st && st->total_blocks > 0)
       kv = double(st->used_blocks) / double(st->total_blocks);
     res_.kv_util_sum += kv;
     res_.kv_util_max = std::max(res_.kv_util_max, kv);
     auto& b = bucket(q_.now());
     b.tokens_in += prefill;
-    b.queue_sum += double(policy_.queued());
+    b.queue_sum += double(driver_.policy().queued());
     b.kv_sum += kv;
     b.steps += 1;
 
     const double dt = cost_.step_time(shape_);
-    const double period = cluster_.step_period(dt);
+    const double period = cluster_.step_period(dt, driver_.max_inflight_steps());
     res_.busy_time += period;
     if (opts_.on_step) {
       step_record rec;
@@ -169,7 +167,7 @@ class run {
       rec.prefill_tokens = int64_t(prefill);
       rec.context = shape_.context_sum();
       rec.kv_util = kv;
-      rec.queued = int64_t(policy_.queued());
+      rec.queued = int64_t(driver_.policy().queued());
       opts_.on_step(rec);
     }
     q_.after(period, [this, id] { finish_step(id); });
@@ -192,10 +190,9 @@ class run {
     rs.busy = false;
     rs.plans.pop_front();
     const double now = q_.now();
-    for (const auto& ev : policy_.on_result(id, result, now)) apply(ev, id, now);
-    for (const auto& ev : policy_.take_events()) apply(ev, id, now);
+    driver_.on_result(id, result, now, *this);
     if (!rs.plans.empty()) start(id);
-    kick();
+    driver_.pump(now, *this);
   }
 
   void apply(const sched::request_event& ev, uint32_t replica, double now) {
@@ -226,7 +223,7 @@ class run {
   const cost_model& cost_;
   const workload& load_;
   const sim_options& opts_;
-  sched::policy policy_;
+  sched::driver driver_;
   event_queue q_;
   std::vector<replica_state> replicas_;
   std::vector<int64_t> next_pos_;  // per request: position after its last planned work

@@ -5,9 +5,10 @@
 // the policy. Requests end by max_tokens = their output length. A step's result reaches
 // the policy one step period after it was planned: its compute plus the control loop's
 // latency (synchronous), or the larger of the two (pipelined); see cluster_spec.
-// With max_inflight_steps >= 2 (cluster_spec, and the policy's too: `troupe sim
-// --max-inflight-steps`) the policy plans a replica's next step when one starts, and it
-// starts when that one ends (async scheduling).
+// The loop around the policy is the shared policy driver (src/sched/driver.h). With the
+// policy's max_inflight_steps >= 2 (`troupe sim --max-inflight-steps`) it plans a replica's
+// next step when one starts, and that one starts when the running one ends (async
+// scheduling); the same setting makes the step period pipelined (cluster_spec::step_period).
 #pragma once
 #include <cstdint>
 #include <functional>

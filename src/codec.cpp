@@ -62,36 +62,36 @@ error_kind from_wire(wire::ErrorKind k) {
   return error_kind::failed;
 }
 
-wire::FinishReason to_wire(sched::finish_reason r) {
+wire::FinishReason to_wire(finish_reason r) {
   switch (r) {
-    case sched::finish_reason::none:
+    case finish_reason::none:
       return wire::FinishReason::NONE;
-    case sched::finish_reason::stop:
+    case finish_reason::stop:
       return wire::FinishReason::STOP;
-    case sched::finish_reason::length:
+    case finish_reason::length:
       return wire::FinishReason::LENGTH;
-    case sched::finish_reason::cancelled:
+    case finish_reason::cancelled:
       return wire::FinishReason::CANCELLED;
-    case sched::finish_reason::error:
+    case finish_reason::error:
       return wire::FinishReason::ERROR;
   }
   return wire::FinishReason::NONE;
 }
 
-sched::finish_reason from_wire(wire::FinishReason r) {
+finish_reason from_wire(wire::FinishReason r) {
   switch (r) {
     case wire::FinishReason::NONE:
-      return sched::finish_reason::none;
+      return finish_reason::none;
     case wire::FinishReason::STOP:
-      return sched::finish_reason::stop;
+      return finish_reason::stop;
     case wire::FinishReason::LENGTH:
-      return sched::finish_reason::length;
+      return finish_reason::length;
     case wire::FinishReason::CANCELLED:
-      return sched::finish_reason::cancelled;
+      return finish_reason::cancelled;
     case wire::FinishReason::ERROR:
-      return sched::finish_reason::error;
+      return finish_reason::error;
   }
-  return sched::finish_reason::none;
+  return finish_reason::none;
 }
 
 void put(wire::SamplingParams::Builder b, const sampling_params& p) {
@@ -131,11 +131,13 @@ sampling_params get(wire::SamplingParams::Reader r) {
   return p;
 }
 
-void put(wire::Error::Builder b, error_kind kind, const std::string& message, const std::string& field) {
-  b.setKind(to_wire(kind));
-  b.setMessage(message);
-  b.setField(field);
+void put(wire::Error::Builder b, const error_info& e) {
+  b.setKind(to_wire(e.kind));
+  b.setMessage(e.message);
+  b.setField(e.field);
 }
+
+error_info get(wire::Error::Reader r) { return {from_wire(r.getKind()), str(r.getMessage()), str(r.getField())}; }
 
 void put_logprobs(capnp::List<wire::TokenLogprob>::Builder b, const std::vector<token_logprob>& v) {
   for (unsigned i = 0; i < v.size(); ++i) {
@@ -279,19 +281,21 @@ proto::step_outcome get(wire::StepResult::Reader r) {
   return o;
 }
 
-void put(wire::Request::Builder b, const sched::request& q) {
+void put(wire::Request::Builder b, const request& q) {
   b.setId(q.id);
   b.setTenant(q.tenant);
+  b.setModel(q.model);
   b.setPriority(q.priority);
   set_list(b.initPrompt(q.prompt.size()), q.prompt);
   put(b.initSampling(), q.sampling);
   set_list(b.initEosIds(q.eos_ids.size()), q.eos_ids);
 }
 
-sched::request get(wire::Request::Reader r) {
-  sched::request q;
+request get(wire::Request::Reader r) {
+  request q;
   q.id = r.getId();
   q.tenant = str(r.getTenant());
+  q.model = str(r.getModel());
   q.priority = r.getPriority();
   q.prompt = to_vector<int32_t>(r.getPrompt());
   q.sampling = get(r.getSampling());
@@ -415,7 +419,7 @@ std::string encode(const proto::server_message& m) {
                           auto w = root.initError();
                           w.setJobId(e.job_id);
                           w.setClientRequestId(e.client_request_id);
-                          put(w.initError(), e.kind, e.message, e.field);
+                          put(w.initError(), e.error);
                         }},
              m);
   return to_bytes(b);
@@ -443,15 +447,15 @@ std::string encode_with_version(const proto::control_message& m, uint32_t versio
                         [&](const proto::step_outcome& o) { put(root.initStepResult(), o); },
                         [&](const proto::drain& d) { root.initDrain().setDeadlineS(d.deadline_s); },
                         [&](const proto::shutdown& s) { root.initShutdown().setReason(s.reason); },
-                        [&](const sched::request& q) { put(root.initRequest(), q); },
+                        [&](const request& q) { put(root.initRequest(), q); },
                         [&](const proto::cancel_request& c) { root.initCancelRequest().setId(c.id); },
                         [&](const proto::request_events& e) { put(root.initEvents(), e); },
                         [&](const proto::request_rejected& r) {
                           auto w = root.initRejected();
                           w.setId(r.id);
-                          put(w.initError(), r.kind, r.message, r.field);
+                          put(w.initError(), r.error);
                         },
-                        [&](const proto::peer_error& e) { put(root.initError(), e.kind, e.message, e.field); }},
+                        [&](const proto::peer_error& e) { put(root.initError(), e.error); }},
              m);
   return to_bytes(b);
 }
@@ -499,8 +503,7 @@ proto::server_message decode_server(std::string_view bytes, const limits& lim) {
       }
       case wire::ServerMessage::ERROR: {
         auto w = r.getError();
-        return proto::job_error{w.getJobId(), str(w.getClientRequestId()), from_wire(w.getError().getKind()),
-                                str(w.getError().getMessage()), str(w.getError().getField())};
+        return proto::job_error{w.getJobId(), str(w.getClientRequestId()), get(w.getError())};
       }
     }
     unknown_kind("server message");
@@ -535,12 +538,10 @@ proto::control_message decode_control(std::string_view bytes, const limits& lim)
         return get(r.getEvents());
       case wire::ControlMessage::REJECTED: {
         auto w = r.getRejected();
-        return proto::request_rejected{w.getId(), from_wire(w.getError().getKind()), str(w.getError().getMessage()),
-                                       str(w.getError().getField())};
+        return proto::request_rejected{w.getId(), get(w.getError())};
       }
       case wire::ControlMessage::ERROR: {
-        auto w = r.getError();
-        return proto::peer_error{from_wire(w.getKind()), str(w.getMessage()), str(w.getField())};
+        return proto::peer_error{get(r.getError())};
       }
     }
     unknown_kind("control message");

@@ -14,18 +14,16 @@ void gateway_output::append(gateway_output&& o) {
 // ---- one job in flight --------------------------------------------------------------------------
 
 struct gateway_core::job_state {
-  job_state(const tokenizer& tok) : detok(tok) {}
+  job_state(const tokenizer& tok, std::vector<std::string> stop_strings) : text(tok, std::move(stop_strings)) {}
   uint64_t id = 0;
   std::string peer;
   std::string client_request_id;
   sampling_params sampling;
   bool stream = true;
   uint32_t prompt_tokens = 0;
-  incremental_detokenizer detok;
-  std::string text;       // generated text so far (cut at a matched stop string)
-  size_t text_sent = 0;   // bytes of text already sent
-  size_t hold = 0;        // bytes held back: the longest stop string - 1
-  uint32_t ids_sent = 0;  // index of pending_ids[0] in the output
+  text_stream text;
+  std::string pending_text;  // final text not yet sent (a job that does not stream)
+  uint32_t ids_sent = 0;     // index of pending_ids[0] in the output
   std::vector<int32_t> pending_ids;
   std::vector<float> pending_logprobs;
   std::vector<std::vector<token_logprob>> pending_top;
@@ -42,38 +40,21 @@ gateway_core::gateway_core(gateway_options opts, std::vector<served_model> model
 gateway_core::~gateway_core() = default;
 
 client_reply gateway_core::error_reply(const std::string& peer, uint64_t job_id, const std::string& client_request_id,
-                                       error_kind kind, const std::string& message, const std::string& field) {
-  return {peer,
-          codec::encode(proto::server_message{proto::job_error{job_id, client_request_id, kind, message, field}})};
+                                       error_info e) {
+  return {peer, proto::job_error{job_id, client_request_id, std::move(e)}};
 }
 
 // ---- from clients -----------------------------------------------------------------------------
 
-gateway_output gateway_core::on_client_frame(const std::string& peer, std::string_view bytes, double now) {
-  proto::client_message msg;
-  try {
-    msg = codec::decode_client(bytes, opts_.limits);
-  } catch (const error& e) {
-    spdlog::warn("gateway: rejected a frame from a client: {}", e.what());
-    gateway_output out;
-    out.to_clients.push_back(error_reply(peer, 0, "", e.kind(), e.what(), e.field()));
-    return out;
-  }
+gateway_output gateway_core::on_client_message(const std::string& peer, proto::client_message msg, double now) {
   if (auto* j = std::get_if<proto::job>(&msg)) return submit(peer, std::move(*j), now);
   return cancel(peer, std::get<proto::cancel_job>(msg).client_request_id, now);
-}
-
-gateway_output gateway_core::on_bad_frame(const std::string& peer, const std::string& reason) {
-  spdlog::warn("gateway: rejected a frame from a client: {}", reason);
-  gateway_output out;
-  out.to_clients.push_back(error_reply(peer, 0, "", error_kind::failed, reason, "message"));
-  return out;
 }
 
 gateway_output gateway_core::submit(const std::string& peer, proto::job j, double now) {
   gateway_output out;
   auto reject = [&](error_kind kind, const std::string& message, const std::string& field) {
-    out.to_clients.push_back(error_reply(peer, 0, j.client_request_id, kind, message, field));
+    out.to_clients.push_back(error_reply(peer, 0, j.client_request_id, {kind, message, field}));
     return out;
   };
   std::string tenant = j.api_key.empty() ? "default" : j.api_key;
@@ -129,19 +110,19 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
   if (ctx > 0)
     j.sampling.max_tokens = static_cast<int32_t>(std::min<int64_t>(j.sampling.max_tokens, ctx - prompt.size()));
 
-  auto s = std::make_unique<job_state>(tok);
+  auto s = std::make_unique<job_state>(tok, j.sampling.stop_strings);
   s->id = next_id_++;
   s->peer = peer;
   s->client_request_id = j.client_request_id;
   s->sampling = j.sampling;
   s->stream = j.stream;
   s->prompt_tokens = static_cast<uint32_t>(prompt.size());
-  for (const auto& stop : j.sampling.stop_strings) s->hold = std::max(s->hold, stop.size() - 1);
   s->accepted_at = now;
 
-  sched::request q;
+  request q;
   q.id = s->id;
   q.tenant = tenant;
+  q.model = model->name;
   q.priority = j.priority;
   q.prompt = std::move(prompt);
   q.sampling = j.sampling;
@@ -159,7 +140,7 @@ gateway_output gateway_core::cancel(const std::string& peer, const std::string& 
   if (it == by_client_.end()) return out;  // already finished: the done message is on its way
   auto& s = *jobs_.at(it->second);
   out.to_scheduler.push_back(proto::cancel_request{s.id});
-  finish(s, sched::finish_reason::cancelled, "cancelled by the client", now, out);
+  finish(s, finish_reason::cancelled, "cancelled by the client", now, out);
   return out;
 }
 
@@ -170,7 +151,7 @@ gateway_output gateway_core::on_client_gone(const std::string& peer, double now)
     if (s->peer == peer) ids.push_back(id);
   for (uint64_t id : ids) {
     out.to_scheduler.push_back(proto::cancel_request{id});
-    finish(*jobs_.at(id), sched::finish_reason::cancelled, "client disconnected", now, out);
+    finish(*jobs_.at(id), finish_reason::cancelled, "client disconnected", now, out);
   }
   if (!ids.empty()) spdlog::info("gateway: client disconnected; cancelled its {} jobs", ids.size());
   out.to_clients.clear();  // nobody to read them
@@ -183,7 +164,7 @@ gateway_output gateway_core::cancel_all(const std::string& reason, double now) {
   for (const auto& [id, s] : jobs_) ids.push_back(id);
   for (uint64_t id : ids) {
     out.to_scheduler.push_back(proto::cancel_request{id});
-    finish(*jobs_.at(id), sched::finish_reason::cancelled, reason, now, out);
+    finish(*jobs_.at(id), finish_reason::cancelled, reason, now, out);
   }
   return out;
 }
@@ -201,7 +182,7 @@ gateway_output gateway_core::on_scheduler(const proto::control_message& msg, dou
       if (!je.event.tokens.empty() && s.first_token_at < 0) s.first_token_at = now;
       on_tokens(s, je.event, now, out);
       if (!jobs_.count(je.event.id)) continue;  // ended at a stop string
-      if (je.event.finished != sched::finish_reason::none)
+      if (je.event.finished != finish_reason::none)
         finish(s, je.event.finished, je.event.error, now, out);
       else
         send_chunk(s, false, out);
@@ -210,73 +191,59 @@ gateway_output gateway_core::on_scheduler(const proto::control_message& msg, dou
     auto it = jobs_.find(rej->id);
     if (it != jobs_.end()) {
       auto& s = *it->second;
-      out.to_clients.push_back(error_reply(s.peer, s.id, s.client_request_id, rej->kind, rej->message, rej->field));
+      out.to_clients.push_back(error_reply(s.peer, s.id, s.client_request_id, rej->error));
       by_client_.erase({s.peer, s.client_request_id});
       jobs_.erase(it);
     }
   } else if (const auto* pe = std::get_if<proto::peer_error>(&msg)) {
-    spdlog::error("gateway: the scheduler reports: {} ({})", pe->message, pe->field);
+    spdlog::error("gateway: the scheduler reports: {} ({})", pe->error.message, pe->error.field);
   }
   return out;
 }
 
-void gateway_core::on_tokens(job_state& s, const sched::request_event& e, double now, gateway_output& out) {
+void gateway_core::on_tokens(job_state& s, const request_event& e, double now, gateway_output& out) {
   for (size_t i = 0; i < e.tokens.size(); ++i) {
     s.pending_ids.push_back(e.tokens[i].id);
     s.pending_logprobs.push_back(e.tokens[i].logprob);
     if (i < e.top.size()) s.pending_top.push_back(e.top[i]);
-    const size_t before = s.text.size();
-    s.text += s.detok.feed(e.tokens[i].id);
-    for (const std::string& stop : s.sampling.stop_strings) {
-      // a new match ends in the new bytes, so it starts at most stop.size()-1 bytes before them
-      const size_t from = before >= stop.size() - 1 ? before - (stop.size() - 1) : 0;
-      const size_t at = s.text.find(stop, from);
-      if (at == std::string::npos) continue;
-      s.text.resize(at);
+    if (s.text.feed(e.tokens[i].id)) {
       out.to_scheduler.push_back(proto::cancel_request{s.id});
-      finish(s, sched::finish_reason::stop, "", now, out, true);
+      finish(s, finish_reason::stop, "", now, out);
       return;
     }
   }
 }
 
 void gateway_core::send_chunk(job_state& s, bool final, gateway_output& out) {
+  s.pending_text += s.text.take();
   if (!s.stream && !final) return;
-  size_t safe = s.text.size();
-  if (!final && s.hold > 0) {
-    safe = s.text.size() >= s.hold ? s.text.size() - s.hold : 0;
-    while (safe > s.text_sent && safe < s.text.size() && (static_cast<unsigned char>(s.text[safe]) & 0xC0) == 0x80)
-      --safe;
-  }
-  if (safe < s.text_sent) safe = s.text_sent;
-  if (s.pending_ids.empty() && safe == s.text_sent) return;
+  if (s.pending_ids.empty() && s.pending_text.empty()) return;
   proto::token_chunk c;
   c.job_id = s.id;
   c.client_request_id = s.client_request_id;
   c.index = s.ids_sent;
   c.ids = std::move(s.pending_ids);
-  c.text_delta = s.text.substr(s.text_sent, safe - s.text_sent);
+  c.text_delta = std::move(s.pending_text);
   c.logprobs = std::move(s.pending_logprobs);
   c.top = std::move(s.pending_top);
   s.ids_sent += static_cast<uint32_t>(c.ids.size());
-  s.text_sent = safe;
   s.pending_ids.clear();
+  s.pending_text.clear();
   s.pending_logprobs.clear();
   s.pending_top.clear();
-  out.to_clients.push_back({s.peer, codec::encode(proto::server_message{std::move(c)})});
+  out.to_clients.push_back({s.peer, std::move(c)});
 }
 
-// Sends what is left and the done message, and forgets the job. `cut`: the text ended at a
-// stop string; bytes the detokenizer still holds come after it.
-void gateway_core::finish(job_state& s, sched::finish_reason reason, const std::string& detail, double now,
-                          gateway_output& out, bool cut) {
-  if (!cut) s.text += s.detok.flush();
+// Sends what is left and the done message, and forgets the job.
+void gateway_core::finish(job_state& s, finish_reason reason, const std::string& detail, double now,
+                          gateway_output& out) {
+  s.text.finish();
   send_chunk(s, true, out);
-  if (reason == sched::finish_reason::error) {
+  if (reason == finish_reason::error) {
     // The cluster could not finish it (every worker able to serve it went away): the tokens
     // sent so far stand, and the job ends with an error of kind disconnected.
-    out.to_clients.push_back({s.peer, codec::encode(proto::server_message{proto::job_error{
-                                          s.id, s.client_request_id, error_kind::disconnected, detail, ""}})});
+    out.to_clients.push_back(
+        {s.peer, proto::job_error{s.id, s.client_request_id, {error_kind::disconnected, detail, ""}}});
     if (!s.client_request_id.empty()) by_client_.erase({s.peer, s.client_request_id});
     jobs_.erase(s.id);
     return;
@@ -291,7 +258,7 @@ void gateway_core::finish(job_state& s, sched::finish_reason reason, const std::
   d.ttft_ms = s.first_token_at >= 0 ? (s.first_token_at - s.accepted_at) * 1000.0 : 0.0;
   d.total_ms = (now - s.accepted_at) * 1000.0;
   d.detail = detail;
-  out.to_clients.push_back({s.peer, codec::encode(proto::server_message{std::move(d)})});
+  out.to_clients.push_back({s.peer, std::move(d)});
   if (!s.client_request_id.empty()) by_client_.erase({s.peer, s.client_request_id});
   jobs_.erase(s.id);  // s is gone from here on
 }

@@ -1,8 +1,10 @@
 // The gateway's logic without threads, sockets or a clock: validates and tokenizes client
-// jobs, gives them ids, bounds how many are in flight, streams token chunks back through an
-// incremental detokenizer, ends jobs at stop strings (cancelling them at the scheduler) and
-// turns client cancels, disconnects and shutdown deadlines into cancels. The gateway actor
-// (actors/gateway_actor) is a thin shell over it.
+// jobs, gives them ids, bounds how many are in flight, streams token chunks back through a
+// text_stream, ends jobs at stop strings (cancelling them at the scheduler) and turns client
+// cancels, disconnects and shutdown deadlines into cancels. It takes and returns value types
+// (proto::client_message in, proto::server_message out): each front end (the ZeroMQ bridge
+// in actors/components.cpp; HTTP next) decodes its wire format, answers frames it cannot
+// decode itself, and encodes the replies.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -14,6 +16,7 @@
 
 #include "src/codec.h"
 #include "src/protocol.h"
+#include "src/text_stream.h"
 #include "src/tokenizer.h"
 
 namespace troupe {
@@ -27,7 +30,7 @@ struct served_model {
 
 struct gateway_options {
   size_t max_queue = 256;  // jobs accepted and not finished; past it: overloaded at once
-  codec::limits limits;
+  codec::limits limits;    // for the front end that decodes client frames; the core never sees bytes
   // Access control and tenants: "KEY" or "KEY=TENANT". When not empty, a job must carry one
   // of the keys and belongs to its tenant (the key itself when none is named). When empty,
   // any key is accepted and names the job's tenant ("default" without a key).
@@ -36,7 +39,7 @@ struct gateway_options {
 
 struct client_reply {
   std::string peer;
-  std::string bytes;  // an encoded proto::server_message
+  proto::server_message message;
 };
 
 struct gateway_output {
@@ -51,11 +54,8 @@ class gateway_core {
   gateway_core(gateway_options opts, std::vector<served_model> models);
   ~gateway_core();
 
-  // One frame from a client (its routing id `peer`): a submit or a cancel. Bad bytes get
-  // an error reply to that client only.
-  gateway_output on_client_frame(const std::string& peer, std::string_view bytes, double now);
-  // A frame the transport could not use (too big, malformed): an error to that client.
-  gateway_output on_bad_frame(const std::string& peer, const std::string& reason);
+  // One message from a client (`peer`: its routing id or connection): a submit or a cancel.
+  gateway_output on_client_message(const std::string& peer, proto::client_message msg, double now);
   // The client's connection went away: its jobs are cancelled.
   gateway_output on_client_gone(const std::string& peer, double now);
   // One decoded message from the scheduler (events, rejections).
@@ -73,12 +73,11 @@ class gateway_core {
   gateway_output submit(const std::string& peer, proto::job j, double now);
   gateway_output cancel(const std::string& peer, const std::string& client_request_id, double now);
   // Appends new tokens to a job's output, streaming what text is final.
-  void on_tokens(job_state& s, const sched::request_event& e, double now, gateway_output& out);
-  void finish(job_state& s, sched::finish_reason reason, const std::string& detail, double now, gateway_output& out,
-              bool cut = false);
+  void on_tokens(job_state& s, const request_event& e, double now, gateway_output& out);
+  void finish(job_state& s, finish_reason reason, const std::string& detail, double now, gateway_output& out);
   void send_chunk(job_state& s, bool final, gateway_output& out);
   static client_reply error_reply(const std::string& peer, uint64_t job_id, const std::string& client_request_id,
-                                  error_kind kind, const std::string& message, const std::string& field);
+                                  error_info e);
 
   gateway_options opts_;
   std::vector<served_model> models_;

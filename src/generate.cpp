@@ -1,131 +1,135 @@
-// The single-process generation loop: tokenize, prefill every prompt in chunks packed into
-// steps of at most max_batch_tokens, then decode all sequences together one token per step
-// until each stops.
+// The single-process generation loop: the scheduling policy and its driver (src/sched/)
+// over one local backend, one step in flight. Every prompt is submitted at once; the policy
+// decides each step (chunked prefill, batched decode, KV blocks, preemption) and when each
+// request ends (EOS, stop ids, max_tokens); this file only detokenizes, applies stop
+// strings and streams text.
 #include "src/generate.h"
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <optional>
+#include <utility>
 
+#include "src/sched/driver.h"
+#include "src/text_stream.h"
 #include "troupe/error.h"
 
 namespace troupe {
 
 namespace {
 
-// One request in flight.
+// One request's output side; its index is its request id in the policy.
 struct sequence {
   size_t index = 0;
-  std::vector<int32_t> tokens;  // prompt + generated: the history the sampler sees
   int32_t n_prompt = 0;
-  int32_t n_cached = 0;  // positions whose KV is in the pool
-  std::vector<int32_t> block_table;
   const sampling_params* sampling = nullptr;
-  incremental_detokenizer detok;
-  size_t emitted = 0;  // bytes of out->text already given to the callback
+  text_stream text;  // the generated text continues the prompt: a leading space is part of it
   generation_output* out = nullptr;
   bool done = false;
 
-  // the generated text continues the prompt: a leading space is part of it
-  explicit sequence(const tokenizer& tok) : detok(tok, false) {}
+  sequence(const tokenizer& tok, const sampling_params& p) : sampling(&p), text(tok, p.stop_strings) {}
 };
-
-// Blocks of the backend's pool, handed out as sequences grow and returned when they end.
-class block_pool {
- public:
-  explicit block_pool(const worker_backend& b) : block_size_(b.block_size()) {
-    for (int64_t i = b.kv_blocks() - 1; i >= 0; --i) free_.push_back((int32_t)i);
-  }
-  // Grows `table` to cover positions [0, n).
-  void cover(std::vector<int32_t>& table, int64_t n) {
-    while ((int64_t)table.size() * block_size_ < n) {
-      if (free_.empty())
-        throw error(error_kind::overloaded, "generate: the KV pool is out of blocks (" + std::to_string(n) +
-                                                " positions needed by one sequence); give it more memory");
-      table.push_back(free_.back());
-      free_.pop_back();
-    }
-  }
-  void release(std::vector<int32_t>& table) {
-    free_.insert(free_.end(), table.begin(), table.end());
-    table.clear();
-  }
-
- private:
-  int32_t block_size_;
-  std::vector<int32_t> free_;
-};
-
-size_t longest_stop(const sampling_params& p) {
-  size_t n = 0;
-  for (const auto& s : p.stop_strings) n = std::max(n, s.size());
-  return n;
-}
 
 // Gives the callback the text that can no longer become part of a stop string.
-void stream(sequence& s, const text_callback& on_text, bool final) {
-  std::string& text = s.out->text;
-  size_t safe = text.size();
-  const size_t hold = longest_stop(*s.sampling);
-  if (!final && hold > 0) {
-    safe = text.size() >= hold - 1 ? text.size() - (hold - 1) : 0;
-    while (safe > s.emitted && safe < text.size() && ((unsigned char)text[safe] & 0xC0) == 0x80) --safe;
-  }
-  if (safe > s.emitted && on_text) on_text(s.index, std::string_view(text).substr(s.emitted, safe - s.emitted));
-  s.emitted = std::max(s.emitted, safe);
+void stream(sequence& s, const text_callback& on_text) {
+  const std::string_view piece = s.text.take();
+  if (!piece.empty() && on_text) on_text(s.index, piece);
 }
 
-// `cut`: the text ended at a stop string; bytes the detokenizer still holds come after it.
-void finish(sequence& s, const char* reason, block_pool& pool, const text_callback& on_text, bool cut = false) {
-  if (!cut) s.out->text += s.detok.flush();
-  s.out->finish_reason = reason;
-  s.done = true;
-  pool.release(s.block_table);
-  stream(s, on_text, true);
+// Adds a generated token's text and streams what became final; true when the text now ends
+// at a stop string (it is cut there and the sequence is over).
+bool feed_text(sequence& s, int32_t token, const text_callback& on_text) {
+  if (s.text.feed(token)) return true;
+  stream(s, on_text);
+  return false;
 }
 
-// Takes a sampled token: records it, streams its text, and decides whether the sequence ends.
-void accept(sequence& s, int32_t token, const tokenizer& tok, int64_t max_seq_len, block_pool& pool,
-            const text_callback& on_text) {
-  const sampling_params& p = *s.sampling;
-  s.tokens.push_back(token);
-  s.out->ids.push_back(token);
-  const bool stop_id = std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end();
-  if ((!p.ignore_eos && tok.is_eos(token)) || stop_id) return finish(s, "stop", pool, on_text);
+// The sequence ended: what the text stream still holds back is final now.
+void end_text(sequence& s, const text_callback& on_text) {
+  s.text.finish();
+  s.out->text = s.text.text();
+  stream(s, on_text);
+}
 
-  std::string& text = s.out->text;
-  const size_t before = text.size();
-  text += s.detok.feed(token);
-  for (const std::string& stop : p.stop_strings) {
-    // a new match ends in the new bytes, so it starts at most stop.size()-1 bytes before them
-    const size_t from = before >= stop.size() - 1 ? before - (stop.size() - 1) : 0;
-    const size_t at = text.find(stop, from);
-    if (at != std::string::npos) {
-      text.resize(at);
-      return finish(s, "stop", pool, on_text, true);
+// ---- the loop around the driver ---------------------------------------------------------------------
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// The driver's sink: keeps the one plan in flight and turns request events into outputs.
+class local_run final : public sched::driver_sink {
+ public:
+  local_run(std::vector<sequence>& seqs, const text_callback& on_text) : seqs_(seqs), on_text_(on_text) {}
+
+  void on_plan(uint32_t, step_plan&& plan, double) override { plan_ = std::move(plan); }
+
+  void on_events(std::vector<sched::request_event>& events, std::optional<uint32_t>, double) override {
+    for (const sched::request_event& e : events) {
+      sequence& s = seqs_.at(e.id);
+      if (s.done) continue;  // the cancellation that follows a stop string
+      for (size_t i = 0; i < e.tokens.size() && !s.done; ++i) {
+        const int32_t token = e.tokens[i].id;
+        s.out->ids.push_back(token);
+        // A stop finish comes with the EOS or stop id that caused it: not part of the text.
+        if (e.finished == sched::finish_reason::stop && i + 1 == e.tokens.size()) break;
+        if (feed_text(s, token, on_text_)) {
+          finish(s, "stop");
+          stopped_.push_back(e.id);  // the policy knows no stop strings: it is cancelled
+        }
+      }
+      if (s.done) continue;
+      if (e.finished == sched::finish_reason::error)
+        throw error(error_kind::failed, "generate: request " + std::to_string(e.id) + ": " + e.error);
+      if (e.finished == sched::finish_reason::stop || e.finished == sched::finish_reason::length)
+        finish(s, to_string(e.finished));
     }
   }
-  if ((int32_t)s.out->ids.size() >= p.max_tokens) return finish(s, "length", pool, on_text);
-  if (max_seq_len > 0 && (int64_t)s.tokens.size() >= max_seq_len) return finish(s, "length", pool, on_text);
-  stream(s, on_text, false);
-}
 
-seq_work work_for(const sequence& s, int32_t n_new, bool sample) {
-  seq_work w;
-  w.seq_id = s.index;
-  w.tokens.assign(s.tokens.begin() + s.n_cached, s.tokens.begin() + s.n_cached + n_new);
-  w.start_pos = s.n_cached;
-  w.block_table = s.block_table;
-  w.sample = sample;
-  if (sample) {
-    w.sampling = *s.sampling;
-    w.history = s.tokens;
-    w.n_prompt = s.n_prompt;
+  std::optional<step_plan> take_plan() { return std::exchange(plan_, std::nullopt); }
+  std::vector<uint64_t> take_stopped() { return std::exchange(stopped_, {}); }
+  size_t unfinished() const { return seqs_.size() - finished_; }
+
+ private:
+  void finish(sequence& s, const char* reason) {
+    end_text(s, on_text_);
+    s.out->finish_reason = reason;
+    s.done = true;
+    ++finished_;
   }
-  return w;
+
+  std::vector<sequence>& seqs_;
+  const text_callback& on_text_;
+  std::optional<step_plan> plan_;
+  std::vector<uint64_t> stopped_;
+  size_t finished_ = 0;
+};
+
+// One replica, the backend; one step in flight, every prompt computed (no prefix cache, so
+// that timings and outputs do not depend on which prompts share a batch).
+sched::policy_config local_policy(const generate_options& opt) {
+  sched::policy_config c;
+  c.max_step_tokens = static_cast<int32_t>(std::clamp<int64_t>(opt.max_batch_tokens, 1, 1 << 30));
+  c.max_queued = std::numeric_limits<int64_t>::max();
+  c.prefix_caching = false;
+  c.max_inflight_steps = 1;
+  return c;
 }
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+sched::request request_for(size_t i, const std::vector<int32_t>& prompt, const sampling_params& sp,
+                           const tokenizer& tok, int64_t max_seq_len) {
+  sched::request q;
+  q.id = i;
+  q.prompt = prompt;
+  q.sampling = sp;
+  // The context limit ends a sequence like max_tokens does ("length").
+  if (max_seq_len > 0)
+    q.sampling.max_tokens =
+        static_cast<int32_t>(std::min<int64_t>(sp.max_tokens, max_seq_len - (int64_t)prompt.size()));
+  if (tok.eos() >= 0) q.eos_ids.push_back(tok.eos());
+  for (int32_t id : tok.data().extra_eos_ids) q.eos_ids.push_back(id);
+  return q;
 }
 
 }  // namespace
@@ -151,72 +155,60 @@ std::vector<generation_output> generate(worker_backend& backend, const tokenizer
                       std::to_string(outs[i].prompt_ids.size()) + " tokens leaves no room in a context of " +
                       std::to_string(opt.max_seq_len),
                   "prompt");
-    sequence& s = seqs.emplace_back(tok);
+    sequence& s = seqs.emplace_back(tok, r.sampling);
     s.index = i;
-    s.tokens = outs[i].prompt_ids;
-    s.n_prompt = (int32_t)s.tokens.size();
-    s.sampling = &r.sampling;
+    s.n_prompt = (int32_t)outs[i].prompt_ids.size();
     s.out = &outs[i];
   }
-  if ((int64_t)seqs.size() > opt.max_batch_tokens)
-    throw error(error_kind::failed,
-                "generate: " + std::to_string(seqs.size()) +
-                    " prompts do not fit one decode step of max_batch_tokens " + std::to_string(opt.max_batch_tokens),
-                "prompt");
-  block_pool pool(backend);
-  uint64_t step_id = 0;
 
-  // Prefill: chunks of every prompt packed into steps of at most max_batch_tokens; a
-  // sequence samples its first token in the step that feeds the end of its prompt.
-  auto t0 = std::chrono::steady_clock::now();
-  for (size_t next = 0; next < seqs.size();) {
-    step_plan plan;
-    plan.step_id = step_id++;
-    std::vector<sequence*> fed;
-    int64_t budget = opt.max_batch_tokens;
-    for (size_t i = next; i < seqs.size() && budget > 0; ++i) {
-      sequence& s = seqs[i];
-      const int32_t n = (int32_t)std::min<int64_t>(budget, s.n_prompt - s.n_cached);
-      const bool last = s.n_cached + n == s.n_prompt;
-      pool.cover(s.block_table, s.n_cached + n);
-      plan.seqs.push_back(work_for(s, n, last));
-      fed.push_back(&s);
-      budget -= n;
-    }
-    const step_result r = backend.step(plan);
-    for (size_t j = 0; j < fed.size(); ++j) {
-      sequence& s = *fed[j];
-      s.n_cached += (int32_t)plan.seqs[j].tokens.size();
-      tm.prefill_tokens += (int64_t)plan.seqs[j].tokens.size();
-      if (plan.seqs[j].sample) {
-        accept(s, r.outputs[j].token, tok, opt.max_seq_len, pool, on_text);
-        ++next;
+  const auto t_start = std::chrono::steady_clock::now();
+  auto now_s = [&] { return ms_between(t_start, std::chrono::steady_clock::now()) * 1e-3; };
+  sched::driver drv(local_policy(opt));
+  sched::replica_info replica;
+  replica.id = 0;
+  replica.kv_blocks = backend.kv_blocks();
+  replica.block_size = backend.block_size();
+  replica.max_batch = static_cast<int32_t>(std::clamp<size_t>(requests.size(), 1, 1 << 30));
+  replica.host_kv_blocks = 0;
+  drv.add_replica(replica, 0.0);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto adm = drv.submit(request_for(i, outs[i].prompt_ids, requests[i].sampling, tok, opt.max_seq_len), 0.0);
+    if (adm.accepted) continue;
+    // What is left after the checks above: the sequence can never fit the KV pool.
+    const bool kv =
+        adm.error.kind == error_kind::failed && (adm.error.field == "prompt" || adm.error.field == "max_tokens");
+    throw error(kv ? error_kind::overloaded : adm.error.kind,
+                "generate: request " + std::to_string(i) + ": " + adm.error.message +
+                    (kv ? "; give the KV pool more memory" : ""),
+                adm.error.field);
+  }
+
+  local_run run(seqs, on_text);
+  sched::null_sink drop;
+  while (run.unfinished() > 0) {
+    drv.pump(now_s(), run);
+    auto plan = run.take_plan();
+    if (!plan)  // nothing runs and nothing can start: waiting would be forever
+      throw error(error_kind::overloaded,
+                  "generate: the KV pool (" + std::to_string(replica.kv_blocks) + " blocks of " +
+                      std::to_string(replica.block_size) + " tokens) cannot hold the next step of the " +
+                      std::to_string(run.unfinished()) + " unfinished request(s); give it more memory");
+    // A step that feeds prompt tokens (or recomputes a preempted sequence) counts as prefill.
+    bool prefill = false;
+    for (const seq_work& w : plan->seqs) {
+      if (w.tokens.size() > 1 || w.start_pos < seqs[w.seq_id].n_prompt) {
+        prefill = true;
+        tm.prefill_tokens += (int64_t)w.tokens.size();
+      } else {
+        ++tm.decode_tokens;
       }
     }
+    const auto t0 = std::chrono::steady_clock::now();
+    const step_result result = backend.step(*plan);
+    drv.on_result(replica.id, result, now_s(), run);
+    for (uint64_t id : run.take_stopped()) drv.cancel(id, now_s(), drop);
+    (prefill ? tm.prefill_ms : tm.decode_ms) += ms_between(t0, std::chrono::steady_clock::now());
   }
-  tm.prefill_ms += ms_since(t0);
-
-  // Decode: one token per live sequence per step, all together.
-  t0 = std::chrono::steady_clock::now();
-  for (;;) {
-    step_plan plan;
-    plan.step_id = step_id++;
-    std::vector<sequence*> fed;
-    for (sequence& s : seqs) {
-      if (s.done) continue;
-      pool.cover(s.block_table, s.n_cached + 1);
-      plan.seqs.push_back(work_for(s, 1, true));
-      fed.push_back(&s);
-    }
-    if (fed.empty()) break;
-    const step_result r = backend.step(plan);
-    for (size_t j = 0; j < fed.size(); ++j) {
-      fed[j]->n_cached += 1;
-      ++tm.decode_tokens;
-      accept(*fed[j], r.outputs[j].token, tok, opt.max_seq_len, pool, on_text);
-    }
-  }
-  tm.decode_ms += ms_since(t0);
   return outs;
 }
 

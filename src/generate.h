@@ -1,6 +1,7 @@
 // Single-process generation over a worker backend: the loop behind `troupe generate` and
-// the end-to-end tests. It plays a minimal scheduler (a free list of KV blocks, prefill in
-// chunks, then batched decode of every prompt together) without the cluster around it.
+// the end-to-end tests. The scheduling policy decides every step (prefill in chunks,
+// batched decode of every prompt together, KV blocks) through the policy driver, as in the
+// cluster, with the backend as its one replica and one step in flight.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -31,6 +32,8 @@ struct generation_timings {
   double load_ms = 0.0;     // filled by the caller, who loaded the model
   double prefill_ms = 0.0;  // steps that consumed prompts (they also sample each first token)
   double decode_ms = 0.0;   // steps of one new token per sequence
+  // Tokens by kind of work: prompt chunks (and recomputation after a preemption) versus one
+  // token after the prompt, even in a prefill step that carries some decodes along.
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
   double prefill_tok_s() const { return prefill_ms > 0 ? prefill_tokens * 1000.0 / prefill_ms : 0.0; }
@@ -47,8 +50,9 @@ struct generate_options {
 using text_callback = std::function<void(size_t request, std::string_view text)>;
 
 // Generates for every request at once, in one batch. Throws troupe::error(failed) for an
-// invalid request (sampling parameters, empty prompt) and troupe::error(overloaded) when the
-// backend's KV pool runs out of blocks.
+// invalid request (sampling parameters, empty prompt, a prompt that fills the context) and
+// troupe::error(overloaded) when the backend's KV pool can never hold a request (prompt +
+// max_tokens, within the context) or the next step of those left.
 std::vector<generation_output> generate(worker_backend& backend, const tokenizer& tok,
                                         const std::vector<generation_request>& requests, const generate_options& opt,
                                         const text_callback& on_text = {}, generation_timings* timings = nullptr);

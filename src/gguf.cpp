@@ -112,17 +112,13 @@ value value::of_i32s(std::vector<int32_t> v) {
 }
 
 bool is_supported_type(uint32_t t) {
-  return t == TROUPE_F32 || t == TROUPE_F16 || t == TROUPE_BF16 || t == TROUPE_Q8_0 || t == TROUPE_Q4_0;
+  const kern::dtype_info* d = t <= INT32_MAX ? kern::find_dtype(static_cast<int>(t)) : nullptr;
+  return d && d->runs;
 }
 
 std::string type_name(uint32_t t) {
-  static const char* const names[] = {
-      "f32",     "f16",   "q4_0",   "q4_1",  "q4_2 (removed)", "q4_3 (removed)", "q5_0", "q5_1",    "q8_0",
-      "q8_1",    "q2_k",  "q3_k",   "q4_k",  "q5_k",           "q6_k",           "q8_k", "iq2_xxs", "iq2_xs",
-      "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s", "iq2_s",          "iq4_xs",         "i8",   "i16",     "i32",
-      "i64",     "f64",   "iq1_m",  "bf16"};
-  if (t < sizeof(names) / sizeof(names[0])) return names[t];
-  return "type " + std::to_string(t);
+  const kern::dtype_info* d = t <= INT32_MAX ? kern::find_dtype(static_cast<int>(t)) : nullptr;
+  return d ? std::string(d->name) : "type " + std::to_string(t);
 }
 
 uint64_t tensor_bytes(troupe_dtype t, const std::vector<int64_t>& ne) {

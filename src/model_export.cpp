@@ -13,29 +13,16 @@
 namespace troupe {
 
 troupe_dtype parse_dtype(const std::string& s) {
-  if (s == "f32") return TROUPE_F32;
-  if (s == "f16") return TROUPE_F16;
-  if (s == "bf16") return TROUPE_BF16;
-  if (s == "q8_0") return TROUPE_Q8_0;
-  if (s == "q4_0") return TROUPE_Q4_0;
-  throw error(error_kind::failed, "dtype \"" + s + "\" (expected f32, f16, bf16, q8_0 or q4_0)", "dtype");
+  const kern::dtype_info* d = kern::find_dtype(s);
+  if (d && d->runs) return static_cast<troupe_dtype>(d->id);
+  const auto names = kern::engine_dtype_names();
+  std::string expected;
+  for (size_t i = 0; i < names.size(); ++i) expected += (i == 0 ? "" : i + 1 < names.size() ? ", " : " or ") + names[i];
+  throw error(error_kind::failed, "dtype \"" + s + "\" (expected " + expected + ")", "dtype");
 }
 
-const char* dtype_name(troupe_dtype t) {
-  switch (t) {
-    case TROUPE_F32:
-      return "f32";
-    case TROUPE_F16:
-      return "f16";
-    case TROUPE_BF16:
-      return "bf16";
-    case TROUPE_Q8_0:
-      return "q8_0";
-    case TROUPE_Q4_0:
-      return "q4_0";
-  }
-  return "unknown";
-}
+// The table's names are string literals, so data() ends in a NUL.
+const char* dtype_name(troupe_dtype t) { return kern::dtype_name(t).data(); }
 
 troupe_dtype storable_type(troupe_dtype target, int64_t cols) {
   if ((target == TROUPE_Q8_0 || target == TROUPE_Q4_0) && cols % kern::QK != 0) return TROUPE_F16;

@@ -6,8 +6,8 @@
 #include <variant>
 #include <vector>
 
-#include "src/sched/policy.h"
 #include "troupe/error.h"
+#include "troupe/request.h"
 #include "troupe/sampling.h"
 #include "troupe/step.h"
 
@@ -15,8 +15,6 @@ namespace troupe::proto {
 
 // Must equal schema/troupe.capnp's protocolVersion (checked in codec.cpp).
 inline constexpr uint32_t protocol_version = 1;
-
-using sched::finish_reason;
 
 // ---- client <-> gateway ------------------------------------------------------------------
 
@@ -61,9 +59,7 @@ struct job_done {
 struct job_error {
   uint64_t job_id = 0;  // 0 when the job never got an id
   std::string client_request_id;
-  error_kind kind = error_kind::failed;
-  std::string message;
-  std::string field;
+  error_info error;
 };
 
 using server_message = std::variant<token_chunk, job_done, job_error>;
@@ -109,7 +105,7 @@ struct cancel_request {
 };
 
 struct job_event {
-  sched::request_event event;
+  request_event event;
   double queue_ms = -1;  // >= 0 on the first event after the request was first scheduled
 };
 
@@ -119,19 +115,14 @@ struct request_events {
 
 struct request_rejected {
   uint64_t id = 0;
-  error_kind kind = error_kind::failed;
-  std::string message;
-  std::string field;
+  error_info error;
 };
 
 struct peer_error {
-  error_kind kind = error_kind::failed;
-  std::string message;
-  std::string field;
+  error_info error;
 };
 
-using control_message =
-    std::variant<worker_registration, registered, heartbeat, step_plan, step_outcome, drain, shutdown, sched::request,
-                 cancel_request, request_events, request_rejected, peer_error>;
+using control_message = std::variant<worker_registration, registered, heartbeat, step_plan, step_outcome, drain,
+                                     shutdown, request, cancel_request, request_events, request_rejected, peer_error>;
 
 }  // namespace troupe::proto

@@ -15,13 +15,35 @@ scheduler_options with_trace(scheduler_options o) {
 }
 }  // namespace
 
-scheduler_core::scheduler_core(scheduler_options opts)
-    : opts_(with_trace(std::move(opts))), policy_(std::make_unique<sched::policy>(opts_.policy)) {}
+scheduler_core::scheduler_core(scheduler_options opts) : opts_(with_trace(std::move(opts))), driver_(opts_.policy) {}
 
 scheduler_core::~scheduler_core() = default;
 
-size_t scheduler_core::queued() const { return policy_->queued(); }
-size_t scheduler_core::running() const { return policy_->running(); }
+size_t scheduler_core::queued() const { return driver_.policy().queued(); }
+size_t scheduler_core::running() const { return driver_.policy().running(); }
+
+// Plans go to their replica's worker, events to the gateways that submitted the requests.
+class scheduler_core::sink final : public sched::driver_sink {
+ public:
+  sink(scheduler_core& core, outbox& out) : core_(core), out_(out) {}
+
+  void on_plan(uint32_t replica, step_plan&& plan, double now) override {
+    for (const auto& w : plan.seqs) {
+      if (auto a = core_.admitted_at_.find(w.seq_id); a != core_.admitted_at_.end()) {
+        core_.queue_ms_[w.seq_id] = (now - a->second) * 1000.0;
+        core_.admitted_at_.erase(a);
+      }
+    }
+    out_.push_back({core_.replicas_.at(replica).peer, std::move(plan)});
+  }
+  void on_events(std::vector<sched::request_event>& events, std::optional<uint32_t>, double) override {
+    core_.route(std::move(events), out_);
+  }
+
+ private:
+  scheduler_core& core_;
+  outbox& out_;
+};
 
 // ---- inbound ----------------------------------------------------------------------------------
 
@@ -35,8 +57,8 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
           [&](proto::worker_registration& r) { out = on_registration(peer, r, now); },
           [&](proto::heartbeat&) {
             if (!rep)
-              out.push_back({peer, proto::peer_error{error_kind::disconnected, "heartbeat from an unregistered worker",
-                                                     "registration"}});
+              out.push_back({peer, proto::peer_error{{error_kind::disconnected, "heartbeat from an unregistered worker",
+                                                      "registration"}}});
           },
           [&](proto::step_outcome& o) {
             if (rep) on_step_result(*rep, o, now, out);
@@ -45,29 +67,33 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
             if (rep)
               on_drain(*rep, d, now, out);
             else
-              out.push_back({peer, proto::peer_error{error_kind::disconnected, "drain from an unregistered worker",
-                                                     "registration"}});
+              out.push_back({peer, proto::peer_error{{error_kind::disconnected, "drain from an unregistered worker",
+                                                      "registration"}}});
           },
           [&](sched::request& q) {
             const uint64_t id = q.id;
-            auto adm = policy_->submit(std::move(q), now);
+            std::string model = q.model;
+            auto adm = driver_.submit(std::move(q), now);
             if (!adm.accepted) {
-              out.push_back({peer, proto::request_rejected{id, adm.kind, adm.message, adm.field}});
+              out.push_back({peer, proto::request_rejected{id, adm.error}});
               return;
             }
             gateway_of_[id] = peer;
+            if (!model.empty()) model_of_[id] = std::move(model);
             admitted_at_[id] = now;
             pump(now, out);
           },
           [&](proto::cancel_request& c) {
-            policy_->cancel(c.id, now);
-            route(policy_->take_events(), out);
+            sink to(*this, out);
+            driver_.cancel(c.id, now, to);
             pump(now, out);
           },
-          [&](proto::peer_error& e) { spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.message, e.field); },
+          [&](proto::peer_error& e) {
+            spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.error.message, e.error.field);
+          },
           [&](auto&) {
-            out.push_back({peer, proto::peer_error{error_kind::unimplemented,
-                                                   "the scheduler does not accept this message", "message"}});
+            out.push_back({peer, proto::peer_error{{error_kind::unimplemented,
+                                                    "the scheduler does not accept this message", "message"}}});
           },
       },
       msg);
@@ -81,8 +107,8 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
     remove(it->second, "registered again", now, out);  // a restarted worker with the same name
   if (r.kv_blocks <= 0 || r.block_size <= 0 || r.max_batch <= 0) {
     out.push_back(
-        {peer, proto::peer_error{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
-                                 "registration"}});
+        {peer, proto::peer_error{{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
+                                  "registration"}}});
     return out;
   }
   replica rep;
@@ -90,7 +116,7 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   rep.peer = peer;
   rep.last_seen = now;
   rep.model = r.model;
-  policy_->add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks}, now);
+  driver_.add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, r.model}, now);
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
   spdlog::info(
@@ -105,17 +131,14 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
 }
 
 void scheduler_core::on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out) {
-  // Stale: from before a re-registration.
-  if (r.steps_in_flight.empty() || o.result.step_id != r.steps_in_flight.front()) return;
-  r.steps_in_flight.pop_front();
   if (!o.error.empty()) {
+    if (!driver_.on_step_failed(r.id, o.result.step_id)) return;  // stale: from before a re-registration
     remove(r.id, "step failed: " + o.error, now, out);
     pump(now, out);
     return;
   }
-  route(policy_->on_result(r.id, o.result, now), out);
-  route(policy_->take_events(), out);
-  pump(now, out);
+  sink to(*this, out);
+  if (driver_.on_result(r.id, o.result, now, to)) pump(now, out);
 }
 
 scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, double now) {
@@ -129,15 +152,16 @@ scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, dou
   std::vector<uint64_t> orphans;
   for (const auto& [id, gw] : gateway_of_)
     if (gw == peer) orphans.push_back(id);
+  sched::null_sink drop;  // the orphans' cancellations have no gateway left
   for (uint64_t id : orphans) {
-    policy_->cancel(id, now);
+    driver_.cancel(id, now, drop);
     gateway_of_.erase(id);
     admitted_at_.erase(id);
     queue_ms_.erase(id);
+    model_of_.erase(id);
   }
   if (!orphans.empty())
     spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
-  route(policy_->take_events(), out);  // the orphans' cancellations have no gateway left: dropped
   pump(now, out);
   return out;
 }
@@ -172,8 +196,8 @@ void scheduler_core::on_drain(replica& r, const proto::drain& d, double now, out
   if (r.draining) return;
   r.draining = true;
   r.drain_deadline = d.deadline_s > 0 ? now + d.deadline_s : 0;
-  policy_->drain_replica(r.id, now);
-  const auto st = policy_->stats(r.id);
+  driver_.drain_replica(r.id, now);
+  const auto st = driver_.policy().stats(r.id);
   spdlog::info("scheduler: replica {} ({}) draining: {} sequences left to finish there{}", r.id, r.peer,
                st ? st->running + st->swapped : 0,
                d.deadline_s > 0 ? fmt::format(", deadline {:.1f} s", d.deadline_s) : std::string());
@@ -183,8 +207,8 @@ void scheduler_core::on_drain(replica& r, const proto::drain& d, double now, out
 void scheduler_core::retire_drained(double now, outbox& out) {
   std::vector<uint32_t> empty;
   for (const auto& [id, r] : replicas_) {
-    if (!r.draining || !r.steps_in_flight.empty()) continue;
-    const auto st = policy_->stats(id);
+    if (!r.draining || driver_.in_flight(id) > 0) continue;
+    const auto st = driver_.policy().stats(id);
     if (!st || st->running + st->swapped == 0) empty.push_back(id);
   }
   for (uint32_t id : empty) {
@@ -204,48 +228,43 @@ void scheduler_core::remove(uint32_t replica_id, const std::string& why, double 
   else
     spdlog::warn("scheduler: replica {} ({}) removed: {}; its requests are re-planned", replica_id, it->second.peer,
                  why);
+  const std::string model = it->second.model;
   replica_of_peer_.erase(it->second.peer);
   replicas_.erase(it);
-  policy_->remove_replica(replica_id, now);
-  route(policy_->take_events(), out);
+  sink to(*this, out);
+  driver_.remove_replica(replica_id, now, to);
   // A drain is a planned restart: queued requests wait for the next worker.
-  if (!replicas_.empty() || drained) return;
-  // No worker is left: waiting for one could be forever, so every unfinished request ends
-  // now with an error the client can act on (resubmit), instead of hanging.
+  if (drained) return;
+  const bool none_left = replicas_.empty();
+  const bool model_left =
+      std::any_of(replicas_.begin(), replicas_.end(), [&](const auto& r) { return r.second.model == model; });
+  if (model_left) return;
+  // No worker is left for this model (or none at all): waiting for one could be forever, so
+  // the requests it could have served end now with an error the client can act on
+  // (resubmit), instead of hanging. A request naming no model fails only with no worker left.
   std::vector<sched::request_event> failed;
+  sched::null_sink replaced;  // the cancellations below: replaced by the errors
   for (const auto& [id, gateway] : gateway_of_) {
-    policy_->cancel(id, now);
+    const auto m = model_of_.find(id);
+    if (!none_left && (m == model_of_.end() || m->second != model)) continue;
+    driver_.cancel(id, now, replaced);
     sched::request_event e;
     e.id = id;
     e.finished = sched::finish_reason::error;
-    e.error = "no worker is left to serve this request (the last replica was removed: " + why + ")";
+    e.error = none_left ? "no worker is left to serve this request (the last replica was removed: " + why + ")"
+                        : "no worker is left to serve model " + model + " (its last replica was removed: " + why + ")";
     failed.push_back(std::move(e));
   }
-  policy_->take_events();  // the cancellations above: replaced by the errors
-  if (!failed.empty()) spdlog::warn("scheduler: no replica left; {} request(s) ended with an error", failed.size());
+  if (!failed.empty())
+    spdlog::warn("scheduler: no replica left{}; {} request(s) ended with an error",
+                 none_left ? std::string() : " for model " + model, failed.size());
   route(std::move(failed), out);
 }
 
 void scheduler_core::pump(double now, outbox& out) {
   retire_drained(now, out);
-  const auto limit = static_cast<size_t>(std::max(1, opts_.policy.max_inflight_steps));
-  for (auto& [id, r] : replicas_) {
-    // With async scheduling the next plan is made right after this one is sent: the worker
-    // finds it queued when it finishes (a worker runs its plans in the order sent).
-    while (r.steps_in_flight.size() < limit) {
-      auto planned = policy_->schedule(id, now);
-      route(policy_->take_events(), out);
-      if (!planned) break;
-      for (const auto& w : planned->plan.seqs) {
-        if (auto a = admitted_at_.find(w.seq_id); a != admitted_at_.end()) {
-          queue_ms_[w.seq_id] = (now - a->second) * 1000.0;
-          admitted_at_.erase(a);
-        }
-      }
-      r.steps_in_flight.push_back(planned->plan.step_id);
-      out.push_back({r.peer, std::move(planned->plan)});
-    }
-  }
+  sink to(*this, out);
+  driver_.pump(now, to);  // a worker runs its plans in the order sent
 }
 
 // Groups events by the gateway that submitted each request: one message per gateway.
@@ -267,12 +286,13 @@ void scheduler_core::route(std::vector<sched::request_event> events, outbox& out
     if (finished) {
       admitted_at_.erase(g->first);
       queue_ms_.erase(g->first);
+      model_of_.erase(g->first);
       gateway_of_.erase(g);
     }
   }
   for (auto& [peer, m] : by_gateway) out.push_back({peer, std::move(m)});
 }
 
-std::string scheduler_core::take_trace() { return policy_->take_trace(); }
+std::string scheduler_core::take_trace() { return driver_.policy().take_trace(); }
 
 }  // namespace troupe

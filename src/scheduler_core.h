@@ -1,17 +1,17 @@
-// The scheduler's logic without threads, sockets or a clock: it drives sched::policy with
-// the `now` it is given, keeps the replicas (workers) and their heartbeats, up to
-// policy.max_inflight_steps steps in flight per replica, and routes request events back to the gateway that submitted
-// each request. The scheduler actor (actors/scheduler_actor) is a thin shell over it.
+// The scheduler's logic without threads, sockets or a clock: it runs the policy driver
+// (src/sched/driver.h: planning, steps in flight, results) with the `now` it is given, keeps
+// the replicas (workers) and their heartbeats and drains, sends each plan to its worker and
+// routes request events back to the gateway that submitted each request. The scheduler actor
+// (actors/scheduler_actor) is a thin shell over it.
 #pragma once
 #include <cstdint>
-#include <deque>
 #include <map>
-#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "src/protocol.h"
+#include "src/sched/driver.h"
 #include "src/sched/policy.h"
 
 namespace troupe {
@@ -60,7 +60,6 @@ class scheduler_core {
     uint32_t id = 0;
     std::string peer;
     double last_seen = 0;
-    std::deque<uint64_t> steps_in_flight;  // sent, oldest first: results come in this order
     std::string model;
     bool draining = false;      // its worker asked to stop: no new work, shutdown once empty
     double drain_deadline = 0;  // > 0: when its sequences move elsewhere (seconds, `now`'s clock)
@@ -77,15 +76,17 @@ class scheduler_core {
   // Plans steps for every replica below its in-flight limit.
   void pump(double now, outbox& out);
   void route(std::vector<sched::request_event> events, outbox& out);
+  class sink;  // the driver's plans and events, into an outbox
 
   scheduler_options opts_;
-  std::unique_ptr<sched::policy> policy_;
+  sched::driver driver_;
   std::map<uint32_t, replica> replicas_;
   std::map<std::string, uint32_t> replica_of_peer_;
   uint32_t next_replica_ = 1;
   std::unordered_map<uint64_t, std::string> gateway_of_;  // request id -> the gateway peer
   std::unordered_map<uint64_t, double> admitted_at_;      // until first scheduled
   std::unordered_map<uint64_t, double> queue_ms_;         // first scheduled, not yet reported
+  std::unordered_map<uint64_t, std::string> model_of_;    // request id -> its model, when it names one
 };
 
 }  // namespace troupe

@@ -90,8 +90,8 @@ TEST_F(BadInput, MalformedFrame) {
   actors::gateway_client c(endpoint_);
   c.send_frames({"one", "two", "three"});
   auto e = expect_error(c);
-  EXPECT_EQ(e.kind, error_kind::failed);
-  EXPECT_NE(e.message.find("malformed"), std::string::npos) << e.message;
+  EXPECT_EQ(e.error.kind, error_kind::failed);
+  EXPECT_NE(e.error.message.find("malformed"), std::string::npos) << e.error.message;
   expect_still_serving(c);
 }
 
@@ -101,11 +101,11 @@ TEST_F(BadInput, BytesThatAreNotCapnProto) {
   actors::gateway_client c(endpoint_);
   c.send_frames({"GET / HTTP/1.1\r\n\r\n"});
   auto e = expect_error(c);
-  EXPECT_NE(e.message.find("not a"), std::string::npos) << e.message;
-  EXPECT_EQ(e.field, "message");
+  EXPECT_NE(e.error.message.find("not a"), std::string::npos) << e.error.message;
+  EXPECT_EQ(e.error.field, "message");
   c.send_frames({std::string(64, '\xee')});
   e = expect_error(c);
-  EXPECT_NE(e.message.find("Cap'n Proto"), std::string::npos) << e.message;
+  EXPECT_NE(e.error.message.find("Cap'n Proto"), std::string::npos) << e.error.message;
   expect_still_serving(c);
 }
 
@@ -115,10 +115,10 @@ TEST_F(BadInput, WrongProtocolVersion) {
   actors::gateway_client c(endpoint_);
   c.send_frames({codec::encode_with_version(proto::client_message{good_job()}, 7)});
   auto e = expect_error(c);
-  EXPECT_EQ(e.kind, error_kind::failed);
-  EXPECT_EQ(e.field, "protocolVersion");
-  EXPECT_NE(e.message.find("version 7"), std::string::npos) << e.message;
-  EXPECT_NE(e.message.find("version 1"), std::string::npos) << e.message;
+  EXPECT_EQ(e.error.kind, error_kind::failed);
+  EXPECT_EQ(e.error.field, "protocolVersion");
+  EXPECT_NE(e.error.message.find("version 7"), std::string::npos) << e.error.message;
+  EXPECT_NE(e.error.message.find("version 1"), std::string::npos) << e.error.message;
   expect_still_serving(c);
 }
 
@@ -128,8 +128,8 @@ TEST_F(BadInput, UnknownModel) {
   auto j = good_job("m");
   j.model = "gpt-17";
   auto e = submit_bad(j);
-  EXPECT_EQ(e.field, "model");
-  EXPECT_NE(e.message.find("gpt-17"), std::string::npos) << e.message;
+  EXPECT_EQ(e.error.field, "model");
+  EXPECT_NE(e.error.message.find("gpt-17"), std::string::npos) << e.error.message;
 }
 
 TEST_F(BadInput, PromptLongerThanTheContext) {
@@ -139,8 +139,8 @@ TEST_F(BadInput, PromptLongerThanTheContext) {
   j.prompt_text.clear();
   for (int i = 0; i < 100; ++i) j.prompt_text += "Once upon a time ";
   auto e = submit_bad(j);
-  EXPECT_EQ(e.field, "prompt");
-  EXPECT_NE(e.message.find("context"), std::string::npos) << e.message;
+  EXPECT_EQ(e.error.field, "prompt");
+  EXPECT_NE(e.error.message.find("context"), std::string::npos) << e.error.message;
 }
 
 TEST_F(BadInput, MaxTokensNotPositive) {
@@ -149,7 +149,7 @@ TEST_F(BadInput, MaxTokensNotPositive) {
   for (int n : {0, -5}) {
     auto j = good_job("mt");
     j.sampling.max_tokens = n;
-    EXPECT_EQ(submit_bad(j).field, "max_tokens");
+    EXPECT_EQ(submit_bad(j).error.field, "max_tokens");
   }
 }
 
@@ -158,7 +158,7 @@ TEST_F(BadInput, NegativeTemperature) {
   start();
   auto j = good_job("t");
   j.sampling.temperature = -0.5f;
-  EXPECT_EQ(submit_bad(j).field, "temperature");
+  EXPECT_EQ(submit_bad(j).error.field, "temperature");
 }
 
 TEST_F(BadInput, TopPOutsideZeroOne) {
@@ -167,7 +167,7 @@ TEST_F(BadInput, TopPOutsideZeroOne) {
   for (float p : {0.0f, 1.5f, -1.0f}) {
     auto j = good_job("p");
     j.sampling.top_p = p;
-    EXPECT_EQ(submit_bad(j).field, "top_p") << p;
+    EXPECT_EQ(submit_bad(j).error.field, "top_p") << p;
   }
 }
 
@@ -179,7 +179,7 @@ TEST_F(BadInput, OversizedMessage) {
   j.prompt_text = std::string(200 << 10, 'a');  // over the 64 KiB limit set above
   c.submit(j);
   auto e = expect_error(c);
-  EXPECT_NE(e.message.find("exceeds the limit"), std::string::npos) << e.message;
+  EXPECT_NE(e.error.message.find("exceeds the limit"), std::string::npos) << e.error.message;
   expect_still_serving(c);
 }
 
@@ -247,8 +247,8 @@ TEST(ControlPlane, AWorkerOfAnotherProtocolVersionIsToldBothVersions) {
   auto m = codec::decode_control(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
   ASSERT_TRUE(std::holds_alternative<proto::peer_error>(m));
   const auto& e = std::get<proto::peer_error>(m);
-  EXPECT_EQ(e.kind, error_kind::failed);
-  EXPECT_EQ(e.field, "protocolVersion");
-  EXPECT_NE(e.message.find("version 2"), std::string::npos) << e.message;
-  EXPECT_NE(e.message.find("version 1"), std::string::npos) << e.message;
+  EXPECT_EQ(e.error.kind, error_kind::failed);
+  EXPECT_EQ(e.error.field, "protocolVersion");
+  EXPECT_NE(e.error.message.find("version 2"), std::string::npos) << e.error.message;
+  EXPECT_NE(e.error.message.find("version 1"), std::string::npos) << e.error.message;
 }

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <map>
+#include <set>
 
 #include "src/codec.h"
 #include "src/gateway_core.h"
@@ -97,6 +99,48 @@ TEST(SchedulerCore, LostWorkerSequencesResumeElsewhereWithoutRepeatingTokens) {
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].second.events.at(0).event.tokens.size(), 1u);  // only the new token
   EXPECT_EQ(s.replicas(), 1u);
+}
+
+// Two workers of two models: each request runs only on a worker of its model, and when the
+// last worker of a model goes away its requests end with an error while the others run on.
+TEST(SchedulerCore, RequestsRunOnWorkersOfTheirModelAndFailWhenTheLastOneGoes) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  s.on_message("w-llama", proto::worker_registration{"n", "cpu", "llama", 64, 16, 4}, 0.0);
+  s.on_message("w-mistral", proto::worker_registration{"n", "cpu", "mistral", 64, 16, 4}, 0.0);
+  std::map<std::string, std::set<uint64_t>> ran;  // worker -> request ids in its plans
+  std::map<std::string, step_plan> in_flight;
+  auto take = [&](const scheduler_core::outbox& out) {
+    for (auto& [peer, plan] : find_all<step_plan>(out)) {
+      for (const auto& w : plan.seqs) ran[peer].insert(w.seq_id);
+      in_flight[peer] = plan;
+    }
+  };
+  for (uint64_t id = 1; id <= 4; ++id) {
+    auto q = long_request(id);
+    q.model = id % 2 ? "llama" : "mistral";
+    take(s.on_message("gw", q, 0.1));
+  }
+  for (int step = 0; step < 3; ++step)
+    for (const std::string w : {"w-llama", "w-mistral"}) take(s.on_message(w, outcome(be, in_flight.at(w)), 0.2));
+  EXPECT_EQ(ran["w-llama"], (std::set<uint64_t>{1, 3}));
+  EXPECT_EQ(ran["w-mistral"], (std::set<uint64_t>{2, 4}));
+
+  auto out = s.on_peer_gone("w-mistral", 0.5);
+  std::set<uint64_t> failed;
+  for (const auto& [peer, ev] : find_all<proto::request_events>(out))
+    for (const auto& je : ev.events) {
+      EXPECT_EQ(je.event.finished, sched::finish_reason::error);
+      EXPECT_NE(je.event.error.find("mistral"), std::string::npos) << je.event.error;
+      failed.insert(je.event.id);
+    }
+  EXPECT_EQ(failed, (std::set<uint64_t>{2, 4}));
+  EXPECT_TRUE(find_all<step_plan>(out).empty()) << "nothing of mistral's moves to the llama worker";
+  out = s.on_message("w-llama", outcome(be, in_flight.at("w-llama")), 0.6);
+  auto plans = find_all<step_plan>(out);
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].second.seqs.size(), 2u);  // 1 and 3 run on
+  EXPECT_EQ(s.running() + s.queued(), 2u);
 }
 
 TEST(SchedulerCore, DisconnectedWorkerIsRemovedAtOnce) {
@@ -196,7 +240,7 @@ class GatewayCore : public ::testing::Test {
   std::unique_ptr<tokenizer> tok_;
 };
 
-proto::server_message decode(const client_reply& r) { return codec::decode_server(r.bytes); }
+proto::server_message decode(const client_reply& r) { return r.message; }
 
 }  // namespace
 
@@ -206,7 +250,7 @@ TEST_F(GatewayCore, StopStringEndsTheJobByTextAndCancelsItAtTheScheduler) {
   j.client_request_id = "s";
   j.prompt_text = "Once";
   j.sampling.stop_strings = {" there"};
-  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  auto out = g.on_client_message("c1", j, 0.0);
   ASSERT_EQ(out.to_scheduler.size(), 1u);
   const auto q = std::get<sched::request>(out.to_scheduler[0]);
   EXPECT_EQ(q.eos_ids, std::vector<int32_t>{tok_->eos()});
@@ -246,18 +290,31 @@ TEST_F(GatewayCore, MaxTokensIsCutToTheContextAsGenerateDoes) {
   proto::job j;
   j.prompt_text = "Once upon a time";
   j.sampling.max_tokens = 1000;
-  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  auto out = g.on_client_message("c1", j, 0.0);
   ASSERT_EQ(out.to_scheduler.size(), 1u);
   const auto q = std::get<sched::request>(out.to_scheduler[0]);
   EXPECT_EQ(q.sampling.max_tokens + static_cast<int32_t>(q.prompt.size()), 128);
+}
+
+TEST_F(GatewayCore, TheRequestNamesItsModel) {
+  gateway_core g({}, {{"first", tok_.get(), 128}, {"second", tok_.get(), 128}});
+  proto::job j;
+  j.prompt_text = "Once";
+  auto out = g.on_client_message("c1", j, 0.0);
+  ASSERT_EQ(out.to_scheduler.size(), 1u);
+  EXPECT_EQ(std::get<sched::request>(out.to_scheduler[0]).model, "first");  // the default
+  j.model = "second";
+  out = g.on_client_message("c1", j, 0.0);
+  ASSERT_EQ(out.to_scheduler.size(), 1u);
+  EXPECT_EQ(std::get<sched::request>(out.to_scheduler[0]).model, "second");
 }
 
 TEST_F(GatewayCore, ClientGoneCancelsItsJobsOnly) {
   gateway_core g({}, {{"stories260K", tok_.get(), 128}});
   proto::job j;
   j.prompt_text = "Once upon a time";
-  g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
-  g.on_client_frame("c2", codec::encode(proto::client_message{j}), 0.0);
+  g.on_client_message("c1", j, 0.0);
+  g.on_client_message("c2", j, 0.0);
   auto out = g.on_client_gone("c1", 1.0);
   ASSERT_EQ(out.to_scheduler.size(), 1u);
   EXPECT_TRUE(out.to_clients.empty());
@@ -281,11 +338,11 @@ TEST_F(GatewayCore, ApiKeyIsCheckedWhenConfigured) {
   gateway_core g(opts, {{"stories260K", tok_.get(), 128}});
   proto::job j;
   j.prompt_text = "Once";
-  auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  auto out = g.on_client_message("c1", j, 0.0);
   ASSERT_EQ(out.to_clients.size(), 1u);
-  EXPECT_EQ(std::get<proto::job_error>(decode(out.to_clients[0])).field, "api_key");
+  EXPECT_EQ(std::get<proto::job_error>(decode(out.to_clients[0])).error.field, "api_key");
   j.api_key = "secret";
-  out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+  out = g.on_client_message("c1", j, 0.0);
   EXPECT_TRUE(out.to_clients.empty());
   EXPECT_EQ(out.to_scheduler.size(), 1u);
 }
@@ -295,7 +352,7 @@ TEST_F(GatewayCore, ApiKeyNamesTheTenant) {
   j.prompt_text = "Once";
   auto tenant_of = [&](gateway_core& g, const std::string& key) {
     j.api_key = key;
-    auto out = g.on_client_frame("c1", codec::encode(proto::client_message{j}), 0.0);
+    auto out = g.on_client_message("c1", j, 0.0);
     EXPECT_EQ(out.to_scheduler.size(), 1u) << key;
     return out.to_scheduler.empty() ? std::string("?") : std::get<sched::request>(out.to_scheduler[0]).tenant;
   };

@@ -68,7 +68,7 @@ TEST(ClusterShutdown, SigtermLetsJobsInFlightFinishAndRefusesNewOnes) {
   jobs.join();
   for (const auto& res : jobs.results) {
     ASSERT_TRUE(res.ok) << res.error.message;
-    EXPECT_EQ(res.done.reason, sched::finish_reason::length);
+    EXPECT_EQ(res.done.reason, finish_reason::length);
     EXPECT_EQ(res.ids.size(), 120u);
   }
   EXPECT_EQ(serve.wait(20), 0) << serve.log();
@@ -91,7 +91,7 @@ TEST(ClusterShutdown, PastTheDeadlineJobsAreCancelledWithAReason) {
   int cancelled = 0;
   for (const auto& res : jobs.results) {
     ASSERT_TRUE(res.ok) << res.error.message;
-    if (res.done.reason == sched::finish_reason::cancelled) {
+    if (res.done.reason == finish_reason::cancelled) {
       ++cancelled;
       EXPECT_NE(res.done.detail.find("shutting down"), std::string::npos) << res.done.detail;
     }

@@ -68,20 +68,20 @@ TEST(Codec, ServerMessagesRoundTrip) {
   ASSERT_EQ(c2.top.size(), 2u);
   EXPECT_EQ(c2.top[1][1].id, 3);
 
-  proto::job_done d{7, "r", sched::finish_reason::length, 4, 16, 1.5, 2.5, 9.5, "why"};
+  proto::job_done d{7, "r", finish_reason::length, 4, 16, 1.5, 2.5, 9.5, "why"};
   auto d2 = std::get<proto::job_done>(codec::decode_server(codec::encode(proto::server_message{d})));
-  EXPECT_EQ(d2.reason, sched::finish_reason::length);
+  EXPECT_EQ(d2.reason, finish_reason::length);
   EXPECT_EQ(d2.prompt_tokens, 4u);
   EXPECT_EQ(d2.completion_tokens, 16u);
   EXPECT_DOUBLE_EQ(d2.ttft_ms, 2.5);
   EXPECT_DOUBLE_EQ(d2.total_ms, 9.5);
   EXPECT_EQ(d2.detail, "why");
 
-  proto::job_error e{0, "r", error_kind::overloaded, "queue full", "queue"};
+  proto::job_error e{0, "r", {error_kind::overloaded, "queue full", "queue"}};
   auto e2 = std::get<proto::job_error>(codec::decode_server(codec::encode(proto::server_message{e})));
-  EXPECT_EQ(e2.kind, error_kind::overloaded);
-  EXPECT_EQ(e2.message, "queue full");
-  EXPECT_EQ(e2.field, "queue");
+  EXPECT_EQ(e2.error.kind, error_kind::overloaded);
+  EXPECT_EQ(e2.error.message, "queue full");
+  EXPECT_EQ(e2.error.field, "queue");
 }
 
 TEST(Codec, ControlMessagesRoundTrip) {
@@ -144,16 +144,18 @@ TEST(Codec, ControlMessagesRoundTrip) {
   EXPECT_EQ(o2.result.outputs[0].token, 17);
   EXPECT_EQ(o2.result.outputs[0].top[0].id, 17);
 
-  sched::request q;
+  request q;
   q.id = 11;
   q.tenant = "t";
+  q.model = "stories260K";
   q.priority = -1;
   q.prompt = {1, 5, 6};
   q.sampling = some_sampling();
   q.eos_ids = {2};
-  auto q2 = std::get<sched::request>(rt(q));
+  auto q2 = std::get<request>(rt(q));
   EXPECT_EQ(q2.id, 11u);
   EXPECT_EQ(q2.tenant, "t");
+  EXPECT_EQ(q2.model, "stories260K");
   EXPECT_EQ(q2.prompt, q.prompt);
   EXPECT_EQ(q2.eos_ids, q.eos_ids);
   EXPECT_EQ(std::get<proto::cancel_request>(rt(proto::cancel_request{11})).id, 11u);
@@ -162,19 +164,20 @@ TEST(Codec, ControlMessagesRoundTrip) {
   proto::job_event je;
   je.event.id = 11;
   je.event.tokens = {{4, -0.1f}, {5, -0.2f}};
-  je.event.finished = sched::finish_reason::stop;
+  je.event.finished = finish_reason::stop;
   je.queue_ms = 3.0;
   ev.events = {je};
   auto ev2 = std::get<proto::request_events>(rt(ev));
   ASSERT_EQ(ev2.events.size(), 1u);
   EXPECT_EQ(ev2.events[0].event.tokens.size(), 2u);
-  EXPECT_EQ(ev2.events[0].event.finished, sched::finish_reason::stop);
+  EXPECT_EQ(ev2.events[0].event.finished, finish_reason::stop);
   EXPECT_DOUBLE_EQ(ev2.events[0].queue_ms, 3.0);
 
-  auto rj = std::get<proto::request_rejected>(rt(proto::request_rejected{11, error_kind::overloaded, "full", "q"}));
-  EXPECT_EQ(rj.kind, error_kind::overloaded);
-  auto pe = std::get<proto::peer_error>(rt(proto::peer_error{error_kind::failed, "bad", "protocolVersion"}));
-  EXPECT_EQ(pe.field, "protocolVersion");
+  auto rj = std::get<proto::request_rejected>(rt(proto::request_rejected{11, {error_kind::overloaded, "full", "q"}}));
+  EXPECT_EQ(rj.error.kind, error_kind::overloaded);
+  EXPECT_EQ(rj.error.message, "full");
+  auto pe = std::get<proto::peer_error>(rt(proto::peer_error{{error_kind::failed, "bad", "protocolVersion"}}));
+  EXPECT_EQ(pe.error.field, "protocolVersion");
 }
 
 TEST(Codec, WrongVersionNamesBothVersions) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "kernels/ref/ref.h"
@@ -150,6 +151,81 @@ TEST(Generate, RunningOutOfKvBlocksIsOverloaded) {
   }
   // the same engine serves a request that fits
   EXPECT_EQ(e.run({greedy("Once upon a time", 20)})[0].ids.size(), 20u);
+}
+
+// The policy decides the steps now: more prompts than tokens per step take turns, and a
+// pool that holds each request but not all of them together preempts and recomputes; the
+// tokens are those of single runs either way.
+TEST(Generate, MorePromptsThanOneStepAndThanThePoolHoldsTakeTurns) {
+  TROUPE_REQUIRE_MODELS();
+  const auto model = models_dir() / "stories260K/stories260K.gguf";
+  std::vector<generation_request> reqs;
+  for (const char* p : {"Once upon a time", "The little dog", "Tom had a red ball", "One day", "The sun", "Lily"})
+    reqs.push_back(greedy(p, 40));
+  engine single(model);
+  std::vector<generation_output> alone;
+  for (const auto& r : reqs) alone.push_back(single.run({r})[0]);
+
+  engine narrow(model, 16, 4);  // 4 tokens per step, 6 prompts
+  const auto turns = narrow.run(reqs);
+  // 8 blocks of 16 positions: each request needs 3 or 4, all six together about 20
+  engine small(model, 16, 512, 8 * 20480);
+  ASSERT_EQ(small.backend->kv_blocks(), 8);
+  generation_timings tm;
+  const auto squeezed = generate(*small.backend, small.tok, reqs, small.gopt, {}, &tm);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(turns[i].ids, alone[i].ids) << "request " << i;
+    EXPECT_EQ(turns[i].text, alone[i].text) << "request " << i;
+    EXPECT_EQ(squeezed[i].ids, alone[i].ids) << "request " << i;
+    EXPECT_EQ(squeezed[i].finish_reason, alone[i].finish_reason) << "request " << i;
+  }
+  // Preempted sequences were computed again: more prefill than the prompts hold.
+  int64_t prompt_tokens = 0, generated = 0;
+  for (const auto& o : squeezed) prompt_tokens += (int64_t)o.prompt_ids.size(), generated += (int64_t)o.ids.size();
+  EXPECT_GT(tm.prefill_tokens, prompt_tokens);
+  // Every token but each request's last one is fed at least once.
+  EXPECT_GE(tm.prefill_tokens + tm.decode_tokens, prompt_tokens + generated - (int64_t)reqs.size());
+}
+
+// A stop string ends one request of a batch (the policy, which knows no stop strings, is
+// told to cancel it); the others run on as if alone.
+TEST(Generate, AStopStringInABatchEndsOnlyItsRequest) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  generation_request stopped = greedy("Once upon a time", 64);
+  stopped.sampling.stop_strings = {"Lily"};
+  const generation_request other = greedy("Once upon a time", 64);
+  const auto alone = e.run({other})[0];
+  std::map<size_t, std::string> streamed;
+  const auto out = e.run({stopped, other}, [&](size_t i, std::string_view t) { streamed[i] += t; });
+  EXPECT_EQ(out[0].text, ", there was a little girl named ");
+  EXPECT_EQ(out[0].finish_reason, "stop");
+  EXPECT_LT(out[0].ids.size(), alone.ids.size());
+  EXPECT_EQ(out[1].ids, alone.ids);
+  EXPECT_EQ(out[1].finish_reason, "length");
+  EXPECT_EQ(streamed[0], out[0].text);
+  EXPECT_EQ(streamed[1], out[1].text);
+}
+
+// The context bounds prompt + generated: a request ends there ("length"), and a prompt that
+// fills it is refused by name.
+TEST(Generate, TheContextEndsARequestAndRefusesAPromptThatFillsIt) {
+  TROUPE_REQUIRE_MODELS();
+  engine e(models_dir() / "stories260K/stories260K.gguf");
+  const auto full = e.run({greedy("Once upon a time", 64)})[0];
+  ASSERT_EQ(full.prompt_ids.size(), 5u);
+  e.gopt.max_seq_len = 12;
+  const auto cut = e.run({greedy("Once upon a time", 64)})[0];
+  EXPECT_EQ(cut.finish_reason, "length");
+  EXPECT_EQ(cut.ids, std::vector<int32_t>(full.ids.begin(), full.ids.begin() + 7));
+  e.gopt.max_seq_len = 5;
+  try {
+    e.run({greedy("Once upon a time", 4)});
+    ADD_FAILURE() << "a prompt that fills the context ran";
+  } catch (const error& err) {
+    EXPECT_EQ(err.kind(), error_kind::failed);
+    EXPECT_EQ(err.field(), "prompt");
+  }
 }
 
 TEST(Generate, RejectsInvalidRequests) {

@@ -8,6 +8,7 @@
 #include "kernels/check.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/make_registry.h"
 #include "kernels/ref/ref.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
@@ -66,6 +67,42 @@ TEST(KernelPlugin, APluginBuiltForThePreviousAbiIsRefused) {
     EXPECT_NE(msg.find("ABI version 2, this troupe expects 3"), std::string::npos) << msg;
   }
   EXPECT_EQ(reg.find(TROUPE_OP_SILU_MUL, "plugin.silu_mul"), nullptr);
+}
+
+// make_kernel_registry, as every subcommand builds it: the plugin's variant is the op's
+// default once loaded (the last added), a --kernel choice overrides it, and each bad
+// choice fails naming the flag's text and what is known.
+TEST(KernelPlugin, MakeKernelRegistryLoadsPluginsThenAppliesChoices) {
+  troupe::kern::kernel_registry_options o;
+  o.plugins = {EXAMPLE_PLUGIN};
+  EXPECT_STREQ(troupe::kern::make_kernel_registry(o)->selected(TROUPE_OP_SILU_MUL).name, "plugin.silu_mul");
+  o.kernels = {"silu_mul=ref", "rope=ref"};
+  const auto reg = troupe::kern::make_kernel_registry(o);
+  EXPECT_STREQ(reg->selected(TROUPE_OP_SILU_MUL).name, "ref");
+  EXPECT_STREQ(reg->selected(TROUPE_OP_ROPE).name, "ref");
+  EXPECT_STRNE(reg->selected(TROUPE_OP_RMSNORM).name, "ref");  // the best CPU variant stays the default
+  EXPECT_NE(reg->find(TROUPE_OP_SILU_MUL, "plugin.silu_mul"), nullptr);
+
+  auto message = [](troupe::kern::kernel_registry_options bad) {
+    try {
+      troupe::kern::make_kernel_registry(bad);
+    } catch (const troupe::error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  troupe::kern::kernel_registry_options bad;
+  bad.kernels = {"no_such_op=ref"};
+  EXPECT_NE(message(bad).find("--kernel no_such_op=ref: unknown op 'no_such_op' (known: matmul_f32"), std::string::npos)
+      << message(bad);
+  bad.kernels = {"silu_mul=plugin.silu_mul"};  // the plugin that has it is not loaded
+  EXPECT_NE(message(bad).find("no variant 'plugin.silu_mul' (known: ref, cpu.generic"), std::string::npos)
+      << message(bad);
+  bad.kernels = {"silu_mul"};
+  EXPECT_NE(message(bad).find("expected OP=VARIANT"), std::string::npos) << message(bad);
+  bad.kernels = {};
+  bad.plugins = {EXAMPLE_PLUGIN_BAD_ABI};
+  EXPECT_NE(message(bad).find("ABI version 99"), std::string::npos) << message(bad);
 }
 
 }  // namespace

@@ -147,14 +147,14 @@ TEST(SchedFairShare, TenantLimitsAnswerOverloaded) {
   EXPECT_TRUE(p.submit(make_request(2, 8, 8, "small"), 0.0).accepted);
   auto a = p.submit(make_request(3, 8, 8, "small"), 0.0);
   EXPECT_FALSE(a.accepted);
-  EXPECT_EQ(a.kind, error_kind::overloaded);
-  EXPECT_EQ(a.field, "tenant");
-  EXPECT_NE(a.message.find("max_running"), std::string::npos);
+  EXPECT_EQ(a.error.kind, error_kind::overloaded);
+  EXPECT_EQ(a.error.field, "tenant");
+  EXPECT_NE(a.error.message.find("max_running"), std::string::npos);
   EXPECT_TRUE(p.submit(make_request(4, 8, 8, "other"), 0.0).accepted);  // defaults: no limit
   EXPECT_TRUE(p.submit(make_request(5, 60, 8, "tight"), 0.0).accepted);
   a = p.submit(make_request(6, 60, 8, "tight"), 0.0);
-  EXPECT_EQ(a.kind, error_kind::overloaded);
-  EXPECT_NE(a.message.find("max_queued_tokens"), std::string::npos);
+  EXPECT_EQ(a.error.kind, error_kind::overloaded);
+  EXPECT_NE(a.error.message.find("max_queued_tokens"), std::string::npos);
   // Once admitted, its tokens no longer count as queued.
   fake_worker w;
   w.step(p, 0, 0.1);
@@ -182,8 +182,8 @@ TEST(SchedAdmission, PredictedTtftOverTheBoundIsOverloaded) {
   EXPECT_TRUE(p.submit(make_request(2, 40, 8), 0.0).accepted);
   auto a = p.submit(make_request(3, 40, 8), 0.0);
   EXPECT_FALSE(a.accepted);
-  EXPECT_EQ(a.kind, error_kind::overloaded);
-  EXPECT_EQ(a.field, "ttft");
+  EXPECT_EQ(a.error.kind, error_kind::overloaded);
+  EXPECT_EQ(a.error.field, "ttft");
   fake_worker w;
   w.step(p, 0, 0.1);  // the queue drains into the replica
   EXPECT_TRUE(p.submit(make_request(3, 40, 8), 0.2).accepted);

@@ -116,7 +116,7 @@ TEST(SchedPolicy, WithoutChunkingAPromptIsPrefilledWhole) {
   // A prompt that can never be prefilled in one step is refused at the door.
   auto a = p.submit(make_request(3, 1025, 4), 0.4);
   EXPECT_FALSE(a.accepted);
-  EXPECT_EQ(a.field, "prompt");
+  EXPECT_EQ(a.error.field, "prompt");
 }
 
 // ---- admission ------------------------------------------------------------------------------
@@ -129,24 +129,24 @@ TEST(SchedPolicy, RejectsWhatCanNeverRunNamingTheField) {
   p.add_replica(replica(0, 64, 16), 0.0);  // 1024 tokens
   auto a = p.submit(make_request(1, 1000, 100), 0.0);
   EXPECT_FALSE(a.accepted);
-  EXPECT_EQ(a.kind, error_kind::failed);
-  EXPECT_EQ(a.field, "max_tokens");
+  EXPECT_EQ(a.error.kind, error_kind::failed);
+  EXPECT_EQ(a.error.field, "max_tokens");
   a = p.submit(make_request(2, 1500, 100), 0.0);
-  EXPECT_EQ(a.field, "prompt");
+  EXPECT_EQ(a.error.field, "prompt");
   a = p.submit(make_request(3, 10, 3000), 0.0);
-  EXPECT_EQ(a.field, "max_tokens");
-  EXPECT_NE(a.message.find("max_context"), std::string::npos);
+  EXPECT_EQ(a.error.field, "max_tokens");
+  EXPECT_NE(a.error.message.find("max_context"), std::string::npos);
   request r = make_request(4, 0, 10);
-  EXPECT_EQ(p.submit(r, 0.0).field, "prompt");
+  EXPECT_EQ(p.submit(r, 0.0).error.field, "prompt");
   r = make_request(5, 10, 10);
   r.sampling.temperature = -1;
-  EXPECT_EQ(p.submit(r, 0.0).field, "temperature");
+  EXPECT_EQ(p.submit(r, 0.0).error.field, "temperature");
   ASSERT_TRUE(p.submit(make_request(6, 10, 10), 0.0).accepted);
-  EXPECT_EQ(p.submit(make_request(6, 10, 10), 0.0).field, "id");
+  EXPECT_EQ(p.submit(make_request(6, 10, 10), 0.0).error.field, "id");
   ASSERT_TRUE(p.submit(make_request(7, 10, 10), 0.0).accepted);
   a = p.submit(make_request(8, 10, 10), 0.0);
-  EXPECT_EQ(a.kind, error_kind::overloaded);
-  EXPECT_EQ(a.field, "queue");
+  EXPECT_EQ(a.error.kind, error_kind::overloaded);
+  EXPECT_EQ(a.error.field, "queue");
 }
 
 TEST(SchedPolicy, BadConfigAndReplicaThrowNamingTheField) {
@@ -475,6 +475,99 @@ TEST(SchedPolicy, RemoveReplicaFailsWhatNoReplicaLeftCanHold) {
   ASSERT_EQ(evs.size(), 1u);
   EXPECT_EQ(evs[0].finished, finish_reason::error);
   EXPECT_EQ(p.queued(), 0u);
+}
+
+// ---- models -----------------------------------------------------------------------------------
+
+replica_info replica_of(uint32_t id, std::string model, int32_t max_batch = 64) {
+  replica_info r = replica(id, 100, 16, max_batch);
+  r.model = std::move(model);
+  return r;
+}
+
+request request_for(uint64_t id, std::string model) {
+  request r = make_request(id, 20, 6);
+  r.model = std::move(model);
+  return r;
+}
+
+TEST(SchedPolicy, RoutesEachRequestOnlyToReplicasOfItsModel) {
+  policy p({});
+  p.add_replica(replica_of(0, "llama"), 0.0);
+  p.add_replica(replica_of(1, "mistral"), 0.0);
+  // Odd ids for llama, even for mistral; 9 names no model and may run on either.
+  for (uint64_t id = 1; id <= 8; ++id)
+    ASSERT_TRUE(p.submit(request_for(id, id % 2 ? "llama" : "mistral"), 0.0).accepted);
+  ASSERT_TRUE(p.submit(make_request(9, 20, 6), 0.0).accepted);
+  fake_worker w;
+  std::set<uint64_t> on0, on1;
+  for (int i = 0; i < 40 && w.finished.size() < 9; ++i)
+    for (uint32_t r : {0u, 1u})
+      if (auto ps = w.step(p, r, 0.1 * i))
+        for (const auto& s : ps->plan.seqs) (r == 0 ? on0 : on1).insert(s.seq_id);
+  for (uint64_t id = 1; id <= 8; ++id) {
+    EXPECT_EQ(w.streamed[id], expected_stream(id, 20, 6)) << "request " << id;
+    EXPECT_EQ(on0.count(id), id % 2 ? 1u : 0u) << "request " << id << " on replica 0 (llama)";
+    EXPECT_EQ(on1.count(id), id % 2 ? 0u : 1u) << "request " << id << " on replica 1 (mistral)";
+  }
+  EXPECT_EQ(w.streamed[9], expected_stream(9, 20, 6));
+  EXPECT_EQ(p.check_invariants(), "");
+}
+
+TEST(SchedPolicy, ABusyReplicaOfAnotherModelIsNeverTheRoutingChoice) {
+  // Replica 1 serves another model and is idle: the least-loaded choice must not hold the
+  // llama requests back for it (affinity_wait_s), nor may it take them.
+  policy_config cfg;
+  cfg.affinity_wait_s = 100;
+  policy p(cfg);
+  p.add_replica(replica_of(0, "llama"), 0.0);
+  p.add_replica(replica_of(1, "mistral"), 0.0);
+  for (uint64_t id = 1; id <= 3; ++id) ASSERT_TRUE(p.submit(request_for(id, "llama"), 0.0).accepted);
+  fake_worker w;
+  EXPECT_FALSE(w.step(p, 1, 0.1)) << "a mistral replica planned llama work";
+  const auto ps = w.step(p, 0, 0.1);
+  ASSERT_TRUE(ps);
+  EXPECT_EQ(ps->plan.seqs.size(), 3u);
+  ASSERT_TRUE(p.submit(request_for(4, "llama"), 0.2).accepted);  // replica 0 is now the busy one
+  const auto next = w.step(p, 0, 0.3);
+  ASSERT_TRUE(next);
+  EXPECT_TRUE(find_work(*next, 4)) << "held back for an idle replica of another model";
+}
+
+TEST(SchedPolicy, RequestForAModelWithoutReplicasWaitsForOne) {
+  policy p({});
+  p.add_replica(replica_of(0, "llama"), 0.0);
+  ASSERT_TRUE(p.submit(request_for(1, "mistral"), 0.0).accepted);
+  fake_worker w;
+  EXPECT_FALSE(w.step(p, 0, 0.1));
+  EXPECT_EQ(p.queued(), 1u);
+  p.add_replica(replica_of(1, "mistral"), 0.2);
+  for (int i = 0; i < 10 && w.finished.empty(); ++i) w.step(p, 1, 0.3 + 0.1 * i);
+  EXPECT_EQ(w.streamed[1], expected_stream(1, 20, 6));
+  // The last mistral replica goes away: its request waits again (the driver decides whether
+  // waiting is hopeless); the llama replica never takes it.
+  ASSERT_TRUE(p.submit(request_for(2, "mistral"), 2.0).accepted);
+  w.step(p, 1, 2.1);
+  p.remove_replica(1, 2.2);
+  EXPECT_TRUE(p.take_events().empty());
+  EXPECT_EQ(p.queued(), 1u);
+  EXPECT_FALSE(w.step(p, 0, 2.3));
+  EXPECT_EQ(p.check_invariants(), "");
+}
+
+TEST(SchedPolicy, OnlyReplicasOfItsModelBoundWhatARequestMayHold) {
+  policy p({});
+  replica_info big = replica_of(0, "llama");
+  big.kv_blocks = 1000;
+  p.add_replica(big, 0.0);
+  p.add_replica(replica_of(1, "mistral"), 0.0);  // 100 blocks of 16: 1600 tokens
+  request r = request_for(1, "mistral");
+  r.prompt.assign(2000, 5);
+  const admission a = p.submit(r, 0.0);
+  EXPECT_FALSE(a.accepted) << "the llama replica could hold it, but cannot run it";
+  EXPECT_EQ(a.error.field, "prompt");
+  r.model = "llama";
+  EXPECT_TRUE(p.submit(r, 0.0).accepted);
 }
 
 }  // namespace

@@ -130,8 +130,8 @@ class workload {
     if (a.accepted) {
       jobs_[id].req = r;
     } else {
-      EXPECT_FALSE(a.field.empty());
-      EXPECT_FALSE(a.message.empty());
+      EXPECT_FALSE(a.error.field.empty());
+      EXPECT_FALSE(a.error.message.empty());
     }
     check(p);
   }

@@ -94,6 +94,47 @@ TEST(SchedTrace, ReplayUsesTheRecordedConfig) {
   EXPECT_TRUE(o.same) << o.difference;
 }
 
+// Models travel in submit and add_replica lines, and a replay routes by them: replaying with
+// the model fields stripped (as an older trace) makes other decisions.
+TEST(SchedTrace, ModelsAreRecordedAndReplayRoutesByThem) {
+  policy p(traced());
+  for (uint32_t id : {0u, 1u}) {
+    replica_info r;
+    r.id = id;
+    r.kv_blocks = 40;
+    r.block_size = 4;
+    r.model = id == 0 ? "llama" : "mistral";
+    p.add_replica(r, 0.0);
+  }
+  fake_worker w;
+  for (uint64_t id = 1; id <= 6; ++id) {
+    request q = make_request(id, 6, 4);
+    q.model = id <= 5 ? "llama" : "mistral";  // most of the load on replica 0
+    p.submit(q, 0.1 * id);
+  }
+  for (int i = 0; i < 100 && p.running() + p.queued() > 0; ++i)
+    for (uint32_t r : {0u, 1u}) w.step(p, r, 1.0 + 0.5 * i);
+  const std::string t = p.take_trace();
+  EXPECT_NE(t.find("\"model\":\"mistral\""), std::string::npos);
+  EXPECT_NE(
+      t.find("\"ev\":\"add_replica\",\"host_kv_blocks\":-1,\"kv_blocks\":40,\"max_batch\":64,\"model\":\"llama\""),
+      std::string::npos)
+      << t.substr(0, 600);
+  std::istringstream in(t);
+  const replay_report r = replay(in, policy_config{});
+  EXPECT_TRUE(r.same) << r.difference;
+
+  std::string stripped;
+  std::istringstream lines(t);
+  for (std::string l; std::getline(lines, l);) {
+    for (const std::string m : {",\"model\":\"llama\"", ",\"model\":\"mistral\""})
+      if (auto at = l.find(m); at != std::string::npos) l.erase(at, m.size());
+    stripped += l + "\n";
+  }
+  std::istringstream old(stripped);
+  EXPECT_FALSE(replay(old, policy_config{}).same) << "without models, replica 1 takes llama requests";
+}
+
 TEST(SchedTrace, CompareNamesTheFirstDifferentLine) {
   std::istringstream a("{\"ev\":\"step\",\"n\":1}\n{\"ev\":\"step\",\"n\":2}\n");
   std::istringstream b("{\"n\":1, \"ev\":\"step\"}\n{\"ev\":\"step\",\"n\":3}\n");

@@ -275,12 +275,11 @@ TEST(SimLoop, StepLogFieldsRoundTripAndAreOptional) {
 
 TEST(SimLoop, PeriodAddsTheLoopWhenSynchronousAndOverlapsItWhenPipelined) {
   cluster_spec c;
-  EXPECT_DOUBLE_EQ(c.step_period(0.010), 0.010);  // default: no loop
+  EXPECT_DOUBLE_EQ(c.step_period(0.010, 1), 0.010);  // default: no loop
   c.loop_latency = 0.004;
-  EXPECT_DOUBLE_EQ(c.step_period(0.010), 0.014);
-  c.max_inflight_steps = 2;
-  EXPECT_DOUBLE_EQ(c.step_period(0.010), 0.010);
-  EXPECT_DOUBLE_EQ(c.step_period(0.003), 0.004);
+  EXPECT_DOUBLE_EQ(c.step_period(0.010, 1), 0.014);
+  EXPECT_DOUBLE_EQ(c.step_period(0.010, 2), 0.010);  // the policy's max_inflight_steps
+  EXPECT_DOUBLE_EQ(c.step_period(0.003, 2), 0.004);
 }
 
 TEST(SimFitted, NoisyStepsStillAddUpToTheMeasuredTotal) {

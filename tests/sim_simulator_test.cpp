@@ -351,11 +351,12 @@ class constant_cost final : public cost_model {
 request_record lone_request(double loop_s, int32_t inflight) {
   auto c = small_cluster();
   c.loop_latency = loop_s;
-  c.max_inflight_steps = inflight;
+  sim_options o;
+  o.policy.max_inflight_steps = inflight;  // the period follows it (cluster_spec::step_period)
   workload w;
   w.tenants = {tenant_spec{}};
   w.requests = {sim_request{0, 0.0, 16, 5, 0}};
-  const auto r = simulate(c, constant_cost(0.010), w);
+  const auto r = simulate(c, constant_cost(0.010), w, o);
   return r.requests.at(0);
 }
 

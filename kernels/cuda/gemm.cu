@@ -80,7 +80,8 @@ void matmul(cublasHandle_t handle, float* y, const float* x, const void* w, trou
       char* xh = static_cast<char*>(workspace);
       char* wh = xh + align256((size_t)m * k * 2);
       invoke_f32_to_half(xh, half_type, x, m * k, stream);
-      const size_t row_bytes = (size_t)(k / k_qk) * (w_type == TROUPE_Q8_0 ? 34 : 18);
+      const size_t row_bytes =
+          (size_t)(k / k_qk) * (w_type == TROUPE_Q8_0 ? sizeof(block_q8_0_dev) : sizeof(block_q4_0_dev));
       for (int64_t j0 = 0; j0 < n; j0 += k_dequant_chunk_rows) {
         const int64_t rows = std::min(k_dequant_chunk_rows, n - j0);
         invoke_dequantize(wh, half_type, static_cast<const char*>(w) + j0 * row_bytes, w_type, rows, k, stream);

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/dtypes.h"  // row_bytes and the other per-type figures
+
 namespace troupe::kern {
 
 inline float f16_to_f32(uint16_t h) {
@@ -88,21 +90,8 @@ struct block_q4_0 {
 };
 static_assert(sizeof(block_q4_0) == 18);
 
-// Bytes of one row of k elements (k a multiple of 32 for the quantized types).
-inline int64_t row_bytes(int dtype, int64_t k) {
-  switch (dtype) {
-    case 0:
-      return k * 4;  // f32
-    case 1:
-    case 30:
-      return k * 2;  // f16, bf16
-    case 8:
-      return k / QK * (int64_t)sizeof(block_q8_0);  // q8_0
-    case 2:
-      return k / QK * (int64_t)sizeof(block_q4_0);  // q4_0
-  }
-  return -1;
-}
+static_assert(find_dtype(TROUPE_Q8_0)->block_elems == QK && find_dtype(TROUPE_Q8_0)->block_bytes == sizeof(block_q8_0));
+static_assert(find_dtype(TROUPE_Q4_0)->block_elems == QK && find_dtype(TROUPE_Q4_0)->block_bytes == sizeof(block_q4_0));
 
 // Reference (de)quantization of one row, used by the loader, the quantizer and the tests.
 void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t k);

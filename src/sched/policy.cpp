@@ -93,8 +93,10 @@ struct replica_state {
   std::vector<int32_t> host_held;
 
   replica_state(const replica_info& r, int64_t host_blocks) : info(r), pool(r.kv_blocks, host_blocks) {}
+  // Runs requests for its model; a request naming no model runs anywhere.
+  bool serves(const request& q) const { return q.model.empty() || q.model == info.model; }
   bool fits(const seq_state& s) const {
-    return blocks_for(s.n_prompt + s.req.sampling.max_tokens, info.block_size) <= info.kv_blocks;
+    return serves(s.req) && blocks_for(s.n_prompt + s.req.sampling.max_tokens, info.block_size) <= info.kv_blocks;
   }
 };
 
@@ -621,9 +623,12 @@ void policy::remove_replica(uint32_t id, double now) {
   if (m.replicas.empty()) return;  // wait for replicas to come back
   std::vector<seq_state*> stranded;
   for (seq_state* s : m.queue) {
-    bool fits = false;
-    for (const auto& [rid, rp] : m.replicas) fits = fits || rp->fits(*s);
-    if (!fits) stranded.push_back(s);
+    bool served = false, fits = false;
+    for (const auto& [rid, rp] : m.replicas) {
+      served = served || rp->serves(s->req);
+      fits = fits || rp->fits(*s);
+    }
+    if (served && !fits) stranded.push_back(s);  // none serving its model: it waits, as with no replica
   }
   for (seq_state* s : stranded) {
     request_event e;
@@ -642,19 +647,21 @@ admission policy::submit(request rq, double now) {
   admission a;
   auto reject = [&](error_kind kind, std::string field, std::string message) {
     a.accepted = false;
-    a.kind = kind;
-    a.field = std::move(field);
-    a.message = std::move(message);
+    a.error = {kind, std::move(message), std::move(field)};
   };
   const auto n_prompt = static_cast<int64_t>(rq.prompt.size());
   const int64_t total = n_prompt + rq.sampling.max_tokens;
   const std::string bad_sampling = validate(rq.sampling);
   int64_t largest = 0;
-  bool fits = m.replicas.empty();
+  // Only replicas of its model count; with none (yet), it waits like with no replica at all.
+  bool served = false, fits = false;
   for (const auto& [id, r] : m.replicas) {
+    if (!r->serves(rq)) continue;
+    served = true;
     largest = std::max(largest, r->info.kv_blocks * r->info.block_size);
     fits = fits || blocks_for(total, r->info.block_size) <= r->info.kv_blocks;
   }
+  fits = fits || !served;
   tenant_state& tenant = m.tenants.get(rq.tenant);
   std::string over;
   if (m.seqs.count(rq.id)) {

@@ -22,21 +22,18 @@
 #include <vector>
 
 #include "troupe/error.h"
+#include "troupe/request.h"
 #include "troupe/sampling.h"
 #include "troupe/step.h"
 
 namespace troupe::sched {
 
-enum class finish_reason : unsigned char { none, stop, length, cancelled, error };
-
-struct request {
-  uint64_t id = 0;  // unique, given by the gateway
-  std::string tenant = "default";
-  int32_t priority = 0;  // higher runs first
-  std::vector<int32_t> prompt;
-  sampling_params sampling;
-  std::vector<int32_t> eos_ids;  // the model's end-of-sequence ids (ignored with sampling.ignore_eos)
-};
+// The request-level types are public (troupe/request.h); these names stay for the policy's
+// users.
+using troupe::finish_reason;
+using troupe::request;
+using troupe::request_event;
+using troupe::to_string;
 
 struct replica_info {
   uint32_t id = 0;
@@ -46,6 +43,7 @@ struct replica_info {
   // The worker's host pool for preemption_mode::swap, in blocks (reported at registration);
   // -1 = policy_config::host_kv_blocks.
   int64_t host_kv_blocks = -1;
+  std::string model;  // the model it serves: it runs only requests for it (or for any model)
 };
 
 // How a preempted sequence gives back its KV blocks. recompute frees them and re-prefills
@@ -117,18 +115,7 @@ struct policy_config {
 // message naming the field.
 struct admission {
   bool accepted = true;
-  error_kind kind = error_kind::failed;
-  std::string message;
-  std::string field;
-};
-
-// What happened to a request in one step result.
-struct request_event {
-  uint64_t id = 0;
-  std::vector<token_logprob> tokens;            // new tokens, in order (logprob of each)
-  std::vector<std::vector<token_logprob>> top;  // alternatives per new token, when asked
-  finish_reason finished = finish_reason::none;
-  std::string error;  // when finished == error
+  error_info error;
 };
 
 // A step planned for one replica. The plan's seq ids are request ids.

@@ -1,6 +1,8 @@
 // The JSONL step trace and its replay. nlohmann-json stays in this file.
 #include "src/sched/trace.h"
 
+#include "src/sched/driver.h"
+
 #include <istream>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -9,22 +11,6 @@
 namespace troupe::sched {
 
 using nlohmann::json;
-
-const char* to_string(finish_reason r) {
-  switch (r) {
-    case finish_reason::none:
-      return "none";
-    case finish_reason::stop:
-      return "stop";
-    case finish_reason::length:
-      return "length";
-    case finish_reason::cancelled:
-      return "cancelled";
-    case finish_reason::error:
-      return "error";
-  }
-  return "unknown";
-}
 
 namespace {
 
@@ -103,13 +89,15 @@ std::string trace_config(const policy_config& c) {
 }
 
 std::string trace_add_replica(double t, const replica_info& r) {
-  return line({{"ev", "add_replica"},
-               {"t", t},
-               {"replica", r.id},
-               {"kv_blocks", r.kv_blocks},
-               {"block_size", r.block_size},
-               {"max_batch", r.max_batch},
-               {"host_kv_blocks", r.host_kv_blocks}});
+  json j = {{"ev", "add_replica"},
+            {"t", t},
+            {"replica", r.id},
+            {"kv_blocks", r.kv_blocks},
+            {"block_size", r.block_size},
+            {"max_batch", r.max_batch},
+            {"host_kv_blocks", r.host_kv_blocks}};
+  if (!r.model.empty()) j["model"] = r.model;  // absent when empty, as in older traces
+  return line(j);
 }
 
 std::string trace_drain_replica(double t, uint32_t replica) {
@@ -132,9 +120,10 @@ std::string trace_submit(double t, const request& r, const admission& a) {
             {"stop_ids", r.sampling.stop_ids},
             {"ignore_eos", r.sampling.ignore_eos},
             {"accepted", a.accepted}};
+  if (!r.model.empty()) j["model"] = r.model;  // absent when empty, as in older traces
   if (!a.accepted) {
-    j["kind"] = std::string(troupe::to_string(a.kind));
-    j["field"] = a.field;
+    j["kind"] = std::string(troupe::to_string(a.error.kind));
+    j["field"] = a.error.field;
   }
   return line(j);
 }
@@ -217,6 +206,7 @@ request request_of(const json& j) {
   request r;
   r.id = j.at("id");
   r.tenant = j.at("tenant");
+  r.model = j.value("model", std::string());  // absent in older traces
   r.priority = j.at("priority");
   r.prompt = j.at("prompt").get<std::vector<int32_t>>();
   r.sampling.max_tokens = j.at("max_tokens");
@@ -264,7 +254,10 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
   replay_report rep;
   std::stringstream original;
   std::string l;
-  std::optional<policy> made;
+  // The recorded lines are the driver's calls; a replay makes them again through a driver
+  // whose plans and events nobody reads.
+  std::optional<driver> made;
+  null_sink ignore;
   try {
     while (std::getline(trace, l)) {
       ++rep.lines;
@@ -282,7 +275,7 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
         made.emplace(cfg);
         if (ev == "config") continue;
       }
-      policy& p = *made;
+      driver& d = *made;
       const double t = j.at("t");
       if (ev == "add_replica") {
         replica_info r;
@@ -291,17 +284,18 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
         r.block_size = j.at("block_size");
         r.max_batch = j.at("max_batch");
         r.host_kv_blocks = j.value("host_kv_blocks", int64_t{-1});  // absent in older traces
-        p.add_replica(r, t);
+        r.model = j.value("model", std::string());                  // absent in older traces
+        d.add_replica(r, t);
       } else if (ev == "remove_replica") {
-        p.remove_replica(j.at("replica"), t);
+        d.remove_replica(j.at("replica"), t, ignore);
       } else if (ev == "drain_replica") {
-        p.drain_replica(j.at("replica"), t);
+        d.drain_replica(j.at("replica"), t);
       } else if (ev == "submit") {
-        p.submit(request_of(j), t);
+        d.submit(request_of(j), t);
       } else if (ev == "cancel") {
-        p.cancel(j.at("id"), t);
+        d.cancel(j.at("id"), t, ignore);
       } else if (ev == "step") {
-        p.schedule(j.at("replica"), t);
+        d.schedule(j.at("replica"), t, ignore);  // one schedule() on one replica
       } else if (ev == "result") {
         step_result r;
         r.step_id = j.at("step");
@@ -311,7 +305,14 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
           so.token = o.at(1);
           r.outputs.push_back(so);
         }
-        p.on_result(j.at("replica"), r, t);
+        // A result the replay did not plan for is a different decision: say so here rather
+        // than as a missing line further on.
+        if (!d.on_result(j.at("replica"), r, t, ignore))
+          throw error(error_kind::failed,
+                      "step_result.step_id: " + std::to_string(r.step_id) +
+                          " is not the oldest step in flight on replica " +
+                          std::to_string(j.at("replica").get<uint32_t>()),
+                      "step_id");
       } else {
         throw error(error_kind::failed, "ev: unknown event '" + ev + "'", "ev");
       }
@@ -322,7 +323,7 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
     return rep;
   }
   if (!made) made.emplace(cfg);
-  std::string mine = made->take_trace();
+  std::string mine = made->policy().take_trace();
   mine.erase(0, mine.find('\n') + 1);  // the replay policy's own config line
   std::stringstream produced(mine);
   rep.difference = compare_traces(original, produced);

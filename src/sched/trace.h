@@ -3,11 +3,13 @@
 //
 // Lines ("ev" field):
 //   config         {policy_config's fields}          (the first line: the policy that decided)
-//   add_replica    {t, replica, kv_blocks, block_size, max_batch}
+//   add_replica    {t, replica, kv_blocks, block_size, max_batch, host_kv_blocks, model?}
 //   remove_replica {t, replica}
 //   drain_replica  {t, replica}
 //   submit         {t, id, tenant, priority, prompt, max_tokens, eos_ids, stop_ids, ignore_eos,
-//                   accepted, kind?, field?}        (enough to resubmit the same request)
+//                   accepted, kind?, field?, model?} (enough to resubmit the same request)
+// model? is written only when not empty, so traces without models (the simulator's, older
+// ones) replay unchanged.
 //   cancel         {t, id, freed}
 //   step           {t, replica, step, seqs: [{id, n, pos, sample, alloc}], admitted, preempted,
 //                   swapped_out, swapped_in, freed}  (one per schedule() that changed anything)
@@ -41,8 +43,6 @@ struct trace_step {
   std::vector<uint64_t> admitted, preempted, swapped_out, swapped_in;
   std::vector<int32_t> freed;
 };
-
-const char* to_string(finish_reason r);
 
 std::string trace_config(const policy_config& cfg);
 std::string trace_add_replica(double t, const replica_info& r);
