@@ -297,6 +297,31 @@ void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& va
   }
 }
 
+// The fused residual add: x must come back as x + residual, out as rmsnorm of that, and
+// the added rows exactly as the plain add gives them.
+void check_add_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                       variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
+  for (int64_t rows : {1, 3, 33})
+    for (int64_t dim : {1, 7, 64, 129, 4096}) {
+      const auto x0 = uniform(rng, rows * dim, -3, 3), res = uniform(rng, rows * dim, -3, 3);
+      const auto w = uniform(rng, dim, 0.5, 1.5);
+      auto want_x = x0, got_x = x0;
+      std::vector<float> want(x0.size()), got(x0.size(), NAN);
+      as<troupe_add_rmsnorm_fn>(ref)(ctx, want.data(), want_x.data(), res.data(), w.data(), rows, dim, 1e-5f);
+      {
+        staged d(dev);
+        float* dout = d.out(got);
+        float* dx = d.out(got_x);
+        as<troupe_add_rmsnorm_fn>(var)(d.ctx(), dout, dx, d.in(res), d.in(w), rows, dim, 1e-5f);
+        d.back(got, dout);
+        d.back(got_x, dx);
+      }
+      const std::string label = "rows=" + std::to_string(rows) + " dim=" + std::to_string(dim);
+      compare(r, label + " x", got_x, want_x, rel_bound(want_x, 0, 0));
+      compare(r, label, got, want, rel_bound(want, b.pick(1e-6, 1e-5), b.pick(1e-6, 1e-4) + dim * k_u));
+    }
+}
+
 // ---- rope, embedding -------------------------------------------------------------------
 
 void check_rope(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
@@ -476,6 +501,50 @@ void check_to_f16(const troupe_kernel_variant& ref, const troupe_kernel_variant&
   }
 }
 
+// New rows land exactly where attention reads them; every other slot is left as it was
+// (a negative slot skips its token). f16 pools must hold the bits to_f16 gives.
+void check_kv_store(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                    variant_device& dev, bool f16, rng_t& rng, check_result& r) {
+  for (int64_t n_kv_heads : {1, 2, 3})
+    for (int64_t head_dim : {8, 20, 64})
+      for (int64_t block_size : {1, 7, 16})
+        for (int64_t n_tokens : {1, 5, 40, 300}) {  // 300 x 3 x 64: big enough to split
+          const int64_t n_blocks = n_tokens / block_size + 3, kv_dim = n_kv_heads * head_dim;
+          const int64_t pool_elems = n_blocks * n_kv_heads * block_size * head_dim;
+          std::vector<int32_t> slots(n_blocks * block_size);  // distinct slots, shuffled
+          for (size_t i = 0; i < slots.size(); ++i) slots[i] = (int32_t)i;
+          std::shuffle(slots.begin(), slots.end(), rng);
+          slots.resize(n_tokens);
+          if (n_tokens > 1) slots[1] = -1;
+          const auto k = uniform(rng, n_tokens * kv_dim, -70000, 70000), v = uniform(rng, n_tokens * kv_dim);
+          const std::string label = "kv_heads=" + std::to_string(n_kv_heads) + " head_dim=" + std::to_string(head_dim) +
+                                    " block=" + std::to_string(block_size) + " tokens=" + std::to_string(n_tokens);
+          auto run = [&](auto fill) {
+            using E = decltype(fill);
+            std::vector<E> want_k(pool_elems, fill), want_v(pool_elems, fill), got_k = want_k, got_v = want_v;
+            as<troupe_kv_store_fn>(ref)(ctx, want_k.data(), want_v.data(), k.data(), v.data(), slots.data(), n_tokens,
+                                        n_kv_heads, head_dim, block_size);
+            {
+              staged d(dev);
+              E* dk = d.out(got_k);
+              E* dv = d.out(got_v);
+              as<troupe_kv_store_fn>(var)(d.ctx(), dk, dv, d.in(k), d.in(v), d.in(slots), n_tokens, n_kv_heads,
+                                          head_dim, block_size);
+              d.back(got_k, dk);
+              d.back(got_v, dv);
+            }
+            auto as_f = [](const std::vector<E>& e) { return std::vector<float>(e.begin(), e.end()); };
+            const auto wk = as_f(want_k), wv = as_f(want_v);
+            compare(r, label + " K", as_f(got_k), wk, rel_bound(wk, 0, 0));
+            compare(r, label + " V", as_f(got_v), wv, rel_bound(wv, 0, 0));
+          };
+          if (f16)
+            run(uint16_t{0x7bff});
+          else
+            run(-1.5f);
+        }
+}
+
 void check_argmax(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
                   variant_device& dev, const bounds& b, rng_t& rng, check_result& r) {
   for (int64_t rows : {1, 3})
@@ -537,6 +606,11 @@ void check_one(troupe_op op, const troupe_kernel_variant& ref, const troupe_kern
       return check_add(ref, var, ctx, dev, rng, r);
     case TROUPE_OP_ARGMAX:
       return check_argmax(ref, var, ctx, dev, b, rng, r);
+    case TROUPE_OP_ADD_RMSNORM:
+      return check_add_rmsnorm(ref, var, ctx, dev, b, rng, r);
+    case TROUPE_OP_KV_STORE:
+    case TROUPE_OP_KV_STORE_F16:
+      return check_kv_store(ref, var, ctx, dev, op == TROUPE_OP_KV_STORE_F16, rng, r);
     default:
       return check_embedding(op, ref, var, ctx, dev, rng, r);
   }
@@ -596,6 +670,7 @@ std::string tolerance_summary(troupe_op op, troupe_backend backend) {
       case TROUPE_OP_MATMUL_Q4_0:
         return "1e-6 + 1e-5|ref| + (k u + 2^-10) sum|x w| + sum_b 0.0044 amax_b(x) sum_b|w|";
       case TROUPE_OP_RMSNORM:
+      case TROUPE_OP_ADD_RMSNORM:
         return "1e-5 + (1e-4 + dim u)|ref|";
       case TROUPE_OP_ROPE:
         return "1e-5 + 1e-4|ref|";
@@ -617,6 +692,8 @@ std::string tolerance_summary(troupe_op op, troupe_backend backend) {
       return "1e-6 + 1e-5|ref| + k u sum|x w| + sum_b 0.0044 amax_b(x) sum_b|w|";
     case TROUPE_OP_RMSNORM:
       return "1e-6 + (1e-6 + dim u)|ref|";
+    case TROUPE_OP_ADD_RMSNORM:
+      return "x exact; 1e-6 + (1e-6 + dim u)|ref|";
     case TROUPE_OP_ROPE:
     case TROUPE_OP_SILU_MUL:
       return "1e-6 + 1e-5|ref|";

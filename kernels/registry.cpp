@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "kernels/dtypes.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -14,8 +15,39 @@ constexpr std::string_view k_op_names[TROUPE_OP_COUNT] = {
     "matmul_f32",     "matmul_f16",     "matmul_bf16",    "matmul_q8_0", "matmul_q4_0",     "rmsnorm",
     "rope",           "attention",      "silu_mul",       "add",         "embedding_f32",   "embedding_f16",
     "embedding_bf16", "embedding_q8_0", "embedding_q4_0", "argmax",      "attention_f16kv", "to_f16",
+    "kv_store",       "kv_store_f16",   "add_rmsnorm",
 };
 static_assert(!k_op_names[TROUPE_OP_COUNT - 1].empty(), "every op of kernel_abi.h needs its name here");
+
+const char* backend_name(troupe_backend b) { return b == TROUPE_BACKEND_CPU ? "cpu" : "cuda"; }
+
+std::string dtype_label(troupe_dtype t) { return std::string(kern::dtype_name(t)); }
+
+// Position of t in the matmul and embedding families (their ops are consecutive in this order).
+int weight_index(troupe_dtype t) {
+  switch (t) {
+    case TROUPE_F32:
+      return 0;
+    case TROUPE_F16:
+      return 1;
+    case TROUPE_BF16:
+      return 2;
+    case TROUPE_Q8_0:
+      return 3;
+    case TROUPE_Q4_0:
+      return 4;
+  }
+  return -1;
+}
+
+// The family's name for messages: "matmul" for matmul_q8_0, "attention" for attention_f16kv.
+std::string family_name(troupe_op op) {
+  if (op >= TROUPE_OP_MATMUL_F32 && op <= TROUPE_OP_MATMUL_Q4_0) return "matmul";
+  if (op >= TROUPE_OP_EMBEDDING_F32 && op <= TROUPE_OP_EMBEDDING_Q4_0) return "embedding";
+  if (op == TROUPE_OP_ATTENTION_F16KV) return "attention";
+  if (op == TROUPE_OP_KV_STORE_F16) return "kv_store";
+  return std::string(op_name(op));
+}
 }  // namespace
 
 std::string_view op_name(troupe_op op) {
@@ -29,6 +61,34 @@ bool op_from_name(std::string_view name, troupe_op* out) {
       return true;
     }
   return false;
+}
+
+bool op_for_dtype(troupe_op op, troupe_dtype t, troupe_op* out) {
+  const int wi = weight_index(t);
+  if (op >= TROUPE_OP_MATMUL_F32 && op <= TROUPE_OP_MATMUL_Q4_0) {
+    if (wi < 0) return false;
+    *out = static_cast<troupe_op>(TROUPE_OP_MATMUL_F32 + wi);
+    return true;
+  }
+  if (op >= TROUPE_OP_EMBEDDING_F32 && op <= TROUPE_OP_EMBEDDING_Q4_0) {
+    if (wi < 0) return false;
+    *out = static_cast<troupe_op>(TROUPE_OP_EMBEDDING_F32 + wi);
+    return true;
+  }
+  if (op == TROUPE_OP_ATTENTION || op == TROUPE_OP_ATTENTION_F16KV || op == TROUPE_OP_KV_STORE ||
+      op == TROUPE_OP_KV_STORE_F16) {
+    const bool attention = op == TROUPE_OP_ATTENTION || op == TROUPE_OP_ATTENTION_F16KV;
+    if (t == TROUPE_F32)
+      *out = attention ? TROUPE_OP_ATTENTION : TROUPE_OP_KV_STORE;
+    else if (t == TROUPE_F16)
+      *out = attention ? TROUPE_OP_ATTENTION_F16KV : TROUPE_OP_KV_STORE_F16;
+    else
+      return false;
+    return true;
+  }
+  if (op < 0 || op >= TROUPE_OP_COUNT || t != TROUPE_F32) return false;
+  *out = op;
+  return true;
 }
 
 void kernel_registry::add(const troupe_kernel_variant& v) {
@@ -103,8 +163,32 @@ const troupe_kernel_variant& kernel_registry::selected(troupe_op op, troupe_back
   if (int c = chosen_[op][b]) return all_[c - 1];
   for (auto it = all_.rbegin(); it != all_.rend(); ++it)
     if (it->op == op && it->backend == b) return *it;
-  throw error(error_kind::unimplemented, "kernel: no variant of op " + std::string(op_name(op)) + " for backend " +
-                                             (b == TROUPE_BACKEND_CPU ? "cpu" : "cuda"));
+  throw error(error_kind::unimplemented,
+              "kernel: no variant of op " + std::string(op_name(op)) + " for backend " + backend_name(b));
+}
+
+bool kernel_registry::supports(troupe_op op, troupe_backend b, troupe_dtype t) const {
+  troupe_op typed;
+  if (!op_for_dtype(op, t, &typed)) return false;
+  if (chosen_[typed][b]) return true;
+  for (const auto& v : all_)
+    if (v.op == typed && v.backend == b) return true;
+  return false;
+}
+
+const troupe_kernel_variant& kernel_registry::require(troupe_op op, troupe_backend b, troupe_dtype t) const {
+  troupe_op typed;
+  if (!op_for_dtype(op, t, &typed))
+    throw error(error_kind::unimplemented,
+                "kernel: op " + family_name(op) + " has no form for dtype " + dtype_label(t) + " (backend " +
+                    backend_name(b) + ")",
+                "kernel");
+  if (!supports(typed, b, t))
+    throw error(error_kind::unimplemented,
+                "kernel: no " + std::string(backend_name(b)) + " variant of op " + family_name(op) + " for dtype " +
+                    dtype_label(t) + " (op " + std::string(op_name(typed)) + ")",
+                "kernel");
+  return selected(typed, b);
 }
 
 kernel_registry::~kernel_registry() {

@@ -1,7 +1,8 @@
 // The CPU worker backend. One step() runs every sequence of the plan through the model at
-// once: the new tokens of all sequences form one (n_tokens, dim) activation matrix, so each
-// weight matrix is streamed once per step whatever the batch; only attention runs per
-// sequence, over that sequence's KV blocks.
+// once: the new tokens of all sequences form one (n_tokens, dim) activation matrix
+// (gather_batch), so each weight matrix is streamed once per step whatever the batch; only
+// attention runs per sequence, over that sequence's KV blocks. The layer is the shared
+// recipe (src/llama_recipe.h); this file is its executor on host buffers.
 #include "src/cpu_backend.h"
 
 #include <spdlog/spdlog.h>
@@ -54,15 +55,14 @@ int64_t physical_ram_bytes() {
 // ---- activation buffers ---------------------------------------------------------------
 
 struct cpu_backend::scratch {
-  std::vector<int32_t> ids, positions;  // (n_tokens)
-  std::vector<int64_t> seq_begin;       // (n_seqs + 1) first token of each sequence
-  std::vector<float> x;                 // (n_tokens, dim) the residual stream
-  std::vector<float> xb;                // (n_tokens, dim)
-  std::vector<float> q, att;            // (n_tokens, n_heads * head_dim)
-  std::vector<float> k, v;              // (n_tokens, n_kv_heads * head_dim)
-  std::vector<float> hb, hb2;           // (n_tokens, hidden_dim)
-  std::vector<float> last;              // (n_sampled, dim) final hidden state of sampled tokens
-  std::vector<float> logits;            // (n_sampled, vocab)
+  step_batch batch;             // the plan's tokens, positions, slots, in plan order
+  std::vector<float> x;         // (n_tokens, dim) the residual stream
+  std::vector<float> xn, tmp;   // (n_tokens, dim) normed; output of wo and w_down
+  std::vector<float> q, att;    // (n_tokens, n_heads * head_dim)
+  std::vector<float> k, v;      // (n_tokens, n_kv_heads * head_dim)
+  std::vector<float> gate, up;  // (n_tokens, hidden_dim)
+  std::vector<float> last;      // (n_sampled, dim) final hidden state of sampled tokens
+  std::vector<float> logits;    // (n_sampled, vocab)
   int64_t n_sampled = 0;
 };
 
@@ -91,10 +91,14 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   if (opt.block_size <= 0) fail("cpu backend: block_size must be > 0", "block_size");
   if (opt.max_batch_tokens <= 0) fail("cpu backend: max_batch_tokens must be > 0", "max_batch_tokens");
 
+  // Every op of the recipe through the registry: the variant selected for the CPU of the
+  // op's form for each weight type and for the KV type, or a clear error naming them.
   std::string desc;
-  auto note = [&](troupe_op op) {
-    const std::string item = std::string(op_name(op)) + "=" + registry.selected(op).name;
+  auto pick = [&](troupe_op op, troupe_dtype t) {
+    const troupe_kernel_variant& v = registry.require(op, TROUPE_BACKEND_CPU, t);
+    const std::string item = std::string(op_name(v.op)) + "=" + v.name;
     if (desc.find(item) == std::string::npos) desc += (desc.empty() ? "" : " ") + item;
+    return v.fn;
   };
   auto check = [&](const tensor_view& t, int64_t rows, int64_t cols) {
     if (!t.data) fail(model.path() + ": tensor " + t.name + " has no data", "tensor " + t.name);
@@ -111,9 +115,7 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   };
   auto check_matmul = [&](const tensor_view& t, int64_t rows, int64_t cols) {
     const int di = check(t, rows, cols);
-    const auto op = static_cast<troupe_op>(TROUPE_OP_MATMUL_F32 + di);
-    matmul_[di] = registry.get<troupe_matmul_fn>(op);
-    note(op);
+    matmul_[di] = reinterpret_cast<troupe_matmul_fn>(pick(TROUPE_OP_MATMUL_F32, t.dtype));
   };
   auto check_norm = [&](const tensor_view& t) {
     if (!t.data || t.dtype != TROUPE_F32 || t.rows * t.cols != c.dim)
@@ -122,10 +124,8 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   };
 
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-  const int emb = check(w_.tok_embd, c.vocab_size, c.dim);
-  const auto emb_op = static_cast<troupe_op>(TROUPE_OP_EMBEDDING_F32 + emb);
-  embedding_ = registry.get<troupe_embedding_fn>(emb_op);
-  note(emb_op);
+  check(w_.tok_embd, c.vocab_size, c.dim);
+  embedding_ = reinterpret_cast<troupe_embedding_fn>(pick(TROUPE_OP_EMBEDDING_F32, w_.tok_embd.dtype));
   for (const layer_weights& L : w_.layers) {
     check_norm(L.attn_norm);
     check_matmul(L.wq, q_dim, c.dim);
@@ -139,22 +139,15 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   }
   check_norm(w_.output_norm);
   check_matmul(w_.output, c.vocab_size, c.dim);
-  rmsnorm_ = registry.get<troupe_rmsnorm_fn>(TROUPE_OP_RMSNORM);
-  rope_ = registry.get<troupe_rope_fn>(TROUPE_OP_ROPE);
-  attention_ = registry.get<troupe_attention_fn>(TROUPE_OP_ATTENTION);
-  attention_f16kv_ = registry.get<troupe_attention_f16kv_fn>(TROUPE_OP_ATTENTION_F16KV);
-  to_f16_ = registry.get<troupe_to_f16_fn>(TROUPE_OP_TO_F16);
-  silu_mul_ = registry.get<troupe_silu_mul_fn>(TROUPE_OP_SILU_MUL);
-  add_ = registry.get<troupe_add_fn>(TROUPE_OP_ADD);
-  argmax_ = registry.get<troupe_argmax_fn>(TROUPE_OP_ARGMAX);
-  for (troupe_op op : {TROUPE_OP_RMSNORM, TROUPE_OP_ROPE, TROUPE_OP_SILU_MUL, TROUPE_OP_ADD, TROUPE_OP_ARGMAX})
-    note(op);
-  if (opt.kv_f16) {
-    note(TROUPE_OP_ATTENTION_F16KV);
-    note(TROUPE_OP_TO_F16);
-  } else {
-    note(TROUPE_OP_ATTENTION);
-  }
+  const troupe_dtype kv_type = opt.kv_f16 ? TROUPE_F16 : TROUPE_F32;
+  rmsnorm_ = reinterpret_cast<troupe_rmsnorm_fn>(pick(TROUPE_OP_RMSNORM, TROUPE_F32));
+  add_rmsnorm_ = reinterpret_cast<troupe_add_rmsnorm_fn>(pick(TROUPE_OP_ADD_RMSNORM, TROUPE_F32));
+  rope_ = reinterpret_cast<troupe_rope_fn>(pick(TROUPE_OP_ROPE, TROUPE_F32));
+  kv_store_ = reinterpret_cast<troupe_kv_store_fn>(pick(TROUPE_OP_KV_STORE, kv_type));
+  attention_ = pick(TROUPE_OP_ATTENTION, kv_type);
+  silu_mul_ = reinterpret_cast<troupe_silu_mul_fn>(pick(TROUPE_OP_SILU_MUL, TROUPE_F32));
+  gather_ = reinterpret_cast<troupe_embedding_fn>(pick(TROUPE_OP_EMBEDDING_F32, TROUPE_F32));
+  argmax_ = reinterpret_cast<troupe_argmax_fn>(pick(TROUPE_OP_ARGMAX, TROUPE_F32));
   kernels_desc_ = desc;
 
   if (opt.kctx) {
@@ -192,16 +185,15 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
 
   scratch& s = *s_;
   const int64_t T = opt.max_batch_tokens;
-  s.ids.resize(T);
-  s.positions.resize(T);
   s.x.resize(T * c.dim);
-  s.xb.resize(T * c.dim);
+  s.xn.resize(T * c.dim);
+  s.tmp.resize(T * c.dim);
   s.q.resize(T * q_dim);
   s.att.resize(T * q_dim);
   s.k.resize(T * kv_dim);
   s.v.resize(T * kv_dim);
-  s.hb.resize(T * c.hidden_dim);
-  s.hb2.resize(T * c.hidden_dim);
+  s.gate.resize(T * c.hidden_dim);
+  s.up.resize(T * c.hidden_dim);
 }
 
 cpu_backend::~cpu_backend() = default;
@@ -232,7 +224,7 @@ std::span<const float> cpu_backend::last_logits(size_t sampled_index) const {
   return {s_->logits.data() + sampled_index * cfg_.vocab_size, (size_t)cfg_.vocab_size};
 }
 
-// ---- one step --------------------------------------------------------------------------
+// ---- plan checks and swaps --------------------------------------------------------------
 
 void cpu_backend::validate(const step_plan& plan) const {
   check_step_plan(plan, {cfg_.vocab_size, n_blocks_, block_size_, opt_.max_batch_tokens, 0, 0, n_host_blocks_});
@@ -260,110 +252,144 @@ void cpu_backend::swap(const step_plan& plan) {
     }
 }
 
-void cpu_backend::matmul(const tensor_view& w, float* y, const float* x, int64_t m) const {
-  matmul_[dtype_index(w.dtype)](&kctx_, y, x, w.data, m, w.rows, w.cols);
-}
+// ---- the executor of the recipe ---------------------------------------------------------
 
-void cpu_backend::forward_layer(int64_t l, const step_plan& plan, int64_t T) {
-  const model_config& c = cfg_;
-  const layer_weights& L = w_.layers[l];
+float* cpu_backend::buf(llama_act a) const {
   scratch& s = *s_;
-  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-  char* k_pool = &k_pool_[l * layer_bytes_];  // (n_blocks, n_kv_heads, block_size, head_dim) f32 or f16
-  char* v_pool = &v_pool_[l * layer_bytes_];
-
-  // attention: q, k, v of every new token of every sequence in three matmuls
-  rmsnorm_(&kctx_, s.xb.data(), s.x.data(), static_cast<const float*>(L.attn_norm.data), T, c.dim, c.rms_eps);
-  matmul(L.wq, s.q.data(), s.xb.data(), T);  // (T, q_dim)
-  matmul(L.wk, s.k.data(), s.xb.data(), T);  // (T, kv_dim)
-  matmul(L.wv, s.v.data(), s.xb.data(), T);  // (T, kv_dim)
-  rope_(&kctx_, s.q.data(), s.positions.data(), T, c.n_heads, c.head_dim, inv_freq_.data(), c.rope_neox);
-  rope_(&kctx_, s.k.data(), s.positions.data(), T, c.n_kv_heads, c.head_dim, inv_freq_.data(), c.rope_neox);
-
-  // K/V of the new tokens into their slots, then each sequence attends over its blocks
-  const float scale = 1.0f / std::sqrt((float)c.head_dim);
-  for (size_t i = 0; i < plan.seqs.size(); ++i) {
-    const seq_work& w = plan.seqs[i];
-    const int64_t begin = s.seq_begin[i], n = s.seq_begin[i + 1] - begin;
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t p = w.start_pos + t;
-      const int64_t block = w.block_table[p / block_size_], offset = p % block_size_;
-      for (int64_t h = 0; h < c.n_kv_heads; ++h) {
-        // KV head h of this token: row (block * n_kv_heads + h) * block_size + offset
-        const int64_t at = ((block * c.n_kv_heads + h) * block_size_ + offset) * c.head_dim * kv_elem_;
-        const float *ks = &s.k[(begin + t) * kv_dim + h * c.head_dim],
-                    *vs = &s.v[(begin + t) * kv_dim + h * c.head_dim];
-        if (opt_.kv_f16) {
-          to_f16_(nullptr, reinterpret_cast<uint16_t*>(k_pool + at), ks, c.head_dim);
-          to_f16_(nullptr, reinterpret_cast<uint16_t*>(v_pool + at), vs, c.head_dim);
-        } else {
-          std::memcpy(k_pool + at, ks, c.head_dim * sizeof(float));
-          std::memcpy(v_pool + at, vs, c.head_dim * sizeof(float));
-        }
-      }
-    }
-    if (opt_.kv_f16)
-      attention_f16kv_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], reinterpret_cast<const uint16_t*>(k_pool),
-                       reinterpret_cast<const uint16_t*>(v_pool), w.block_table.data(), &s.positions[begin], n,
-                       c.n_heads, c.n_kv_heads, c.head_dim, block_size_, scale);
-    else
-      attention_(&kctx_, &s.att[begin * q_dim], &s.q[begin * q_dim], reinterpret_cast<const float*>(k_pool),
-                 reinterpret_cast<const float*>(v_pool), w.block_table.data(), &s.positions[begin], n, c.n_heads,
-                 c.n_kv_heads, c.head_dim, block_size_, scale);
+  switch (a) {
+    case llama_act::x:
+      return s.x.data();
+    case llama_act::xn:
+      return s.xn.data();
+    case llama_act::q:
+      return s.q.data();
+    case llama_act::att:
+      return s.att.data();
+    case llama_act::k:
+      return s.k.data();
+    case llama_act::v:
+      return s.v.data();
+    case llama_act::tmp:
+      return s.tmp.data();
+    case llama_act::gate:
+      return s.gate.data();
+    case llama_act::up:
+      return s.up.data();
+    case llama_act::last:
+      return s.last.data();
+    case llama_act::logits:
+      return s.logits.data();
   }
-  matmul(L.wo, s.xb.data(), s.att.data(), T);  // (T, dim): this rank's heads' share
-  if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);
-  add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
-
-  // SwiGLU feed-forward
-  rmsnorm_(&kctx_, s.xb.data(), s.x.data(), static_cast<const float*>(L.ffn_norm.data), T, c.dim, c.rms_eps);
-  matmul(L.w_gate, s.hb.data(), s.xb.data(), T);  // (T, hidden)
-  matmul(L.w_up, s.hb2.data(), s.xb.data(), T);   // (T, hidden)
-  silu_mul_(&kctx_, s.hb.data(), s.hb.data(), s.hb2.data(), T * c.hidden_dim);
-  matmul(L.w_down, s.xb.data(), s.hb.data(), T);  // (T, dim): this rank's slice of hidden
-  if (opt_.comm) opt_.comm->all_reduce_sum(s.xb.data(), T * c.dim);
-  add_(&kctx_, s.x.data(), s.x.data(), s.xb.data(), T * c.dim);
+  return nullptr;
 }
+
+const tensor_view& cpu_backend::weight(weight_id id) const {
+  if (id.which == llama_weight::output_norm) return w_.output_norm;
+  if (id.which == llama_weight::output) return w_.output;
+  const layer_weights& L = w_.layers[id.layer];
+  switch (id.which) {
+    case llama_weight::attn_norm:
+      return L.attn_norm;
+    case llama_weight::wq:
+      return L.wq;
+    case llama_weight::wk:
+      return L.wk;
+    case llama_weight::wv:
+      return L.wv;
+    case llama_weight::wo:
+      return L.wo;
+    case llama_weight::ffn_norm:
+      return L.ffn_norm;
+    case llama_weight::w_gate:
+      return L.w_gate;
+    case llama_weight::w_up:
+      return L.w_up;
+    default:
+      return L.w_down;
+  }
+}
+
+void cpu_backend::embedding(llama_act out, int64_t rows) {
+  embedding_(&kctx_, buf(out), w_.tok_embd.data, s_->batch.ids.data(), rows, cfg_.dim);
+}
+
+void cpu_backend::rmsnorm(llama_act out, llama_act x, weight_id w, int64_t rows) {
+  rmsnorm_(&kctx_, buf(out), buf(x), static_cast<const float*>(weight(w).data), rows, cfg_.dim, cfg_.rms_eps);
+}
+
+void cpu_backend::add_rmsnorm(llama_act out, llama_act x, llama_act residual, weight_id w, int64_t rows) {
+  add_rmsnorm_(&kctx_, buf(out), buf(x), buf(residual), static_cast<const float*>(weight(w).data), rows, cfg_.dim,
+               cfg_.rms_eps);
+}
+
+void cpu_backend::matmul(llama_act y, llama_act x, weight_id id, int64_t rows) {
+  const tensor_view& w = weight(id);
+  matmul_[dtype_index(w.dtype)](&kctx_, buf(y), buf(x), w.data, rows, w.rows, w.cols);
+}
+
+void cpu_backend::rope(llama_act x, int64_t rows, int64_t n_heads) {
+  rope_(&kctx_, buf(x), s_->batch.positions.data(), rows, n_heads, cfg_.head_dim, inv_freq_.data(), cfg_.rope_neox);
+}
+
+void cpu_backend::kv_store(int64_t l, llama_act k, llama_act v, int64_t rows) {
+  kv_store_(&kctx_, &k_pool_[l * layer_bytes_], &v_pool_[l * layer_bytes_], buf(k), buf(v), s_->batch.slots.data(),
+            rows, cfg_.n_kv_heads, cfg_.head_dim, block_size_);
+}
+
+// Per sequence, over that sequence's blocks; the variant splits the heads over the pool.
+void cpu_backend::attention(int64_t l, llama_act out, llama_act q) {
+  const model_config& c = cfg_;
+  const step_batch& b = s_->batch;
+  const int64_t q_dim = c.n_heads * c.head_dim;
+  const char* k_pool = &k_pool_[l * layer_bytes_];  // (n_blocks, n_kv_heads, block_size, head_dim)
+  const char* v_pool = &v_pool_[l * layer_bytes_];
+  const float scale = 1.0f / std::sqrt((float)c.head_dim);
+  float *o = buf(out), *qs = buf(q);
+  for (int64_t r = 0; r < b.seqs(); ++r) {
+    const int64_t begin = b.seq_begin[r], n = b.seq_begin[r + 1] - begin;
+    const int32_t* table = b.block_tables[r].data();
+    if (opt_.kv_f16)
+      reinterpret_cast<troupe_attention_f16kv_fn>(attention_)(
+          &kctx_, o + begin * q_dim, qs + begin * q_dim, reinterpret_cast<const uint16_t*>(k_pool),
+          reinterpret_cast<const uint16_t*>(v_pool), table, &b.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim,
+          block_size_, scale);
+    else
+      reinterpret_cast<troupe_attention_fn>(attention_)(
+          &kctx_, o + begin * q_dim, qs + begin * q_dim, reinterpret_cast<const float*>(k_pool),
+          reinterpret_cast<const float*>(v_pool), table, &b.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim,
+          block_size_, scale);
+  }
+}
+
+void cpu_backend::silu_mul(llama_act gate, llama_act up, int64_t n) {
+  silu_mul_(&kctx_, buf(gate), buf(gate), buf(up), n);
+}
+
+void cpu_backend::all_reduce(llama_act x, int64_t rows) {
+  if (opt_.comm) opt_.comm->all_reduce_sum(buf(x), rows * cfg_.dim);
+}
+
+void cpu_backend::gather_rows(llama_act out, llama_act x, int64_t n_sample) {
+  gather_(&kctx_, buf(out), buf(x), s_->batch.logit_rows.data(), n_sample, cfg_.dim);
+}
+
+// ---- one step ---------------------------------------------------------------------------
 
 step_result cpu_backend::step(const step_plan& plan) {
   validate(plan);
   swap(plan);
   const model_config& c = cfg_;
   scratch& s = *s_;
-
-  // gather the new tokens of every sequence into one batch
-  s.seq_begin.assign(1, 0);
-  int64_t T = 0;
-  for (const seq_work& w : plan.seqs) {
-    for (size_t t = 0; t < w.tokens.size(); ++t, ++T) {
-      s.ids[T] = w.tokens[t];
-      s.positions[T] = w.start_pos + (int32_t)t;
-    }
-    s.seq_begin.push_back(T);
-  }
+  gather_batch(plan.seqs, block_size_, batch_order::plan, s.batch);
+  const int64_t T = s.batch.tokens(), S = s.batch.n_sample();
+  s.last.resize(S * c.dim);
+  s.logits.resize(S * c.vocab_size);
+  s.n_sampled = 0;
+  llama_forward(*this, c, T, S);
+  s.n_sampled = S;
 
   step_result result;
   result.step_id = plan.step_id;
-  s.n_sampled = 0;
-  if (T == 0) return result;
-
-  embedding_(&kctx_, s.x.data(), w_.tok_embd.data, s.ids.data(), T, c.dim);  // (T, dim)
-  for (int64_t l = 0; l < c.n_layers; ++l) forward_layer(l, plan, T);
-
-  // logits only for the last token of each sequence that samples
-  int64_t S = 0;
-  for (const seq_work& w : plan.seqs) S += w.sample ? 1 : 0;
-  s.last.resize(S * c.dim);
-  s.logits.resize(S * c.vocab_size);
-  for (size_t i = 0, j = 0; i < plan.seqs.size(); ++i)
-    if (plan.seqs[i].sample)
-      std::memcpy(&s.last[j++ * c.dim], &s.x[(s.seq_begin[i + 1] - 1) * c.dim], c.dim * sizeof(float));
-  if (S > 0) {
-    rmsnorm_(&kctx_, s.last.data(), s.last.data(), static_cast<const float*>(w_.output_norm.data), S, c.dim, c.rms_eps);
-    matmul(w_.output, s.logits.data(), s.last.data(), S);  // (S, vocab)
-  }
-  s.n_sampled = S;
-
   result.outputs.reserve(plan.seqs.size());
   for (size_t i = 0, j = 0; i < plan.seqs.size(); ++i) {
     const seq_work& w = plan.seqs[i];

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "src/llama_recipe.h"
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
 
@@ -42,11 +43,14 @@ struct cpu_backend_options {
   communicator* comm = nullptr;
 };
 
-class cpu_backend : public worker_backend {
+// The recipe (src/llama_recipe.h) runs on this class's host buffers: it is the executor.
+class cpu_backend : public worker_backend, private llama_executor {
  public:
   // Keeps references to `model` and `registry`: both must outlive the backend. Throws
   // troupe::error(failed) naming the tensor when a weight's shape or type does not fit the
-  // config, or when the options leave room for no KV block.
+  // config, or when the options leave room for no KV block; troupe::error(unimplemented)
+  // naming the op, backend and dtype when the registry has no CPU variant for one of the
+  // model's weight types or the KV type (kernel_registry::require).
   cpu_backend(const model_file& model, const kernel_registry& registry, const cpu_backend_options& opt);
   ~cpu_backend() override;
 
@@ -69,8 +73,20 @@ class cpu_backend : public worker_backend {
 
   void validate(const step_plan& plan) const;
   void swap(const step_plan& plan);
-  void forward_layer(int64_t layer, const step_plan& plan, int64_t n_tokens);
-  void matmul(const tensor_view& w, float* y, const float* x, int64_t m) const;
+
+  // ---- llama_executor: each op through its selected variant, on the host buffers
+  float* buf(llama_act a) const;
+  const tensor_view& weight(weight_id w) const;
+  void embedding(llama_act out, int64_t rows) override;
+  void rmsnorm(llama_act out, llama_act x, weight_id w, int64_t rows) override;
+  void add_rmsnorm(llama_act out, llama_act x, llama_act residual, weight_id w, int64_t rows) override;
+  void matmul(llama_act y, llama_act x, weight_id w, int64_t rows) override;
+  void rope(llama_act x, int64_t rows, int64_t n_heads) override;
+  void kv_store(int64_t layer, llama_act k, llama_act v, int64_t rows) override;
+  void attention(int64_t layer, llama_act out, llama_act q) override;
+  void silu_mul(llama_act gate, llama_act up, int64_t n) override;
+  void all_reduce(llama_act x, int64_t rows) override;
+  void gather_rows(llama_act out, llama_act x, int64_t n_sample) override;
 
   const model_config& cfg_;
   const model_weights& w_;
@@ -81,14 +97,14 @@ class cpu_backend : public worker_backend {
   // The selected variant of each op, fetched once from the registry.
   troupe_matmul_fn matmul_[5]{};  // by dtype: f32, f16, bf16, q8_0, q4_0
   troupe_embedding_fn embedding_ = nullptr;
+  troupe_embedding_fn gather_ = nullptr;  // embedding_f32: the sampled rows of the hidden state
   troupe_rmsnorm_fn rmsnorm_ = nullptr;
+  troupe_add_rmsnorm_fn add_rmsnorm_ = nullptr;
   troupe_rope_fn rope_ = nullptr;
-  troupe_attention_fn attention_ = nullptr;
-  troupe_attention_f16kv_fn attention_f16kv_ = nullptr;
-  troupe_to_f16_fn to_f16_ = nullptr;
+  troupe_kv_store_fn kv_store_ = nullptr;  // kv_store or kv_store_f16, as the pool
+  void (*attention_)(void) = nullptr;      // troupe_attention_fn or _f16kv_fn, as the pool
   troupe_silu_mul_fn silu_mul_ = nullptr;
   troupe_argmax_fn argmax_ = nullptr;
-  troupe_add_fn add_ = nullptr;
   std::string kernels_desc_;
 
   std::vector<float> inv_freq_;  // (head_dim/2) RoPE frequencies, Llama 3 scaling applied

@@ -321,6 +321,59 @@ TEST(CudaBackend, MixedBatchesMatchCpuQuantized) {
   check_mixed_batches(wide_config(true), 7, TROUPE_Q4_0, TROUPE_F16, true);
 }
 
+// Every op of the recipe goes through the registry: a non-built-in CUDA variant of matmul,
+// attention and kv_store (here counting wrappers around cuda.v1) is the one that runs in a
+// step, gives the built-in's tokens, and turns graphs off (it may sync or allocate).
+int g_cuda_calls[TROUPE_OP_COUNT];
+const kernel_registry* g_cuda_builtin;
+template <typename Fn>
+Fn builtin_of(troupe_op op) {
+  return reinterpret_cast<Fn>(g_cuda_builtin->find(op, "cuda.v1")->fn);
+}
+void counting_matmul(const troupe_kctx* c, float* y, const float* x, const void* w, int64_t m, int64_t n, int64_t k) {
+  ++g_cuda_calls[TROUPE_OP_MATMUL_F32];
+  builtin_of<troupe_matmul_fn>(TROUPE_OP_MATMUL_F32)(c, y, x, w, m, n, k);
+}
+void counting_attention(const troupe_kctx* c, float* out, const float* q, const float* kp, const float* vp,
+                        const int32_t* table, const int32_t* pos, int64_t n, int64_t h, int64_t g, int64_t hd,
+                        int64_t bs, float scale) {
+  ++g_cuda_calls[TROUPE_OP_ATTENTION];
+  builtin_of<troupe_attention_fn>(TROUPE_OP_ATTENTION)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale);
+}
+void counting_kv_store(const troupe_kctx* c, void* kp, void* vp, const float* k, const float* v, const int32_t* slots,
+                       int64_t n, int64_t g, int64_t hd, int64_t bs) {
+  ++g_cuda_calls[TROUPE_OP_KV_STORE];
+  builtin_of<troupe_kv_store_fn>(TROUPE_OP_KV_STORE)(c, kp, vp, k, v, slots, n, g, hd, bs);
+}
+
+TEST(CudaBackend, ASelectedVariantOfEveryKindOfOpRunsInTheStep) {
+  TROUPE_REQUIRE_CUDA();
+  test::random_model m(wide_config(false));
+  kernel_registry builtin, counted;
+  kern::cuda::register_all(builtin);
+  kern::cuda::register_all(counted);
+  g_cuda_builtin = &builtin;
+  auto fn = [](auto* f) { return reinterpret_cast<void (*)(void)>(f); };
+  counted.add({TROUPE_OP_MATMUL_F32, TROUPE_BACKEND_CUDA, "test.count", fn(counting_matmul)});
+  counted.add({TROUPE_OP_ATTENTION, TROUPE_BACKEND_CUDA, "test.count", fn(counting_attention)});
+  counted.add({TROUPE_OP_KV_STORE, TROUPE_BACKEND_CUDA, "test.count", fn(counting_kv_store)});
+  std::fill(std::begin(g_cuda_calls), std::end(g_cuda_calls), 0);
+  auto want = cuda_backend(m, builtin, cuda_opts(false, 16));
+  auto got = cuda_backend(m, counted, cuda_opts(false, 16));
+  EXPECT_NE(got.describe().find("matmul_f32=test.count"), std::string::npos) << got.describe();
+  EXPECT_NE(got.describe().find("graphs off"), std::string::npos) << got.describe();
+  step_plan p;
+  p.seqs.push_back(work(1, prompt(9, 1, m.config().vocab_size), 0, {0}));
+  p.seqs.push_back(work(2, {3}, 0, {1}));
+  const step_result a = want.step(p), b = got.step(p);
+  for (troupe_op op : {TROUPE_OP_MATMUL_F32, TROUPE_OP_ATTENTION, TROUPE_OP_KV_STORE})
+    EXPECT_GT(g_cuda_calls[op], 0) << op_name(op) << " did not run the selected variant";
+  ASSERT_EQ(a.outputs.size(), b.outputs.size());
+  for (size_t i = 0; i < a.outputs.size(); ++i) EXPECT_EQ(a.outputs[i].token, b.outputs[i].token) << i;
+  EXPECT_TRUE(all_close(got.last_logits(0), want.last_logits(0), 1e-4f, 1e-4f));
+  g_cuda_builtin = nullptr;
+}
+
 TEST(CudaBackend, GraphsOffGivesTheSameTokens) {
   TROUPE_REQUIRE_CUDA();
   test::random_model m(wide_config(false));

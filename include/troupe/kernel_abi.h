@@ -14,10 +14,12 @@
 extern "C" {
 #endif
 
-/* 2: the KV pools of the attention ops are (n_blocks, n_kv_heads, block_size, head_dim)
+/* 3: kv_store, kv_store_f16 and add_rmsnorm added, so that every op of the model's forward
+ * pass goes through the registry on both backends (op ids after to_f16 are new).
+ * 2: the KV pools of the attention ops are (n_blocks, n_kv_heads, block_size, head_dim)
  * (version 1 had (n_blocks, block_size, n_kv_heads, head_dim)); argmax, attention_f16kv and
- * to_f16 added. A plugin built against version 1 is refused at load. */
-#define TROUPE_KERNEL_ABI_VERSION 2
+ * to_f16 added. A plugin built against another version is refused at load. */
+#define TROUPE_KERNEL_ABI_VERSION 3
 
 /* Weight and activation types (values match GGML's type ids where they exist). */
 typedef enum troupe_dtype {
@@ -76,6 +78,22 @@ typedef void (*troupe_attention_f16kv_fn)(const troupe_kctx* ctx, float* out, co
  * NaN): how K and V rows enter an f16 pool. */
 typedef void (*troupe_to_f16_fn)(const troupe_kctx* ctx, uint16_t* out, const float* x, int64_t n);
 
+/* x(rows, dim) += residual(rows, dim), then out(rows, dim) = rmsnorm(x) * w as
+ * troupe_rmsnorm_fn: the residual add that precedes every norm of a layer, fused so that x
+ * is read once. out must not alias x or residual. */
+typedef void (*troupe_add_rmsnorm_fn)(const troupe_kctx* ctx, float* out, float* x, const float* residual,
+                                      const float* w, int64_t rows, int64_t dim, float eps);
+
+/* Writes the keys and values of new tokens into one layer's paged pool.
+ * k, v: (n_tokens, n_kv_heads * head_dim) f32. slots (n_tokens): token t goes to slot
+ * s = slots[t] = block * block_size + offset (a negative slot skips the token); its KV head
+ * g lands in row (block * n_kv_heads + g) * block_size + offset of the pool, laid out as for
+ * troupe_attention_fn. The pools hold f32 (kv_store) or IEEE f16 bits rounded as
+ * troupe_to_f16_fn (kv_store_f16). */
+typedef void (*troupe_kv_store_fn)(const troupe_kctx* ctx, void* k_pool, void* v_pool, const float* k, const float* v,
+                                   const int32_t* slots, int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim,
+                                   int64_t block_size);
+
 /* out(n) = silu(gate(n)) * up(n). out may alias gate. */
 typedef void (*troupe_silu_mul_fn)(const troupe_kctx* ctx, float* out, const float* gate, const float* up, int64_t n);
 
@@ -115,6 +133,9 @@ typedef enum troupe_op {
   TROUPE_OP_ARGMAX,
   TROUPE_OP_ATTENTION_F16KV,
   TROUPE_OP_TO_F16,
+  TROUPE_OP_KV_STORE,
+  TROUPE_OP_KV_STORE_F16,
+  TROUPE_OP_ADD_RMSNORM,
   TROUPE_OP_COUNT
 } troupe_op;
 

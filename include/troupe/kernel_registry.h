@@ -14,6 +14,11 @@ namespace troupe {
 std::string_view op_name(troupe_op op);  // "matmul_q8_0", "rmsnorm", ...
 bool op_from_name(std::string_view name, troupe_op* out);
 
+// The member of op's family that runs on data of type t: matmul_* and embedding_* by weight
+// type, attention / attention_f16kv and kv_store / kv_store_f16 by KV pool type; every other
+// op takes f32 only. False when the family has no member for t (attention on q8_0, say).
+bool op_for_dtype(troupe_op op, troupe_dtype t, troupe_op* out);
+
 class kernel_registry {
  public:
   kernel_registry() = default;
@@ -34,6 +39,13 @@ class kernel_registry {
   // (the last added by the backend's registration), overridden by select().
   void select(troupe_op op, std::string_view name);  // throws if unknown
   const troupe_kernel_variant& selected(troupe_op op, troupe_backend b = TROUPE_BACKEND_CPU) const;
+
+  // Whether a variant of op's family for type t (op_for_dtype) is registered for backend b:
+  // what a backend asks at construction for each weight type and KV type of its model.
+  bool supports(troupe_op op, troupe_backend b, troupe_dtype t) const;
+  // The selected variant of op's family for type t on backend b; throws
+  // troupe::error(unimplemented) naming the op, the backend and the dtype when !supports.
+  const troupe_kernel_variant& require(troupe_op op, troupe_backend b, troupe_dtype t) const;
 
   template <typename Fn>
   Fn get(troupe_op op, troupe_backend b = TROUPE_BACKEND_CPU) const {

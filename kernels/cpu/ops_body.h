@@ -343,11 +343,21 @@ void add(const troupe_kctx* ctx, float* out, const float* a, const float* b, int
   });
 }
 
+// One row: o = x / rms(x) * w, given ss = sum(x^2).
+void rmsnorm_scale(float* o, const float* xr, const float* w, int64_t dim, float ss, float eps) {
+  const vf scale = vset1(1.0f / sqrtf(ss / (float)dim + eps));
+  int64_t i = 0;
+  for (; i + VL <= dim; i += VL) vstore(o + i, vmul(vmul(vload(xr + i), scale), vload(w + i)));
+  if (i < dim) {
+    const int rest = (int)(dim - i);
+    vstore_n(o + i, vmul(vmul(vload_n(xr + i, rest), scale), vload_n(w + i, rest)), rest);
+  }
+}
+
 void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w, int64_t rows, int64_t dim, float eps) {
   parallel(threads_for(ctx, rows * dim), rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
-      float* o = out + r * dim;
       vf ss0 = vzero(), ss1 = vzero();
       int64_t i = 0;
       for (; i + 2 * VL <= dim; i += 2 * VL) {
@@ -359,13 +369,35 @@ void rmsnorm(const troupe_kctx* ctx, float* out, const float* x, const float* w,
         const vf a = vload_n(xr + i, (int)min64(VL, dim - i));
         ss0 = vfma(a, a, ss0);
       }
-      const float ss = vhsum(vadd(ss0, ss1));
-      const vf scale = vset1(1.0f / sqrtf(ss / (float)dim + eps));
-      for (i = 0; i + VL <= dim; i += VL) vstore(o + i, vmul(vmul(vload(xr + i), scale), vload(w + i)));
-      if (i < dim) {
-        const int rest = (int)(dim - i);
-        vstore_n(o + i, vmul(vmul(vload_n(xr + i, rest), scale), vload_n(w + i, rest)), rest);
+      rmsnorm_scale(out + r * dim, xr, w, dim, vhsum(vadd(ss0, ss1)), eps);
+    }
+  });
+}
+
+// The sums of squares run over the added rows in rmsnorm's order, so that the result is
+// bit for bit that of add then rmsnorm.
+void add_rmsnorm(const troupe_kctx* ctx, float* out, float* x, const float* residual, const float* w, int64_t rows,
+                 int64_t dim, float eps) {
+  parallel(threads_for(ctx, rows * dim), rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* xr = x + r * dim;
+      const float* rr = residual + r * dim;
+      vf ss0 = vzero(), ss1 = vzero();
+      int64_t i = 0;
+      for (; i + 2 * VL <= dim; i += 2 * VL) {
+        const vf a = vadd(vload(xr + i), vload(rr + i)), b = vadd(vload(xr + i + VL), vload(rr + i + VL));
+        vstore(xr + i, a);
+        vstore(xr + i + VL, b);
+        ss0 = vfma(a, a, ss0);
+        ss1 = vfma(b, b, ss1);
       }
+      for (; i < dim; i += VL) {
+        const int rest = (int)min64(VL, dim - i);
+        const vf a = vadd(vload_n(xr + i, rest), vload_n(rr + i, rest));
+        vstore_n(xr + i, a, rest);
+        ss0 = vfma(a, a, ss0);
+      }
+      rmsnorm_scale(out + r * dim, xr, w, dim, vhsum(vadd(ss0, ss1)), eps);
     }
   });
 }
@@ -644,6 +676,39 @@ void to_f16(const troupe_kctx* ctx, uint16_t* out, const float* x, int64_t n) {
   });
 }
 
+// ============================ KV store ============================
+// A decode step stores one row per sequence, too little to split; a prefill chunk is
+// split by tokens.
+
+template <bool F16>
+void kv_store(const troupe_kctx* ctx, void* k_pool, void* v_pool, const float* k, const float* v, const int32_t* slots,
+              int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim, int64_t block_size) {
+  const int64_t kv_dim = n_kv_heads * head_dim, elem = F16 ? 2 : 4;
+  parallel(threads_for(ctx, n_tokens * kv_dim), n_tokens, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      if (slots[t] < 0) continue;
+      const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
+      for (int64_t g = 0; g < n_kv_heads; ++g) {
+        const int64_t at = ((block * n_kv_heads + g) * block_size + offset) * head_dim * elem;  // bytes
+        const float *ks = k + t * kv_dim + g * head_dim, *vs = v + t * kv_dim + g * head_dim;
+        if (F16) {
+          uint16_t* kd = reinterpret_cast<uint16_t*>(static_cast<char*>(k_pool) + at);
+          uint16_t* vd = reinterpret_cast<uint16_t*>(static_cast<char*>(v_pool) + at);
+          int64_t i = 0;
+          for (; i + VL <= head_dim; i += VL) {
+            vstore_f16(kd + i, vload(ks + i));
+            vstore_f16(vd + i, vload(vs + i));
+          }
+          for (; i < head_dim; ++i) kd[i] = f2h(ks[i]), vd[i] = f2h(vs[i]);
+        } else {
+          memcpy(static_cast<char*>(k_pool) + at, ks, head_dim * sizeof(float));
+          memcpy(static_cast<char*>(v_pool) + at, vs, head_dim * sizeof(float));
+        }
+      }
+    }
+  });
+}
+
 // ============================ argmax and log-partition ============================
 // One pass for the maximum (blocks of k_argmax_block, whose maxima also locate the first
 // block holding it), one for sum(exp(x - max)): float sums of k_argmax_block terms per
@@ -720,6 +785,9 @@ int get_variants(troupe_kernel_variant* out) {
       var(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax)),
       var(TROUPE_OP_ATTENTION_F16KV, static_cast<troupe_attention_f16kv_fn>(attention_f16kv)),
       var(TROUPE_OP_TO_F16, static_cast<troupe_to_f16_fn>(to_f16)),
+      var(TROUPE_OP_KV_STORE, static_cast<troupe_kv_store_fn>(kv_store<false>)),
+      var(TROUPE_OP_KV_STORE_F16, static_cast<troupe_kv_store_fn>(kv_store<true>)),
+      var(TROUPE_OP_ADD_RMSNORM, static_cast<troupe_add_rmsnorm_fn>(add_rmsnorm)),
   };
   const int count = (int)(sizeof all / sizeof all[0]);
   for (int i = 0; i < count; ++i) out[i] = all[i];

@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/roofline.h"
 #include "troupe/kernel_registry.h"
@@ -18,6 +19,8 @@ namespace troupe::kern::cuda {
 // matmul and attention variants allocate stream-ordered scratch (cudaMallocAsync), and the
 // single-token attention variant reads the query position back (one stream sync).
 void register_all(kernel_registry& registry);
+// The same variants, for a backend to fall back on when its registry holds none for CUDA.
+std::vector<troupe_kernel_variant> variants();
 
 // True when a CUDA device is present, its driver loads, its compute capability is at least
 // 7.5 and this build holds kernels it can run. Otherwise false with the reason in *why

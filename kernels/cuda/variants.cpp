@@ -13,6 +13,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/kv_cache.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/sampling.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -67,6 +68,18 @@ void matmul_v1(const troupe_kctx* ctx, float* y, const float* x, const void* w, 
 void rmsnorm_v1(const troupe_kctx* ctx, float* out, const float* x, const float* w, int64_t rows, int64_t dim,
                 float eps) {
   invoke_rmsnorm(out, x, w, rows, dim, eps, stream_of(ctx));
+}
+
+void add_rmsnorm_v1(const troupe_kctx* ctx, float* out, float* x, const float* residual, const float* w, int64_t rows,
+                    int64_t dim, float eps) {
+  invoke_add_rmsnorm(out, x, residual, w, rows, dim, eps, stream_of(ctx));
+}
+
+template <bool F16>
+void kv_store_v1(const troupe_kctx* ctx, void* k_pool, void* v_pool, const float* k, const float* v,
+                 const int32_t* slots, int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim, int64_t block_size) {
+  const int64_t kv_dim = n_kv_heads * head_dim;
+  invoke_kv_store(k_pool, v_pool, F16, k, v, kv_dim, slots, n_tokens, kv_dim, head_dim, block_size, stream_of(ctx));
 }
 
 void rope_v1(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
@@ -134,8 +147,8 @@ troupe_kernel_variant v(troupe_op op, F* fn) {
 
 }  // namespace
 
-void register_all(kernel_registry& registry) {
-  const troupe_kernel_variant all[] = {
+std::vector<troupe_kernel_variant> variants() {
+  return {
       v(TROUPE_OP_MATMUL_F32, static_cast<troupe_matmul_fn>(matmul_v1<TROUPE_F32>)),
       v(TROUPE_OP_MATMUL_F16, static_cast<troupe_matmul_fn>(matmul_v1<TROUPE_F16>)),
       v(TROUPE_OP_MATMUL_BF16, static_cast<troupe_matmul_fn>(matmul_v1<TROUPE_BF16>)),
@@ -154,8 +167,14 @@ void register_all(kernel_registry& registry) {
       v(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax_v1)),
       v(TROUPE_OP_ATTENTION_F16KV, static_cast<troupe_attention_f16kv_fn>(attention_v1<uint16_t>)),
       v(TROUPE_OP_TO_F16, static_cast<troupe_to_f16_fn>(to_f16_v1)),
+      v(TROUPE_OP_KV_STORE, static_cast<troupe_kv_store_fn>(kv_store_v1<false>)),
+      v(TROUPE_OP_KV_STORE_F16, static_cast<troupe_kv_store_fn>(kv_store_v1<true>)),
+      v(TROUPE_OP_ADD_RMSNORM, static_cast<troupe_add_rmsnorm_fn>(add_rmsnorm_v1)),
   };
-  for (const auto& var : all) registry.add(var);
+}
+
+void register_all(kernel_registry& registry) {
+  for (const auto& var : variants()) registry.add(var);
 }
 
 }  // namespace troupe::kern::cuda

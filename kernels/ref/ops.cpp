@@ -42,6 +42,12 @@ void rmsnorm(const troupe_kctx*, float* out, const float* x, const float* w, int
   }
 }
 
+void add_rmsnorm(const troupe_kctx* ctx, float* out, float* x, const float* residual, const float* w, int64_t rows,
+                 int64_t dim, float eps) {
+  for (int64_t i = 0; i < rows * dim; ++i) x[i] += residual[i];
+  rmsnorm(ctx, out, x, w, rows, dim, eps);
+}
+
 void rope(const troupe_kctx*, float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
           const float* inv_freq, int neox) {
   const int64_t half = head_dim / 2;
@@ -122,6 +128,29 @@ void to_f16(const troupe_kctx*, uint16_t* out, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
 }
 
+float from_f32(float x, float*) { return x; }
+uint16_t from_f32(float x, uint16_t*) { return f32_to_f16(x); }
+
+// KV: float (kv_store) or uint16_t (kv_store_f16).
+template <typename KV>
+void kv_store_typed(const troupe_kctx*, void* k_pool, void* v_pool, const float* k, const float* v,
+                    const int32_t* slots, int64_t n_tokens, int64_t n_kv_heads, int64_t head_dim, int64_t block_size) {
+  const int64_t kv_dim = n_kv_heads * head_dim;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (slots[t] < 0) continue;
+    const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
+    for (int64_t g = 0; g < n_kv_heads; ++g) {
+      const int64_t row = (block * n_kv_heads + g) * block_size + offset;
+      KV* kd = static_cast<KV*>(k_pool) + row * head_dim;
+      KV* vd = static_cast<KV*>(v_pool) + row * head_dim;
+      for (int64_t i = 0; i < head_dim; ++i) {
+        kd[i] = from_f32(k[t * kv_dim + g * head_dim + i], kd);
+        vd[i] = from_f32(v[t * kv_dim + g * head_dim + i], vd);
+      }
+    }
+  }
+}
+
 void silu_mul(const troupe_kctx*, float* out, const float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
@@ -171,6 +200,9 @@ std::vector<troupe_kernel_variant> variants() {
       v(TROUPE_OP_ARGMAX, static_cast<troupe_argmax_fn>(argmax)),
       v(TROUPE_OP_ATTENTION_F16KV, static_cast<troupe_attention_f16kv_fn>(attention_f16kv)),
       v(TROUPE_OP_TO_F16, static_cast<troupe_to_f16_fn>(to_f16)),
+      v(TROUPE_OP_KV_STORE, static_cast<troupe_kv_store_fn>(kv_store_typed<float>)),
+      v(TROUPE_OP_KV_STORE_F16, static_cast<troupe_kv_store_fn>(kv_store_typed<uint16_t>)),
+      v(TROUPE_OP_ADD_RMSNORM, static_cast<troupe_add_rmsnorm_fn>(add_rmsnorm)),
   };
 }
 

@@ -133,21 +133,7 @@ void cuda_backend::impl::load() {
   inv_freq = fb.as<float>();
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
 
-  // ---- kernel variants picked in the registry (a plugin's, say) for ops the backend can
-  // route through the ABI; the built-in "cuda.v1" ones are called directly (fused).
-  auto pick = [&](troupe_op op) -> void (*)(void) {
-    try {
-      const troupe_kernel_variant& v = registry.selected(op, TROUPE_BACKEND_CUDA);
-      if (!kernels_desc.empty()) kernels_desc += ' ';
-      kernels_desc.append(op_name(op)).append("=").append(v.name);
-      return std::string_view(v.name) == "cuda.v1" ? nullptr : v.fn;
-    } catch (const error&) {
-      return nullptr;  // nothing registered for CUDA: the built-in kernels
-    }
-  };
-  rmsnorm_override = reinterpret_cast<troupe_rmsnorm_fn>(pick(TROUPE_OP_RMSNORM));
-  rope_override = reinterpret_cast<troupe_rope_fn>(pick(TROUPE_OP_ROPE));
-  silu_mul_override = reinterpret_cast<troupe_silu_mul_fn>(pick(TROUPE_OP_SILU_MUL));
+  pick_variants();
   // Rows sampled on the host (penalties, top alternatives) use the CPU argmax variant, as
   // the CPU backend does; a registry without one leaves the sampler's scalar loop.
   try {
@@ -158,6 +144,41 @@ void cuda_backend::impl::load() {
 
   allocate_scratch();
   allocate_kv();
+}
+
+// Every op of the recipe through the registry: its CUDA variant for the op's form for each
+// device weight type and for the KV type, else the built-in one; neither is a clear error
+// naming the op, the backend and the dtype (kernel_registry::require).
+void cuda_backend::impl::pick_variants() {
+  kernel_registry builtin;
+  for (const troupe_kernel_variant& v : kern::cuda::variants()) builtin.add(v);
+  auto pick = [&](troupe_op op, troupe_dtype t) {
+    const kernel_registry& from = registry.supports(op, TROUPE_BACKEND_CUDA, t) ? registry : builtin;
+    const troupe_kernel_variant& v = from.require(op, TROUPE_BACKEND_CUDA, t);
+    const bool is_builtin = v.fn == builtin.require(op, TROUPE_BACKEND_CUDA, t).fn;
+    all_builtin = all_builtin && is_builtin;
+    const std::string item = std::string(op_name(v.op)) + "=" + v.name;
+    if (kernels_desc.find(item) == std::string::npos) kernels_desc += (kernels_desc.empty() ? "" : " ") + item;
+    return std::pair(v.fn, is_builtin);
+  };
+  auto pick_matmul = [&](dev_weight& w) {
+    const auto [fn, is_builtin] = pick(TROUPE_OP_MATMUL_F32, w.dtype);
+    w.variant = is_builtin ? nullptr : reinterpret_cast<troupe_matmul_fn>(fn);
+  };
+  for (dev_layer& L : layers)
+    for (dev_weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pick_matmul(*w);
+  pick_matmul(output);
+  const troupe_dtype kv_type = opt.kv_f16 ? TROUPE_F16 : TROUPE_F32;
+  embedding_fn = reinterpret_cast<troupe_embedding_fn>(pick(TROUPE_OP_EMBEDDING_F32, tok_embd.dtype).first);
+  gather_fn = reinterpret_cast<troupe_embedding_fn>(pick(TROUPE_OP_EMBEDDING_F32, TROUPE_F32).first);
+  rmsnorm_fn = reinterpret_cast<troupe_rmsnorm_fn>(pick(TROUPE_OP_RMSNORM, TROUPE_F32).first);
+  add_rmsnorm_fn = reinterpret_cast<troupe_add_rmsnorm_fn>(pick(TROUPE_OP_ADD_RMSNORM, TROUPE_F32).first);
+  rope_fn = reinterpret_cast<troupe_rope_fn>(pick(TROUPE_OP_ROPE, TROUPE_F32).first);
+  kv_store_fn = reinterpret_cast<troupe_kv_store_fn>(pick(TROUPE_OP_KV_STORE, kv_type).first);
+  silu_mul_fn = reinterpret_cast<troupe_silu_mul_fn>(pick(TROUPE_OP_SILU_MUL, TROUPE_F32).first);
+  argmax_fn = reinterpret_cast<troupe_argmax_fn>(pick(TROUPE_OP_ARGMAX, TROUPE_F32).first);
+  const auto [attn, attn_builtin] = pick(TROUPE_OP_ATTENTION, kv_type);
+  attention_variant = attn_builtin ? nullptr : attn;
 }
 
 cuda_backend::impl::~impl() { release(); }
@@ -327,15 +348,6 @@ void cuda_backend::impl::allocate_kv() {
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-void cuda_backend::impl::all_reduce(float* data, int64_t rows) {
-  if (!opt.comm || opt.comm->size() == 1) return;
-  // The communicator works on its own stream and syncs it before returning: this step's
-  // work so far must be finished before it reads `data`, and what follows on `stream` is
-  // queued only after it returns.
-  TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  opt.comm->all_reduce_sum(data, (size_t)(rows * cfg.dim));
-}
-
 void* cuda_backend::impl::kv_layer(int64_t layer, bool value) const {
   return kv.as<char>((size_t)(2 * layer + (value ? 1 : 0)) * layer_kv_bytes);
 }
@@ -359,7 +371,8 @@ std::string cuda_backend::describe() const {
   return std::string("cuda (") + s.prop.name + ", sm_" + std::to_string(s.prop.major) + std::to_string(s.prop.minor) +
          "; weights " + type(s.opt.dense_type) + "/quantized " + mib(s.weight_bytes) + "; KV " +
          (s.opt.kv_f16 ? "f16 " : "f32 ") + std::to_string(s.n_blocks) + " blocks x " +
-         std::to_string(s.opt.block_size) + "; graphs " + (s.opt.cuda_graphs && !s.opt.comm ? "on" : "off") +
+         std::to_string(s.opt.block_size) + "; graphs " +
+         (s.opt.cuda_graphs && !s.opt.comm && s.all_builtin ? "on" : "off") +
          (s.kernels_desc.empty() ? "" : "; " + s.kernels_desc) +
          (s.opt.comm ? "; tensor-parallel " + s.opt.comm->describe() : std::string()) + ")";
 }

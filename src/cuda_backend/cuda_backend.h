@@ -47,7 +47,10 @@ class cuda_backend : public worker_backend {
   // Keeps references to `model` and `registry` (both must outlive the backend). Uploads the
   // weights, allocates the KV pool and the scratch. Throws troupe::error: unimplemented when
   // no usable device (the reason from cuda_available), overloaded when memory runs out
-  // (asked and free amounts in the message), failed for a model it cannot run.
+  // (asked and free amounts in the message), failed for a model it cannot run. Every op
+  // runs the registry's selected CUDA variant for the device weight and KV types, or the
+  // built-in one when the registry holds none for CUDA (kern::cuda::variants()); CUDA graphs
+  // are used only while every selected variant is a built-in one.
   cuda_backend(const model_file& model, const kernel_registry& registry, const cuda_backend_options& opt);
   ~cuda_backend() override;
 

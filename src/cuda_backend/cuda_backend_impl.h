@@ -12,14 +12,18 @@
 #include "kernels/cuda/sampling.cuh"
 #include "src/cuda_backend/cuda_backend.h"
 #include "src/cuda_backend/device_buffer.h"
+#include "src/llama_recipe.h"
 
 namespace troupe {
 
-// A weight matrix on the device: (rows, cols) in dtype (dense_type, q8_0 or q4_0).
+// A weight matrix on the device: (rows, cols) in dtype (dense_type, q8_0 or q4_0), and the
+// registry's CUDA matmul variant for that dtype when it is not the built-in one (null: the
+// built-in GEMM on the backend's own cuBLAS handle and workspace).
 struct dev_weight {
   const void* data = nullptr;
   troupe_dtype dtype = TROUPE_F32;
   int64_t rows = 0, cols = 0;
+  troupe_matmul_fn variant = nullptr;
 };
 
 struct dev_layer {
@@ -55,7 +59,8 @@ struct step_shape {
   meta_layout meta;
 };
 
-struct cuda_backend::impl {
+// The recipe (src/llama_recipe.h) runs on the device buffers: impl is its executor.
+struct cuda_backend::impl final : llama_executor {
   impl(const model_file& m, const kernel_registry& r, const cuda_backend_options& o);
   ~impl();
 
@@ -76,10 +81,24 @@ struct cuda_backend::impl {
   void enqueue_forward(const step_shape& sh);
   void enqueue_sampling(const step_shape& sh);
   void run_graph(const step_shape& sh);
-  void mm(float* y, const float* x, const dev_weight& w, int64_t m);
-  void norm(float* out, float* x, const float* residual, const float* w, int64_t rows);
   void* kv_layer(int64_t layer, bool value) const;
-  void all_reduce(float* data, int64_t rows);  // (rows, dim) summed over the TP group
+  void pick_variants();  // cuda_backend.cpp
+
+  // ---- llama_executor (cuda_step.cpp): each op through its selected CUDA variant, on the
+  // backend's stream, over the metadata of the step being enqueued (shape, meta_dev)
+  float* buf(llama_act a) const;
+  const float* norm_weight(weight_id w) const;
+  const dev_weight& matrix(weight_id w) const;
+  void embedding(llama_act out, int64_t rows) override;
+  void rmsnorm(llama_act out, llama_act x, weight_id w, int64_t rows) override;
+  void add_rmsnorm(llama_act out, llama_act x, llama_act residual, weight_id w, int64_t rows) override;
+  void matmul(llama_act y, llama_act x, weight_id w, int64_t rows) override;
+  void rope(llama_act x, int64_t rows, int64_t n_heads) override;
+  void kv_store(int64_t layer, llama_act k, llama_act v, int64_t rows) override;
+  void attention(int64_t layer, llama_act out, llama_act q) override;
+  void silu_mul(llama_act gate, llama_act up, int64_t n) override;
+  void all_reduce(llama_act x, int64_t rows) override;  // (rows, dim) summed over the TP group
+  void gather_rows(llama_act out, llama_act x, int64_t n_sample) override;
 
   const model_file& model;
   const model_config& cfg;
@@ -129,12 +148,26 @@ struct cuda_backend::impl {
   pinned_buffer meta_host;
   pinned_buffer out_host;  // (S) int32 ids, then (S) float logprobs
 
-  // plugin or non-default variants chosen in the registry for the CUDA backend, or null
-  troupe_rmsnorm_fn rmsnorm_override = nullptr;
-  troupe_rope_fn rope_override = nullptr;
-  troupe_silu_mul_fn silu_mul_override = nullptr;
+  // The CUDA variant of every op of the recipe: the one the registry selected, or the
+  // built-in "cuda.v1" (kern::cuda::variants()) when the registry holds none for CUDA.
+  // Matmul variants sit in each dev_weight; attention_variant is null for the built-in,
+  // which runs batched over all sequences (decode partitions, prefill tiles) instead of
+  // per sequence through the ABI.
+  troupe_embedding_fn embedding_fn = nullptr;  // by tok_embd's device dtype
+  troupe_embedding_fn gather_fn = nullptr;     // embedding_f32: the sampled rows
+  troupe_rmsnorm_fn rmsnorm_fn = nullptr;
+  troupe_add_rmsnorm_fn add_rmsnorm_fn = nullptr;
+  troupe_rope_fn rope_fn = nullptr;
+  troupe_kv_store_fn kv_store_fn = nullptr;  // kv_store or kv_store_f16, as the pool
+  troupe_silu_mul_fn silu_mul_fn = nullptr;
+  troupe_argmax_fn argmax_fn = nullptr;       // greedy rows, on the device
+  void (*attention_variant)(void) = nullptr;  // troupe_attention_fn or _f16kv_fn, as the pool
+  // Only the built-in variants are known to be capturable (no sync, no allocation).
+  bool all_builtin = true;
   troupe_argmax_fn host_argmax = nullptr;  // for sample_next on the host
   std::string kernels_desc;
+  const step_shape* shape = nullptr;  // of the step being enqueued
+  step_batch batch;                   // host arrays of the step being planned
 
   // decode graphs by (n_seqs, n_sample, n_parts, table stride)
   std::map<std::tuple<int64_t, int64_t, int, int64_t>, cudaGraphExec_t> graphs;
