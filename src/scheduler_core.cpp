@@ -90,7 +90,9 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   rep.peer = peer;
   rep.last_seen = now;
   rep.model = r.model;
-  policy_->add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks}, now);
+  sched::replica_info info{rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks};
+  info.plan_diffs = r.plan_diffs;  // an older worker takes every sequence in full
+  policy_->add_replica(info, now);
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
   spdlog::info(
