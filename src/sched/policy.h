@@ -27,6 +27,8 @@
 
 namespace troupe::sched {
 
+class policy_observer;  // policy_observer.h
+
 enum class finish_reason : unsigned char { none, stop, length, cancelled, error };
 
 struct request {
@@ -46,6 +48,10 @@ struct replica_info {
   // The worker's host pool for preemption_mode::swap, in blocks (reported at registration);
   // -1 = policy_config::host_kv_blocks.
   int64_t host_kv_blocks = -1;
+  // The worker caches sequences between plans (seq_cache): a sequence's work after its first
+  // on this replica is a diff (seq_work::diff), and step_plan::released says what to drop.
+  // false: every work is full (workers from before plans as diffs register so).
+  bool plan_diffs = true;
 };
 
 // How a preempted sequence gives back its KV blocks. recompute frees them and re-prefills
@@ -198,6 +204,9 @@ class policy {
   std::string check_invariants() const;
   // The JSONL trace recorded since the last call (policy_config::trace); see trace.h.
   std::string take_trace();
+  // Tells `o` every decision from now on (policy_observer.h), after the trace writer and
+  // earlier observers; `o` must outlive the policy.
+  void add_observer(policy_observer& o);
 
  private:
   struct impl;
