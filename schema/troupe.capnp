@@ -131,6 +131,7 @@ struct WorkerRegistration {
   blockSize @4 :Int32;    # tokens per block
   maxBatch @5 :Int32;     # sequences per step
   hostBlocks @6 :Int64;   # host pool for preemption by swap, in blocks; 0 = none
+  planDiffs @7 :Bool;     # caches sequences between plans: takes SeqWork diffs (older workers: false)
 }
 
 struct Registered {
@@ -151,6 +152,10 @@ struct SeqWork {
   history @6 :List(Int32);
   nPrompt @7 :Int32;
   feedLastSampled @8 :Bool;
+  # Only what is new since this sequence's previous work on this worker: blockTable holds the
+  # blocks appended since, and sampling, history and nPrompt are not set (the worker keeps
+  # them from the sequence's full work, see include/troupe/step.h).
+  diff @9 :Bool;
 }
 
 # A KV block copy done before the step's compute (preemption by swap). A worker that
@@ -165,6 +170,7 @@ struct StepPlan {
   seqs @1 :List(SeqWork);
   swapOut @2 :List(BlockCopy);  # device -> host, first
   swapIn @3 :List(BlockCopy);   # host -> device, then
+  released @4 :List(UInt64);    # seq ids whose cached state the worker drops, before the work
 }
 
 struct SeqOutput {

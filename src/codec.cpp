@@ -216,11 +216,15 @@ void put(wire::StepPlan::Builder b, const step_plan& p) {
     s.setStartPos(w.start_pos);
     set_list(s.initBlockTable(w.block_table.size()), w.block_table);
     s.setSample(w.sample);
-    put(s.initSampling(), w.sampling);
-    set_list(s.initHistory(w.history.size()), w.history);
-    s.setNPrompt(w.n_prompt);
+    if (!w.diff) {  // a diff's sampling state is the worker's cached one
+      put(s.initSampling(), w.sampling);
+      set_list(s.initHistory(w.history.size()), w.history);
+      s.setNPrompt(w.n_prompt);
+    }
     s.setFeedLastSampled(w.feed_last_sampled);
+    s.setDiff(w.diff);
   }
+  if (!p.released.empty()) set_list(b.initReleased(p.released.size()), p.released);
   auto copies = [](auto list, const std::vector<block_copy>& v) {
     for (unsigned i = 0; i < v.size(); ++i) {
       list[i].setDeviceBlock(v[i].device_block);
@@ -248,12 +252,16 @@ step_plan get(wire::StepPlan::Reader r) {
     w.start_pos = s.getStartPos();
     w.block_table = to_vector<int32_t>(s.getBlockTable());
     w.sample = s.getSample();
-    w.sampling = get(s.getSampling());
-    w.history = to_vector<int32_t>(s.getHistory());
-    w.n_prompt = s.getNPrompt();
+    w.diff = s.getDiff();
+    if (!w.diff) {
+      w.sampling = get(s.getSampling());
+      w.history = to_vector<int32_t>(s.getHistory());
+      w.n_prompt = s.getNPrompt();
+    }
     w.feed_last_sampled = s.getFeedLastSampled();
     p.seqs.push_back(std::move(w));
   }
+  p.released = to_vector<uint64_t>(r.getReleased());
   p.swap_out = get(r.getSwapOut());
   p.swap_in = get(r.getSwapIn());
   return p;
@@ -440,6 +448,7 @@ std::string encode_with_version(const proto::control_message& m, uint32_t versio
                           w.setBlockSize(r.block_size);
                           w.setMaxBatch(r.max_batch);
                           w.setHostBlocks(r.host_blocks);
+                          w.setPlanDiffs(r.plan_diffs);
                         },
                         [&](const proto::registered& r) { root.initRegistered().setReplicaId(r.replica_id); },
                         [&](const proto::heartbeat& h) { root.initHeartbeat().setSeq(h.seq); },
@@ -516,7 +525,7 @@ proto::control_message decode_control(std::string_view bytes, const limits& lim)
       case wire::ControlMessage::REGISTRATION: {
         auto w = r.getRegistration();
         return proto::worker_registration{str(w.getNode()), str(w.getDevice()), str(w.getModel()), w.getKvBlocks(),
-                                          w.getBlockSize(), w.getMaxBatch(),    w.getHostBlocks()};
+                                          w.getBlockSize(), w.getMaxBatch(),    w.getHostBlocks(), w.getPlanDiffs()};
       }
       case wire::ControlMessage::REGISTERED:
         return proto::registered{r.getRegistered().getReplicaId()};

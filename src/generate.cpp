@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "src/sched/driver.h"
+#include "src/seq_cache.h"
 #include "src/text_stream.h"
 #include "troupe/error.h"
 
@@ -184,6 +185,7 @@ std::vector<generation_output> generate(worker_backend& backend, const tokenizer
   }
 
   local_run run(seqs, on_text);
+  seq_cache cache;  // what a worker keeps of each sequence between plans
   sched::null_sink drop;
   while (run.unfinished() > 0) {
     drv.pump(now_s(), run);
@@ -204,7 +206,7 @@ std::vector<generation_output> generate(worker_backend& backend, const tokenizer
       }
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const step_result result = backend.step(*plan);
+    const step_result result = cache.step(backend, *plan);  // plans are diffs after the first
     drv.on_result(replica.id, result, now_s(), run);
     for (uint64_t id : run.take_stopped()) drv.cancel(id, now_s(), drop);
     (prefill ? tm.prefill_ms : tm.decode_ms) += ms_between(t0, std::chrono::steady_clock::now());

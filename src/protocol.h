@@ -74,6 +74,7 @@ struct worker_registration {
   int32_t block_size = 16;
   int32_t max_batch = 64;
   int64_t host_blocks = 0;  // host pool for preemption by swap; 0 = none
+  bool plan_diffs = false;  // caches sequences between plans (seq_cache): it takes diffs
 };
 
 struct registered {

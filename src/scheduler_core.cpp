@@ -116,7 +116,9 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   rep.peer = peer;
   rep.last_seen = now;
   rep.model = r.model;
-  driver_.add_replica({rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, r.model}, now);
+  sched::replica_info info{rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, r.model};
+  info.plan_diffs = r.plan_diffs;  // an older worker takes every sequence in full
+  driver_.add_replica(info, now);
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
   spdlog::info(

@@ -34,6 +34,7 @@ void check_step_plan(const step_plan& plan, const step_limits& lim) {
   int64_t total = 0;
   for (const seq_work& w : plan.seqs) {
     const std::string who = "step " + std::to_string(plan.step_id) + ": seq " + std::to_string(w.seq_id) + ": ";
+    if (w.diff) fail(who + "a diff reached the backend (it needs the worker's seq_cache)", "diff");
     if (w.tokens.empty()) fail(who + "no tokens to feed", "tokens");
     if (w.start_pos < 0) fail(who + "negative start_pos " + std::to_string(w.start_pos), "start_pos");
     const int64_t end = (int64_t)w.start_pos + (int64_t)w.tokens.size();

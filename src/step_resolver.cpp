@@ -16,7 +16,9 @@ void step_resolver::resolve(step_plan& plan) const {
                       ": feed_last_sampled needs one token and a token sampled for it in the previous step",
                   "tokens");
     w.tokens[0] = it->second;
-    w.history.push_back(it->second);
+    // A diff's history is the worker's cached one, which already ends with that token
+    // (seq_cache appends what it samples).
+    if (!w.diff) w.history.push_back(it->second);
     w.feed_last_sampled = false;
   }
 }

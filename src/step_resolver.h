@@ -18,8 +18,9 @@ namespace troupe {
 
 class step_resolver {
  public:
-  // Writes the remembered token into each placeholder's tokens[0] and appends it to its
-  // history (penalties, the sampling draw). Throws troupe::error(failed, field tokens) when
+  // Writes the remembered token into each placeholder's tokens[0] and, for full work,
+  // appends it to its history (penalties, the sampling draw); a diff's cached history has
+  // it already. Throws troupe::error(failed, field tokens) when
   // the previous step sampled nothing for such a sequence.
   void resolve(step_plan& plan) const;
   // Remembers what `result` (of `plan`) sampled, forgetting the step before.

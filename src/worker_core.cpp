@@ -8,8 +8,8 @@ worker_core::worker_core(std::unique_ptr<worker_backend> backend, worker_identit
     : backend_(std::move(backend)), id_(std::move(id)) {}
 
 proto::worker_registration worker_core::registration() const {
-  return {id_.node,      backend_->describe(),   id_.model, backend_->kv_blocks(), backend_->block_size(),
-          id_.max_batch, backend_->host_blocks()};
+  return {id_.node,      backend_->describe(),    id_.model, backend_->kv_blocks(), backend_->block_size(),
+          id_.max_batch, backend_->host_blocks(), true};
 }
 
 proto::step_outcome worker_core::step(step_plan& plan) {
@@ -17,12 +17,13 @@ proto::step_outcome worker_core::step(step_plan& plan) {
   o.result.step_id = plan.step_id;
   try {
     resolver_.resolve(plan);
-    o.result = backend_->step(plan);
+    o.result = backend_->expands_plan_diffs() ? backend_->step(plan) : cache_.step(*backend_, plan);
     o.result.step_id = plan.step_id;
     resolver_.remember(o.result);
     ++steps_;
   } catch (const std::exception& e) {
     resolver_.clear();
+    cache_.clear();
     o.error = e.what();
   }
   return o;

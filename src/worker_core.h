@@ -5,6 +5,7 @@
 #include <string>
 
 #include "src/protocol.h"
+#include "src/seq_cache.h"
 #include "src/step_resolver.h"
 #include "troupe/model.h"
 
@@ -24,8 +25,9 @@ class worker_core {
   // re-plans this worker's sequences elsewhere) instead of ending the process. Plans must
   // come in the order the scheduler sent them: placeholders (seq_work::feed_last_sampled)
   // are resolved from the previous step's samples before the backend (a tensor-parallel
-  // leader relays the resolved plan) sees the plan, in place (a plan carries every
-  // sequence's history: a copy per step would double what the step's decoding cost).
+  // leader relays the resolved plan) sees the plan, in place. Diffs (seq_work::diff) are
+  // expanded by a seq_cache here, unless the backend expands them itself (a tensor-parallel
+  // leader, after relaying them).
   proto::step_outcome step(step_plan& plan);
   uint64_t steps() const { return steps_; }
 
@@ -33,6 +35,7 @@ class worker_core {
   std::unique_ptr<worker_backend> backend_;
   worker_identity id_;
   step_resolver resolver_;
+  seq_cache cache_;  // unused when backend_->expands_plan_diffs()
   uint64_t steps_ = 0;
 };
 

@@ -180,6 +180,44 @@ TEST(Codec, ControlMessagesRoundTrip) {
   EXPECT_EQ(pe.error.field, "protocolVersion");
 }
 
+// Plans as diffs: a diff carries no sampling state, history or n_prompt, whatever the struct
+// holds; the released ids and the registration's planDiffs cross intact.
+TEST(Codec, DiffWorkAndReleasedIdsRoundTrip) {
+  auto rt = [](const proto::control_message& m) { return codec::decode_control(codec::encode(m)); };
+  step_plan p;
+  p.step_id = 8;
+  p.released = {4, 1ull << 40};
+  seq_work w;
+  w.seq_id = 3;
+  w.tokens = {11};
+  w.start_pos = 40;
+  w.block_table = {9};
+  w.sampling = some_sampling();
+  w.history = {1, 2, 3};
+  w.n_prompt = 2;
+  w.diff = true;
+  p.seqs = {w};
+  const std::string bytes = codec::encode(proto::control_message{p});
+  auto p2 = std::get<step_plan>(codec::decode_control(bytes));
+  EXPECT_EQ(p2.released, p.released);
+  ASSERT_EQ(p2.seqs.size(), 1u);
+  EXPECT_TRUE(p2.seqs[0].diff);
+  EXPECT_EQ(p2.seqs[0].tokens, w.tokens);
+  EXPECT_EQ(p2.seqs[0].block_table, w.block_table);
+  EXPECT_TRUE(p2.seqs[0].history.empty());
+  EXPECT_EQ(p2.seqs[0].n_prompt, 0);
+  EXPECT_EQ(p2.seqs[0].sampling.stop_strings, sampling_params{}.stop_strings);
+  w.diff = false;
+  p.seqs = {w};
+  EXPECT_GT(codec::encode(proto::control_message{p}).size(), bytes.size());
+  EXPECT_FALSE(std::get<step_plan>(rt(p)).seqs[0].diff);
+
+  proto::worker_registration reg{"n1", "cpu", "m", 100, 16, 8};
+  EXPECT_FALSE(std::get<proto::worker_registration>(rt(reg)).plan_diffs);  // as from an older worker
+  reg.plan_diffs = true;
+  EXPECT_TRUE(std::get<proto::worker_registration>(rt(reg)).plan_diffs);
+}
+
 TEST(Codec, WrongVersionNamesBothVersions) {
   auto bytes = codec::encode_with_version(proto::client_message{proto::cancel_job{"x"}}, 99);
   try {

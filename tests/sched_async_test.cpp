@@ -37,7 +37,9 @@ const seq_work* find_work(const planned_step& ps, uint64_t id) {
 
 TEST(SchedAsync, NextStepIsPlannedWhileOneIsInFlight) {
   policy p(async_config());
-  p.add_replica(replica(0, 64), 0.0);
+  replica_info full = replica(0, 64);
+  full.plan_diffs = false;  // every plan carries the history the scheduler knows
+  p.add_replica(full, 0.0);
   ASSERT_TRUE(p.submit(make_request(1, 5, 10), 0.0).accepted);
   fake_worker w;
   auto a = p.schedule(0, 0.1);

@@ -78,6 +78,7 @@ TEST(SchedPolicy, ChunkedPrefillKeepsDecodesRunning) {
   w.step(p, 0, 0.1);  // prefill of request 1
   ASSERT_TRUE(p.submit(make_request(2, 1000, 4), 0.2).accepted);
   int32_t prev_end = 0, chunks = 0;
+  std::vector<int32_t> table_2;  // request 2's table as its worker holds it
   for (int i = 0; i < 30 && !w.streamed.count(2); ++i) {
     auto ps = w.step(p, 0, 0.3 + 0.1 * i);
     ASSERT_TRUE(ps);
@@ -89,7 +90,9 @@ TEST(SchedPolicy, ChunkedPrefillKeepsDecodesRunning) {
     EXPECT_EQ(b->start_pos, prev_end);  // chunks follow one another
     prev_end = b->start_pos + static_cast<int32_t>(b->tokens.size());
     EXPECT_EQ(b->sample, prev_end == 1000);
-    EXPECT_EQ(b->block_table.size(), static_cast<size_t>((prev_end + 15) / 16));
+    EXPECT_EQ(b->diff, chunks > 0);  // the first chunk in full, later ones as diffs
+    follow_table(table_2, *b);
+    EXPECT_EQ(table_2.size(), static_cast<size_t>((prev_end + 15) / 16));
     ++chunks;
   }
   EXPECT_EQ(prev_end, 1000);
@@ -335,6 +338,7 @@ TEST(SchedPolicy, SwapEmitsCopyListsForTheWorker) {
   ASSERT_TRUE(p.submit(make_request(2, 8, 24), 0.1).accepted);
   fake_worker w;
   std::vector<int32_t> victim_table;  // request 2's blocks before it was swapped out
+  std::vector<int32_t> table_2;       // request 2's table as its worker holds it
   int32_t victim_computed = 0;
   bool out_seen = false, in_seen = false;
   for (int i = 0; i < 200 && w.finished.size() < 2; ++i) {
@@ -358,6 +362,7 @@ TEST(SchedPolicy, SwapEmitsCopyListsForTheWorker) {
       ASSERT_TRUE(out_seen);
       in_seen = true;
       ASSERT_NE(two, nullptr);
+      EXPECT_FALSE(two->diff);                     // a swapped-in sequence is sent in full
       EXPECT_EQ(two->start_pos, victim_computed);  // resumes where it stopped
       ASSERT_EQ(ps->plan.swap_in.size(), victim_table.size());
       for (size_t k = 0; k < victim_table.size(); ++k) {
@@ -366,8 +371,9 @@ TEST(SchedPolicy, SwapEmitsCopyListsForTheWorker) {
       }
       EXPECT_EQ(p.stats(0)->host_blocks_used, 0);
     }
+    if (two) follow_table(table_2, *two);
     if (two && !out_seen) {
-      victim_table = two->block_table;
+      victim_table = table_2;
       victim_computed = two->start_pos + static_cast<int32_t>(two->tokens.size());
     }
     w.record(p.on_result(0, w.run(*ps), 1.0 + 0.01 * i));

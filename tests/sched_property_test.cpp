@@ -141,19 +141,38 @@ class workload {
   void check_plan(const planned_step& ps, const replica_info& info) {
     int32_t tokens = 0;
     ASSERT_LE(ps.plan.seqs.size(), static_cast<size_t>(info.max_batch));
+    for (uint64_t id : ps.plan.released) ASSERT_EQ(held_.erase({info.id, id}), 1u) << "released " << id;
     for (const seq_work& w : ps.plan.seqs) {
       const auto n = static_cast<int32_t>(w.tokens.size());
       tokens += n;
       ASSERT_GT(n, 0);
-      ASSERT_GE(static_cast<int64_t>(w.block_table.size()) * info.block_size, w.start_pos + n);
-      for (int32_t b : w.block_table) ASSERT_TRUE(b >= 0 && b < info.kv_blocks);
+      // A diff extends what the replica's worker holds of the sequence: only a sequence
+      // the replica's previous plans sent in full, and not released since.
+      const auto held = held_.find({info.id, w.seq_id});
+      ASSERT_TRUE(!w.diff || held != held_.end()) << "a diff of request " << w.seq_id << " its worker never got";
+      // Sent in full again only after its worker was told to drop it (released).
+      ASSERT_TRUE(w.diff || held == held_.end()) << "request " << w.seq_id << " in full again, never released";
+      std::vector<int32_t>& table = held_[{info.id, w.seq_id}];
+      follow_table(table, w);
+      ASSERT_GE(static_cast<int64_t>(table.size()) * info.block_size, w.start_pos + n);
+      for (int32_t b : table) ASSERT_TRUE(b >= 0 && b < info.kv_blocks);
       const job& j = jobs_.at(w.seq_id);
-      // The history is the prompt plus exactly what the client has seen.
+      // The history is the prompt plus exactly what the client has seen; a diff carries
+      // none, and its worker's expansion must give that same history (checked when it runs).
       std::vector<int32_t> want = j.req.prompt;
       const auto& seen = worker_.streamed[w.seq_id];
       want.insert(want.end(), seen.begin(), seen.end());
-      ASSERT_EQ(w.history, want);
-      ASSERT_EQ(w.n_prompt, static_cast<int32_t>(j.req.prompt.size()));
+      if (!w.diff) {
+        ASSERT_EQ(w.history, want);
+        ASSERT_EQ(w.n_prompt, static_cast<int32_t>(j.req.prompt.size()));
+      } else {
+        ASSERT_TRUE(w.history.empty());
+      }
+      auto& full = worker_.expected[{ps.plan.step_id, w.seq_id}];
+      full.history = want;
+      if (w.feed_last_sampled) full.history.push_back(token_at(w.seq_id, static_cast<int32_t>(want.size())));
+      full.table = table;
+      full.n_prompt = static_cast<int32_t>(j.req.prompt.size());
       if (w.feed_last_sampled) {  // the token being sampled now: right after what was seen
         ASSERT_GT(cfg_.max_inflight_steps, 1);
         ASSERT_EQ(w.tokens, std::vector<int32_t>{-1});
@@ -193,6 +212,8 @@ class workload {
   uint32_t next_replica_ = 0;
   std::map<uint64_t, job> jobs_;
   fake_worker worker_;
+  // (replica, request) -> the block table its worker holds, from the plans sent there.
+  std::map<std::pair<uint32_t, uint64_t>, std::vector<int32_t>> held_;
 };
 
 TEST(SchedProperty, InvariantsHoldOverManySeededWorkloads) {

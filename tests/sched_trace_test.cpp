@@ -1,9 +1,11 @@
 // The JSONL step trace: what it records, and replaying it through a fresh policy.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "src/sched/policy.h"
+#include "src/sched/policy_observer.h"
 #include "src/sched/trace.h"
 #include "tests/sched_test_support.h"
 
@@ -171,6 +173,68 @@ TEST(SchedTrace, ReadsArrivalsAndFinishes) {
   EXPECT_EQ(length, 5u);
   std::istringstream bad("{\"ev\":\"submit\"}\n");
   EXPECT_THROW(read_trace_events(bad), error);
+}
+
+}  // namespace
+}  // namespace troupe::sched::test
+
+namespace troupe::sched::test {
+namespace {
+
+// Tracing is one observer of the policy's decisions; any other sees the same decisions, and
+// without tracing too.
+struct counting_observer : policy_observer {
+  int submits = 0, cancels = 0, steps = 0, results = 0, replicas = 0;
+  std::vector<int32_t> allocated, freed;
+  void on_add_replica(double, const replica_info&) override { ++replicas; }
+  void on_submit(double, const request&, const admission&) override { ++submits; }
+  void on_cancel(double, uint64_t, const std::vector<int32_t>& f) override {
+    ++cancels;
+    freed.insert(freed.end(), f.begin(), f.end());
+  }
+  void on_step(const step_decision& s) override {
+    ++steps;
+    for (const auto& q : s.seqs) allocated.insert(allocated.end(), q.alloc.begin(), q.alloc.end());
+    freed.insert(freed.end(), s.freed.begin(), s.freed.end());
+  }
+  void on_result(double, uint32_t, const step_result&, const std::vector<std::pair<uint64_t, finish_reason>>&,
+                 const std::vector<int32_t>& f) override {
+    ++results;
+    freed.insert(freed.end(), f.begin(), f.end());
+  }
+};
+
+TEST(SchedTrace, AnObserverIsToldEveryDecision) {
+  for (bool trace : {true, false}) {
+    policy_config cfg = traced();
+    cfg.trace = trace;
+    cfg.prefix_caching = false;  // so that a block is freed once per allocation
+    policy p(cfg);
+    counting_observer o;
+    p.add_observer(o);
+    replica_info r;
+    r.kv_blocks = 12;
+    r.block_size = 4;
+    r.max_batch = 3;
+    p.add_replica(r, 0.0);
+    fake_worker w;
+    for (uint64_t id = 1; id <= 6; ++id) p.submit(make_request(id, 6 + static_cast<int32_t>(id), 10), 0.25 * id);
+    int planned = 0;
+    for (int i = 0; i < 200 && p.running() + p.queued() > 0; ++i) {
+      if (i == 3) p.cancel(2, 0.125 + 0.5 * i);
+      planned += w.step(p, 0, 0.5 * i).has_value();
+    }
+    EXPECT_EQ(o.replicas, 1);
+    EXPECT_EQ(o.submits, 6);
+    EXPECT_EQ(o.cancels, 1);
+    EXPECT_GE(o.steps, planned);  // a step that only preempts is a decision too
+    EXPECT_EQ(o.results, planned);
+    // Every block handed out went back: the pool ends with nothing referenced.
+    std::sort(o.allocated.begin(), o.allocated.end());
+    std::sort(o.freed.begin(), o.freed.end());
+    EXPECT_EQ(o.allocated, o.freed);
+    EXPECT_EQ(p.take_trace().empty(), !trace);
+  }
 }
 
 }  // namespace

@@ -10,6 +10,14 @@
 namespace troupe {
 
 // One sequence's work in one step: a prefill chunk or one decode token.
+//
+// Plans as diffs: a sequence's first work on a worker (and its first after a preemption, a
+// swap-in or a move) carries its whole state: block table, sampling parameters, history.
+// Later work is a diff (`diff`): block_table lists only the blocks appended since its
+// previous work, and sampling, history and n_prompt are not sent; the worker keeps them from
+// the full work, extends the history with the tokens it samples, and drops them when a
+// plan lists the sequence in step_plan::released (src/seq_cache.h). Backends only ever see
+// full work.
 struct seq_work {
   uint64_t seq_id = 0;
   std::vector<int32_t> tokens;       // new tokens to feed, positions start_pos.. start_pos+n-1
@@ -24,6 +32,7 @@ struct seq_work {
   // sampled for this sequence in its previous step, still unknown to the scheduler when it
   // planned this one; history lacks it too. The worker fills both in (see step_resolver.h).
   bool feed_last_sampled = false;
+  bool diff = false;  // only what is new since this sequence's previous work on this worker
 };
 
 // One KV block moved between the worker's device pool and its host pool (preemption by
@@ -35,6 +44,10 @@ struct block_copy {
 
 struct step_plan {
   uint64_t step_id = 0;
+  // Sequences whose state the worker drops before this step's work (finished, cancelled,
+  // preempted or moved since the previous plan to this worker); a work of this plan may
+  // then send one of them again in full.
+  std::vector<uint64_t> released;
   std::vector<seq_work> seqs;
   // Done before the step's compute, in this order: every swap_out, then every swap_in.
   std::vector<block_copy> swap_out;  // device block -> host slot (a preempted sequence)

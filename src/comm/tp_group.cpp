@@ -66,7 +66,7 @@ step_result tp_group_leader::step(const step_plan& plan) {
   if (broken_) throw error(error_kind::disconnected, "tensor-parallel group is out of service (a rank was lost)");
   try {
     send(kind::plan, codec::encode(proto::control_message{plan}));
-    return local_->step(plan);
+    return cache_.step(*local_, plan);
   } catch (const troupe::error& e) {
     if (e.kind() == error_kind::disconnected) broken(e.what());
     throw;
@@ -107,6 +107,7 @@ void tp_group_leader::keepalive_loop(std::chrono::milliseconds every) {
 
 std::string run_tp_follower(worker_backend& local, communicator& comm) {
   std::string payload;
+  seq_cache cache;  // expands the relayed diffs as the leader's does
   try {
     while (true) {
       header h;
@@ -121,7 +122,7 @@ std::string run_tp_follower(worker_backend& local, communicator& comm) {
           auto msg = codec::decode_control(payload);
           const auto* plan = std::get_if<step_plan>(&msg);
           if (!plan) return "tensor parallel: the leader relayed a control message that is not a step plan";
-          local.step(*plan);
+          cache.step(local, *plan);
           break;
         }
         case 2: {

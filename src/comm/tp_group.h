@@ -4,7 +4,9 @@
 // communicator, then all ranks run it on their shards and meet in the all-reduces; only the
 // leader's result goes back. The followers hold no connection to the scheduler. Plans reach
 // the leader with async-scheduling placeholders already resolved (worker_core does it before
-// any backend sees a plan), so followers relay and run complete plans.
+// any backend sees a plan). The leader relays plans as they came, diffs included
+// (seq_work::diff), and every rank expands them with its own seq_cache: each rank's cache
+// sees the same plans in the same order, so they hold the same state.
 //
 // While the scheduler sends nothing, the leader broadcasts a keepalive every `keepalive`
 // and every rank joins a barrier after it: a follower waiting for the next plan tells an
@@ -22,6 +24,7 @@
 #include <string>
 #include <thread>
 
+#include "src/seq_cache.h"
 #include "troupe/communicator.h"
 #include "troupe/model.h"
 
@@ -41,6 +44,7 @@ class tp_group_leader : public worker_backend {
   int64_t host_blocks() const override { return local_->host_blocks(); }
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
+  bool expands_plan_diffs() const override { return true; }  // relays diffs; each rank expands
 
  private:
   enum class kind : uint32_t { keepalive = 0, plan = 1, copy_block = 2, stop = 3 };
@@ -49,6 +53,7 @@ class tp_group_leader : public worker_backend {
   void keepalive_loop(std::chrono::milliseconds every);
 
   std::unique_ptr<worker_backend> local_;
+  seq_cache cache_;  // this rank's; every follower keeps its own
   communicator& comm_;
   std::function<void(const std::string&)> on_broken_;
   std::mutex mu_;  // one collective at a time: steps and keepalives

@@ -1,6 +1,8 @@
-// The scheduling policy: admission, continuous batching with chunked prefill, paged KV
-// blocks with prefix sharing, preemption, tenant fair share and routing. See policy.h for
-// the shape of one step; this file reads in the order of a request's life.
+// The scheduling policy: admission, continuous batching with chunked prefill, preemption,
+// tenant fair share and routing. See policy.h for the shape of one step; this file reads in
+// the order of a request's life. It decides; each replica's kv_cache_manager keeps the block
+// bookkeeping (tables, growth, prefix hashing, swap slots), and observers (the trace writer)
+// are told each decision.
 #include "src/sched/policy.h"
 
 #include <algorithm>
@@ -11,15 +13,14 @@
 #include <unordered_map>
 #include <utility>
 
-#include "src/sched/block_manager.h"
 #include "src/sched/fair_share.h"
+#include "src/sched/kv_cache_manager.h"
+#include "src/sched/policy_observer.h"
 #include "src/sched/trace.h"
 
 namespace troupe::sched {
 
 namespace {
-
-int64_t blocks_for(int64_t tokens, int32_t block_size) { return (tokens + block_size - 1) / block_size; }
 
 // Queued requests passed over for another replica's prefix cache before a replica stops
 // looking further down the queue in one step (bounds the cost of one schedule()).
@@ -39,13 +40,9 @@ struct seq_state {
   enum class where : unsigned char { queued, running, swapped } at = where::queued;
   bool resumed = false;  // preempted or moved: goes before fresh requests of its level
   uint32_t replica = 0;
-  std::vector<int32_t> table;       // device blocks covering [0, n_computed + planned)
-  int32_t n_computed = 0;           // tokens of history whose KV is in table
-  int32_t n_registered = 0;         // leading blocks of table already in the prefix cache
-  std::vector<int32_t> host_slots;  // swapped out: its blocks' copies on the host pool, in table order
-  uint64_t planned_step = 0;        // the last step that feeds it
-  std::vector<uint64_t> hashes;     // prefix hash chain over history's full blocks
-  int32_t hash_block_size = 0;
+  kv_seq kv;                  // its table covers [0, n_computed + planned)
+  int32_t n_computed = 0;     // tokens of history whose KV is in kv.table
+  uint64_t planned_step = 0;  // the last step that feeds it
   tenant_state* tenant = nullptr;
   // Async scheduling (policy_config::max_inflight_steps): work planned but not answered.
   int32_t n_inflight = 0;    // tokens fed by steps in flight, after n_computed
@@ -54,6 +51,10 @@ struct seq_state {
   // Bumped whenever its KV is dropped or moved (preemption, replica removed): results of
   // work planned before are void.
   uint64_t epoch = 0;
+  // Plans as diffs: its replica's worker holds its history, sampling and the first
+  // n_table_sent entries of table, from work already planned (replica_info::plan_diffs).
+  bool on_worker = false;
+  int32_t n_table_sent = 0;
 
   int32_t generated() const { return static_cast<int32_t>(history.size()) - n_prompt; }
   int32_t scheduled() const { return n_computed + n_inflight; }  // positions fed or being fed
@@ -78,7 +79,7 @@ struct flight {
 
 struct replica_state {
   replica_info info;
-  block_pool pool;
+  kv_cache_manager kv;
   std::vector<seq_state*> running;  // holding device blocks (prefilling or decoding)
   std::vector<seq_state*> swapped;
   uint64_t step_id = 0;               // the step being (or last) planned
@@ -86,17 +87,15 @@ struct replica_state {
   std::deque<flight> flights;         // planned and not answered, oldest first
   bool draining = false;              // admits nothing new (policy::drain_replica)
   uint64_t prefix_hit_tokens = 0, preemptions = 0;
-  // Swap copies for the worker, sent with the next plan (a schedule() that plans nothing
-  // keeps them), and host slots emptied by swap_in that must not take a swap_out before
-  // that plan: the worker does every swap_out first.
-  std::vector<block_copy> swap_out, swap_in;
-  std::vector<int32_t> host_held;
+  // Sequences its worker holds and must drop (step_plan::released), sent with the next plan.
+  std::vector<uint64_t> released;
 
-  replica_state(const replica_info& r, int64_t host_blocks) : info(r), pool(r.kv_blocks, host_blocks) {}
+  replica_state(const replica_info& r, int64_t host_blocks, bool prefix_caching)
+      : info(r), kv(r.kv_blocks, r.block_size, host_blocks, prefix_caching) {}
   // Runs requests for its model; a request naming no model runs anywhere.
   bool serves(const request& q) const { return q.model.empty() || q.model == info.model; }
   bool fits(const seq_state& s) const {
-    return serves(s.req) && blocks_for(s.n_prompt + s.req.sampling.max_tokens, info.block_size) <= info.kv_blocks;
+    return serves(s.req) && kv.blocks_for(s.n_prompt + s.req.sampling.max_tokens) <= info.kv_blocks;
   }
 };
 
@@ -109,13 +108,12 @@ struct policy::impl {
   std::map<int32_t, int64_t> priorities;  // priority -> unfinished jobs: the aging cap
   int64_t queued_tokens = 0;              // history tokens of the queue (SLO predictor)
   uint64_t next_order = 1, next_step = 1;
-  std::vector<request_event> events;  // outside a step: cancels, failures
-  double now = 0;                     // of the public call under way
-  std::string trace;
+  std::vector<request_event> events;        // outside a step: cancels, failures
+  double now = 0;                           // of the public call under way
+  std::unique_ptr<trace_writer> tracer;     // policy_config::trace
+  std::vector<policy_observer*> observers;  // the tracer first
 
-  // The trace record of the schedule() under way.
-  trace_step rec;
-  std::vector<int32_t> freed;  // blocks whose last reference went away in this call
+  step_decision rec;  // what the schedule() under way decided
 
   explicit impl(policy_config c) : cfg(std::move(c)), tenants(cfg.tenants, cfg.default_tenant) {}
 
@@ -145,44 +143,14 @@ struct policy::impl {
     return a.order < b.order;
   }
 
+  // ---- observers ----------------------------------------------------------------------
+
+  template <class F>
+  void notify(F&& f) {
+    for (policy_observer* o : observers) f(*o);
+  }
+
   // ---- blocks -------------------------------------------------------------------------
-
-  const std::vector<uint64_t>& hashes(seq_state& s, int32_t bs) {
-    if (s.hash_block_size != bs) {
-      s.hashes.clear();
-      s.hash_block_size = bs;
-    }
-    const size_t full = s.history.size() / bs;
-    while (s.hashes.size() < full) {
-      const size_t i = s.hashes.size();
-      s.hashes.push_back(hash_block(i ? s.hashes[i - 1] : 0, s.history.data() + i * bs, bs));
-    }
-    return s.hashes;
-  }
-
-  void release(replica_state& r, int32_t b) {
-    r.pool.release(b);
-    if (r.pool.ref_count(b) == 0) freed.push_back(b);
-  }
-
-  void release_all(replica_state& r, seq_state& s) {
-    for (int32_t b : s.table) release(r, b);
-    s.table.clear();
-    r.pool.host_release(s.host_slots);
-    s.host_slots.clear();
-  }
-
-  // Full, computed blocks become findable by later requests with the same prefix.
-  void register_computed(replica_state& r, seq_state& s) {
-    if (!cfg.prefix_caching) return;
-    const int32_t bs = r.info.block_size;
-    const auto full = std::min<int32_t>(s.n_computed / bs, static_cast<int32_t>(s.table.size()));
-    if (s.n_registered >= full) return;
-    const auto& h = hashes(s, bs);
-    for (int32_t i = s.n_registered; i < full; ++i)
-      if (r.pool.lookup(h[i]) < 0) r.pool.register_block(s.table[i], h[i]);
-    s.n_registered = full;
-  }
 
   int64_t watermark(const replica_state& r) const {
     return static_cast<int64_t>(std::ceil(cfg.kv_watermark * static_cast<double>(r.info.kv_blocks)));
@@ -205,12 +173,23 @@ struct policy::impl {
     s.tenant->queued_tokens -= static_cast<int64_t>(s.history.size());
   }
 
+  // The worker of s's replica drops what it holds of s with the next plan: s will be sent
+  // in full if it comes back (a preemption or a move), or it is finished.
+  static void leave_worker(replica_state& r, seq_state& s) {
+    if (!s.on_worker) return;
+    r.released.push_back(s.req.id);
+    s.on_worker = false;
+    s.n_table_sent = 0;
+  }
+
   // Back to the queue to be prefilled again (prompt + generated) wherever there is room.
   void requeue(seq_state& s) {
-    s.table.clear();
+    s.on_worker = false;  // the caller told its replica, or the replica is gone
+    s.n_table_sent = 0;
+    s.kv.table.clear();  // given back by the caller, or gone with the replica
+    s.kv.n_registered = 0;
+    s.kv.host_slots.clear();
     s.n_computed = 0;
-    s.n_registered = 0;
-    s.host_slots.clear();
     s.resumed = true;
     s.forget_inflight();  // its first plan elsewhere feeds real tokens only
     enqueue(s);
@@ -226,7 +205,8 @@ struct policy::impl {
       dequeue(s);
     } else {
       replica_state& r = *replicas.at(s.replica);
-      release_all(r, s);
+      leave_worker(r, s);
+      r.kv.free(s.kv);
       erase_from(s.at == seq_state::where::running ? r.running : r.swapped, &s);
     }
     tenants.deactivate(*s.tenant);
@@ -253,35 +233,24 @@ struct policy::impl {
     ++r.preemptions;
     rec.preempted.push_back(v.req.id);
     erase_from(r.running, &v);
-    const auto n = static_cast<int64_t>(v.table.size());
-    std::vector<int32_t> slots;
-    if (cfg.preemption == preemption_mode::swap && v.n_computed > 0 && n > 0) slots = r.pool.host_allocate(n);
-    if (!slots.empty()) {
-      for (size_t i = 0; i < slots.size(); ++i) r.swap_out.push_back({v.table[i], slots[i]});
-      for (int32_t b : v.table) release(r, b);
-      v.table.clear();
-      v.host_slots = std::move(slots);
+    leave_worker(r, v);
+    const bool swap = cfg.preemption == preemption_mode::swap && v.n_computed > 0 && !v.kv.table.empty();
+    if (swap && r.kv.swap_out(v.kv)) {
       v.forget_inflight();  // comes back from n_computed, re-feeding what was in flight
       v.at = seq_state::where::swapped;
       r.swapped.push_back(&v);
       rec.swapped_out.push_back(v.req.id);
       return;
     }
-    for (int32_t b : v.table) release(r, b);
+    r.kv.free(v.kv);
     requeue(v);
   }
 
   // Grows s's table to cover `tokens` positions, preempting from the back of `order` (not
   // yet planned this step) when blocks run out. False when s itself had to go.
   bool grow(replica_state& r, seq_state& s, int64_t tokens, const std::vector<seq_state*>& order, size_t& tail,
-            trace_seq* ts) {
-    while (static_cast<int64_t>(s.table.size()) < blocks_for(tokens, r.info.block_size)) {
-      const int32_t b = r.pool.allocate();
-      if (b >= 0) {
-        s.table.push_back(b);
-        if (ts) ts->alloc.push_back(b);
-        continue;
-      }
+            std::vector<int32_t>& added) {
+    while (!r.kv.grow(s.kv, tokens, added)) {
       seq_state* victim = nullptr;
       while (tail > 0) {
         seq_state* v = order[tail - 1];
@@ -303,7 +272,7 @@ struct policy::impl {
 
   // ---- planning -----------------------------------------------------------------------
 
-  void plan_work(replica_state& r, step_plan& plan, seq_state& s, int32_t n, trace_seq&& ts) {
+  void plan_work(replica_state& r, step_plan& plan, seq_state& s, int32_t n, seq_decision&& d) {
     seq_work w;
     w.seq_id = s.req.id;
     const int32_t pos = s.scheduled();
@@ -314,11 +283,20 @@ struct policy::impl {
       w.feed_last_sampled = true;
     }
     w.start_pos = pos;
-    w.block_table = s.table;
     w.sample = pos + n == static_cast<int32_t>(s.history.size()) + s.pending;
-    w.sampling = s.req.sampling;
-    w.history = s.history;
-    w.n_prompt = s.n_prompt;
+    if (s.on_worker) {  // the worker has the rest; it appends the tokens it samples itself
+      w.diff = true;
+      w.block_table.assign(s.kv.table.begin() + s.n_table_sent, s.kv.table.end());
+    } else {
+      w.block_table = s.kv.table;
+      w.sampling = s.req.sampling;
+      w.history = s.history;
+      w.n_prompt = s.n_prompt;
+    }
+    if (r.info.plan_diffs) {
+      s.on_worker = true;
+      s.n_table_sent = static_cast<int32_t>(s.kv.table.size());
+    }
     r.planning.push_back({s.req.id, s.order, s.epoch, n, w.sample});
     s.planned_step = r.step_id;
     s.n_inflight += n;
@@ -327,13 +305,11 @@ struct policy::impl {
       s.sample_step = r.step_id;
     }
     tenants.charge(*s.tenant, n);
-    if (cfg.trace) {
-      ts.id = s.req.id;
-      ts.n = n;
-      ts.start_pos = pos;
-      ts.sample = w.sample;
-      rec.seqs.push_back(std::move(ts));
-    }
+    d.id = s.req.id;
+    d.n = n;
+    d.start_pos = pos;
+    d.sample = w.sample;
+    rec.seqs.push_back(std::move(d));
     plan.seqs.push_back(std::move(w));
   }
 
@@ -364,9 +340,8 @@ struct policy::impl {
 
   bool can_admit(replica_state& r, seq_state& s) {
     if (static_cast<int32_t>(r.running.size()) >= r.info.max_batch || !r.fits(s)) return false;
-    const int32_t bs = r.info.block_size;
-    const auto need = blocks_for(static_cast<int64_t>(s.history.size()), bs);
-    return r.pool.available() - need >= watermark(r);
+    const auto need = r.kv.blocks_for(static_cast<int64_t>(s.history.size()));
+    return r.kv.available() - need >= watermark(r);
   }
 
   // The replica a queued request should go to (see policy_config::affinity_load_factor).
@@ -379,7 +354,7 @@ struct policy::impl {
       const replica_state& r = *rp;
       if (!r.fits(s) || r.draining) continue;
       const int32_t bs = r.info.block_size;
-      const int32_t hits = cfg.prefix_caching ? r.pool.count_hits(hashes(s, bs), (s.history.size() - 1) / bs) : 0;
+      const int32_t hits = r.kv.prefix_hits(s.kv, s.history, (s.history.size() - 1) / bs);
       const int64_t l = load(r);
       // Ties go to the asking replica: no reason to wait for another.
       const bool asking_tie = id == asking;
@@ -416,8 +391,8 @@ struct policy::impl {
 std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   now = t;
   r.step_id = next_step;
-  rec = trace_step{};
-  freed.clear();
+  rec = step_decision{};
+  r.kv.clear_freed();
   planned_step out;
   out.replica = r.info.id;
   out.plan.step_id = r.step_id;
@@ -440,9 +415,9 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   for (seq_state* s : order) {
     if (budget == 0) break;
     if (s->at != seq_state::where::running || s->remaining() != 1 || !can_feed_pending(r, *s)) continue;
-    trace_seq ts;
-    if (!grow(r, *s, s->scheduled() + 1, order, tail, cfg.trace ? &ts : nullptr)) continue;
-    plan_work(r, plan, *s, 1, std::move(ts));
+    seq_decision d;
+    if (!grow(r, *s, s->scheduled() + 1, order, tail, d.alloc)) continue;
+    plan_work(r, plan, *s, 1, std::move(d));
     --budget;
   }
   // 2. The next chunk of running prefills.
@@ -451,9 +426,9 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
     if (s->at != seq_state::where::running || s->planned_step == r.step_id || s->remaining() <= 1) continue;
     const int32_t n = chunk(s->remaining(), budget);
     if (n == 0) continue;
-    trace_seq ts;
-    if (!grow(r, *s, s->scheduled() + n, order, tail, cfg.trace ? &ts : nullptr)) continue;
-    plan_work(r, plan, *s, n, std::move(ts));
+    seq_decision d;
+    if (!grow(r, *s, s->scheduled() + n, order, tail, d.alloc)) continue;
+    plan_work(r, plan, *s, n, std::move(d));
     budget -= n;
   }
   // 3. Swapped sequences come back before new admissions.
@@ -464,26 +439,18 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
     for (seq_state* s : back) {
       if (budget == 0 || static_cast<int32_t>(r.running.size()) >= r.info.max_batch) break;
       const int32_t n = chunk(s->remaining(), budget);
-      const auto host_blocks = static_cast<int64_t>(s->host_slots.size());
-      const int64_t need = std::max(host_blocks, blocks_for(s->n_computed + n, r.info.block_size));
-      if (n == 0 || r.pool.available() - need < (r.running.empty() ? 0 : watermark(r))) break;
-      trace_seq ts;
-      for (int32_t slot : s->host_slots) {
-        s->table.push_back(r.pool.allocate());
-        r.swap_in.push_back({s->table.back(), slot});
-        if (cfg.trace) ts.alloc.push_back(s->table.back());
-      }
-      r.host_held.insert(r.host_held.end(), s->host_slots.begin(), s->host_slots.end());
-      s->host_slots.clear();
-      // The worker copies the KV back before the step; these blocks are not registered again.
-      s->n_registered = static_cast<int32_t>(s->table.size());
+      const auto host_blocks = static_cast<int64_t>(s->kv.host_slots.size());
+      const int64_t need = std::max(host_blocks, r.kv.blocks_for(s->n_computed + n));
+      if (n == 0 || r.kv.available() - need < (r.running.empty() ? 0 : watermark(r))) break;
+      seq_decision d;
+      r.kv.swap_in(s->kv, d.alloc);  // the worker copies the KV back before the step
       s->at = seq_state::where::running;
       erase_from(r.swapped, s);
       r.running.push_back(s);
       rec.swapped_in.push_back(s->req.id);
       size_t no_tail = 0;  // room was checked above
-      if (!grow(r, *s, s->n_computed + n, order, no_tail, cfg.trace ? &ts : nullptr)) continue;
-      plan_work(r, plan, *s, n, std::move(ts));
+      if (!grow(r, *s, s->n_computed + n, order, no_tail, d.alloc)) continue;
+      plan_work(r, plan, *s, n, std::move(d));
       budget -= n;
     }
   }
@@ -491,12 +458,12 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   if (r.swapped.empty() && !r.draining) admit(r, plan, budget, now);
 
   const bool changed = !plan.seqs.empty() || !rec.preempted.empty();
-  if (cfg.trace && changed) {
+  if (changed) {
     rec.t = now;
     rec.replica = r.info.id;
     rec.step = r.step_id;
-    rec.freed = freed;
-    trace += trace_step_line(rec);
+    rec.freed = r.kv.take_freed();
+    notify([this](policy_observer& o) { o.on_step(rec); });
   }
   if (plan.seqs.empty()) {
     r.planning.clear();
@@ -506,9 +473,8 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   ++next_step;
   r.flights.push_back({r.step_id, std::move(r.planning)});
   r.planning.clear();
-  plan.swap_out = std::exchange(r.swap_out, {});
-  plan.swap_in = std::exchange(r.swap_in, {});
-  r.pool.host_release(std::exchange(r.host_held, {}));
+  r.kv.take_copies(plan);
+  plan.released = std::exchange(r.released, {});
   return out;
 }
 
@@ -528,38 +494,31 @@ void policy::impl::admit(replica_state& r, step_plan& plan, int32_t& budget, dou
     }
     // At least the last token is computed, to produce logits.
     const auto max_hits = static_cast<int32_t>((s->history.size() - 1) / bs);
-    const int32_t hits = cfg.prefix_caching ? r.pool.count_hits(hashes(*s, bs), max_hits) : 0;
+    const int32_t hits = r.kv.prefix_hits(s->kv, s->history, max_hits);
     const int32_t cached = hits * bs;
     const int32_t n = chunk(static_cast<int32_t>(s->history.size()) - cached, budget);
     if (n == 0) return;  // a whole prompt waits for a step with room (chunked prefill off)
 
     // Hit blocks that sit unreferenced in the LRU stop being available once shared.
-    int64_t idle_hits = 0;
-    for (int32_t i = 0; i < hits; ++i) idle_hits += r.pool.ref_count(r.pool.lookup(s->hashes[i])) == 0;
-    const int64_t avail = r.pool.available() - idle_hits;
-    const int64_t need_chunk = blocks_for(cached + n, bs) - hits;
-    const int64_t need_all = blocks_for(static_cast<int64_t>(s->history.size()), bs) - hits;
+    const int64_t avail = r.kv.available() - r.kv.idle_hits(s->kv, hits);
+    const int64_t need_chunk = r.kv.blocks_for(cached + n) - hits;
+    const int64_t need_all = r.kv.blocks_for(static_cast<int64_t>(s->history.size())) - hits;
     // The watermark keeps room for running decodes; an idle replica takes anything that fits.
     if (r.running.empty() ? avail < need_chunk : avail - need_all < watermark(r)) return;
 
     dequeue(*s);
     tenants.admitted(*s->tenant);
-    for (int32_t i = 0; i < hits; ++i) {
-      const int32_t b = r.pool.lookup(s->hashes[i]);
-      r.pool.acquire(b);
-      s->table.push_back(b);
-    }
+    r.kv.share_prefix(s->kv, hits);
     s->n_computed = cached;
-    s->n_registered = hits;
     s->at = seq_state::where::running;
     s->replica = r.info.id;
     r.running.push_back(s);
     r.prefix_hit_tokens += static_cast<uint64_t>(cached);
     rec.admitted.push_back(s->req.id);
-    trace_seq ts;
+    seq_decision d;
     size_t no_tail = 0;
-    grow(r, *s, cached + n, {}, no_tail, cfg.trace ? &ts : nullptr);  // room was checked above
-    plan_work(r, plan, *s, n, std::move(ts));
+    grow(r, *s, cached + n, {}, no_tail, d.alloc);  // room was checked above
+    plan_work(r, plan, *s, n, std::move(d));
     budget -= n;
   }
 }
@@ -579,7 +538,10 @@ policy::policy(policy_config cfg) {
     throw error(error_kind::failed, "max_inflight_steps: expected >= 1, got " + std::to_string(cfg.max_inflight_steps),
                 "max_inflight_steps");
   impl_ = new impl(std::move(cfg));
-  if (impl_->cfg.trace) impl_->trace += trace_config(impl_->cfg);  // a replay rebuilds this policy
+  if (impl_->cfg.trace) {  // its first line is the config: a replay rebuilds this policy
+    impl_->tracer = std::make_unique<trace_writer>(impl_->cfg);
+    impl_->observers.push_back(impl_->tracer.get());
+  }
 }
 
 policy::~policy() { delete impl_; }
@@ -597,14 +559,14 @@ void policy::add_replica(const replica_info& r, double now) {
   if (r.host_kv_blocks < -1) bad("host_kv_blocks", ">= 0 (or -1: the policy's host_kv_blocks)");
   if (r.host_kv_blocks > INT32_MAX) bad("host_kv_blocks", "< 2^31");
   const int64_t host = r.host_kv_blocks >= 0 ? r.host_kv_blocks : impl_->cfg.host_kv_blocks;
-  impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, host));
-  if (impl_->cfg.trace) impl_->trace += trace_add_replica(now, r);
+  impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, host, impl_->cfg.prefix_caching));
+  impl_->notify([&](policy_observer& o) { o.on_add_replica(now, r); });
 }
 
 void policy::drain_replica(uint32_t id, double now) {
   auto it = impl_->replicas.find(id);
   if (it == impl_->replicas.end()) return;
-  if (impl_->cfg.trace) impl_->trace += trace_drain_replica(now, id);
+  impl_->notify([&](policy_observer& o) { o.on_drain_replica(now, id); });
   it->second->draining = true;
 }
 
@@ -612,7 +574,7 @@ void policy::remove_replica(uint32_t id, double now) {
   impl& m = *impl_;
   auto it = m.replicas.find(id);
   if (it == m.replicas.end()) return;
-  if (m.cfg.trace) m.trace += trace_remove_replica(now, id);
+  m.notify([&](policy_observer& o) { o.on_remove_replica(now, id); });
   m.now = now;
   replica_state& r = *it->second;
   // Its KV is gone with it: resume from the reported tokens elsewhere. A result still in
@@ -659,7 +621,7 @@ admission policy::submit(request rq, double now) {
     if (!r->serves(rq)) continue;
     served = true;
     largest = std::max(largest, r->info.kv_blocks * r->info.block_size);
-    fits = fits || blocks_for(total, r->info.block_size) <= r->info.kv_blocks;
+    fits = fits || r->kv.blocks_for(total) <= r->info.kv_blocks;
   }
   fits = fits || !served;
   tenant_state& tenant = m.tenants.get(rq.tenant);
@@ -695,7 +657,7 @@ admission policy::submit(request rq, double now) {
              "ttft: predicted " + std::to_string(ttft) + " s from queued prefill, over the bound " +
                  std::to_string(m.cfg.ttft_slo_s) + " s");
   }
-  if (m.cfg.trace) m.trace += trace_submit(now, rq, a);
+  m.notify([&](policy_observer& o) { o.on_submit(now, rq, a); });
   if (!a.accepted) return a;
 
   auto s = std::make_unique<seq_state>();
@@ -719,12 +681,15 @@ void policy::cancel(uint64_t id, double now) {
   impl& m = *impl_;
   auto it = m.seqs.find(id);
   if (it == m.seqs.end()) return;
-  m.freed.clear();
+  seq_state& s = *it->second;
+  replica_state* r = s.at == seq_state::where::queued ? nullptr : m.replicas.at(s.replica).get();
+  if (r) r->kv.clear_freed();
   // Blocks go back at once: a worker executes its plans strictly in order, so a step that
   // reuses them runs after every step in flight that still writes them; the outputs of
   // those steps for this id are ignored when they arrive.
-  m.drop(*it->second);
-  if (m.cfg.trace) m.trace += trace_cancel(now, id, m.freed);
+  m.drop(s);
+  const std::vector<int32_t> freed = r ? r->kv.take_freed() : std::vector<int32_t>{};
+  m.notify([&](policy_observer& o) { o.on_cancel(now, id, freed); });
   request_event e;
   e.id = id;
   e.finished = finish_reason::cancelled;
@@ -763,7 +728,7 @@ std::vector<request_event> policy::on_result(uint32_t replica, const step_result
                       (flight[i].sample ? " with a sampled token" : ""),
                   "outputs");
   }
-  m.freed.clear();
+  r.kv.clear_freed();
   std::vector<std::pair<uint64_t, finish_reason>> finished;
   for (size_t i = 0; i < flight.size(); ++i) {
     const flight_item& f = flight[i];
@@ -774,7 +739,7 @@ std::vector<request_event> policy::on_result(uint32_t replica, const step_result
     if (s.order != f.order || s.epoch != f.epoch || s.at != seq_state::where::running || s.replica != replica) continue;
     s.n_computed += f.n;
     s.n_inflight -= f.n;
-    m.register_computed(r, s);
+    r.kv.register_computed(s.kv, s.history, s.n_computed);
     if (!f.sample) continue;
     --s.pending;
     const seq_output& o = result.outputs[i];
@@ -791,7 +756,8 @@ std::vector<request_event> policy::on_result(uint32_t replica, const step_result
     out.push_back(std::move(e));
   }
   r.flights.pop_front();
-  if (m.cfg.trace) m.trace += trace_result(now, replica, result, finished, m.freed);
+  const std::vector<int32_t> freed = r.kv.take_freed();
+  m.notify([&](policy_observer& o) { o.on_result(now, replica, result, finished, freed); });
   return out;
 }
 
@@ -806,11 +772,12 @@ std::optional<replica_stats> policy::stats(uint32_t replica) const {
   if (it == impl_->replicas.end()) return std::nullopt;
   const replica_state& r = *it->second;
   replica_stats st;
-  st.total_blocks = r.pool.total();
-  st.free_blocks = r.pool.free_count();
-  st.used_blocks = r.pool.used_count();
-  st.cached_blocks = r.pool.cached_count();
-  st.host_blocks_used = r.pool.host_used();
+  const block_pool& pool = r.kv.pool();
+  st.total_blocks = pool.total();
+  st.free_blocks = pool.free_count();
+  st.used_blocks = pool.used_count();
+  st.cached_blocks = pool.cached_count();
+  st.host_blocks_used = pool.host_used();
   st.running = r.running.size();
   st.swapped = r.swapped.size();
   st.prefix_hit_tokens = r.prefix_hit_tokens;
@@ -818,7 +785,9 @@ std::optional<replica_stats> policy::stats(uint32_t replica) const {
   return st;
 }
 
-std::string policy::take_trace() { return std::exchange(impl_->trace, {}); }
+std::string policy::take_trace() { return impl_->tracer ? impl_->tracer->take() : std::string(); }
+
+void policy::add_observer(policy_observer& o) { impl_->observers.push_back(&o); }
 
 // ---- invariants ---------------------------------------------------------------------------
 
@@ -829,20 +798,13 @@ std::string policy::check_invariants() const {
   for (const auto& [id, rp] : m.replicas) {
     const replica_state& r = *rp;
     const std::string where = "replica " + std::to_string(id) + ": ";
-    const block_pool& p = r.pool;
-    if (p.free_count() + p.used_count() + p.cached_count() != p.total() || p.used_count() < 0)
-      return fail(where + "free + used + cached != total");
-    std::vector<int32_t> refs(p.total(), 0);
-    int64_t host = 0;
+    std::vector<const kv_seq*> running_kv, swapped_kv;
     for (const seq_state* s : r.running) {
       if (s->at != seq_state::where::running || s->replica != id) return fail(where + "running list holds a stranger");
-      for (int32_t b : s->table) {
-        if (b < 0 || b >= p.total()) return fail(where + "block id out of range");
-        ++refs[b];
-      }
-      const int64_t covered = static_cast<int64_t>(s->table.size()) * r.info.block_size;
+      running_kv.push_back(&s->kv);
+      const int64_t covered = static_cast<int64_t>(s->kv.table.size()) * r.info.block_size;
       if (covered < s->scheduled()) return fail(where + "table does not cover computed and in-flight positions");
-      if (s->table.size() > static_cast<size_t>(blocks_for(s->history.size() + s->pending, r.info.block_size)))
+      if (s->kv.table.size() > static_cast<size_t>(r.kv.blocks_for(s->history.size() + s->pending)))
         return fail(where + "table longer than the sequence");
       int32_t fed = 0, sampled = 0;
       for (const flight& fl : r.flights)
@@ -850,36 +812,24 @@ std::string policy::check_invariants() const {
           if (f.id == s->req.id && f.order == s->order && f.epoch == s->epoch) fed += f.n, sampled += f.sample;
       if (fed != s->n_inflight || sampled != s->pending)
         return fail(where + "request " + std::to_string(s->req.id) + ": in-flight counts disagree with the steps");
+      if (s->n_table_sent > static_cast<int32_t>(s->kv.table.size()) || (s->on_worker && !r.info.plan_diffs))
+        return fail(where + "request " + std::to_string(s->req.id) + ": more of its table sent than it holds");
       if (s->generated() + s->pending > s->req.sampling.max_tokens)
         return fail(where + "request " + std::to_string(s->req.id) + " planned past max_tokens");
     }
     for (const seq_state* s : r.swapped) {
-      if (!s->table.empty() || s->at != seq_state::where::swapped) return fail(where + "swapped sequence holds blocks");
-      host += static_cast<int64_t>(s->host_slots.size());
+      if (s->at != seq_state::where::swapped) return fail(where + "swapped list holds a stranger");
+      if (s->on_worker) return fail(where + "swapped sequence still held by the worker");
+      swapped_kv.push_back(&s->kv);
     }
-    host += static_cast<int64_t>(r.host_held.size());
-    if (host != p.host_used()) return fail(where + "host pool count disagrees");
-    for (const block_copy& c : r.swap_out)
-      if (c.device_block < 0 || c.device_block >= p.total() || c.host_slot < 0 || c.host_slot >= p.host_total())
-        return fail(where + "swap copy out of range");
-    int64_t used = 0;
-    for (int64_t b = 0; b < p.total(); ++b) {
-      if (refs[b] != p.ref_count(static_cast<int32_t>(b)))
-        return fail(where + "block " + std::to_string(b) + " has " + std::to_string(p.ref_count(b)) +
-                    " references, tables hold " + std::to_string(refs[b]));
-      used += refs[b] > 0;
-      // A block shared by two tables must be a registered (immutable) prefix block.
-      if (refs[b] > 1 && !p.is_registered(static_cast<int32_t>(b)))
-        return fail(where + "block " + std::to_string(b) + " is shared but not a cached prefix block");
-    }
-    if (used != p.used_count()) return fail(where + "used count disagrees");
+    if (std::string why = r.kv.check(running_kv, swapped_kv); !why.empty()) return fail(where + why);
     if (static_cast<int32_t>(r.running.size()) > r.info.max_batch) return fail(where + "over max_batch");
     if (static_cast<int64_t>(r.flights.size()) > m.cfg.max_inflight_steps)
       return fail(where + "more steps in flight than max_inflight_steps");
     bound += r.running.size() + r.swapped.size();
   }
   for (const seq_state* s : m.queue)
-    if (!s->table.empty() || s->n_computed != 0 || s->n_inflight != 0 || s->pending != 0 ||
+    if (!s->kv.table.empty() || s->n_computed != 0 || s->n_inflight != 0 || s->pending != 0 || s->on_worker ||
         s->at != seq_state::where::queued)
       return fail("queued request " + std::to_string(s->req.id) + " holds KV state");
   if (bound + m.queue.size() != m.seqs.size()) return fail("requests lost: bound + queued != known");

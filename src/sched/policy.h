@@ -28,6 +28,8 @@
 
 namespace troupe::sched {
 
+class policy_observer;  // policy_observer.h
+
 // The request-level types are public (troupe/request.h); these names stay for the policy's
 // users.
 using troupe::finish_reason;
@@ -44,6 +46,10 @@ struct replica_info {
   // -1 = policy_config::host_kv_blocks.
   int64_t host_kv_blocks = -1;
   std::string model;  // the model it serves: it runs only requests for it (or for any model)
+  // The worker caches sequences between plans (seq_cache): a sequence's work after its first
+  // on this replica is a diff (seq_work::diff), and step_plan::released says what to drop.
+  // false: every work is full (workers from before plans as diffs register so).
+  bool plan_diffs = true;
 };
 
 // How a preempted sequence gives back its KV blocks. recompute frees them and re-prefills
@@ -185,6 +191,9 @@ class policy {
   std::string check_invariants() const;
   // The JSONL trace recorded since the last call (policy_config::trace); see trace.h.
   std::string take_trace();
+  // Tells `o` every decision from now on (policy_observer.h), after the trace writer and
+  // earlier observers; `o` must outlive the policy.
+  void add_observer(policy_observer& o);
 
  private:
   struct impl;

@@ -66,6 +66,8 @@ policy_config config_of(const json& j) {
 
 }  // namespace
 
+namespace {
+
 std::string trace_config(const policy_config& c) {
   json tenants = json::array();
   for (const auto& t : c.tenants) tenants.push_back(tenant_json(t));
@@ -132,9 +134,9 @@ std::string trace_cancel(double t, uint64_t id, const std::vector<int32_t>& free
   return line({{"ev", "cancel"}, {"t", t}, {"id", id}, {"freed", freed}});
 }
 
-std::string trace_step_line(const trace_step& s) {
+std::string trace_step_line(const step_decision& s) {
   json seqs = json::array();
-  for (const trace_seq& q : s.seqs)
+  for (const seq_decision& q : s.seqs)
     seqs.push_back({{"id", q.id}, {"n", q.n}, {"pos", q.start_pos}, {"sample", q.sample}, {"alloc", q.alloc}});
   return line({{"ev", "step"},
                {"t", s.t},
@@ -161,6 +163,30 @@ std::string trace_result(double t, uint32_t replica, const step_result& r,
                {"out", out},
                {"finished", fin},
                {"freed", freed}});
+}
+
+}  // namespace
+
+trace_writer::trace_writer(const policy_config& cfg) : text_(trace_config(cfg)) {}
+
+void trace_writer::on_add_replica(double t, const replica_info& r) { text_ += trace_add_replica(t, r); }
+
+void trace_writer::on_remove_replica(double t, uint32_t replica) { text_ += trace_remove_replica(t, replica); }
+
+void trace_writer::on_drain_replica(double t, uint32_t replica) { text_ += trace_drain_replica(t, replica); }
+
+void trace_writer::on_submit(double t, const request& r, const admission& a) { text_ += trace_submit(t, r, a); }
+
+void trace_writer::on_cancel(double t, uint64_t id, const std::vector<int32_t>& freed) {
+  text_ += trace_cancel(t, id, freed);
+}
+
+void trace_writer::on_step(const step_decision& s) { text_ += trace_step_line(s); }
+
+void trace_writer::on_result(double t, uint32_t replica, const step_result& r,
+                             const std::vector<std::pair<uint64_t, finish_reason>>& finished,
+                             const std::vector<int32_t>& freed) {
+  text_ += trace_result(t, replica, r, finished, freed);
 }
 
 // ---- comparing ----------------------------------------------------------------------------

@@ -24,36 +24,29 @@
 #include <vector>
 
 #include "src/sched/policy.h"
+#include "src/sched/policy_observer.h"
 
 namespace troupe::sched {
 
-struct trace_seq {
-  uint64_t id = 0;
-  int32_t n = 0;  // tokens fed
-  int32_t start_pos = 0;
-  bool sample = true;
-  std::vector<int32_t> alloc;  // blocks newly added to its table this step
-};
+// Writes the trace: the config line when made, then one line per decision it is told.
+class trace_writer : public policy_observer {
+ public:
+  explicit trace_writer(const policy_config& cfg);
+  std::string take() { return std::exchange(text_, {}); }  // the lines written since the last call
 
-struct trace_step {
-  double t = 0;
-  uint32_t replica = 0;
-  uint64_t step = 0;
-  std::vector<trace_seq> seqs;
-  std::vector<uint64_t> admitted, preempted, swapped_out, swapped_in;
-  std::vector<int32_t> freed;
-};
+  void on_add_replica(double t, const replica_info& r) override;
+  void on_remove_replica(double t, uint32_t replica) override;
+  void on_drain_replica(double t, uint32_t replica) override;
+  void on_submit(double t, const request& r, const admission& a) override;
+  void on_cancel(double t, uint64_t id, const std::vector<int32_t>& freed) override;
+  void on_step(const step_decision& s) override;
+  void on_result(double t, uint32_t replica, const step_result& r,
+                 const std::vector<std::pair<uint64_t, finish_reason>>& finished,
+                 const std::vector<int32_t>& freed) override;
 
-std::string trace_config(const policy_config& cfg);
-std::string trace_add_replica(double t, const replica_info& r);
-std::string trace_remove_replica(double t, uint32_t replica);
-std::string trace_drain_replica(double t, uint32_t replica);
-std::string trace_submit(double t, const request& r, const admission& a);
-std::string trace_cancel(double t, uint64_t id, const std::vector<int32_t>& freed);
-std::string trace_step_line(const trace_step& s);
-std::string trace_result(double t, uint32_t replica, const step_result& r,
-                         const std::vector<std::pair<uint64_t, finish_reason>>& finished,
-                         const std::vector<int32_t>& freed);
+ private:
+  std::string text_;
+};
 
 // Compares two traces line by line as JSON values (formatting aside); returns an empty
 // string when they match, else the first difference with its line number. With
