@@ -2,7 +2,7 @@
 
 #include <zmq.hpp>
 
-#include "src/codec.h"
+#include "src/cluster/codec.h"
 
 namespace troupe::actors {
 

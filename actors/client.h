@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "src/protocol.h"
+#include "src/cluster/protocol.h"
 
 namespace troupe::actors {
 

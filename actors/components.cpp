@@ -10,7 +10,7 @@
 #include <chrono>
 #include <thread>
 
-#include "src/codec.h"
+#include "src/cluster/codec.h"
 
 namespace troupe::actors {
 

@@ -13,9 +13,9 @@
 
 #include "actors/actor_system.h"
 #include "actors/io_bridge.h"
-#include "src/gateway_core.h"
-#include "src/scheduler_core.h"
-#include "src/worker_core.h"
+#include "src/cluster/gateway_core.h"
+#include "src/cluster/scheduler_core.h"
+#include "src/cluster/worker_core.h"
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe_components, caf::first_custom_type_id + 50)
 CAF_ADD_ATOM(troupe_components, troupe::actors, sockets_atom, "sockets")

@@ -21,7 +21,7 @@
 
 #include "actors/client.h"
 #include "actors/components.h"
-#include "src/tokenizer.h"
+#include "src/model/tokenizer.h"
 
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;

@@ -22,7 +22,7 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/make_registry.h"
-#include "src/cpu_backend.h"
+#include "src/engine/cpu_backend.h"
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
 

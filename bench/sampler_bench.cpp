@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kernels/make_registry.h"
-#include "src/sampler.h"
+#include "src/engine/sampler.h"
 #include "troupe/kernel_registry.h"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "src/codec.h"
+#include "src/cluster/codec.h"
 #include "src/sched/policy.h"
 
 namespace {

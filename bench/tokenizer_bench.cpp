@@ -7,9 +7,9 @@
 #include <sstream>
 #include <string>
 
-#include "src/tokenizer.h"
-#include "src/tokenizer_files.h"
-#include "src/unicode_text.h"
+#include "src/model/tokenizer.h"
+#include "src/model/tokenizer_files.h"
+#include "src/model/unicode_text.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <ctime>
 #include <filesystem>
 
-#include "src/cpu_backend.h"
+#include "src/engine/cpu_backend.h"
 #include "troupe/error.h"
 
 namespace troupe::cli {

@@ -9,7 +9,7 @@
 
 #include "actors/components.h"
 #include "kernels/make_registry.h"
-#include "src/tokenizer.h"
+#include "src/model/tokenizer.h"
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"
 

@@ -30,7 +30,7 @@
 #include "kernels/make_registry.h"
 #include "sim/report.h"
 #include "sim/workload.h"
-#include "src/cpu_backend.h"
+#include "src/engine/cpu_backend.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
 #include "troupe/model.h"

@@ -17,10 +17,10 @@
 #include "commands.h"
 #include "kernels/make_registry.h"
 #include "src/comm/rendezvous.h"
-#include "src/cpu_backend.h"
-#include "src/tp/shard.h"
+#include "src/engine/cpu_backend.h"
+#include "src/engine/shard.h"
 #include "troupe/communicator.h"
-#include "src/generate.h"
+#include "src/cluster/generate.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"
 

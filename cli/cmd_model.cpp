@@ -8,8 +8,8 @@
 
 #include "commands.h"
 #include "kernels/ref/dtype.h"
-#include "src/model_export.h"
-#include "src/model_synth.h"
+#include "src/model/model_export.h"
+#include "src/model/model_synth.h"
 #include "troupe/model.h"
 
 namespace troupe::cli {

@@ -17,7 +17,7 @@
 #include "cli/cuda_worker.h"
 #include "src/comm/rendezvous.h"
 #include "src/comm/tp_group.h"
-#include "src/tp/shard.h"
+#include "src/engine/shard.h"
 #include "troupe/communicator.h"
 #include "troupe/error.h"
 #include "commands.h"

@@ -4,7 +4,7 @@
 #include "troupe/error.h"
 #ifdef TROUPE_WITH_CUDA
 #include "kernels/cuda/cuda.h"
-#include "src/cuda_backend/cuda_backend.h"
+#include "src/engine/cuda/cuda_backend.h"
 #endif
 
 namespace troupe::cli {

@@ -8,8 +8,8 @@
 #include "actors/client.h"
 #include "actors/components.h"
 #include "kernels/ref/ref.h"
-#include "src/codec.h"
-#include "src/cpu_backend.h"
+#include "src/cluster/codec.h"
+#include "src/engine/cpu_backend.h"
 #include "test_support.h"
 
 using namespace troupe;

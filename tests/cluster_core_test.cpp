@@ -7,10 +7,10 @@
 #include <map>
 #include <set>
 
-#include "src/codec.h"
-#include "src/gateway_core.h"
-#include "src/scheduler_core.h"
-#include "src/worker_core.h"
+#include "src/cluster/codec.h"
+#include "src/cluster/gateway_core.h"
+#include "src/cluster/scheduler_core.h"
+#include "src/cluster/worker_core.h"
 #include "test_support.h"
 
 using namespace troupe;

@@ -8,8 +8,8 @@
 
 #include "actors/client.h"
 #include "actors/components.h"
-#include "src/tokenizer.h"
-#include "src/worker_core.h"
+#include "src/model/tokenizer.h"
+#include "src/cluster/worker_core.h"
 
 using namespace troupe;
 

@@ -1,7 +1,7 @@
-// Every wire message round-trips through src/codec.h, and bad bytes fail with a clear error.
+// Every wire message round-trips through src/cluster/codec.h, and bad bytes fail with a clear error.
 #include <gtest/gtest.h>
 
-#include "src/codec.h"
+#include "src/cluster/codec.h"
 
 using namespace troupe;
 

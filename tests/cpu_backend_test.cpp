@@ -7,7 +7,7 @@
 
 #include "kernels/ref/ref.h"
 #include "random_model.h"
-#include "src/cpu_backend.h"
+#include "src/engine/cpu_backend.h"
 #include "troupe/error.h"
 
 namespace troupe {

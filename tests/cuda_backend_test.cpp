@@ -12,8 +12,8 @@
 #include "cuda_test_support.h"
 #include "kernels/ref/ref.h"
 #include "random_model.h"
-#include "src/cpu_backend.h"
-#include "src/cuda_backend/cuda_backend.h"
+#include "src/engine/cpu_backend.h"
+#include "src/engine/cuda/cuda_backend.h"
 #include "test_support.h"
 #include "troupe/error.h"
 

@@ -23,7 +23,7 @@
 #include "kernels/cuda/sampling.cuh"
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
-#include "src/sampler.h"
+#include "src/engine/sampler.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -414,7 +414,7 @@ TEST(CudaKernels, ArgmaxTakesTheFirstOfTiesAndReportsTheLogprob) {
   }
 }
 
-// The device draw follows src/sampler.cpp: same filters, same walk from the highest logit,
+// The device draw follows src/engine/sampler.cpp: same filters, same walk from the highest logit,
 // same uniform per (seed, tokens generated). Equal ids unless a draw lands within float
 // rounding of a boundary, which these seeds do not.
 TEST(CudaKernels, SamplingDrawsWhatTheCpuSamplerDraws) {

@@ -1,4 +1,4 @@
-// The CUDA backend as one rank of a tensor-parallel group: its shard (src/tp/shard.h, the
+// The CUDA backend as one rank of a tensor-parallel group: its shard (src/engine/shard.h, the
 // same Megatron splits as the CPU backend) and an NCCL communicator for the two all-reduces
 // per layer. The wiring checks run anywhere (they come before the device check); the group
 // runs on two GPUs, as threads of this process, against one GPU holding the whole model.
@@ -13,8 +13,8 @@
 #include "kernels/ref/ref.h"
 #include "random_model.h"
 #include "src/comm/rendezvous.h"
-#include "src/cuda_backend/cuda_backend.h"
-#include "src/tp/shard.h"
+#include "src/engine/cuda/cuda_backend.h"
+#include "src/engine/shard.h"
 #include "troupe/communicator.h"
 #include "troupe/error.h"
 

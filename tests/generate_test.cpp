@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "kernels/ref/ref.h"
-#include "src/cpu_backend.h"
-#include "src/generate.h"
+#include "src/engine/cpu_backend.h"
+#include "src/cluster/generate.h"
 #include "reference_run.h"
 #include "test_support.h"
 #include "troupe/error.h"

@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include "kernels/ref/dtype.h"
-#include "src/gguf.h"
-#include "src/gguf_writer.h"
+#include "src/model/gguf.h"
+#include "src/model/gguf_writer.h"
 #include "temp_dir.h"
 #include "troupe/error.h"
 

@@ -12,8 +12,8 @@
 
 #include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
-#include "src/cpu_backend.h"
-#include "src/model_export.h"
+#include "src/engine/cpu_backend.h"
+#include "src/model/model_export.h"
 #include "reference_run.h"
 #include "test_support.h"
 

@@ -1,4 +1,4 @@
-// The shared model recipe and batch gather (src/llama_recipe.h), and the CPU backend as
+// The shared model recipe and batch gather (src/engine/llama_recipe.h), and the CPU backend as
 // their executor: every op of the recipe runs through the variant the registry selected,
 // and a registry that cannot run the model's types is a clear error.
 #include <gtest/gtest.h>
@@ -8,8 +8,8 @@
 
 #include "kernels/ref/ref.h"
 #include "random_model.h"
-#include "src/cpu_backend.h"
-#include "src/llama_recipe.h"
+#include "src/engine/cpu_backend.h"
+#include "src/engine/llama_recipe.h"
 #include "troupe/error.h"
 
 namespace troupe {

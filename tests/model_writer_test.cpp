@@ -8,8 +8,8 @@
 
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
-#include "src/model_export.h"
-#include "src/model_synth.h"
+#include "src/model/model_export.h"
+#include "src/model/model_synth.h"
 #include "temp_dir.h"
 #include "test_support.h"
 #include "troupe/error.h"

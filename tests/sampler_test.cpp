@@ -9,7 +9,7 @@
 #include <random>
 
 #include "kernels/cpu/cpu.h"
-#include "src/sampler.h"
+#include "src/engine/sampler.h"
 #include "troupe/kernel_registry.h"
 
 namespace troupe {

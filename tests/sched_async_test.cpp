@@ -7,7 +7,7 @@
 #include <deque>
 
 #include "src/sched/policy.h"
-#include "src/step_resolver.h"
+#include "src/cluster/step_resolver.h"
 #include "tests/sched_test_support.h"
 #include "troupe/error.h"
 

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "src/sched/policy.h"
-#include "src/seq_cache.h"
-#include "src/step_resolver.h"
+#include "src/cluster/seq_cache.h"
+#include "src/cluster/step_resolver.h"
 
 namespace troupe::sched::test {
 

@@ -9,10 +9,10 @@
 #include <map>
 
 #include "kernels/ref/ref.h"
-#include "src/codec.h"
-#include "src/cpu_backend.h"
+#include "src/cluster/codec.h"
+#include "src/engine/cpu_backend.h"
 #include "src/sched/policy.h"
-#include "src/worker_core.h"
+#include "src/cluster/worker_core.h"
 #include "test_support.h"
 #include "troupe/error.h"
 

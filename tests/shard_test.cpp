@@ -7,7 +7,7 @@
 
 #include "kernels/ref/dtype.h"
 #include "kernels/ref/ref.h"
-#include "src/tp/shard.h"
+#include "src/engine/shard.h"
 #include "identity_comm.h"
 #include "troupe/error.h"
 #include "troupe/kernel_registry.h"

@@ -10,8 +10,8 @@
 #include "kernels/ref/dtype.h"
 #include "kernels/roofline.h"
 #include "sim/cluster.h"
-#include "src/gguf.h"
-#include "src/model_export.h"
+#include "src/model/gguf.h"
+#include "src/model/model_export.h"
 #include "troupe/error.h"
 
 using namespace troupe;

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "src/text_stream.h"
-#include "src/tokenizer.h"
+#include "src/model/text_stream.h"
+#include "src/model/tokenizer.h"
 
 namespace troupe {
 namespace {

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "src/tokenizer.h"
-#include "src/tokenizer_files.h"
-#include "src/unicode_text.h"
+#include "src/model/tokenizer.h"
+#include "src/model/tokenizer_files.h"
+#include "src/model/unicode_text.h"
 #include "test_support.h"
 #include "troupe/error.h"
 

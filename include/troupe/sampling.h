@@ -1,5 +1,6 @@
 // Sampling parameters of one job: a plain value type.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +25,26 @@ struct sampling_params {
 };
 
 // Checks ranges; returns an empty string when valid, else "field: what was expected".
-std::string validate(const sampling_params& p);
+inline std::string validate(const sampling_params& p) {
+  auto bad = [](const char* field, const std::string& expected, double got) {
+    return std::string(field) + ": expected " + expected + ", got " + std::to_string(got);
+  };
+  if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature)) return bad("temperature", ">= 0", p.temperature);
+  if (p.top_k < 0) return bad("top_k", ">= 0 (0 = off)", p.top_k);
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return bad("top_p", "a value in (0, 1]", p.top_p);
+  if (!(p.min_p >= 0.0f && p.min_p < 1.0f)) return bad("min_p", "a value in [0, 1)", p.min_p);
+  if (!(p.repetition_penalty > 0.0f) || !std::isfinite(p.repetition_penalty))
+    return bad("repetition_penalty", "> 0 (1 = off)", p.repetition_penalty);
+  if (p.repeat_window < 0) return bad("repeat_window", ">= 0", p.repeat_window);
+  if (!std::isfinite(p.frequency_penalty) || std::fabs(p.frequency_penalty) > 2.0f)
+    return bad("frequency_penalty", "a value in [-2, 2]", p.frequency_penalty);
+  if (!std::isfinite(p.presence_penalty) || std::fabs(p.presence_penalty) > 2.0f)
+    return bad("presence_penalty", "a value in [-2, 2]", p.presence_penalty);
+  if (p.max_tokens <= 0) return bad("max_tokens", "> 0", p.max_tokens);
+  if (p.top_logprobs < 0 || p.top_logprobs > 20) return bad("top_logprobs", "a value in [0, 20]", p.top_logprobs);
+  for (size_t i = 0; i < p.stop_strings.size(); ++i)
+    if (p.stop_strings[i].empty()) return "stop_strings[" + std::to_string(i) + "]: expected a non-empty string";
+  return {};
+}
 
 }  // namespace troupe

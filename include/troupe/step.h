@@ -16,7 +16,7 @@ namespace troupe {
 // Later work is a diff (`diff`): block_table lists only the blocks appended since its
 // previous work, and sampling, history and n_prompt are not sent; the worker keeps them from
 // the full work, extends the history with the tokens it samples, and drops them when a
-// plan lists the sequence in step_plan::released (src/seq_cache.h). Backends only ever see
+// plan lists the sequence in step_plan::released (src/cluster/seq_cache.h). Backends only ever see
 // full work.
 struct seq_work {
   uint64_t seq_id = 0;

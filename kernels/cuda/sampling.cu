@@ -103,7 +103,7 @@ __device__ float bisect(const float* l, int64_t vocab, float lo, float hi, float
   return from_order_key(a);
 }
 
-// Filters as src/sampler.cpp does, in its order: top_k, then top_p over the top-k mass, then
+// Filters as src/engine/sampler.cpp does, in its order: top_k, then top_p over the top-k mass, then
 // min_p (relative to the best token, so it commutes with the others). The draw walks the kept
 // tokens from the highest logit down (lowest id first on ties), like the CPU sampler: the
 // chosen logit v is the largest t with mass(logit >= t) > target; ties at v are resolved by a

@@ -24,7 +24,7 @@ void invoke_argmax(int32_t* ids, float* logprobs, const float* logits, int64_t n
 // For each row with temperature > 0: keeps the tokens that pass top_k, top_p and min_p
 // (ties at a threshold are kept), and draws one with probability proportional to
 // exp(logit / temperature) using `uniform`, walking tokens from the highest logit down as
-// src/sampler.cpp does (same draw up to float rounding at boundaries). logprobs gets
+// src/engine/sampler.cpp does (same draw up to float rounding at boundaries). logprobs gets
 // the chosen token's log-probability under softmax(logits) (temperature 1, unfiltered).
 // params (n_rows) on the device.
 void invoke_sample(int32_t* ids, float* logprobs, const float* logits, const sample_row_params* params, int64_t n_rows,

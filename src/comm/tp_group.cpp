@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "src/codec.h"
+#include "src/cluster/codec.h"
 #include "troupe/error.h"
 
 namespace troupe::comm {

@@ -24,7 +24,7 @@
 #include <string>
 #include <thread>
 
-#include "src/seq_cache.h"
+#include "src/cluster/seq_cache.h"
 #include "troupe/communicator.h"
 #include "troupe/model.h"
 

@@ -1,0 +1,266 @@
+#include "src/cluster/gateway_core.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace troupe {
+
+void gateway_output::append(gateway_output&& o) {
+  for (auto& r : o.to_clients) to_clients.push_back(std::move(r));
+  for (auto& m : o.to_scheduler) to_scheduler.push_back(std::move(m));
+}
+
+// ---- one job in flight --------------------------------------------------------------------------
+
+struct gateway_core::job_state {
+  job_state(const tokenizer& tok, std::vector<std::string> stop_strings) : text(tok, std::move(stop_strings)) {}
+  uint64_t id = 0;
+  std::string peer;
+  std::string client_request_id;
+  sampling_params sampling;
+  bool stream = true;
+  uint32_t prompt_tokens = 0;
+  text_stream text;
+  std::string pending_text;  // final text not yet sent (a job that does not stream)
+  uint32_t ids_sent = 0;     // index of pending_ids[0] in the output
+  std::vector<int32_t> pending_ids;
+  std::vector<float> pending_logprobs;
+  std::vector<std::vector<token_logprob>> pending_top;
+  double accepted_at = 0;
+  double first_token_at = -1;
+  double queue_ms = 0;
+};
+
+gateway_core::gateway_core(gateway_options opts, std::vector<served_model> models)
+    : opts_(std::move(opts)), models_(std::move(models)) {
+  if (models_.empty()) throw error(error_kind::failed, "gateway: no model to serve", "model");
+}
+
+gateway_core::~gateway_core() = default;
+
+client_reply gateway_core::error_reply(const std::string& peer, uint64_t job_id, const std::string& client_request_id,
+                                       error_info e) {
+  return {peer, proto::job_error{job_id, client_request_id, std::move(e)}};
+}
+
+// ---- from clients -----------------------------------------------------------------------------
+
+gateway_output gateway_core::on_client_message(const std::string& peer, proto::client_message msg, double now) {
+  if (auto* j = std::get_if<proto::job>(&msg)) return submit(peer, std::move(*j), now);
+  return cancel(peer, std::get<proto::cancel_job>(msg).client_request_id, now);
+}
+
+gateway_output gateway_core::submit(const std::string& peer, proto::job j, double now) {
+  gateway_output out;
+  auto reject = [&](error_kind kind, const std::string& message, const std::string& field) {
+    out.to_clients.push_back(error_reply(peer, 0, j.client_request_id, {kind, message, field}));
+    return out;
+  };
+  std::string tenant = j.api_key.empty() ? "default" : j.api_key;
+  if (!opts_.api_keys.empty()) {
+    auto known = std::find_if(opts_.api_keys.begin(), opts_.api_keys.end(),
+                              [&](const std::string& k) { return k.substr(0, k.find('=')) == j.api_key; });
+    if (j.api_key.empty() || known == opts_.api_keys.end())
+      return reject(error_kind::failed, j.api_key.empty() ? "an API key is required" : "unknown API key", "api_key");
+    if (const auto eq = known->find('='); eq != std::string::npos) tenant = known->substr(eq + 1);
+  }
+  if (!accepting_) return reject(error_kind::overloaded, "the gateway is shutting down", "");
+  if (jobs_.size() >= opts_.max_queue)
+    return reject(error_kind::overloaded,
+                  "the gateway's queue is full (" + std::to_string(opts_.max_queue) + " jobs in flight); retry later",
+                  "queue");
+  const served_model* model = &models_.front();
+  if (!j.model.empty()) {
+    auto it = std::find_if(models_.begin(), models_.end(), [&](const served_model& m) { return m.name == j.model; });
+    if (it == models_.end()) {
+      std::string names;
+      for (const auto& m : models_) names += (names.empty() ? "" : ", ") + m.name;
+      return reject(error_kind::failed, "unknown model '" + j.model + "'; this gateway serves: " + names, "model");
+    }
+    model = &*it;
+  }
+  if (std::string why = validate(j.sampling); !why.empty())
+    return reject(error_kind::failed, why, why.substr(0, why.find(':')));
+  if (!j.client_request_id.empty() && by_client_.count({peer, j.client_request_id}))
+    return reject(error_kind::failed, "client request id '" + j.client_request_id + "' is already in flight",
+                  "client_request_id");
+
+  const tokenizer& tok = *model->tok;
+  std::vector<int32_t> prompt;
+  if (j.prompt_is_ids) {
+    prompt = std::move(j.prompt_ids);
+    for (size_t i = 0; i < prompt.size(); ++i)
+      if (prompt[i] < 0 || prompt[i] >= tok.vocab_size())
+        return reject(error_kind::failed,
+                      "prompt token " + std::to_string(i) + " is " + std::to_string(prompt[i]) +
+                          ", outside the vocabulary [0, " + std::to_string(tok.vocab_size()) + ")",
+                      "prompt");
+  } else if (!j.prompt_text.empty()) {
+    prompt = tok.encode(j.prompt_text, tok.data().add_bos);
+  }
+  if (prompt.empty()) return reject(error_kind::failed, "the prompt is empty", "prompt");
+  const int64_t ctx = model->max_context;
+  if (ctx > 0 && static_cast<int64_t>(prompt.size()) >= ctx)
+    return reject(error_kind::failed,
+                  "prompt of " + std::to_string(prompt.size()) + " tokens does not fit the context of " +
+                      std::to_string(ctx) + " tokens of model " + model->name,
+                  "prompt");
+  // As `troupe generate`: generation ends at the context (finish reason length).
+  if (ctx > 0)
+    j.sampling.max_tokens = static_cast<int32_t>(std::min<int64_t>(j.sampling.max_tokens, ctx - prompt.size()));
+
+  auto s = std::make_unique<job_state>(tok, j.sampling.stop_strings);
+  s->id = next_id_++;
+  s->peer = peer;
+  s->client_request_id = j.client_request_id;
+  s->sampling = j.sampling;
+  s->stream = j.stream;
+  s->prompt_tokens = static_cast<uint32_t>(prompt.size());
+  s->accepted_at = now;
+
+  request q;
+  q.id = s->id;
+  q.tenant = tenant;
+  q.model = model->name;
+  q.priority = j.priority;
+  q.prompt = std::move(prompt);
+  q.sampling = j.sampling;
+  if (tok.eos() >= 0) q.eos_ids.push_back(tok.eos());
+  for (int32_t id : tok.data().extra_eos_ids) q.eos_ids.push_back(id);
+  out.to_scheduler.push_back(std::move(q));
+  if (!s->client_request_id.empty()) by_client_[{peer, s->client_request_id}] = s->id;
+  jobs_[s->id] = std::move(s);
+  return out;
+}
+
+gateway_output gateway_core::cancel(const std::string& peer, const std::string& client_request_id, double now) {
+  gateway_output out;
+  auto it = by_client_.find({peer, client_request_id});
+  if (it == by_client_.end()) return out;  // already finished: the done message is on its way
+  auto& s = *jobs_.at(it->second);
+  out.to_scheduler.push_back(proto::cancel_request{s.id});
+  finish(s, finish_reason::cancelled, "cancelled by the client", now, out);
+  return out;
+}
+
+gateway_output gateway_core::on_client_gone(const std::string& peer, double now) {
+  gateway_output out;
+  std::vector<uint64_t> ids;
+  for (const auto& [id, s] : jobs_)
+    if (s->peer == peer) ids.push_back(id);
+  for (uint64_t id : ids) {
+    out.to_scheduler.push_back(proto::cancel_request{id});
+    finish(*jobs_.at(id), finish_reason::cancelled, "client disconnected", now, out);
+  }
+  if (!ids.empty()) spdlog::info("gateway: client disconnected; cancelled its {} jobs", ids.size());
+  out.to_clients.clear();  // nobody to read them
+  return out;
+}
+
+gateway_output gateway_core::cancel_all(const std::string& reason, double now) {
+  gateway_output out;
+  std::vector<uint64_t> ids;
+  for (const auto& [id, s] : jobs_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    out.to_scheduler.push_back(proto::cancel_request{id});
+    finish(*jobs_.at(id), finish_reason::cancelled, reason, now, out);
+  }
+  return out;
+}
+
+// ---- from the scheduler ---------------------------------------------------------------------------
+
+gateway_output gateway_core::on_scheduler(const proto::control_message& msg, double now) {
+  gateway_output out;
+  if (const auto* evs = std::get_if<proto::request_events>(&msg)) {
+    for (const auto& je : evs->events) {
+      auto it = jobs_.find(je.event.id);
+      if (it == jobs_.end()) continue;  // finished here already (stop string, cancel)
+      auto& s = *it->second;
+      if (je.queue_ms >= 0) s.queue_ms = je.queue_ms;
+      if (!je.event.tokens.empty() && s.first_token_at < 0) s.first_token_at = now;
+      on_tokens(s, je.event, now, out);
+      if (!jobs_.count(je.event.id)) continue;  // ended at a stop string
+      if (je.event.finished != finish_reason::none)
+        finish(s, je.event.finished, je.event.error, now, out);
+      else
+        send_chunk(s, false, out);
+    }
+  } else if (const auto* rej = std::get_if<proto::request_rejected>(&msg)) {
+    auto it = jobs_.find(rej->id);
+    if (it != jobs_.end()) {
+      auto& s = *it->second;
+      out.to_clients.push_back(error_reply(s.peer, s.id, s.client_request_id, rej->error));
+      by_client_.erase({s.peer, s.client_request_id});
+      jobs_.erase(it);
+    }
+  } else if (const auto* pe = std::get_if<proto::peer_error>(&msg)) {
+    spdlog::error("gateway: the scheduler reports: {} ({})", pe->error.message, pe->error.field);
+  }
+  return out;
+}
+
+void gateway_core::on_tokens(job_state& s, const request_event& e, double now, gateway_output& out) {
+  for (size_t i = 0; i < e.tokens.size(); ++i) {
+    s.pending_ids.push_back(e.tokens[i].id);
+    s.pending_logprobs.push_back(e.tokens[i].logprob);
+    if (i < e.top.size()) s.pending_top.push_back(e.top[i]);
+    if (s.text.feed(e.tokens[i].id)) {
+      out.to_scheduler.push_back(proto::cancel_request{s.id});
+      finish(s, finish_reason::stop, "", now, out);
+      return;
+    }
+  }
+}
+
+void gateway_core::send_chunk(job_state& s, bool final, gateway_output& out) {
+  s.pending_text += s.text.take();
+  if (!s.stream && !final) return;
+  if (s.pending_ids.empty() && s.pending_text.empty()) return;
+  proto::token_chunk c;
+  c.job_id = s.id;
+  c.client_request_id = s.client_request_id;
+  c.index = s.ids_sent;
+  c.ids = std::move(s.pending_ids);
+  c.text_delta = std::move(s.pending_text);
+  c.logprobs = std::move(s.pending_logprobs);
+  c.top = std::move(s.pending_top);
+  s.ids_sent += static_cast<uint32_t>(c.ids.size());
+  s.pending_ids.clear();
+  s.pending_text.clear();
+  s.pending_logprobs.clear();
+  s.pending_top.clear();
+  out.to_clients.push_back({s.peer, std::move(c)});
+}
+
+// Sends what is left and the done message, and forgets the job.
+void gateway_core::finish(job_state& s, finish_reason reason, const std::string& detail, double now,
+                          gateway_output& out) {
+  s.text.finish();
+  send_chunk(s, true, out);
+  if (reason == finish_reason::error) {
+    // The cluster could not finish it (every worker able to serve it went away): the tokens
+    // sent so far stand, and the job ends with an error of kind disconnected.
+    out.to_clients.push_back(
+        {s.peer, proto::job_error{s.id, s.client_request_id, {error_kind::disconnected, detail, ""}}});
+    if (!s.client_request_id.empty()) by_client_.erase({s.peer, s.client_request_id});
+    jobs_.erase(s.id);
+    return;
+  }
+  proto::job_done d;
+  d.job_id = s.id;
+  d.client_request_id = s.client_request_id;
+  d.reason = reason;
+  d.prompt_tokens = s.prompt_tokens;
+  d.completion_tokens = s.ids_sent;
+  d.queue_ms = s.queue_ms;
+  d.ttft_ms = s.first_token_at >= 0 ? (s.first_token_at - s.accepted_at) * 1000.0 : 0.0;
+  d.total_ms = (now - s.accepted_at) * 1000.0;
+  d.detail = detail;
+  out.to_clients.push_back({s.peer, std::move(d)});
+  if (!s.client_request_id.empty()) by_client_.erase({s.peer, s.client_request_id});
+  jobs_.erase(s.id);  // s is gone from here on
+}
+
+}  // namespace troupe

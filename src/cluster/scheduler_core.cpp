@@ -1,0 +1,300 @@
+#include "src/cluster/scheduler_core.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "src/cluster/overloaded.h"
+
+namespace troupe {
+
+namespace {
+scheduler_options with_trace(scheduler_options o) {
+  if (!o.trace_path.empty()) o.policy.trace = true;
+  return o;
+}
+}  // namespace
+
+scheduler_core::scheduler_core(scheduler_options opts) : opts_(with_trace(std::move(opts))), driver_(opts_.policy) {}
+
+scheduler_core::~scheduler_core() = default;
+
+size_t scheduler_core::queued() const { return driver_.policy().queued(); }
+size_t scheduler_core::running() const { return driver_.policy().running(); }
+
+// Plans go to their replica's worker, events to the gateways that submitted the requests.
+class scheduler_core::sink final : public sched::driver_sink {
+ public:
+  sink(scheduler_core& core, outbox& out) : core_(core), out_(out) {}
+
+  void on_plan(uint32_t replica, step_plan&& plan, double now) override {
+    for (const auto& w : plan.seqs) {
+      if (auto a = core_.admitted_at_.find(w.seq_id); a != core_.admitted_at_.end()) {
+        core_.queue_ms_[w.seq_id] = (now - a->second) * 1000.0;
+        core_.admitted_at_.erase(a);
+      }
+    }
+    out_.push_back({core_.replicas_.at(replica).peer, std::move(plan)});
+  }
+  void on_events(std::vector<sched::request_event>& events, std::optional<uint32_t>, double) override {
+    core_.route(std::move(events), out_);
+  }
+
+ private:
+  scheduler_core& core_;
+  outbox& out_;
+};
+
+// ---- inbound ----------------------------------------------------------------------------------
+
+scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto::control_message msg, double now) {
+  outbox out;
+  auto rit = replica_of_peer_.find(peer);
+  replica* rep = rit == replica_of_peer_.end() ? nullptr : &replicas_.at(rit->second);
+  if (rep) rep->last_seen = now;
+  std::visit(
+      overloaded{
+          [&](proto::worker_registration& r) { out = on_registration(peer, r, now); },
+          [&](proto::heartbeat&) {
+            if (!rep)
+              out.push_back({peer, proto::peer_error{{error_kind::disconnected, "heartbeat from an unregistered worker",
+                                                      "registration"}}});
+          },
+          [&](proto::step_outcome& o) {
+            if (rep) on_step_result(*rep, o, now, out);
+          },
+          [&](proto::drain& d) {
+            if (rep)
+              on_drain(*rep, d, now, out);
+            else
+              out.push_back({peer, proto::peer_error{{error_kind::disconnected, "drain from an unregistered worker",
+                                                      "registration"}}});
+          },
+          [&](sched::request& q) {
+            const uint64_t id = q.id;
+            std::string model = q.model;
+            auto adm = driver_.submit(std::move(q), now);
+            if (!adm.accepted) {
+              out.push_back({peer, proto::request_rejected{id, adm.error}});
+              return;
+            }
+            gateway_of_[id] = peer;
+            if (!model.empty()) model_of_[id] = std::move(model);
+            admitted_at_[id] = now;
+            pump(now, out);
+          },
+          [&](proto::cancel_request& c) {
+            sink to(*this, out);
+            driver_.cancel(c.id, now, to);
+            pump(now, out);
+          },
+          [&](proto::peer_error& e) {
+            spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.error.message, e.error.field);
+          },
+          [&](auto&) {
+            out.push_back({peer, proto::peer_error{{error_kind::unimplemented,
+                                                    "the scheduler does not accept this message", "message"}}});
+          },
+      },
+      msg);
+  return out;
+}
+
+scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, const proto::worker_registration& r,
+                                                       double now) {
+  outbox out;
+  if (auto it = replica_of_peer_.find(peer); it != replica_of_peer_.end())
+    remove(it->second, "registered again", now, out);  // a restarted worker with the same name
+  if (r.kv_blocks <= 0 || r.block_size <= 0 || r.max_batch <= 0) {
+    out.push_back(
+        {peer, proto::peer_error{{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
+                                  "registration"}}});
+    return out;
+  }
+  replica rep;
+  rep.id = next_replica_++;
+  rep.peer = peer;
+  rep.last_seen = now;
+  rep.model = r.model;
+  sched::replica_info info{rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, r.model};
+  info.plan_diffs = r.plan_diffs;  // an older worker takes every sequence in full
+  driver_.add_replica(info, now);
+  replicas_[rep.id] = rep;
+  replica_of_peer_[peer] = rep.id;
+  spdlog::info(
+      "scheduler: worker {} registered as replica {} (node {}, {}, model {}, {} KV blocks of {}, batch {}, {} host "
+      "swap blocks)",
+      peer, rep.id, r.node, r.device, r.model, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks);
+  if (opts_.policy.preemption == sched::preemption_mode::swap && r.host_blocks == 0)
+    spdlog::warn("scheduler: worker {} has no host swap pool (--swap-mb): its preemptions recompute", peer);
+  out.push_back({peer, proto::registered{rep.id}});
+  pump(now, out);
+  return out;
+}
+
+void scheduler_core::on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out) {
+  if (!o.error.empty()) {
+    if (!driver_.on_step_failed(r.id, o.result.step_id)) return;  // stale: from before a re-registration
+    remove(r.id, "step failed: " + o.error, now, out);
+    pump(now, out);
+    return;
+  }
+  sink to(*this, out);
+  if (driver_.on_result(r.id, o.result, now, to)) pump(now, out);
+}
+
+scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, double now) {
+  outbox out;
+  if (auto it = replica_of_peer_.find(peer); it != replica_of_peer_.end()) {
+    remove(it->second, "disconnected", now, out);
+    pump(now, out);
+    return out;
+  }
+  // A gateway went away: nobody will read its requests' tokens.
+  std::vector<uint64_t> orphans;
+  for (const auto& [id, gw] : gateway_of_)
+    if (gw == peer) orphans.push_back(id);
+  sched::null_sink drop;  // the orphans' cancellations have no gateway left
+  for (uint64_t id : orphans) {
+    driver_.cancel(id, now, drop);
+    gateway_of_.erase(id);
+    admitted_at_.erase(id);
+    queue_ms_.erase(id);
+    model_of_.erase(id);
+  }
+  if (!orphans.empty())
+    spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
+  pump(now, out);
+  return out;
+}
+
+scheduler_core::outbox scheduler_core::on_tick(double now) {
+  outbox out;
+  std::vector<uint32_t> silent;
+  for (const auto& [id, r] : replicas_)
+    if (now - r.last_seen > opts_.heartbeat_timeout_s) silent.push_back(id);
+  for (uint32_t id : silent) remove(id, "missed heartbeats", now, out);
+  std::vector<uint32_t> late;
+  for (const auto& [id, r] : replicas_)
+    if (r.draining && r.drain_deadline > 0 && now >= r.drain_deadline) late.push_back(id);
+  for (uint32_t id : late) {
+    const std::string peer = replicas_.at(id).peer;
+    remove(id, "drain deadline passed", now, out);
+    out.push_back({peer, proto::shutdown{"drained (deadline passed; its jobs moved to other replicas)"}});
+  }
+  if (!silent.empty() || !late.empty()) pump(now, out);
+  return out;
+}
+
+scheduler_core::outbox scheduler_core::shutdown_workers(const std::string& reason) {
+  outbox out;
+  for (const auto& [id, r] : replicas_) out.push_back({r.peer, proto::shutdown{reason}});
+  return out;
+}
+
+// ---- draining -------------------------------------------------------------------------------------
+
+void scheduler_core::on_drain(replica& r, const proto::drain& d, double now, outbox& out) {
+  if (r.draining) return;
+  r.draining = true;
+  r.drain_deadline = d.deadline_s > 0 ? now + d.deadline_s : 0;
+  driver_.drain_replica(r.id, now);
+  const auto st = driver_.policy().stats(r.id);
+  spdlog::info("scheduler: replica {} ({}) draining: {} sequences left to finish there{}", r.id, r.peer,
+               st ? st->running + st->swapped : 0,
+               d.deadline_s > 0 ? fmt::format(", deadline {:.1f} s", d.deadline_s) : std::string());
+  pump(now, out);
+}
+
+void scheduler_core::retire_drained(double now, outbox& out) {
+  std::vector<uint32_t> empty;
+  for (const auto& [id, r] : replicas_) {
+    if (!r.draining || driver_.in_flight(id) > 0) continue;
+    const auto st = driver_.policy().stats(id);
+    if (!st || st->running + st->swapped == 0) empty.push_back(id);
+  }
+  for (uint32_t id : empty) {
+    const std::string peer = replicas_.at(id).peer;
+    remove(id, "drained", now, out, true);  // nothing of it is left to re-plan
+    out.push_back({peer, proto::shutdown{"drained"}});
+  }
+}
+
+// ---- planning and routing -----------------------------------------------------------------------
+
+void scheduler_core::remove(uint32_t replica_id, const std::string& why, double now, outbox& out, bool drained) {
+  auto it = replicas_.find(replica_id);
+  if (it == replicas_.end()) return;
+  if (drained)
+    spdlog::info("scheduler: replica {} ({}) drained; shutting it down", replica_id, it->second.peer);
+  else
+    spdlog::warn("scheduler: replica {} ({}) removed: {}; its requests are re-planned", replica_id, it->second.peer,
+                 why);
+  const std::string model = it->second.model;
+  replica_of_peer_.erase(it->second.peer);
+  replicas_.erase(it);
+  sink to(*this, out);
+  driver_.remove_replica(replica_id, now, to);
+  // A drain is a planned restart: queued requests wait for the next worker.
+  if (drained) return;
+  const bool none_left = replicas_.empty();
+  const bool model_left =
+      std::any_of(replicas_.begin(), replicas_.end(), [&](const auto& r) { return r.second.model == model; });
+  if (model_left) return;
+  // No worker is left for this model (or none at all): waiting for one could be forever, so
+  // the requests it could have served end now with an error the client can act on
+  // (resubmit), instead of hanging. A request naming no model fails only with no worker left.
+  std::vector<sched::request_event> failed;
+  sched::null_sink replaced;  // the cancellations below: replaced by the errors
+  for (const auto& [id, gateway] : gateway_of_) {
+    const auto m = model_of_.find(id);
+    if (!none_left && (m == model_of_.end() || m->second != model)) continue;
+    driver_.cancel(id, now, replaced);
+    sched::request_event e;
+    e.id = id;
+    e.finished = sched::finish_reason::error;
+    e.error = none_left ? "no worker is left to serve this request (the last replica was removed: " + why + ")"
+                        : "no worker is left to serve model " + model + " (its last replica was removed: " + why + ")";
+    failed.push_back(std::move(e));
+  }
+  if (!failed.empty())
+    spdlog::warn("scheduler: no replica left{}; {} request(s) ended with an error",
+                 none_left ? std::string() : " for model " + model, failed.size());
+  route(std::move(failed), out);
+}
+
+void scheduler_core::pump(double now, outbox& out) {
+  retire_drained(now, out);
+  sink to(*this, out);
+  driver_.pump(now, to);  // a worker runs its plans in the order sent
+}
+
+// Groups events by the gateway that submitted each request: one message per gateway.
+void scheduler_core::route(std::vector<sched::request_event> events, outbox& out) {
+  if (events.empty()) return;
+  std::map<std::string, proto::request_events> by_gateway;
+  for (auto& e : events) {
+    auto g = gateway_of_.find(e.id);
+    if (g == gateway_of_.end()) continue;
+    proto::job_event je;
+    if (auto q = queue_ms_.find(e.id); q != queue_ms_.end()) {
+      je.queue_ms = q->second;
+      queue_ms_.erase(q);
+    }
+    const bool finished = e.finished != sched::finish_reason::none;
+    je.event = std::move(e);
+    auto& dst = by_gateway[g->second];
+    dst.events.push_back(std::move(je));
+    if (finished) {
+      admitted_at_.erase(g->first);
+      queue_ms_.erase(g->first);
+      model_of_.erase(g->first);
+      gateway_of_.erase(g);
+    }
+  }
+  for (auto& [peer, m] : by_gateway) out.push_back({peer, std::move(m)});
+}
+
+std::string scheduler_core::take_trace() { return driver_.policy().take_trace(); }
+
+}  // namespace troupe

@@ -1,0 +1,24 @@
+// Synthetic Llama models: a preset's shape, seeded random weights and a SentencePiece-style
+// vocabulary, for tests and benchmarks where a real model's numbers do not matter.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/model/model_export.h"
+#include "troupe/model.h"
+
+namespace troupe {
+
+// "tiny" (dim 64, 2 layers), "110m" (llama2.c's stories110M shape) or "1b" (Llama 3.2 1B shape).
+model_config synth_preset(const std::string& name);
+
+// <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then generated pieces up to `vocab`.
+tokenizer_data synth_vocab(int64_t vocab);
+
+// The model's tensors in GGUF order: matrices ~ normal(0, 0.02) stored as `dtype`
+// (f16 where q types cannot store them), norms 1 in f32. Row r of a tensor depends only
+// on (seed, name, r), so a test can regenerate any value.
+std::vector<tensor_source> synth_tensors(const model_config& config, troupe_dtype dtype, uint64_t seed);
+
+}  // namespace troupe
