@@ -23,23 +23,6 @@ const char* backend_name(troupe_backend b) { return b == TROUPE_BACKEND_CPU ? "c
 
 std::string dtype_label(troupe_dtype t) { return std::string(kern::dtype_name(t)); }
 
-// Position of t in the matmul and embedding families (their ops are consecutive in this order).
-int weight_index(troupe_dtype t) {
-  switch (t) {
-    case TROUPE_F32:
-      return 0;
-    case TROUPE_F16:
-      return 1;
-    case TROUPE_BF16:
-      return 2;
-    case TROUPE_Q8_0:
-      return 3;
-    case TROUPE_Q4_0:
-      return 4;
-  }
-  return -1;
-}
-
 // The family's name for messages: "matmul" for matmul_q8_0, "attention" for attention_f16kv.
 std::string family_name(troupe_op op) {
   if (op >= TROUPE_OP_MATMUL_F32 && op <= TROUPE_OP_MATMUL_Q4_0) return "matmul";
@@ -63,8 +46,24 @@ bool op_from_name(std::string_view name, troupe_op* out) {
   return false;
 }
 
+int weight_family_index(troupe_dtype t) {
+  switch (t) {
+    case TROUPE_F32:
+      return 0;
+    case TROUPE_F16:
+      return 1;
+    case TROUPE_BF16:
+      return 2;
+    case TROUPE_Q8_0:
+      return 3;
+    case TROUPE_Q4_0:
+      return 4;
+  }
+  return -1;
+}
+
 bool op_for_dtype(troupe_op op, troupe_dtype t, troupe_op* out) {
-  const int wi = weight_index(t);
+  const int wi = weight_family_index(t);
   if (op >= TROUPE_OP_MATMUL_F32 && op <= TROUPE_OP_MATMUL_Q4_0) {
     if (wi < 0) return false;
     *out = static_cast<troupe_op>(TROUPE_OP_MATMUL_F32 + wi);

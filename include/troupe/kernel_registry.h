@@ -18,6 +18,9 @@ bool op_from_name(std::string_view name, troupe_op* out);
 // type, attention / attention_f16kv and kv_store / kv_store_f16 by KV pool type; every other
 // op takes f32 only. False when the family has no member for t (attention on q8_0, say).
 bool op_for_dtype(troupe_op op, troupe_dtype t, troupe_op* out);
+// Position of weight type t in the matmul and embedding families (f32, f16, bf16, q8_0, q4_0:
+// their ops are consecutive in this order); -1 for a type no matmul takes.
+int weight_family_index(troupe_dtype t);
 
 class kernel_registry {
  public:

@@ -29,22 +29,6 @@ namespace {
   throw error(error_kind::failed, msg, field);
 }
 
-int dtype_index(troupe_dtype t) {
-  switch (t) {
-    case TROUPE_F32:
-      return 0;
-    case TROUPE_F16:
-      return 1;
-    case TROUPE_BF16:
-      return 2;
-    case TROUPE_Q8_0:
-      return 3;
-    case TROUPE_Q4_0:
-      return 4;
-  }
-  return -1;
-}
-
 int64_t physical_ram_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? (int64_t)pages * page : 0;
@@ -106,7 +90,7 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
       fail(model.path() + ": tensor " + t.name + " is (" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
                "), expected (" + std::to_string(rows) + ", " + std::to_string(cols) + ")",
            "tensor " + t.name);
-    const int di = dtype_index(t.dtype);
+    const int di = weight_family_index(t.dtype);
     if (di < 0 || kern::row_bytes(t.dtype, cols) < 0 || (di >= 3 && cols % kern::QK != 0))
       fail(model.path() + ": tensor " + t.name + " has unsupported type " + std::to_string((int)t.dtype) +
                " for its width " + std::to_string(cols),
@@ -324,7 +308,7 @@ void cpu_backend::add_rmsnorm(llama_act out, llama_act x, llama_act residual, we
 
 void cpu_backend::matmul(llama_act y, llama_act x, weight_id id, int64_t rows) {
   const tensor_view& w = weight(id);
-  matmul_[dtype_index(w.dtype)](&kctx_, buf(y), buf(x), w.data, rows, w.rows, w.cols);
+  matmul_[weight_family_index(w.dtype)](&kctx_, buf(y), buf(x), w.data, rows, w.rows, w.cols);
 }
 
 void cpu_backend::rope(llama_act x, int64_t rows, int64_t n_heads) {

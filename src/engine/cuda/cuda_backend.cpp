@@ -367,10 +367,9 @@ int64_t cuda_backend::graph_replays() const { return p_->graph_replays; }
 
 std::string cuda_backend::describe() const {
   const impl& s = *p_;
-  auto type = [](troupe_dtype t) { return t == TROUPE_F32 ? "f32" : t == TROUPE_BF16 ? "bf16" : "f16"; };
   return std::string("cuda (") + s.prop.name + ", sm_" + std::to_string(s.prop.major) + std::to_string(s.prop.minor) +
-         "; weights " + type(s.opt.dense_type) + "/quantized " + mib(s.weight_bytes) + "; KV " +
-         (s.opt.kv_f16 ? "f16 " : "f32 ") + std::to_string(s.n_blocks) + " blocks x " +
+         "; weights " + std::string(kern::dtype_name(s.opt.dense_type)) + "/quantized " + mib(s.weight_bytes) +
+         "; KV " + (s.opt.kv_f16 ? "f16 " : "f32 ") + std::to_string(s.n_blocks) + " blocks x " +
          std::to_string(s.opt.block_size) + "; graphs " +
          (s.opt.cuda_graphs && !s.opt.comm && s.all_builtin ? "on" : "off") +
          (s.kernels_desc.empty() ? "" : "; " + s.kernels_desc) +
