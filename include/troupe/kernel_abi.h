@@ -149,7 +149,10 @@ typedef struct troupe_kernel_variant {
   void (*fn)(void);
 } troupe_kernel_variant;
 
-/* What a plugin's troupe_kernel_plugin_v1() returns. */
+/* What a plugin's troupe_kernel_plugin_v1() returns. The "_v1" names the entry point's own
+ * signature (no arguments, returns this struct), which has not changed; the version of the
+ * ops and their function types is abi_version, checked at load against
+ * TROUPE_KERNEL_ABI_VERSION. */
 typedef struct troupe_kernel_plugin {
   uint32_t abi_version; /* must equal TROUPE_KERNEL_ABI_VERSION */
   const char* plugin_name;
