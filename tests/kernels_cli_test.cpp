@@ -31,6 +31,17 @@ TEST(KernelsCli, CheckPassesOnThePlugin) {
   EXPECT_NE(r.out.find("pass"), std::string::npos) << r.out;
 }
 
+// A variant that loads but computes the wrong thing: the check is what stands between it and
+// a served model.
+TEST(KernelsCli, CheckFailsAWrongVariantAndNamesIt) {
+  auto r = run_command(troupe_bin() + " kernels check --plugin " + EXAMPLE_PLUGIN_WRONG + " --variant plugin.silu_mul");
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  const size_t at = r.out.find("plugin.silu_mul");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("FAIL", at), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(" 0 failed"), std::string::npos) << r.out;
+}
+
 TEST(KernelsCli, BadPluginAndUnknownOpFail) {
   auto bad = run_command(troupe_bin() + " kernels check --plugin " + EXAMPLE_PLUGIN_BAD_ABI);
   EXPECT_NE(bad.exit_code, 0) << bad.out;

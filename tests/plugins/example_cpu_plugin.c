@@ -3,7 +3,9 @@
  * with `troupe kernels check --plugin PATH` or kernel_registry::load_plugin.
  *
  * EXAMPLE_PLUGIN_ABI overrides the ABI version it claims: the tests build a second copy
- * with a wrong version to see it refused.
+ * with a wrong version to see it refused. EXAMPLE_PLUGIN_WRONG builds a copy whose variant
+ * forgets the sigmoid (gate * up): valid to load, wrong to run, which `troupe kernels check`
+ * must catch.
  *
  * It counts its calls and, when unloaded (dlclose or exit) after at least one, prints
  * "example_cpu_plugin: plugin.silu_mul ran N times" to stderr: how a test of a real
@@ -23,7 +25,11 @@ static long long g_calls; /* workers may call at once: updated atomically */
 static void example_silu_mul(const troupe_kctx* ctx, float* out, const float* gate, const float* up, int64_t n) {
   (void)ctx; /* a plugin may split the work with ctx->parallel_for; this one does not */
   __atomic_fetch_add(&g_calls, 1, __ATOMIC_RELAXED);
+#ifdef EXAMPLE_PLUGIN_WRONG
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * up[i];
+#else
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+#endif
 }
 
 static const troupe_kernel_variant k_variants[] = {
