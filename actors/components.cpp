@@ -5,9 +5,12 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include "src/cluster/codec.h"
@@ -321,16 +324,30 @@ std::string node::add_scheduler(const std::string& address, scheduler_options op
 
 std::string node::add_gateway(const std::string& listen, const std::string& scheduler_address, gateway_options opts,
                               std::vector<served_model> models) {
+  // The routing id is the gateway id plus a random nonce: ZeroMQ silently drops a second
+  // connection with a routing id already in use, so two gateways with one id would leave
+  // the second dead without a word. With the nonce both connect, and the scheduler refuses
+  // the second by its gateway id with an error both sides log (scheduler_core.h).
+  if (opts.gateway_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    opts.gateway_id = std::string(host) + "-" + std::to_string(getpid());
+  }
+  std::random_device rd;
+  const uint64_t nonce = (uint64_t{rd()} << 32) | rd();
+  const std::string routing_id = fmt::format("{}#{:016x}", opts.gateway_id, nonce);
+  const std::string gateway_id = opts.gateway_id;
   auto st = std::make_shared<gateway_state>();
   st->limits = opts.limits;
   st->core = std::make_unique<gateway_core>(std::move(opts), std::move(models));
   st->io = io_.handle();
   gateway_ = rt_.system().spawn(gateway_actor, st);
   // The scheduler socket first: the actor knows both sockets before any client can reach it.
-  auto to_scheduler = io_.open(socket_role::dealer_connect, scheduler_address, gateway_, "gateway");
+  auto to_scheduler = io_.open(socket_role::dealer_connect, scheduler_address, gateway_, routing_id);
   auto clients = io_.open(socket_role::router_bind, listen, gateway_);
   caf::anon_send(gateway_, sockets_atom::value, clients.socket, to_scheduler.socket);
-  spdlog::info("gateway: listening for clients on {}, scheduler at {}", clients.endpoint, scheduler_address);
+  spdlog::info("gateway: {} listening for clients on {}, scheduler at {}", gateway_id, clients.endpoint,
+               scheduler_address);
   return clients.endpoint;
 }
 

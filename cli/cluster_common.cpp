@@ -135,6 +135,8 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
   sub.add_option("--api-key", f.api_keys,
                  "KEY or KEY=TENANT: accept only jobs carrying one of these keys (repeatable); none: any key, "
                  "which then names the job's tenant");
+  sub.add_option("--gateway-id", f.gateway_id,
+                 "This gateway's name at the scheduler, unique among its gateways (default: HOSTNAME-PID)");
 }
 
 gateway_options make_gateway_options(const gateway_flags& f) {
@@ -142,6 +144,7 @@ gateway_options make_gateway_options(const gateway_flags& f) {
   go.max_queue = f.max_queue;
   go.limits.max_message_bytes = f.max_message_kb << 10;
   go.api_keys = f.api_keys;
+  go.gateway_id = f.gateway_id;
   return go;
 }
 

@@ -71,6 +71,7 @@ struct gateway_flags {
   size_t max_message_kb = 1024;
   double drain_s = 10.0;  // shutdown deadline for jobs in flight
   std::vector<std::string> api_keys;
+  std::string gateway_id;  // empty: HOSTNAME-PID
 };
 gateway_options make_gateway_options(const gateway_flags& f);
 void add_gateway_flags(CLI::App& sub, gateway_flags& f);

@@ -332,6 +332,111 @@ TEST(SchedulerCore, DisconnectedGatewayHasItsRequestsCancelled) {
   EXPECT_EQ(s.running() + s.queued(), 0u);
 }
 
+// Several gateways on one scheduler each number their requests from 1: the scheduler scopes
+// the ids by gateway, so two requests "1" run as two sequences and each gateway gets the
+// tokens of its own under its own id.
+TEST(SchedulerCore, TwoGatewaysWithTheSameRequestIdGetEachTheirOwnTokens) {
+  scheduler_core s({});
+  fixed_token_backend be(7);
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  auto request = [](int32_t max_tokens) {
+    auto q = long_request(1);
+    q.sampling.max_tokens = max_tokens;
+    return q;
+  };
+  std::deque<step_plan> plans;
+  auto take = [&](const scheduler_core::outbox& out) {
+    for (auto& [peer, p] : find_all<step_plan>(out)) plans.push_back(p);
+    return out;
+  };
+  std::map<std::string, std::vector<proto::job_event>> events;
+  auto collect = [&](const scheduler_core::outbox& out) {
+    for (auto& [peer, m] : find_all<proto::request_events>(out))
+      for (auto& e : m.events) events[peer].push_back(e);
+  };
+  collect(take(s.on_message("gw-a#1", request(3), 0.1)));
+  collect(take(s.on_message("gw-b#2", request(5), 0.1)));
+  // The same id again from one gateway while it runs is refused; from the other it is not.
+  auto dup = find_all<proto::request_rejected>(s.on_message("gw-a#1", request(3), 0.1));
+  ASSERT_EQ(dup.size(), 1u);
+  EXPECT_EQ(dup[0].second.id, 1u);
+  EXPECT_EQ(s.running() + s.queued(), 2u);
+  std::set<uint64_t> seqs;
+  for (int step = 0; step < 20 && !plans.empty(); ++step) {
+    step_plan p = plans.front();
+    plans.pop_front();
+    for (const auto& w : p.seqs) seqs.insert(w.seq_id);
+    collect(take(s.on_message("w1", outcome(be, p), 0.2 + step * 0.01)));
+  }
+  EXPECT_EQ(seqs.size(), 2u);  // two sequences, not one request seen twice
+  for (const auto& [peer, max_tokens] : std::map<std::string, size_t>{{"gw-a#1", 3}, {"gw-b#2", 5}}) {
+    SCOPED_TRACE(peer);
+    size_t tokens = 0;
+    bool finished = false;
+    for (const auto& e : events[peer]) {
+      EXPECT_EQ(e.event.id, 1u);  // under the gateway's own id
+      tokens += e.event.tokens.size();
+      finished = finished || e.event.finished == sched::finish_reason::length;
+    }
+    EXPECT_EQ(tokens, max_tokens);
+    EXPECT_TRUE(finished);
+    EXPECT_EQ(s.requests_of(peer), 0u);
+  }
+  EXPECT_EQ(events.size(), 2u);  // nothing went to a worker or elsewhere
+}
+
+// A cancel is looked up under its sender: it ends that gateway's request of that id, never
+// another gateway's request that happens to carry the same number, and one matching none
+// of the sender's requests is ignored.
+TEST(SchedulerCore, ACancelEndsOnlyTheSendersOwnRequest) {
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  s.on_message("gw-a#1", long_request(1), 0.1);
+  s.on_message("gw-a#1", long_request(2), 0.1);
+  s.on_message("gw-b#2", long_request(1), 0.1);
+  ASSERT_EQ(s.running() + s.queued(), 3u);
+
+  auto out = s.on_message("gw-b#2", proto::cancel_request{1}, 0.2);
+  auto events = find_all<proto::request_events>(out);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].first, "gw-b#2");
+  ASSERT_EQ(events[0].second.events.size(), 1u);
+  EXPECT_EQ(events[0].second.events[0].event.id, 1u);
+  EXPECT_EQ(events[0].second.events[0].event.finished, sched::finish_reason::cancelled);
+  EXPECT_EQ(s.requests_of("gw-b#2"), 0u);
+  EXPECT_EQ(s.requests_of("gw-a#1"), 2u);
+
+  // Request 2 exists only at gateway a: gateway b's cancel for it does nothing.
+  out = s.on_message("gw-b#2", proto::cancel_request{2}, 0.3);
+  EXPECT_TRUE(find_all<proto::request_events>(out).empty());
+  EXPECT_EQ(s.requests_of("gw-a#1"), 2u);
+  EXPECT_EQ(s.running() + s.queued(), 2u);
+}
+
+// Two gateways started with one --gateway-id: the second is refused with an error naming
+// the field, instead of ZeroMQ dropping it without a word; once the first is gone the id
+// is free again.
+TEST(SchedulerCore, ASecondGatewayWithTheSameIdIsRefused) {
+  EXPECT_EQ(scheduler_core::gateway_id_of("front#00ab"), "front");
+  EXPECT_EQ(scheduler_core::gateway_id_of("a#b#c"), "a#b");
+  EXPECT_EQ(scheduler_core::gateway_id_of("plain"), "plain");
+  scheduler_core s({});
+  s.on_message("w1", proto::worker_registration{"n", "cpu", "m", 64, 16, 4}, 0.0);
+  EXPECT_TRUE(find_all<proto::request_rejected>(s.on_message("front#aaaa", long_request(1), 0.1)).empty());
+  auto refused = find_all<proto::request_rejected>(s.on_message("front#bbbb", long_request(1), 0.1));
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].first, "front#bbbb");
+  EXPECT_EQ(refused[0].second.id, 1u);
+  EXPECT_EQ(refused[0].second.error.field, "gateway_id");
+  EXPECT_NE(refused[0].second.error.message.find("'front'"), std::string::npos) << refused[0].second.error.message;
+  EXPECT_EQ(s.requests_of("front#bbbb"), 0u);
+  EXPECT_EQ(s.requests_of("front#aaaa"), 1u);
+
+  s.on_peer_gone("front#aaaa", 0.2);
+  EXPECT_TRUE(find_all<proto::request_rejected>(s.on_message("front#bbbb", long_request(1), 0.3)).empty());
+  EXPECT_EQ(s.requests_of("front#bbbb"), 1u);
+}
+
 TEST_F(GatewayCore, ApiKeyIsCheckedWhenConfigured) {
   gateway_options opts;
   opts.api_keys = {"secret"};

@@ -191,6 +191,8 @@ gateway_output gateway_core::on_scheduler(const proto::control_message& msg, dou
     auto it = jobs_.find(rej->id);
     if (it != jobs_.end()) {
       auto& s = *it->second;
+      if (rej->error.field == "gateway_id")  // the operator's mistake, not the client's: say it here too
+        spdlog::error("gateway: the scheduler refused this gateway: {}", rej->error.message);
       out.to_clients.push_back(error_reply(s.peer, s.id, s.client_request_id, rej->error));
       by_client_.erase({s.peer, s.client_request_id});
       jobs_.erase(it);

@@ -35,6 +35,9 @@ struct gateway_options {
   // of the keys and belongs to its tenant (the key itself when none is named). When empty,
   // any key is accepted and names the job's tenant ("default" without a key).
   std::vector<std::string> api_keys;
+  // This gateway's name at the scheduler; unique among the gateways of one scheduler (a
+  // second one with the same id is refused). Empty: HOSTNAME-PID, unique on its own.
+  std::string gateway_id;
 };
 
 struct client_reply {
@@ -82,6 +85,8 @@ class gateway_core {
   gateway_options opts_;
   std::vector<served_model> models_;
   bool accepting_ = true;
+  // Ids are this gateway's own: the scheduler scopes them by the gateway that sent them
+  // (scheduler_core.h), so several gateways counting from 1 never collide.
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<job_state>> jobs_;
   std::map<std::pair<std::string, std::string>, uint64_t> by_client_;  // (peer, client request id) -> job

@@ -70,24 +70,8 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
               out.push_back({peer, proto::peer_error{{error_kind::disconnected, "drain from an unregistered worker",
                                                       "registration"}}});
           },
-          [&](sched::request& q) {
-            const uint64_t id = q.id;
-            std::string model = q.model;
-            auto adm = driver_.submit(std::move(q), now);
-            if (!adm.accepted) {
-              out.push_back({peer, proto::request_rejected{id, adm.error}});
-              return;
-            }
-            gateway_of_[id] = peer;
-            if (!model.empty()) model_of_[id] = std::move(model);
-            admitted_at_[id] = now;
-            pump(now, out);
-          },
-          [&](proto::cancel_request& c) {
-            sink to(*this, out);
-            driver_.cancel(c.id, now, to);
-            pump(now, out);
-          },
+          [&](sched::request& q) { on_request(peer, q, now, out); },
+          [&](proto::cancel_request& c) { on_cancel(peer, c, now, out); },
           [&](proto::peer_error& e) {
             spdlog::warn("scheduler: peer {} reports: {} ({})", peer, e.error.message, e.error.field);
           },
@@ -98,6 +82,84 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
       },
       msg);
   return out;
+}
+
+std::string scheduler_core::gateway_id_of(const std::string& peer) {
+  const auto hash = peer.rfind('#');
+  return hash == std::string::npos ? peer : peer.substr(0, hash);
+}
+
+size_t scheduler_core::requests_of(const std::string& gateway_peer) const {
+  return static_cast<size_t>(std::count_if(gateway_of_.begin(), gateway_of_.end(),
+                                           [&](const auto& g) { return g.second.peer == gateway_peer; }));
+}
+
+void scheduler_core::on_request(const std::string& peer, sched::request& q, double now, outbox& out) {
+  const uint64_t gateway_request = q.id;
+  // A gateway id names one gateway: a second process claiming it (a copied config, a
+  // restart while the old one still runs) is refused, so that cancels and logs stay
+  // unambiguous. The claim lasts until its peer disconnects.
+  const std::string gateway = gateway_id_of(peer);
+  auto [claim, fresh] = gateway_peer_.try_emplace(gateway, peer);
+  if (fresh) spdlog::info("scheduler: gateway {} connected (routing id {})", gateway, peer);
+  if (claim->second != peer) {
+    spdlog::error("scheduler: refused a request from {}: gateway id '{}' is already in use by {}", peer, gateway,
+                  claim->second);
+    out.push_back({peer, proto::request_rejected{
+                             gateway_request,
+                             {error_kind::failed,
+                              "gateway id '" + gateway +
+                                  "' is already in use by another gateway on this scheduler; give each gateway "
+                                  "its own --gateway-id",
+                              "gateway_id"}}});
+    return;
+  }
+  if (cluster_id_.count({peer, gateway_request})) {
+    out.push_back({peer, proto::request_rejected{gateway_request,
+                                                 {error_kind::failed,
+                                                  "request id " + std::to_string(gateway_request) +
+                                                      " is already in flight from this gateway",
+                                                  "id"}}});
+    return;
+  }
+  const uint64_t id = next_request_++;
+  q.id = id;
+  std::string model = q.model;
+  auto adm = driver_.submit(std::move(q), now);
+  if (!adm.accepted) {
+    out.push_back({peer, proto::request_rejected{gateway_request, adm.error}});
+    return;
+  }
+  gateway_of_[id] = {peer, gateway_request};
+  cluster_id_[{peer, gateway_request}] = id;
+  if (!model.empty()) model_of_[id] = std::move(model);
+  admitted_at_[id] = now;
+  pump(now, out);
+}
+
+void scheduler_core::on_cancel(const std::string& peer, const proto::cancel_request& c, double now, outbox& out) {
+  // Looked up under the sender: another gateway's request with the same number is not hit.
+  auto it = cluster_id_.find({peer, c.id});
+  if (it == cluster_id_.end()) {
+    spdlog::info(
+        "scheduler: ignored a cancel from {} for request {}: no request of that gateway with this id is in "
+        "flight (finished already, or not its own)",
+        peer, c.id);
+    return;
+  }
+  sink to(*this, out);
+  driver_.cancel(it->second, now, to);
+  pump(now, out);
+}
+
+void scheduler_core::forget(uint64_t id) {
+  if (auto g = gateway_of_.find(id); g != gateway_of_.end()) {
+    cluster_id_.erase({g->second.peer, g->second.gateway_request});
+    gateway_of_.erase(g);
+  }
+  admitted_at_.erase(id);
+  queue_ms_.erase(id);
+  model_of_.erase(id);
 }
 
 scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, const proto::worker_registration& r,
@@ -153,17 +215,19 @@ scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, dou
   // A gateway went away: nobody will read its requests' tokens.
   std::vector<uint64_t> orphans;
   for (const auto& [id, gw] : gateway_of_)
-    if (gw == peer) orphans.push_back(id);
+    if (gw.peer == peer) orphans.push_back(id);
   sched::null_sink drop;  // the orphans' cancellations have no gateway left
   for (uint64_t id : orphans) {
     driver_.cancel(id, now, drop);
-    gateway_of_.erase(id);
-    admitted_at_.erase(id);
-    queue_ms_.erase(id);
-    model_of_.erase(id);
+    forget(id);
   }
   if (!orphans.empty())
     spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
+  // Its gateway id is free again (a restarted gateway may take it).
+  if (auto claim = gateway_peer_.find(gateway_id_of(peer)); claim != gateway_peer_.end() && claim->second == peer) {
+    spdlog::info("scheduler: gateway {} disconnected (routing id {}); its id is free", claim->first, peer);
+    gateway_peer_.erase(claim);
+  }
   pump(now, out);
   return out;
 }
@@ -269,7 +333,8 @@ void scheduler_core::pump(double now, outbox& out) {
   driver_.pump(now, to);  // a worker runs its plans in the order sent
 }
 
-// Groups events by the gateway that submitted each request: one message per gateway.
+// Groups events by the gateway that submitted each request: one message per gateway, each
+// event under the id that gateway gave the request.
 void scheduler_core::route(std::vector<sched::request_event> events, outbox& out) {
   if (events.empty()) return;
   std::map<std::string, proto::request_events> by_gateway;
@@ -282,15 +347,11 @@ void scheduler_core::route(std::vector<sched::request_event> events, outbox& out
       queue_ms_.erase(q);
     }
     const bool finished = e.finished != sched::finish_reason::none;
+    const uint64_t id = e.id;
+    e.id = g->second.gateway_request;
     je.event = std::move(e);
-    auto& dst = by_gateway[g->second];
-    dst.events.push_back(std::move(je));
-    if (finished) {
-      admitted_at_.erase(g->first);
-      queue_ms_.erase(g->first);
-      model_of_.erase(g->first);
-      gateway_of_.erase(g);
-    }
+    by_gateway[g->second.peer].events.push_back(std::move(je));
+    if (finished) forget(id);
   }
   for (auto& [peer, m] : by_gateway) out.push_back({peer, std::move(m)});
 }

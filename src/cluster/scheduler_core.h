@@ -3,6 +3,13 @@
 // the replicas (workers) and their heartbeats and drains, sends each plan to its worker and
 // routes request events back to the gateway that submitted each request. The scheduler actor
 // (actors/scheduler_actor) is a thin shell over it.
+//
+// Any number of gateways may connect. Each numbers its requests on its own (1, 2, ...), so
+// the scheduler scopes ids by the sending gateway: a request (gateway peer, its id) gets a
+// cluster-wide id of the scheduler's own, the one the policy, the plans and the trace see
+// (sched::request::id stays a plain uint64), and events and rejections go back to that
+// gateway under the gateway's id. A cancel names the gateway's id, so it can only reach that
+// gateway's own requests; one matching none of them is ignored and logged.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -52,6 +59,14 @@ class scheduler_core {
   std::string take_trace();
 
   size_t replicas() const { return replicas_.size(); }
+  // Requests in flight that `gateway_peer` submitted (finished ones are forgotten).
+  size_t requests_of(const std::string& gateway_peer) const;
+
+  // The gateway id in a gateway's routing id "ID#NONCE" (actors/components.cpp adds a random
+  // nonce per process, so that two gateways started with the same --gateway-id still reach
+  // the scheduler and the second can be refused with an error instead of being dropped
+  // silently by ZeroMQ); a routing id without '#' is its own gateway id.
+  static std::string gateway_id_of(const std::string& peer);
   size_t queued() const;
   size_t running() const;
 
@@ -76,6 +91,10 @@ class scheduler_core {
   // Plans steps for every replica below its in-flight limit.
   void pump(double now, outbox& out);
   void route(std::vector<sched::request_event> events, outbox& out);
+  void on_request(const std::string& peer, sched::request& q, double now, outbox& out);
+  void on_cancel(const std::string& peer, const proto::cancel_request& c, double now, outbox& out);
+  // Forgets a finished (or orphaned) request's bookkeeping.
+  void forget(uint64_t id);
   class sink;  // the driver's plans and events, into an outbox
 
   scheduler_options opts_;
@@ -83,10 +102,18 @@ class scheduler_core {
   std::map<uint32_t, replica> replicas_;
   std::map<std::string, uint32_t> replica_of_peer_;
   uint32_t next_replica_ = 1;
-  std::unordered_map<uint64_t, std::string> gateway_of_;  // request id -> the gateway peer
-  std::unordered_map<uint64_t, double> admitted_at_;      // until first scheduled
-  std::unordered_map<uint64_t, double> queue_ms_;         // first scheduled, not yet reported
-  std::unordered_map<uint64_t, std::string> model_of_;    // request id -> its model, when it names one
+  // Where a request came from: the gateway's peer and the id that gateway gave it.
+  struct origin {
+    std::string peer;
+    uint64_t gateway_request = 0;
+  };
+  uint64_t next_request_ = 1;
+  std::unordered_map<uint64_t, origin> gateway_of_;                  // cluster id -> its gateway
+  std::map<std::pair<std::string, uint64_t>, uint64_t> cluster_id_;  // (gateway peer, its id) -> cluster id
+  std::map<std::string, std::string> gateway_peer_;                  // gateway id -> the peer that holds it
+  std::unordered_map<uint64_t, double> admitted_at_;                 // until first scheduled
+  std::unordered_map<uint64_t, double> queue_ms_;                    // first scheduled, not yet reported
+  std::unordered_map<uint64_t, std::string> model_of_;               // request id -> its model, when it names one
 };
 
 }  // namespace troupe
