@@ -34,6 +34,7 @@ struct gateway_state {
   io_handle io;
   uint32_t client_socket = 0;
   uint32_t scheduler_socket = 0;
+  double heartbeat_s = 0.2;
   bool draining = false;
   caf::response_promise drained;
   size_t cancelled_at_deadline = 0;
@@ -63,9 +64,16 @@ struct gateway_state {
 
 caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gateway_state> st) {
   return {
-      [st](sockets_atom, uint32_t client, uint32_t scheduler) {
+      [self, st](sockets_atom, uint32_t client, uint32_t scheduler) {
         st->client_socket = client;
         st->scheduler_socket = scheduler;
+        self->send(self, tick_atom::value);  // the first heartbeat at once: the scheduler learns of us
+      },
+      // Heartbeats to the scheduler, and the end of every job when it has fallen silent.
+      [self, st](tick_atom) {
+        st->flush(st->core->on_tick(now_s()));
+        st->check_drained();
+        self->delayed_send(self, ms(st->heartbeat_s), tick_atom::value);
       },
       [st](io_recv_atom, uint32_t socket, std::string& peer, std::string& bytes) {
         const double now = now_s();
@@ -181,6 +189,14 @@ caf::behavior scheduler_actor(caf::event_based_actor* self, std::shared_ptr<sche
 
 // ---- worker ----------------------------------------------------------------------------------------
 
+// What the worker actor and its heartbeat actor share about the scheduler link.
+struct scheduler_link {
+  std::atomic<double> heard{0};    // steady seconds: the scheduler's last message
+  std::atomic<double> idle_at{0};  // the end of the last step (a step's length is not silence)
+  std::atomic<bool> busy{false};   // a step runs: the scheduler's messages wait in the mailbox
+  std::atomic<bool> lost{false};
+};
+
 struct worker_state {
   worker_state(std::unique_ptr<worker_backend> b, worker_options o)
       : core(std::move(b), o.identity), opts(std::move(o)) {
@@ -219,7 +235,10 @@ struct worker_state {
 
   // Runs a plan that arrived at `received` (steady seconds) and sends its result.
   void run(step_plan& plan, double received) {
+    link->busy = true;
     auto out = core.step(plan);
+    link->idle_at = now_s();
+    link->busy = false;
     const bool ok = out.error.empty();
     send(std::move(out));
     if (!step_log) return;
@@ -236,6 +255,7 @@ struct worker_state {
   uint32_t socket = 0;
   bool reregistering = false;                  // registration re-sent; further `registration` errors are echoes
   std::shared_ptr<std::atomic<bool>> refused;  // set when the scheduler refused this worker
+  std::shared_ptr<scheduler_link> link = std::make_shared<scheduler_link>();
 
   void send(proto::control_message m) { io.send(socket, {}, codec::encode(m)); }
 };
@@ -243,16 +263,24 @@ struct worker_state {
 // A worker's heartbeats come from an actor of their own on CAF's pool: the worker actor runs
 // each step to its end (a long prefill on a large model takes seconds), and a heartbeat that
 // waited for it would get a busy worker removed as dead. The heartbeats say the process and
-// its connection live; they stop when the worker actor ends.
+// its connection live; they stop when the worker actor ends. The scheduler answers each, and
+// this actor also notices when those answers stop (logged once: the scheduler is gone).
 caf::behavior heartbeat_actor(caf::event_based_actor* self, caf::actor worker, io_handle io, uint32_t socket,
-                              double interval_s) {
+                              double interval_s, double timeout_s, std::shared_ptr<scheduler_link> link) {
   self->monitor(worker);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   auto sent = std::make_shared<uint64_t>(0);
+  link->heard = link->idle_at = now_s();
   self->delayed_send(self, ms(interval_s), tick_atom::value);
   return {
-      [self, io, socket, interval_s, sent](tick_atom) {
+      [self, io, socket, interval_s, timeout_s, sent, link](tick_atom) {
         io.send(socket, {}, codec::encode(proto::control_message{proto::heartbeat{++*sent}}));
+        const double silent = now_s() - std::max(link->heard.load(), link->idle_at.load());
+        if (!link->busy && silent > timeout_s && !link->lost.exchange(true))
+          spdlog::warn(
+              "worker: nothing heard from the scheduler for {:.1f} s: it is down or unreachable; waiting for "
+              "it (this worker registers again when it answers)",
+              silent);
         self->delayed_send(self, ms(interval_s), tick_atom::value);
       },
   };
@@ -263,7 +291,8 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
       [self, st](sockets_atom, uint32_t socket, uint32_t) {
         st->socket = socket;
         st->send(st->core.registration());
-        self->spawn(heartbeat_actor, caf::actor_cast<caf::actor>(self), st->io, socket, st->opts.heartbeat_s);
+        self->spawn(heartbeat_actor, caf::actor_cast<caf::actor>(self), st->io, socket, st->opts.heartbeat_s,
+                    st->opts.scheduler_timeout_s, st->link);
       },
       [self, st](io_recv_atom, uint32_t, std::string&, std::string& bytes) {
         const double received = now_s();
@@ -274,6 +303,8 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
           spdlog::error("worker: unusable message from the scheduler: {}", e.what());
           return;
         }
+        st->link->heard = received;
+        if (st->link->lost.exchange(false)) spdlog::info("worker: the scheduler answers again");
         if (auto* plan = std::get_if<step_plan>(&msg)) {
           st->run(*plan, received);
         } else if (auto* r = std::get_if<proto::registered>(&msg)) {
@@ -286,7 +317,13 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<worker_
           if (e->error.field == "registration") {
             // The scheduler lost us (restart, timeout). Every heartbeat sent before it has our
             // registration answers with this error: register once, not once per heartbeat.
-            if (!st->reregistering) st->send(st->core.registration());
+            if (!st->reregistering) {
+              spdlog::info(
+                  "worker: the scheduler does not know this worker (it restarted or timed us out); "
+                  "registering again");
+              st->core.forget_sequences();  // a new replica: every sequence comes in full
+              st->send(st->core.registration());
+            }
             st->reregistering = true;
           } else {
             spdlog::error("worker: the scheduler refused us: {} ({})", e->error.message, e->error.field);
@@ -339,6 +376,7 @@ std::string node::add_gateway(const std::string& listen, const std::string& sche
   const std::string gateway_id = opts.gateway_id;
   auto st = std::make_shared<gateway_state>();
   st->limits = opts.limits;
+  st->heartbeat_s = opts.heartbeat_s;
   st->core = std::make_unique<gateway_core>(std::move(opts), std::move(models));
   st->io = io_.handle();
   gateway_ = rt_.system().spawn(gateway_actor, st);

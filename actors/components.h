@@ -30,6 +30,9 @@ namespace troupe::actors {
 struct worker_options {
   worker_identity identity;
   double heartbeat_s = 0.2;
+  // Nothing heard from the scheduler this long while idle: logged as lost (once) until it
+  // answers again; the scheduler's answer to a heartbeat then asks for a new registration.
+  double scheduler_timeout_s = 2.0;
   // Appends one line per executed step (tokens, context, seqs, time_s, gap_s, carried: the
   // step profile format of docs/SIM.md) to this file; empty: none. Fits the simulator's cost
   // model and control-loop latency to the steps this worker really ran.

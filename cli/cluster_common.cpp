@@ -71,7 +71,8 @@ void add_scheduler_flags(CLI::App& sub, scheduler_flags& f) {
                  "NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]: a tenant's fair-share weight and limits "
                  "(repeatable; others get weight 1, no limit)");
   sub.add_option("--heartbeat-timeout", f.heartbeat_timeout_s,
-                 "Seconds without a worker's heartbeat before it is removed")
+                 "Seconds without a worker's heartbeat before it is removed (its jobs move to other workers), or a "
+                 "gateway's before its jobs are cancelled")
       ->capture_default_str();
   sub.add_option("--preemption", f.preemption,
                  "When KV blocks run out: recompute (free the victim's blocks, prefill again later) or swap (copy "
@@ -121,7 +122,7 @@ scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_
   o.policy.max_step_tokens = static_cast<int32_t>(w.max_batch_tokens);
   o.policy.max_context = max_context;
   o.policy.preemption = f.preemption == "swap" ? sched::preemption_mode::swap : sched::preemption_mode::recompute;
-  o.heartbeat_timeout_s = f.heartbeat_timeout_s;
+  o.heartbeat_timeout_s = o.gateway_timeout_s = f.heartbeat_timeout_s;
   o.policy.max_inflight_steps = f.max_inflight_steps;
   return o;
 }
@@ -137,6 +138,11 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
                  "which then names the job's tenant");
   sub.add_option("--gateway-id", f.gateway_id,
                  "This gateway's name at the scheduler, unique among its gateways (default: HOSTNAME-PID)");
+  sub.add_option("--scheduler-timeout", f.scheduler_timeout_s,
+                 "Seconds without a word from the scheduler (it answers the gateway's heartbeats, 5 a second) "
+                 "before the jobs in flight end with a `disconnected` error and new jobs get `overloaded`")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 gateway_options make_gateway_options(const gateway_flags& f) {
@@ -145,6 +151,7 @@ gateway_options make_gateway_options(const gateway_flags& f) {
   go.limits.max_message_bytes = f.max_message_kb << 10;
   go.api_keys = f.api_keys;
   go.gateway_id = f.gateway_id;
+  go.scheduler_timeout_s = f.scheduler_timeout_s;
   return go;
 }
 

@@ -72,6 +72,7 @@ struct gateway_flags {
   double drain_s = 10.0;  // shutdown deadline for jobs in flight
   std::vector<std::string> api_keys;
   std::string gateway_id;  // empty: HOSTNAME-PID
+  double scheduler_timeout_s = gateway_options{}.scheduler_timeout_s;
 };
 gateway_options make_gateway_options(const gateway_flags& f);
 void add_gateway_flags(CLI::App& sub, gateway_flags& f);

@@ -132,14 +132,18 @@ struct WorkerRegistration {
   maxBatch @5 :Int32;     # sequences per step
   hostBlocks @6 :Int64;   # host pool for preemption by swap, in blocks; 0 = none
   planDiffs @7 :Bool;     # caches sequences between plans: takes SeqWork diffs (older workers: false)
+  maxStepTokens @8 :Int64;  # most tokens one step may carry; 0 = not reported (older workers)
 }
 
 struct Registered {
   replicaId @0 :UInt32;
 }
 
+# Workers and gateways send one every heartbeat interval; the scheduler answers each with
+# one (gateway false) while it knows the sender, so both sides see the other's silence.
 struct Heartbeat {
   seq @0 :UInt64;
+  gateway @1 :Bool;   # sent by a gateway (which needs no registration)
 }
 
 struct SeqWork {
@@ -184,6 +188,8 @@ struct StepResult {
   stepId @0 :UInt64;
   outputs @1 :List(SeqOutput);
   error @2 :Text;   # non-empty when the worker could not execute the plan
+  rejected @3 :List(UInt64);  # with error: the sequences whose work caused it (the step ran
+                              # none of its work); empty: the worker itself failed
 }
 
 # Worker -> scheduler: stop giving this replica new work, let its running sequences finish

@@ -12,18 +12,12 @@
 #include "src/cluster/scheduler_core.h"
 #include "src/cluster/worker_core.h"
 #include "test_support.h"
+#include "scheduler_outbox.h"
 
 using namespace troupe;
+using troupe::test::find_all;
 
 namespace {
-
-template <class T>
-std::vector<std::pair<std::string, T>> find_all(const scheduler_core::outbox& out) {
-  std::vector<std::pair<std::string, T>> v;
-  for (const auto& m : out)
-    if (const auto* x = std::get_if<T>(&m.message)) v.push_back({m.peer, *x});
-  return v;
-}
 
 sched::request long_request(uint64_t id) {
   sched::request q;

@@ -111,6 +111,9 @@ class worker_backend {
   virtual void copy_block(int32_t src, int32_t dst) = 0;
   // Blocks in the host pool that step_plan::swap_out / swap_in name; 0 = no swap support.
   virtual int64_t host_blocks() const { return 0; }
+  // Most tokens one step plan may carry (what its scratch buffers hold); 0 = no bound. The
+  // worker reports it at registration and the scheduler plans within it.
+  virtual int64_t max_step_tokens() const { return 0; }
   // True when step() takes plans whose work may be diffs (seq_work::diff) and expands them
   // itself: a tensor-parallel leader, which relays the diffs and has each rank expand them.
   // worker_core expands them before any other backend sees a plan.

@@ -3,8 +3,10 @@
 // worker owns the physical KV pool and executes the plan.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "troupe/error.h"
 #include "troupe/sampling.h"
 
 namespace troupe {
@@ -70,5 +72,30 @@ struct step_result {
   uint64_t step_id = 0;
   std::vector<seq_output> outputs;  // one per seq_work, same order
 };
+
+// What a backend (or the worker around it) throws for a plan it will not run, before doing any
+// of it: `seqs` are the sequences whose work is at fault (over the step's token budget, a
+// block outside the pool, a token outside the vocabulary). The scheduler fails those and
+// re-plans the others on the same worker; an error naming none is the worker's own failure.
+class plan_rejected : public error {
+ public:
+  plan_rejected(std::string message, std::string field, std::vector<uint64_t> seqs)
+      : error(error_kind::failed, std::move(message), std::move(field)), seqs_(std::move(seqs)) {}
+  const std::vector<uint64_t>& seqs() const noexcept { return seqs_; }
+
+ private:
+  std::vector<uint64_t> seqs_;
+};
+
+// The sequences of `plan` from the one whose tokens cross `max_tokens` to the end: those a
+// worker with that step budget rejects (none when the plan fits, or max_tokens <= 0).
+inline std::vector<uint64_t> over_step_budget(const step_plan& plan, int64_t max_tokens) {
+  std::vector<uint64_t> out;
+  if (max_tokens <= 0) return out;
+  int64_t n = 0;
+  for (const seq_work& w : plan.seqs)
+    if ((n += static_cast<int64_t>(w.tokens.size())) > max_tokens) out.push_back(w.seq_id);
+  return out;
+}
 
 }  // namespace troupe

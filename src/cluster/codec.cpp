@@ -278,6 +278,7 @@ void put(wire::StepResult::Builder b, const proto::step_outcome& o) {
     put_logprobs(outs[i].initTop(x.top.size()), x.top);
   }
   b.setError(o.error);
+  set_list(b.initRejected(o.rejected.size()), o.rejected);
 }
 
 proto::step_outcome get(wire::StepResult::Reader r) {
@@ -286,6 +287,7 @@ proto::step_outcome get(wire::StepResult::Reader r) {
   for (auto x : r.getOutputs())
     o.result.outputs.push_back({x.getSeqId(), x.getToken(), x.getLogprob(), get_logprobs(x.getTop())});
   o.error = str(r.getError());
+  o.rejected = to_vector<uint64_t>(r.getRejected());
   return o;
 }
 
@@ -449,9 +451,14 @@ std::string encode_with_version(const proto::control_message& m, uint32_t versio
                           w.setMaxBatch(r.max_batch);
                           w.setHostBlocks(r.host_blocks);
                           w.setPlanDiffs(r.plan_diffs);
+                          w.setMaxStepTokens(r.max_step_tokens);
                         },
                         [&](const proto::registered& r) { root.initRegistered().setReplicaId(r.replica_id); },
-                        [&](const proto::heartbeat& h) { root.initHeartbeat().setSeq(h.seq); },
+                        [&](const proto::heartbeat& h) {
+                          auto w = root.initHeartbeat();
+                          w.setSeq(h.seq);
+                          w.setGateway(h.gateway);
+                        },
                         [&](const step_plan& p) { put(root.initStepPlan(), p); },
                         [&](const proto::step_outcome& o) { put(root.initStepResult(), o); },
                         [&](const proto::drain& d) { root.initDrain().setDeadlineS(d.deadline_s); },
@@ -524,13 +531,14 @@ proto::control_message decode_control(std::string_view bytes, const limits& lim)
     switch (r.which()) {
       case wire::ControlMessage::REGISTRATION: {
         auto w = r.getRegistration();
-        return proto::worker_registration{str(w.getNode()), str(w.getDevice()), str(w.getModel()), w.getKvBlocks(),
-                                          w.getBlockSize(), w.getMaxBatch(),    w.getHostBlocks(), w.getPlanDiffs()};
+        return proto::worker_registration{str(w.getNode()),  str(w.getDevice()), str(w.getModel()),
+                                          w.getKvBlocks(),   w.getBlockSize(),   w.getMaxBatch(),
+                                          w.getHostBlocks(), w.getPlanDiffs(),   w.getMaxStepTokens()};
       }
       case wire::ControlMessage::REGISTERED:
         return proto::registered{r.getRegistered().getReplicaId()};
       case wire::ControlMessage::HEARTBEAT:
-        return proto::heartbeat{r.getHeartbeat().getSeq()};
+        return proto::heartbeat{r.getHeartbeat().getSeq(), r.getHeartbeat().getGateway()};
       case wire::ControlMessage::STEP_PLAN:
         return get(r.getStepPlan());
       case wire::ControlMessage::STEP_RESULT:

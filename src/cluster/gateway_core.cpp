@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace troupe {
 
@@ -66,6 +67,12 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
     if (const auto eq = known->find('='); eq != std::string::npos) tenant = known->substr(eq + 1);
   }
   if (!accepting_) return reject(error_kind::overloaded, "the gateway is shutting down", "");
+  if (!scheduler_up_)
+    return reject(error_kind::overloaded,
+                  "no scheduler: it has not answered this gateway for " +
+                      std::to_string(static_cast<int64_t>(now - scheduler_heard_)) +
+                      " s (down or unreachable); retry later",
+                  "scheduler");
   if (jobs_.size() >= opts_.max_queue)
     return reject(error_kind::overloaded,
                   "the gateway's queue is full (" + std::to_string(opts_.max_queue) + " jobs in flight); retry later",
@@ -171,8 +178,34 @@ gateway_output gateway_core::cancel_all(const std::string& reason, double now) {
 
 // ---- from the scheduler ---------------------------------------------------------------------------
 
+gateway_output gateway_core::on_tick(double now) {
+  gateway_output out;
+  if (scheduler_heard_ < 0) scheduler_heard_ = now;
+  out.to_scheduler.push_back(proto::heartbeat{++heartbeats_, true});
+  if (!scheduler_up_ || now - scheduler_heard_ <= opts_.scheduler_timeout_s) return out;
+  scheduler_up_ = false;
+  const std::string why = fmt::format(
+      "the scheduler stopped answering (nothing heard for {:.1f} s, more than the gateway's {:.1f} s "
+      "--scheduler-timeout): it died or is unreachable; the job's tokens so far stand, resubmit it",
+      now - scheduler_heard_, opts_.scheduler_timeout_s);
+  std::vector<uint64_t> ids;
+  for (const auto& [id, s] : jobs_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    out.to_scheduler.push_back(proto::cancel_request{id});  // for a scheduler that was only stalled
+    finish(*jobs_.at(id), finish_reason::error, why, now, out, "scheduler");
+  }
+  spdlog::error(
+      "gateway: lost the scheduler (nothing heard for {:.1f} s); {} job(s) in flight ended with an error, "
+      "new jobs get overloaded until it answers",
+      now - scheduler_heard_, ids.size());
+  return out;
+}
+
 gateway_output gateway_core::on_scheduler(const proto::control_message& msg, double now) {
   gateway_output out;
+  if (!scheduler_up_) spdlog::info("gateway: the scheduler answers again; accepting jobs");
+  scheduler_up_ = true;
+  scheduler_heard_ = now;
   if (const auto* evs = std::get_if<proto::request_events>(&msg)) {
     for (const auto& je : evs->events) {
       auto it = jobs_.find(je.event.id);
@@ -198,7 +231,9 @@ gateway_output gateway_core::on_scheduler(const proto::control_message& msg, dou
       jobs_.erase(it);
     }
   } else if (const auto* pe = std::get_if<proto::peer_error>(&msg)) {
-    spdlog::error("gateway: the scheduler reports: {} ({})", pe->error.message, pe->error.field);
+    // A refused gateway id answers every heartbeat: said once.
+    if (pe->error.field != "gateway_id" || !std::exchange(refused_logged_, true))
+      spdlog::error("gateway: the scheduler reports: {} ({})", pe->error.message, pe->error.field);
   }
   return out;
 }
@@ -238,14 +273,14 @@ void gateway_core::send_chunk(job_state& s, bool final, gateway_output& out) {
 
 // Sends what is left and the done message, and forgets the job.
 void gateway_core::finish(job_state& s, finish_reason reason, const std::string& detail, double now,
-                          gateway_output& out) {
+                          gateway_output& out, const std::string& field) {
   s.text.finish();
   send_chunk(s, true, out);
   if (reason == finish_reason::error) {
     // The cluster could not finish it (every worker able to serve it went away): the tokens
     // sent so far stand, and the job ends with an error of kind disconnected.
     out.to_clients.push_back(
-        {s.peer, proto::job_error{s.id, s.client_request_id, {error_kind::disconnected, detail, ""}}});
+        {s.peer, proto::job_error{s.id, s.client_request_id, {error_kind::disconnected, detail, field}}});
     if (!s.client_request_id.empty()) by_client_.erase({s.peer, s.client_request_id});
     jobs_.erase(s.id);
     return;

@@ -38,6 +38,12 @@ struct gateway_options {
   // This gateway's name at the scheduler; unique among the gateways of one scheduler (a
   // second one with the same id is refused). Empty: HOSTNAME-PID, unique on its own.
   std::string gateway_id;
+  // The link to the scheduler: a heartbeat every heartbeat_s (on_tick), which the scheduler
+  // answers. With nothing heard from it for scheduler_timeout_s, every job in flight ends
+  // with a `disconnected` error naming the scheduler and new jobs get `overloaded` at once,
+  // until it answers again (a restarted scheduler: the gateway needs no new registration).
+  double heartbeat_s = 0.2;
+  double scheduler_timeout_s = 2.0;
 };
 
 struct client_reply {
@@ -67,8 +73,13 @@ class gateway_core {
   void stop_accepting() { accepting_ = false; }
   // Past the shutdown deadline: every job still in flight is cancelled with `reason`.
   gateway_output cancel_all(const std::string& reason, double now);
+  // Every heartbeat_s: the heartbeat to send, and the jobs that end when the scheduler has
+  // been silent for scheduler_timeout_s.
+  gateway_output on_tick(double now);
 
   size_t in_flight() const { return jobs_.size(); }
+  // False while the scheduler is silent past scheduler_timeout_s.
+  bool scheduler_reachable() const { return scheduler_up_; }
 
  private:
   struct job_state;
@@ -77,7 +88,10 @@ class gateway_core {
   gateway_output cancel(const std::string& peer, const std::string& client_request_id, double now);
   // Appends new tokens to a job's output, streaming what text is final.
   void on_tokens(job_state& s, const request_event& e, double now, gateway_output& out);
-  void finish(job_state& s, finish_reason reason, const std::string& detail, double now, gateway_output& out);
+  // reason error: the job ends with a `disconnected` error, `detail` its message and
+  // `field` the part of the cluster that failed.
+  void finish(job_state& s, finish_reason reason, const std::string& detail, double now, gateway_output& out,
+              const std::string& field = "");
   void send_chunk(job_state& s, bool final, gateway_output& out);
   static client_reply error_reply(const std::string& peer, uint64_t job_id, const std::string& client_request_id,
                                   error_info e);
@@ -90,6 +104,12 @@ class gateway_core {
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<job_state>> jobs_;
   std::map<std::pair<std::string, std::string>, uint64_t> by_client_;  // (peer, client request id) -> job
+  // The scheduler link: when it was last heard from (< 0: not yet, counting from the first
+  // tick), whether it counts as reachable, and the last heartbeat's number.
+  double scheduler_heard_ = -1;
+  bool scheduler_up_ = true;
+  bool refused_logged_ = false;
+  uint64_t heartbeats_ = 0;
 };
 
 }  // namespace troupe

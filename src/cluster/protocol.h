@@ -73,22 +73,28 @@ struct worker_registration {
   int64_t kv_blocks = 0;
   int32_t block_size = 16;
   int32_t max_batch = 64;
-  int64_t host_blocks = 0;  // host pool for preemption by swap; 0 = none
-  bool plan_diffs = false;  // caches sequences between plans (seq_cache): it takes diffs
+  int64_t host_blocks = 0;      // host pool for preemption by swap; 0 = none
+  bool plan_diffs = false;      // caches sequences between plans (seq_cache): it takes diffs
+  int64_t max_step_tokens = 0;  // most tokens one step may carry; 0 = not reported
 };
 
 struct registered {
   uint32_t replica_id = 0;
 };
 
+// Workers and gateways send these; the scheduler answers each while it knows the sender.
 struct heartbeat {
   uint64_t seq = 0;
+  bool gateway = false;  // from a gateway
 };
 
 // step_result plus the worker's failure to run the plan, if any.
 struct step_outcome {
   step_result result;
   std::string error;
+  // With an error: the sequences whose work made the worker reject the plan (it ran none of
+  // it); the scheduler fails those and re-plans the rest. Empty: the worker failed by itself.
+  std::vector<uint64_t> rejected;
 };
 
 // Worker -> scheduler: finish my running sequences, admit nothing new here, then send me

@@ -55,10 +55,19 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
   std::visit(
       overloaded{
           [&](proto::worker_registration& r) { out = on_registration(peer, r, now); },
-          [&](proto::heartbeat&) {
-            if (!rep)
+          [&](proto::heartbeat& h) {
+            if (h.gateway) {
+              gateway_seen_[peer] = now;
+              if (claim_gateway(peer).empty())
+                out.push_back({peer, proto::heartbeat{h.seq, false}});
+              else
+                out.push_back({peer, proto::peer_error{{error_kind::failed, gateway_id_taken(peer), "gateway_id"}}});
+            } else if (rep) {
+              out.push_back({peer, proto::heartbeat{h.seq, false}});
+            } else {
               out.push_back({peer, proto::peer_error{{error_kind::disconnected, "heartbeat from an unregistered worker",
                                                       "registration"}}});
+            }
           },
           [&](proto::step_outcome& o) {
             if (rep) on_step_result(*rep, o, now, out);
@@ -89,6 +98,26 @@ std::string scheduler_core::gateway_id_of(const std::string& peer) {
   return hash == std::string::npos ? peer : peer.substr(0, hash);
 }
 
+// A gateway id names one gateway: a second process claiming it (a copied config, a restart
+// while the old one still runs) is refused, so that cancels and logs stay unambiguous. The
+// claim lasts until its peer disconnects or falls silent. Returns the holder's peer when it
+// is another's, else "".
+std::string scheduler_core::claim_gateway(const std::string& peer) {
+  const std::string gateway = gateway_id_of(peer);
+  auto [claim, fresh] = gateway_peer_.try_emplace(gateway, peer);
+  if (fresh) spdlog::info("scheduler: gateway {} connected (routing id {})", gateway, peer);
+  if (claim->second == peer) return {};
+  if (refused_gateways_.insert(peer).second)  // once per peer: its every heartbeat asks again
+    spdlog::error("scheduler: refused gateway {}: gateway id '{}' is already in use by {}", peer, gateway,
+                  claim->second);
+  return claim->second;
+}
+
+std::string scheduler_core::gateway_id_taken(const std::string& peer) {
+  return "gateway id '" + gateway_id_of(peer) +
+         "' is already in use by another gateway on this scheduler; give each gateway its own --gateway-id";
+}
+
 size_t scheduler_core::requests_of(const std::string& gateway_peer) const {
   return static_cast<size_t>(std::count_if(gateway_of_.begin(), gateway_of_.end(),
                                            [&](const auto& g) { return g.second.peer == gateway_peer; }));
@@ -96,22 +125,12 @@ size_t scheduler_core::requests_of(const std::string& gateway_peer) const {
 
 void scheduler_core::on_request(const std::string& peer, sched::request& q, double now, outbox& out) {
   const uint64_t gateway_request = q.id;
-  // A gateway id names one gateway: a second process claiming it (a copied config, a
-  // restart while the old one still runs) is refused, so that cancels and logs stay
-  // unambiguous. The claim lasts until its peer disconnects.
-  const std::string gateway = gateway_id_of(peer);
-  auto [claim, fresh] = gateway_peer_.try_emplace(gateway, peer);
-  if (fresh) spdlog::info("scheduler: gateway {} connected (routing id {})", gateway, peer);
-  if (claim->second != peer) {
-    spdlog::error("scheduler: refused a request from {}: gateway id '{}' is already in use by {}", peer, gateway,
-                  claim->second);
-    out.push_back({peer, proto::request_rejected{
-                             gateway_request,
-                             {error_kind::failed,
-                              "gateway id '" + gateway +
-                                  "' is already in use by another gateway on this scheduler; give each gateway "
-                                  "its own --gateway-id",
-                              "gateway_id"}}});
+  if (auto g = gateway_seen_.find(peer); g != gateway_seen_.end()) g->second = now;
+  if (const std::string holder = claim_gateway(peer); !holder.empty()) {
+    spdlog::error("scheduler: refused a request from {}: gateway id '{}' is already in use by {}", peer,
+                  gateway_id_of(peer), holder);
+    out.push_back(
+        {peer, proto::request_rejected{gateway_request, {error_kind::failed, gateway_id_taken(peer), "gateway_id"}}});
     return;
   }
   if (cluster_id_.count({peer, gateway_request})) {
@@ -167,10 +186,26 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   outbox out;
   if (auto it = replica_of_peer_.find(peer); it != replica_of_peer_.end())
     remove(it->second, "registered again", now, out);  // a restarted worker with the same name
-  if (r.kv_blocks <= 0 || r.block_size <= 0 || r.max_batch <= 0) {
+  // Limits it cannot plan within: refused, saying which (field "limits": not the
+  // "registration" that asks a worker to register again).
+  std::string bad;
+  if (r.kv_blocks <= 0)
+    bad = "kv_blocks " + std::to_string(r.kv_blocks) + " (expected > 0)";
+  else if (r.kv_blocks > INT32_MAX)
+    bad = "kv_blocks " + std::to_string(r.kv_blocks) + " (expected < 2^31)";
+  else if (r.block_size <= 0)
+    bad = "block_size " + std::to_string(r.block_size) + " (expected > 0)";
+  else if (r.max_batch <= 0)
+    bad = "max_batch " + std::to_string(r.max_batch) + " (expected > 0)";
+  else if (r.max_step_tokens < 0)
+    bad = "max_step_tokens " + std::to_string(r.max_step_tokens) + " (expected >= 0)";
+  else if (r.host_blocks < 0 || r.host_blocks > INT32_MAX)
+    bad = "host_blocks " + std::to_string(r.host_blocks) + " (expected 0 to 2^31)";
+  if (!bad.empty()) {
+    spdlog::error("scheduler: refused worker {}: its limits cannot be honoured: {}", peer, bad);
     out.push_back(
-        {peer, proto::peer_error{{error_kind::failed, "registration: kv_blocks, block_size and max_batch must be > 0",
-                                  "registration"}}});
+        {peer, proto::peer_error{
+                   {error_kind::failed, "the scheduler cannot plan within this worker's limits: " + bad, "limits"}}});
     return out;
   }
   replica rep;
@@ -180,13 +215,20 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
   rep.model = r.model;
   sched::replica_info info{rep.id, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, r.model};
   info.plan_diffs = r.plan_diffs;  // an older worker takes every sequence in full
+  info.max_step_tokens = r.max_step_tokens;
   driver_.add_replica(info, now);
+  rep.info = info;
   replicas_[rep.id] = rep;
   replica_of_peer_[peer] = rep.id;
+  const int64_t policy_budget = opts_.policy.max_step_tokens;
+  const int64_t budget = r.max_step_tokens > 0 ? std::min(r.max_step_tokens, policy_budget) : policy_budget;
   spdlog::info(
       "scheduler: worker {} registered as replica {} (node {}, {}, model {}, {} KV blocks of {}, batch {}, {} host "
-      "swap blocks)",
-      peer, rep.id, r.node, r.device, r.model, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks);
+      "swap blocks, steps of {} tokens{})",
+      peer, rep.id, r.node, r.device, r.model, r.kv_blocks, r.block_size, r.max_batch, r.host_blocks, budget,
+      r.max_step_tokens <= 0              ? " (budget not reported: the policy's)"
+      : r.max_step_tokens < policy_budget ? fmt::format(": the worker's own, below the policy's {}", policy_budget)
+                                          : std::string());
   if (opts_.policy.preemption == sched::preemption_mode::swap && r.host_blocks == 0)
     spdlog::warn("scheduler: worker {} has no host swap pool (--swap-mb): its preemptions recompute", peer);
   out.push_back({peer, proto::registered{rep.id}});
@@ -197,7 +239,11 @@ scheduler_core::outbox scheduler_core::on_registration(const std::string& peer, 
 void scheduler_core::on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out) {
   if (!o.error.empty()) {
     if (!driver_.on_step_failed(r.id, o.result.step_id)) return;  // stale: from before a re-registration
-    remove(r.id, "step failed: " + o.error, now, out);
+    if (o.rejected.empty()) {
+      remove(r.id, "step failed: " + o.error, now, out);  // the worker's own failure
+    } else {
+      reject_sequences(r, o, now, out);
+    }
     pump(now, out);
     return;
   }
@@ -212,7 +258,16 @@ scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, dou
     pump(now, out);
     return out;
   }
-  // A gateway went away: nobody will read its requests' tokens.
+  gateway_gone(peer, "disconnected", now);
+  pump(now, out);
+  return out;
+}
+
+// A gateway went away (disconnected, or silent past the heartbeat timeout): nobody will read
+// its requests' tokens.
+void scheduler_core::gateway_gone(const std::string& peer, const std::string& why, double now) {
+  gateway_seen_.erase(peer);
+  refused_gateways_.erase(peer);
   std::vector<uint64_t> orphans;
   for (const auto& [id, gw] : gateway_of_)
     if (gw.peer == peer) orphans.push_back(id);
@@ -221,15 +276,12 @@ scheduler_core::outbox scheduler_core::on_peer_gone(const std::string& peer, dou
     driver_.cancel(id, now, drop);
     forget(id);
   }
-  if (!orphans.empty())
-    spdlog::warn("scheduler: gateway {} disconnected; cancelled its {} requests", peer, orphans.size());
+  if (!orphans.empty()) spdlog::warn("scheduler: gateway {} {}; cancelled its {} requests", peer, why, orphans.size());
   // Its gateway id is free again (a restarted gateway may take it).
   if (auto claim = gateway_peer_.find(gateway_id_of(peer)); claim != gateway_peer_.end() && claim->second == peer) {
-    spdlog::info("scheduler: gateway {} disconnected (routing id {}); its id is free", claim->first, peer);
+    spdlog::info("scheduler: gateway {} {} (routing id {}); its id is free", claim->first, why, peer);
     gateway_peer_.erase(claim);
   }
-  pump(now, out);
-  return out;
 }
 
 scheduler_core::outbox scheduler_core::on_tick(double now) {
@@ -238,6 +290,13 @@ scheduler_core::outbox scheduler_core::on_tick(double now) {
   for (const auto& [id, r] : replicas_)
     if (now - r.last_seen > opts_.heartbeat_timeout_s) silent.push_back(id);
   for (uint32_t id : silent) remove(id, "missed heartbeats", now, out);
+  // Gateways that send heartbeats (all of ours) and stopped: gone, as if disconnected (a
+  // stopped process keeps its TCP connection open).
+  std::vector<std::string> quiet;
+  for (const auto& [peer, seen] : gateway_seen_)
+    if (now - seen > opts_.gateway_timeout_s) quiet.push_back(peer);
+  for (const auto& peer : quiet)
+    gateway_gone(peer, fmt::format("missed heartbeats ({:.1f} s silent)", now - gateway_seen_.at(peer)), now);
   std::vector<uint32_t> late;
   for (const auto& [id, r] : replicas_)
     if (r.draining && r.drain_deadline > 0 && now >= r.drain_deadline) late.push_back(id);
@@ -246,7 +305,7 @@ scheduler_core::outbox scheduler_core::on_tick(double now) {
     remove(id, "drain deadline passed", now, out);
     out.push_back({peer, proto::shutdown{"drained (deadline passed; its jobs moved to other replicas)"}});
   }
-  if (!silent.empty() || !late.empty()) pump(now, out);
+  if (!silent.empty() || !late.empty() || !quiet.empty()) pump(now, out);
   return out;
 }
 
@@ -325,6 +384,42 @@ void scheduler_core::remove(uint32_t replica_id, const std::string& why, double 
     spdlog::warn("scheduler: no replica left{}; {} request(s) ended with an error",
                  none_left ? std::string() : " for model " + model, failed.size());
   route(std::move(failed), out);
+}
+
+// The worker rejected a plan and ran none of it, naming the sequences at fault: those end
+// with an error; the replica stays, its state starts afresh (the worker forgot every cached
+// sequence) and its other sequences are re-planned, resuming from the tokens they have.
+void scheduler_core::reject_sequences(replica& r, const proto::step_outcome& o, double now, outbox& out) {
+  std::vector<sched::request_event> failed;
+  sched::null_sink replaced;  // their cancellations: replaced by the errors
+  for (uint64_t id : o.rejected) {
+    if (!gateway_of_.count(id)) continue;  // finished meanwhile, or not a request of ours
+    driver_.cancel(id, now, replaced);
+    sched::request_event e;
+    e.id = id;
+    e.finished = sched::finish_reason::error;
+    e.error = "worker " + r.peer + " rejected this request's work: " + o.error;
+    failed.push_back(std::move(e));
+  }
+  route(std::move(failed), out);
+  // Re-planned from scratch: the worker continues as a fresh replica (a new id, the same
+  // limits; added before the old one goes, so that no request is left without a replica
+  // able to hold it), the old one's steps in flight are dropped when their results come, and
+  // its sequences go back to the queue.
+  const uint32_t old_id = r.id;
+  replica fresh = r;
+  fresh.id = fresh.info.id = next_replica_++;
+  driver_.add_replica(fresh.info, now);
+  if (fresh.draining) driver_.drain_replica(fresh.id, now);
+  replicas_.erase(old_id);
+  replicas_[fresh.id] = fresh;
+  replica_of_peer_[fresh.peer] = fresh.id;
+  sink to(*this, out);
+  driver_.remove_replica(old_id, now, to);
+  spdlog::warn(
+      "scheduler: replica {} ({}) rejected step {}: {}; {} request(s) it named end with an error, the others "
+      "are re-planned on it, now replica {}",
+      old_id, fresh.peer, o.result.step_id, o.error, o.rejected.size(), fresh.id);
 }
 
 void scheduler_core::pump(double now, outbox& out) {

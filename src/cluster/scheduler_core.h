@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,7 +26,10 @@ namespace troupe {
 
 struct scheduler_options {
   sched::policy_config policy;
-  double heartbeat_timeout_s = 2.0;  // a worker silent this long is removed
+  double heartbeat_timeout_s = 2.0;  // a worker silent this long is removed (its requests re-planned)
+  // A gateway that sends heartbeats and falls silent this long is dropped (its requests
+  // cancelled): a stopped gateway process keeps its connection open.
+  double gateway_timeout_s = 2.0;
   // Where the scheduler actor appends the policy's decision trace (JSONL, replayable by
   // sim/ and sched::replay); empty: no trace. Setting it turns policy.trace on.
   std::string trace_path;
@@ -78,10 +82,12 @@ class scheduler_core {
     std::string model;
     bool draining = false;      // its worker asked to stop: no new work, shutdown once empty
     double drain_deadline = 0;  // > 0: when its sequences move elsewhere (seconds, `now`'s clock)
+    sched::replica_info info;   // as registered
   };
 
   outbox on_registration(const std::string& peer, const proto::worker_registration& r, double now);
   void on_step_result(replica& r, const proto::step_outcome& o, double now, outbox& out);
+  void reject_sequences(replica& r, const proto::step_outcome& o, double now, outbox& out);
   // drained: a replica retired after its drain: an info line, not a warning, and when it was
   // the last one its queued requests wait for the next worker instead of failing.
   void remove(uint32_t replica_id, const std::string& why, double now, outbox& out, bool drained = false);
@@ -93,6 +99,9 @@ class scheduler_core {
   void route(std::vector<sched::request_event> events, outbox& out);
   void on_request(const std::string& peer, sched::request& q, double now, outbox& out);
   void on_cancel(const std::string& peer, const proto::cancel_request& c, double now, outbox& out);
+  std::string claim_gateway(const std::string& peer);
+  static std::string gateway_id_taken(const std::string& peer);
+  void gateway_gone(const std::string& peer, const std::string& why, double now);
   // Forgets a finished (or orphaned) request's bookkeeping.
   void forget(uint64_t id);
   class sink;  // the driver's plans and events, into an outbox
@@ -111,6 +120,8 @@ class scheduler_core {
   std::unordered_map<uint64_t, origin> gateway_of_;                  // cluster id -> its gateway
   std::map<std::pair<std::string, uint64_t>, uint64_t> cluster_id_;  // (gateway peer, its id) -> cluster id
   std::map<std::string, std::string> gateway_peer_;                  // gateway id -> the peer that holds it
+  std::map<std::string, double> gateway_seen_;                       // gateway peer -> its last heartbeat
+  std::set<std::string> refused_gateways_;                           // peers refused their gateway id (logged)
   std::unordered_map<uint64_t, double> admitted_at_;                 // until first scheduled
   std::unordered_map<uint64_t, double> queue_ms_;                    // first scheduled, not yet reported
   std::unordered_map<uint64_t, std::string> model_of_;               // request id -> its model, when it names one

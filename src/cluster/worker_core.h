@@ -28,7 +28,11 @@ class worker_core {
   // leader relays the resolved plan) sees the plan, in place. Diffs (seq_work::diff) are
   // expanded by a seq_cache here, unless the backend expands them itself (a tensor-parallel
   // leader, after relaying them).
+  // A plan it rejects (plan_rejected: over its step budget, a block outside its pool) names
+  // the sequences at fault in step_outcome::rejected; the scheduler fails those only.
   proto::step_outcome step(step_plan& plan);
+  // Drops every cached sequence (registering anew: the scheduler sends full work again).
+  void forget_sequences();
   uint64_t steps() const { return steps_; }
 
  private:

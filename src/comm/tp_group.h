@@ -42,6 +42,7 @@ class tp_group_leader : public worker_backend {
   int32_t block_size() const override { return local_->block_size(); }
   // Every rank sizes its host pool from the same flags; each swaps its own shard.
   int64_t host_blocks() const override { return local_->host_blocks(); }
+  int64_t max_step_tokens() const override { return local_->max_step_tokens(); }
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
   bool expands_plan_diffs() const override { return true; }  // relays diffs; each rank expands

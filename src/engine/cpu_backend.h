@@ -62,6 +62,7 @@ class cpu_backend : public worker_backend, private llama_executor {
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
   int64_t host_blocks() const override { return n_host_blocks_; }
+  int64_t max_step_tokens() const override { return opt_.max_batch_tokens; }
 
   // The logits of the last step, one row of vocab floats per seq_work with sample == true,
   // in plan order: for tests and debugging.

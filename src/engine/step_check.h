@@ -17,10 +17,12 @@ struct step_limits {
   int64_t n_host_blocks = 0;     // slots in the host pool that swap copies may name
 };
 
-// Throws troupe::error(failed) naming the step, the sequence and the field: empty work,
+// Throws plan_rejected (troupe/step.h) naming the step, the sequence and the field: empty work,
 // negative start, a block table too short or naming blocks outside the pool, token ids
 // outside the vocabulary, invalid sampling parameters, a step over the limits, or a swap copy
 // naming a device block or host slot outside its pool (field swap_out or swap_in).
+// plan_rejected::seqs() holds the sequence at fault, or for a step over a limit those from
+// the one that crosses it to the end; a bad swap copy names none.
 void check_step_plan(const step_plan& plan, const step_limits& limits);
 
 }  // namespace troupe

@@ -90,8 +90,13 @@ struct replica_state {
   // Sequences its worker holds and must drop (step_plan::released), sent with the next plan.
   std::vector<uint64_t> released;
 
-  replica_state(const replica_info& r, int64_t host_blocks, bool prefix_caching)
-      : info(r), kv(r.kv_blocks, r.block_size, host_blocks, prefix_caching) {}
+  replica_state(const replica_info& r, int64_t host_blocks, bool prefix_caching, int32_t policy_step_tokens)
+      : info(r),
+        kv(r.kv_blocks, r.block_size, host_blocks, prefix_caching),
+        step_tokens(r.max_step_tokens > 0
+                        ? static_cast<int32_t>(std::min<int64_t>(r.max_step_tokens, policy_step_tokens))
+                        : policy_step_tokens) {}
+  int32_t step_tokens;  // its steps' token budget: the policy's, or less when its worker takes less
   // Runs requests for its model; a request naming no model runs anywhere.
   bool serves(const request& q) const { return q.model.empty() || q.model == info.model; }
   bool fits(const seq_state& s) const {
@@ -314,8 +319,9 @@ struct policy::impl {
   }
 
   // Tokens of its next chunk for a sequence with `remaining` tokens to feed, or 0 to wait.
-  int32_t chunk(int32_t remaining, int32_t budget) const {
-    if (cfg.chunked_prefill || remaining > cfg.max_step_tokens) return std::min(remaining, budget);
+  // A prompt longer than the replica's whole step budget is chunked even with chunked prefill off.
+  int32_t chunk(const replica_state& r, int32_t remaining, int32_t budget) const {
+    if (cfg.chunked_prefill || remaining > r.step_tokens) return std::min(remaining, budget);
     return remaining <= budget ? remaining : 0;  // whole prompts only
   }
 
@@ -397,7 +403,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   out.replica = r.info.id;
   out.plan.step_id = r.step_id;
   step_plan& plan = out.plan;
-  int32_t budget = cfg.max_step_tokens;
+  int32_t budget = r.step_tokens;
   r.planning.clear();
 
   // Best first; victims are taken from the back.
@@ -424,7 +430,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
   for (seq_state* s : order) {
     if (budget == 0) break;
     if (s->at != seq_state::where::running || s->planned_step == r.step_id || s->remaining() <= 1) continue;
-    const int32_t n = chunk(s->remaining(), budget);
+    const int32_t n = chunk(r, s->remaining(), budget);
     if (n == 0) continue;
     seq_decision d;
     if (!grow(r, *s, s->scheduled() + n, order, tail, d.alloc)) continue;
@@ -438,7 +444,7 @@ std::optional<planned_step> policy::impl::schedule(replica_state& r, double t) {
               [this](seq_state* a, seq_state* b) { return runs_before(*a, level(*a, now), *b, level(*b, now)); });
     for (seq_state* s : back) {
       if (budget == 0 || static_cast<int32_t>(r.running.size()) >= r.info.max_batch) break;
-      const int32_t n = chunk(s->remaining(), budget);
+      const int32_t n = chunk(r, s->remaining(), budget);
       const auto host_blocks = static_cast<int64_t>(s->kv.host_slots.size());
       const int64_t need = std::max(host_blocks, r.kv.blocks_for(s->n_computed + n));
       if (n == 0 || r.kv.available() - need < (r.running.empty() ? 0 : watermark(r))) break;
@@ -496,7 +502,7 @@ void policy::impl::admit(replica_state& r, step_plan& plan, int32_t& budget, dou
     const auto max_hits = static_cast<int32_t>((s->history.size() - 1) / bs);
     const int32_t hits = r.kv.prefix_hits(s->kv, s->history, max_hits);
     const int32_t cached = hits * bs;
-    const int32_t n = chunk(static_cast<int32_t>(s->history.size()) - cached, budget);
+    const int32_t n = chunk(r, static_cast<int32_t>(s->history.size()) - cached, budget);
     if (n == 0) return;  // a whole prompt waits for a step with room (chunked prefill off)
 
     // Hit blocks that sit unreferenced in the LRU stop being available once shared.
@@ -558,8 +564,10 @@ void policy::add_replica(const replica_info& r, double now) {
     throw error(error_kind::failed, "replica_info.id: replica " + std::to_string(r.id) + " is already added", "id");
   if (r.host_kv_blocks < -1) bad("host_kv_blocks", ">= 0 (or -1: the policy's host_kv_blocks)");
   if (r.host_kv_blocks > INT32_MAX) bad("host_kv_blocks", "< 2^31");
+  if (r.max_step_tokens < 0) bad("max_step_tokens", ">= 0 (0: the policy's max_step_tokens)");
   const int64_t host = r.host_kv_blocks >= 0 ? r.host_kv_blocks : impl_->cfg.host_kv_blocks;
-  impl_->replicas.emplace(r.id, std::make_unique<replica_state>(r, host, impl_->cfg.prefix_caching));
+  impl_->replicas.emplace(
+      r.id, std::make_unique<replica_state>(r, host, impl_->cfg.prefix_caching, impl_->cfg.max_step_tokens));
   impl_->notify([&](policy_observer& o) { o.on_add_replica(now, r); });
 }
 

@@ -50,6 +50,9 @@ struct replica_info {
   // on this replica is a diff (seq_work::diff), and step_plan::released says what to drop.
   // false: every work is full (workers from before plans as diffs register so).
   bool plan_diffs = true;
+  // The most tokens its worker takes in one step (reported at registration); its steps are
+  // planned within the lesser of this and policy_config::max_step_tokens. 0 = the policy's.
+  int64_t max_step_tokens = 0;
 };
 
 // How a preempted sequence gives back its KV blocks. recompute frees them and re-prefills

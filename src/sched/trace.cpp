@@ -98,7 +98,8 @@ std::string trace_add_replica(double t, const replica_info& r) {
             {"block_size", r.block_size},
             {"max_batch", r.max_batch},
             {"host_kv_blocks", r.host_kv_blocks}};
-  if (!r.model.empty()) j["model"] = r.model;  // absent when empty, as in older traces
+  if (!r.model.empty()) j["model"] = r.model;                           // absent when empty, as in older traces
+  if (r.max_step_tokens > 0) j["max_step_tokens"] = r.max_step_tokens;  // absent when the policy's
   return line(j);
 }
 
@@ -311,6 +312,7 @@ replay_report replay(std::istream& trace, policy_config cfg, bool use_recorded_c
         r.max_batch = j.at("max_batch");
         r.host_kv_blocks = j.value("host_kv_blocks", int64_t{-1});  // absent in older traces
         r.model = j.value("model", std::string());                  // absent in older traces
+        r.max_step_tokens = j.value("max_step_tokens", int64_t{0});
         d.add_replica(r, t);
       } else if (ev == "remove_replica") {
         d.remove_replica(j.at("replica"), t, ignore);

@@ -363,6 +363,7 @@ step_result cuda_backend::step(const step_plan& plan) { return p_->step(plan); }
 int64_t cuda_backend::kv_blocks() const { return p_->n_blocks; }
 int32_t cuda_backend::block_size() const { return p_->opt.block_size; }
 int64_t cuda_backend::host_blocks() const { return p_->n_host_blocks; }
+int64_t cuda_backend::max_step_tokens() const { return p_->opt.max_batch_tokens; }
 int64_t cuda_backend::graph_replays() const { return p_->graph_replays; }
 
 std::string cuda_backend::describe() const {

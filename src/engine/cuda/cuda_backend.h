@@ -60,6 +60,7 @@ class cuda_backend : public worker_backend {
   std::string describe() const override;
   void copy_block(int32_t src, int32_t dst) override;
   int64_t host_blocks() const override;
+  int64_t max_step_tokens() const override;
 
   // The logits (vocab) of the last step's sampled_index-th sampling sequence (plan order), copied to the
   // host: for tests and debugging.
