@@ -9,10 +9,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <random>
 #include <thread>
 
+#include "actors/http_server.h"
 #include "src/cluster/codec.h"
 
 namespace troupe::actors {
@@ -38,6 +40,26 @@ struct gateway_state {
   bool draining = false;
   caf::response_promise drained;
   size_t cancelled_at_deadline = 0;
+  // The HTTP front end, when there is one: frames from its peers come as from a socket of
+  // this id, and replies to them go back through it.
+  static constexpr uint32_t http_socket = UINT32_MAX;
+  std::shared_ptr<http_server> http;
+  // What /health reads (from the HTTP thread): empty = ready.
+  std::shared_ptr<std::mutex> health_mu = std::make_shared<std::mutex>();
+  std::shared_ptr<std::string> health = std::make_shared<std::string>("starting");
+  void publish_health() {
+    std::string why = core->not_ready();
+    std::lock_guard lk(*health_mu);
+    if (*health != why) *health = std::move(why);
+  }
+
+  bool is_client_socket(uint32_t socket) const { return socket == client_socket || (http && socket == http_socket); }
+  void send_client(std::string peer, proto::server_message m) {
+    if (http && http_server::owns(peer))
+      http->deliver(peer, std::move(m));
+    else
+      io.send(client_socket, std::move(peer), codec::encode(m));
+  }
 
   void on_client_frame(const std::string& peer, const std::string& bytes, double now) {
     proto::client_message msg;
@@ -51,10 +73,10 @@ struct gateway_state {
   }
   void reject_frame(const std::string& peer, error_info why) {
     spdlog::warn("gateway: rejected a frame from a client: {}", why.message);
-    io.send(client_socket, peer, codec::encode(proto::server_message{proto::job_error{0, "", std::move(why)}}));
+    send_client(peer, proto::server_message{proto::job_error{0, "", std::move(why)}});
   }
   void flush(gateway_output&& out) {
-    for (auto& r : out.to_clients) io.send(client_socket, std::move(r.peer), codec::encode(r.message));
+    for (auto& r : out.to_clients) send_client(std::move(r.peer), std::move(r.message));
     for (auto& m : out.to_scheduler) io.send(scheduler_socket, {}, codec::encode(m));
   }
   void check_drained() {
@@ -72,6 +94,7 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
       // Heartbeats to the scheduler, and the end of every job when it has fallen silent.
       [self, st](tick_atom) {
         st->flush(st->core->on_tick(now_s()));
+        st->publish_health();
         st->check_drained();
         self->delayed_send(self, ms(st->heartbeat_s), tick_atom::value);
       },
@@ -80,6 +103,7 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
         if (socket == st->scheduler_socket) {
           try {
             st->flush(st->core->on_scheduler(codec::decode_control(bytes), now));
+            st->publish_health();
           } catch (const error& e) {
             spdlog::error("gateway: unusable message from the scheduler: {}", e.what());
           }
@@ -89,16 +113,17 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
         st->check_drained();
       },
       [st](io_bad_atom, uint32_t socket, std::string& peer, std::string& reason) {
-        if (socket == st->client_socket) st->reject_frame(peer, {error_kind::failed, reason, "message"});
+        if (st->is_client_socket(socket)) st->reject_frame(peer, {error_kind::failed, reason, "message"});
       },
       [st](io_peer_atom, uint32_t socket, std::string& peer) {
-        if (socket == st->client_socket) {
+        if (st->is_client_socket(socket)) {
           st->flush(st->core->on_client_gone(peer, now_s()));
           st->check_drained();
         }
       },
       [self, st](drain_atom, double deadline_s) -> caf::result<size_t> {
         st->core->stop_accepting();
+        st->publish_health();
         st->draining = true;
         spdlog::info("gateway: draining {} jobs in flight (deadline {:.1f} s)", st->core->in_flight(), deadline_s);
         if (st->core->in_flight() == 0) return size_t{0};
@@ -360,7 +385,7 @@ std::string node::add_scheduler(const std::string& address, scheduler_options op
 }
 
 std::string node::add_gateway(const std::string& listen, const std::string& scheduler_address, gateway_options opts,
-                              std::vector<served_model> models) {
+                              std::vector<served_model> models, const http_front* http) {
   // The routing id is the gateway id plus a random nonce: ZeroMQ silently drops a second
   // connection with a routing id already in use, so two gateways with one id would leave
   // the second dead without a word. With the nonce both connect, and the scheduler refuses
@@ -380,14 +405,37 @@ std::string node::add_gateway(const std::string& listen, const std::string& sche
   st->core = std::make_unique<gateway_core>(std::move(opts), std::move(models));
   st->io = io_.handle();
   gateway_ = rt_.system().spawn(gateway_actor, st);
+  if (http && !http->options.listen.empty()) {
+    // Bound before the actor learns its sockets; accepting only after (http_server.h).
+    caf::actor gw = gateway_;
+    auto health_mu = st->health_mu;
+    auto health = st->health;
+    st->http = std::make_shared<http_server>(
+        http->options, http->models, http->render,
+        [gw](const std::string& peer, std::string frame) {
+          caf::anon_send(gw, io_recv_atom::value, gateway_state::http_socket, peer, std::move(frame));
+        },
+        [gw](const std::string& peer) { caf::anon_send(gw, io_peer_atom::value, gateway_state::http_socket, peer); },
+        [health_mu, health] {
+          std::lock_guard lk(*health_mu);
+          return *health;
+        });
+    http_ = st->http;
+  }
   // The scheduler socket first: the actor knows both sockets before any client can reach it.
   auto to_scheduler = io_.open(socket_role::dealer_connect, scheduler_address, gateway_, routing_id);
   auto clients = io_.open(socket_role::router_bind, listen, gateway_);
   caf::anon_send(gateway_, sockets_atom::value, clients.socket, to_scheduler.socket);
   spdlog::info("gateway: {} listening for clients on {}, scheduler at {}", gateway_id, clients.endpoint,
                scheduler_address);
+  if (http_) {
+    http_->start();
+    spdlog::info("gateway: {} serving the OpenAI-compatible HTTP API on http://{}", gateway_id, http_->endpoint());
+  }
   return clients.endpoint;
 }
+
+std::string node::http_endpoint() const { return http_ ? http_->endpoint() : std::string(); }
 
 void node::add_worker(const std::string& scheduler_address, const std::string& name,
                       std::unique_ptr<worker_backend> backend, worker_options opts) {
@@ -431,6 +479,7 @@ void node::stop() {
         .receive([](bool) {}, [](caf::error&) {});
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let the I/O actor send the shutdowns
   }
+  if (http_) http_->stop();  // no new requests; the gateway's replies to them are dropped
   for (auto* a : {&gateway_, &scheduler_})
     if (*a) self->send_exit(*a, caf::exit_reason::user_shutdown);
   for (auto& w : workers_) self->send_exit(w, caf::exit_reason::user_shutdown);
@@ -438,6 +487,7 @@ void node::stop() {
     if (*a) self->wait_for(*a);
   for (auto& w : workers_) self->wait_for(w);
   io_.stop();
+  http_.reset();
   gateway_ = scheduler_ = nullptr;
   workers_.clear();
 }

@@ -13,6 +13,7 @@
 
 #include "actors/actor_system.h"
 #include "actors/io_bridge.h"
+#include "src/api/openai.h"
 #include "src/cluster/gateway_core.h"
 #include "src/cluster/scheduler_core.h"
 #include "src/cluster/worker_core.h"
@@ -26,6 +27,16 @@ CAF_ADD_ATOM(troupe_components, troupe::actors, stop_atom, "stop")
 CAF_END_TYPE_ID_BLOCK(troupe_components)
 
 namespace troupe::actors {
+
+class http_server;
+struct http_options;
+
+// The gateway's HTTP front door (actors/http_server.h): where it listens and what it serves.
+struct http_front {
+  const http_options& options;
+  std::vector<api::api_model> models;
+  api::chat_renderer render;
+};
 
 struct worker_options {
   worker_identity identity;
@@ -50,8 +61,11 @@ class node {
   std::string add_scheduler(const std::string& address, scheduler_options opts);
   // Connects to the scheduler at `scheduler_address` and binds the client ROUTER at
   // `listen`. Returns the bound client endpoint.
+  // With `http` (its listen address not empty), the OpenAI-compatible HTTP API too.
   std::string add_gateway(const std::string& listen, const std::string& scheduler_address, gateway_options opts,
-                          std::vector<served_model> models);
+                          std::vector<served_model> models, const http_front* http = nullptr);
+  // The HTTP API's bound HOST:PORT, or "" without one.
+  std::string http_endpoint() const;
   // A worker on its own thread, connected to the scheduler; `name` is its routing id.
   void add_worker(const std::string& scheduler_address, const std::string& name,
                   std::unique_ptr<worker_backend> backend, worker_options opts);
@@ -76,6 +90,7 @@ class node {
   process_runtime rt_;
   io_bridge io_;
   caf::actor scheduler_, gateway_;
+  std::shared_ptr<http_server> http_;
   std::vector<caf::actor> workers_;
   std::shared_ptr<std::atomic<bool>> worker_refused_ = std::make_shared<std::atomic<bool>>(false);
 };

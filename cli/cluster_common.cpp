@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "actors/http_server.h"
 #include "src/engine/cpu_backend.h"
 #include "troupe/error.h"
 
@@ -143,6 +144,45 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
                  "before the jobs in flight end with a `disconnected` error and new jobs get `overloaded`")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto* http = sub.add_option("--http-listen", f.http_listen,
+                              "Serve the OpenAI-compatible HTTP API on HOST:PORT (/v1/completions, "
+                              "/v1/chat/completions, /v1/models, /tokenize, /health, ...); empty: none")
+                   ->capture_default_str();
+  sub.add_option("--http-max-body-mb", f.http_max_body_mb, "Largest HTTP request body, MiB (larger: 413)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub.add_option("--http-request-timeout", f.http_request_timeout_s,
+                 "Seconds a client has to send a whole request (slow clients are dropped), and the keep-alive "
+                 "idle time")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub.parse_complete_callback([&f, http] { f.http_listen_given = http->count() > 0; });
+}
+
+std::string add_gateway_with_http(actors::node& n, const std::string& listen, const std::string& scheduler,
+                                  const gateway_flags& f, const std::vector<const loaded_model*>& models) {
+  const gateway_options go = make_gateway_options(f);
+  std::vector<served_model> served;
+  std::vector<api::api_model> api_models;
+  const auto now = static_cast<int64_t>(std::time(nullptr));
+  for (const auto* m : models) {
+    served.push_back(m->served());
+    api_models.push_back({m->name, m->tok.get(), m->file->config().max_seq_len, now});
+  }
+  if (f.http_listen.empty()) return n.add_gateway(listen, scheduler, go, served);
+  actors::http_options ho;
+  ho.listen = f.http_listen;
+  ho.max_body_bytes = f.http_max_body_mb << 20;
+  ho.request_timeout_s = f.http_request_timeout_s;
+  ho.api_keys = f.api_keys;
+  actors::http_front front{ho, api_models, {}};
+  try {
+    return n.add_gateway(listen, scheduler, go, served, &front);
+  } catch (const error& e) {
+    if (f.http_listen_given || e.field() != "http-listen") throw;
+    spdlog::warn("{}: running without the HTTP API (give --http-listen HOST:PORT, or an empty one for none)", e.what());
+    return n.add_gateway(listen, scheduler, go, served);
+  }
 }
 
 gateway_options make_gateway_options(const gateway_flags& f) {

@@ -73,9 +73,19 @@ struct gateway_flags {
   std::vector<std::string> api_keys;
   std::string gateway_id;  // empty: HOSTNAME-PID
   double scheduler_timeout_s = gateway_options{}.scheduler_timeout_s;
+  // The OpenAI-compatible HTTP API: HOST:PORT, empty = none. `serve` defaults to
+  // 127.0.0.1:8000 and, when that default is taken, runs without it (saying so).
+  std::string http_listen;
+  bool http_listen_given = false;  // set after parsing: an explicit address must bind
+  size_t http_max_body_mb = 8;
+  double http_request_timeout_s = 15;
 };
 gateway_options make_gateway_options(const gateway_flags& f);
 void add_gateway_flags(CLI::App& sub, gateway_flags& f);
+// Adds the gateway for `models` (the first is the default) to `n`, with the HTTP API when
+// f.http_listen is set; returns the ZeroMQ client endpoint.
+std::string add_gateway_with_http(actors::node& n, const std::string& listen, const std::string& scheduler,
+                                  const gateway_flags& f, const std::vector<const loaded_model*>& models);
 
 // Blocks SIGINT and SIGTERM in this thread (and so in every thread started after), so that
 // wait_for_signal() can take them synchronously. Call before starting any actor.

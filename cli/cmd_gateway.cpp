@@ -23,8 +23,7 @@ int run_gateway(const gateway_args& a) {
   actors::transport_options transport;
   transport.max_message_bytes = a.gateway.max_message_kb << 10;
   actors::node n({.worker_threads = 2}, transport);
-  const gateway_options go = make_gateway_options(a.gateway);
-  const std::string endpoint = n.add_gateway(a.listen, a.scheduler, go, {model.served()});
+  const std::string endpoint = add_gateway_with_http(n, a.listen, a.scheduler, a.gateway, {&model});
   spdlog::info("gateway: ready on {}", endpoint);
   wait_for_signal(n);
   const size_t cancelled = n.drain(a.gateway.drain_s);

@@ -34,9 +34,9 @@ int run_serve(const serve_args& a) {
     wo.step_log = a.worker.step_log;
     n.add_worker(control, "worker-" + std::to_string(i), make_cpu_backend(model, a.worker), wo);
   }
-  const gateway_options go = make_gateway_options(a.gateway);
-  const std::string endpoint = n.add_gateway(a.listen, control, go, {model.served()});
-  spdlog::info("serve: ready on {} ({} workers)", endpoint, a.workers);
+  const std::string endpoint = add_gateway_with_http(n, a.listen, control, a.gateway, {&model});
+  spdlog::info("serve: ready on {} ({} workers{})", endpoint, a.workers,
+               n.http_endpoint().empty() ? std::string() : ", HTTP on http://" + n.http_endpoint());
   wait_for_signal(n);
   const size_t cancelled = n.drain(a.gateway.drain_s);
   spdlog::info("serve: drained ({} jobs cancelled at the deadline); stopping", cancelled);
@@ -58,6 +58,7 @@ void add_serve(CLI::App& app) {
       ->check(CLI::Range(1, 64));
   add_worker_flags(*sub, a->worker);
   add_scheduler_flags(*sub, a->scheduler);
+  a->gateway.http_listen = "127.0.0.1:8000";
   add_gateway_flags(*sub, a->gateway);
   sub->callback([a] { set_runner([a] { return run_serve(*a); }); });
 }

@@ -11,7 +11,8 @@ packages=(
   libgloo-dev                     # CPU collectives
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libcpp-httplib-dev prometheus-cpp-dev libssl-dev
+  libboost1.81-dev                # Boost.Beast + Asio: the HTTP API
+  prometheus-cpp-dev libssl-dev
   iproute2 python3
 )
 

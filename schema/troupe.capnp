@@ -144,6 +144,7 @@ struct Registered {
 struct Heartbeat {
   seq @0 :UInt64;
   gateway @1 :Bool;   # sent by a gateway (which needs no registration)
+  readyModels @2 :List(Text);  # the scheduler's answer to a gateway: models with a worker ready
 }
 
 struct SeqWork {

@@ -458,6 +458,8 @@ std::string encode_with_version(const proto::control_message& m, uint32_t versio
                           auto w = root.initHeartbeat();
                           w.setSeq(h.seq);
                           w.setGateway(h.gateway);
+                          auto models = w.initReadyModels(static_cast<unsigned>(h.ready_models.size()));
+                          for (unsigned i = 0; i < h.ready_models.size(); ++i) models.set(i, h.ready_models[i]);
                         },
                         [&](const step_plan& p) { put(root.initStepPlan(), p); },
                         [&](const proto::step_outcome& o) { put(root.initStepResult(), o); },
@@ -537,8 +539,12 @@ proto::control_message decode_control(std::string_view bytes, const limits& lim)
       }
       case wire::ControlMessage::REGISTERED:
         return proto::registered{r.getRegistered().getReplicaId()};
-      case wire::ControlMessage::HEARTBEAT:
-        return proto::heartbeat{r.getHeartbeat().getSeq(), r.getHeartbeat().getGateway()};
+      case wire::ControlMessage::HEARTBEAT: {
+        auto h = r.getHeartbeat();
+        proto::heartbeat out{h.getSeq(), h.getGateway(), {}};
+        for (auto m : h.getReadyModels()) out.ready_models.push_back(str(m));
+        return out;
+      }
       case wire::ControlMessage::STEP_PLAN:
         return get(r.getStepPlan());
       case wire::ControlMessage::STEP_RESULT:

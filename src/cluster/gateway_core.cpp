@@ -178,6 +178,16 @@ gateway_output gateway_core::cancel_all(const std::string& reason, double now) {
 
 // ---- from the scheduler ---------------------------------------------------------------------------
 
+std::string gateway_core::not_ready() const {
+  if (!accepting_) return "the gateway is shutting down";
+  if (!scheduler_up_) return "no scheduler: it stopped answering this gateway";
+  if (!scheduler_answered_) return "waiting for the scheduler to answer";
+  for (const auto& m : models_)
+    if (std::find(ready_models_.begin(), ready_models_.end(), m.name) == ready_models_.end())
+      return "no worker is ready for model " + m.name;
+  return {};
+}
+
 gateway_output gateway_core::on_tick(double now) {
   gateway_output out;
   if (scheduler_heard_ < 0) scheduler_heard_ = now;
@@ -205,7 +215,9 @@ gateway_output gateway_core::on_scheduler(const proto::control_message& msg, dou
   gateway_output out;
   if (!scheduler_up_) spdlog::info("gateway: the scheduler answers again; accepting jobs");
   scheduler_up_ = true;
+  scheduler_answered_ = true;
   scheduler_heard_ = now;
+  if (const auto* hb = std::get_if<proto::heartbeat>(&msg)) ready_models_ = hb->ready_models;
   if (const auto* evs = std::get_if<proto::request_events>(&msg)) {
     for (const auto& je : evs->events) {
       auto it = jobs_.find(je.event.id);

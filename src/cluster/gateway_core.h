@@ -80,6 +80,9 @@ class gateway_core {
   size_t in_flight() const { return jobs_.size(); }
   // False while the scheduler is silent past scheduler_timeout_s.
   bool scheduler_reachable() const { return scheduler_up_; }
+  // Empty when jobs can run now: the scheduler answers and has a worker for every model
+  // served here; else why not (what /health says with its 503).
+  std::string not_ready() const;
 
  private:
   struct job_state;
@@ -109,6 +112,8 @@ class gateway_core {
   double scheduler_heard_ = -1;
   bool scheduler_up_ = true;
   bool refused_logged_ = false;
+  bool scheduler_answered_ = false;
+  std::vector<std::string> ready_models_;  // the scheduler's latest word
   uint64_t heartbeats_ = 0;
 };
 

@@ -85,7 +85,8 @@ struct registered {
 // Workers and gateways send these; the scheduler answers each while it knows the sender.
 struct heartbeat {
   uint64_t seq = 0;
-  bool gateway = false;  // from a gateway
+  bool gateway = false;                   // from a gateway
+  std::vector<std::string> ready_models;  // the scheduler's answer to a gateway: models a worker serves
 };
 
 // step_result plus the worker's failure to run the plan, if any.

@@ -59,7 +59,7 @@ scheduler_core::outbox scheduler_core::on_message(const std::string& peer, proto
             if (h.gateway) {
               gateway_seen_[peer] = now;
               if (claim_gateway(peer).empty())
-                out.push_back({peer, proto::heartbeat{h.seq, false}});
+                out.push_back({peer, proto::heartbeat{h.seq, false, ready_models()}});
               else
                 out.push_back({peer, proto::peer_error{{error_kind::failed, gateway_id_taken(peer), "gateway_id"}}});
             } else if (rep) {
@@ -116,6 +116,13 @@ std::string scheduler_core::claim_gateway(const std::string& peer) {
 std::string scheduler_core::gateway_id_taken(const std::string& peer) {
   return "gateway id '" + gateway_id_of(peer) +
          "' is already in use by another gateway on this scheduler; give each gateway its own --gateway-id";
+}
+
+std::vector<std::string> scheduler_core::ready_models() const {
+  std::set<std::string> models;
+  for (const auto& [id, r] : replicas_)
+    if (!r.draining) models.insert(r.model);
+  return {models.begin(), models.end()};
 }
 
 size_t scheduler_core::requests_of(const std::string& gateway_peer) const {

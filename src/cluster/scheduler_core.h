@@ -63,6 +63,8 @@ class scheduler_core {
   std::string take_trace();
 
   size_t replicas() const { return replicas_.size(); }
+  // The models some replica that is not draining serves (told to gateways, for /health).
+  std::vector<std::string> ready_models() const;
   // Requests in flight that `gateway_peer` submitted (finished ones are forgotten).
   size_t requests_of(const std::string& gateway_peer) const;
 
