@@ -35,6 +35,14 @@ struct SamplingParams {
   stopStrings @11 :List(Text);
   ignoreEos @12 :Bool = false;
   topLogprobs @13 :Int32 = 0;
+  logitBias @14 :List(LogitBias);  # added to the logits before sampling
+  minTokens @15 :Int32 = 0;        # endIds are never drawn before this many tokens
+  endIds @16 :List(Int32);         # with minTokens: EOS and stop ids
+}
+
+struct LogitBias {
+  id @0 :Int32;
+  bias @1 :Float32;
 }
 
 # A generation job, as a client submits it.

@@ -105,10 +105,14 @@ int status_of(const std::string& response) {
   return response.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(response.c_str() + 9) : 0;
 }
 
-std::string generate_text(const std::string& prompt, int max_tokens) {
+// `troupe generate --json`'s answer: text and ids.
+json generate_json(const std::string& prompt, int max_tokens) {
   auto r = run_command("(" + troupe_bin() + " --log-level off generate --json --model " + model_path() + " --prompt " +
                        shell_quote(prompt) + " --max-tokens " + std::to_string(max_tokens) + " 2>/dev/null)");
-  return json::parse(r.out).at("text").get<std::string>();
+  return json::parse(r.out);
+}
+std::string generate_text(const std::string& prompt, int max_tokens) {
+  return generate_json(prompt, max_tokens).at("text").get<std::string>();
 }
 
 }  // namespace
@@ -282,11 +286,13 @@ TEST(HttpApi, TheOpenaiSdkPassesItsTests) {
                                     << install.out;
   }
   const int max_tokens = 24;
-  const std::string text = generate_text("Once upon a time", max_tokens);
+  const json reference = generate_json("Once upon a time", max_tokens);
+  const std::string text = reference.at("text");
   // A stop string across token boundaries: " girl" is " g" "ir" "l" in this vocabulary.
   const std::string stop = "girl";
   ASSERT_NE(text.find(stop), std::string::npos) << text;
-  const json expect = {{"prompt", "Once upon a time"}, {"max_tokens", max_tokens}, {"text", text}};
+  const json expect = {
+      {"prompt", "Once upon a time"}, {"max_tokens", max_tokens}, {"text", text}, {"ids", reference.at("ids")}};
   const json stop_case = {{"stop", stop}, {"text", text.substr(0, text.find(stop))}};
   const std::string env = "TROUPE_URL=" + shell_quote(s.url("/v1")) + " TROUPE_KEY=" + kKey +
                           " TROUPE_LIMITED_KEY=" + kLimitedKey +

@@ -55,7 +55,8 @@ TEST(OpenAIRequests, FieldsBecomeTheJobsSamplingAndBadOnesAreNamed) {
   fixture f;
   auto r = f.parse(api::kind::completion,
                    R"({"prompt":["a","b"],"n":2,"max_tokens":5,"temperature":0.5,"top_p":0.9,"top_k":3,)"
-                   R"("stop":"x","seed":10,"presence_penalty":0.5,"stop_token_ids":[7],"unknown_field":1})");
+                   R"("stop":"x","seed":10,"presence_penalty":0.5,"stop_token_ids":[7],"unknown_field":1,)"
+                   R"("logit_bias":{"65":-100,"66":5.5},"min_tokens":2})");
   ASSERT_TRUE(std::holds_alternative<api::parsed_request>(r));
   const auto& p = std::get<api::parsed_request>(r);
   ASSERT_EQ(p.jobs.size(), 4u);  // 2 prompts x n = 2
@@ -69,13 +70,17 @@ TEST(OpenAIRequests, FieldsBecomeTheJobsSamplingAndBadOnesAreNamed) {
   EXPECT_EQ(p.jobs[0].sampling.seed, 10u);
   EXPECT_EQ(p.jobs[1].sampling.seed, 11u);  // each choice its own draw
   EXPECT_EQ(p.jobs[0].api_key, "key");
+  EXPECT_EQ(p.jobs[0].sampling.logit_bias, (std::vector<std::pair<int32_t, float>>{{65, -100.0f}, {66, 5.5f}}));
+  EXPECT_EQ(p.jobs[0].sampling.min_tokens, 2);
 
   EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","top_p":"x"})").param, "top_p");
   EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","n":0})").param, "n");
   EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","stop":[""]})").param, "stop");
   EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","stream_options":{"include_usage":true}})").param,
             "stream_options");
-  EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","logit_bias":{"5":1}})").param, "logit_bias");
+  EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","logit_bias":{"x":1}})").param, "logit_bias");
+  EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","logit_bias":{"5":101}})").param, "logit_bias");
+  EXPECT_EQ(f.error(api::kind::completion, R"({"prompt":"a","max_tokens":4,"min_tokens":5})").param, "min_tokens");
   EXPECT_EQ(f.error(api::kind::chat, R"({"messages":[{"role":"user","content":"a"}],"tools":[{}]})").param, "tools");
   EXPECT_EQ(f.error(api::kind::chat, R"({"messages":[{"role":"robot","content":"a"}]})").param, "messages[0].role");
   EXPECT_EQ(f.error(api::kind::chat, R"({"messages":[]})").param, "messages");

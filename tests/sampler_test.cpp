@@ -156,6 +156,28 @@ TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokensOnly) {
   EXPECT_NEAR(sample_next(l, with(p, {1, 0, 0}, 1)).logprob, 1.5 - std::log(std::exp(1.4) + std::exp(1.5)), 1e-5);
 }
 
+TEST(Sampler, LogitBiasMovesTheChoiceAndMinTokensHoldsEndIdsBack) {
+  const std::vector<float> l = {2.0f, 1.5f, 1.0f};
+  sampling_params p = temp(0);
+  p.logit_bias = {{1, 1.0f}};
+  EXPECT_EQ(sample_next(l, with(p)).token, 1);  // 1.5 + 1 > 2
+  p.logit_bias = {{0, -100.0f}, {7, 50.0f}};    // id 7 is outside this vocabulary: ignored
+  EXPECT_EQ(sample_next(l, with(p)).token, 1);
+  // Id 0 plays EOS: not drawn before two tokens are generated, then free again.
+  p.logit_bias.clear();
+  p.min_tokens = 2;
+  p.end_ids = {0};
+  EXPECT_EQ(sample_next(l, with(p, {2, 2}, 2)).token, 1);     // none generated yet
+  EXPECT_EQ(sample_next(l, with(p, {2, 2, 1}, 2)).token, 1);  // one
+  EXPECT_EQ(sample_next(l, with(p, {2, 2, 1, 1}, 2)).token, 0);
+  // Sampling at a temperature never draws it either.
+  p.temperature = 1.0f;
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    p.seed = seed;
+    EXPECT_NE(sample_next(l, with(p, {2}, 1)).token, 0) << "seed " << seed;
+  }
+}
+
 TEST(Sampler, TopLogprobsAreSortedAndConsistent) {
   const auto l = from_probs({0.1, 0.4, 0.15, 0.35});
   sampling_params p = temp(0);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace troupe {
@@ -22,6 +23,13 @@ struct sampling_params {
   std::vector<std::string> stop_strings;
   bool ignore_eos = false;
   int32_t top_logprobs = 0;  // number of alternatives to report per token (0..20)
+  // OpenAI's logit_bias: (token id, bias in [-100, 100]) added to the logits before
+  // penalties are reported and tokens drawn; ids outside the vocabulary are ignored.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // No id of end_ids (the gateway puts the model's EOS ids and stop_ids there) is drawn before
+  // min_tokens tokens are generated.
+  int32_t min_tokens = 0;
+  std::vector<int32_t> end_ids;
 };
 
 // Checks ranges; returns an empty string when valid, else "field: what was expected".
@@ -42,6 +50,10 @@ inline std::string validate(const sampling_params& p) {
     return bad("presence_penalty", "a value in [-2, 2]", p.presence_penalty);
   if (p.max_tokens <= 0) return bad("max_tokens", "> 0", p.max_tokens);
   if (p.top_logprobs < 0 || p.top_logprobs > 20) return bad("top_logprobs", "a value in [0, 20]", p.top_logprobs);
+  for (const auto& [id, bias] : p.logit_bias)
+    if (!(bias >= -100.0f && bias <= 100.0f)) return bad("logit_bias", "biases in [-100, 100]", bias);
+  if (p.min_tokens < 0 || p.min_tokens > p.max_tokens)
+    return bad("min_tokens", "a value in [0, max_tokens = " + std::to_string(p.max_tokens) + "]", p.min_tokens);
   for (size_t i = 0; i < p.stop_strings.size(); ++i)
     if (p.stop_strings[i].empty()) return "stop_strings[" + std::to_string(i) + "]: expected a non-empty string";
   return {};

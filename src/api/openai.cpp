@@ -136,9 +136,6 @@ void refuse_unsupported(const fields& f, kind k) {
     if (const json* s = f.get("suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
       refuse("suffix", " (no fill-in-the-middle)");
   }
-  if (f.get("logit_bias") && !(f.get("logit_bias")->is_object() && f.get("logit_bias")->empty()))
-    refuse("logit_bias", "");
-  if (f.get("min_tokens") && f.integer("min_tokens", 0, 1 << 30).value_or(0) > 0) refuse("min_tokens", "");
   if (f.get("audio")) refuse("audio", "");
   if (const json* m = f.get("modalities"); m && !(m->is_array() && m->size() == 1 && (*m)[0] == "text"))
     refuse("modalities", "");
@@ -157,6 +154,24 @@ sampling_params parse_sampling(const fields& f, kind k, const api_model& m) {
   p.frequency_penalty = static_cast<float>(f.number("frequency_penalty", -2, 2).value_or(0));
   p.presence_penalty = static_cast<float>(f.number("presence_penalty", -2, 2).value_or(0));
   p.ignore_eos = f.boolean("ignore_eos").value_or(false);
+  if (const json* lb = f.get("logit_bias")) {
+    if (!lb->is_object()) fail("logit_bias", "'logit_bias' must be an object of token id -> bias");
+    for (const auto& [key, bias] : lb->items()) {
+      int64_t id = -1;
+      try {
+        size_t used = 0;
+        id = std::stoll(key, &used);
+        if (used != key.size()) id = -1;
+      } catch (const std::exception&) {
+      }
+      if (id < 0 || id >= m.tok->vocab_size())
+        fail("logit_bias", "'logit_bias' keys must be token ids in [0, " + std::to_string(m.tok->vocab_size()) +
+                               "), got '" + key + "'");
+      if (!bias.is_number() || !(bias.get<double>() >= -100 && bias.get<double>() <= 100))
+        fail("logit_bias", "'logit_bias' values must be numbers in [-100, 100]");
+      p.logit_bias.emplace_back(static_cast<int32_t>(id), bias.get<float>());
+    }
+  }
   const int64_t ctx = m.max_context > 0 ? m.max_context : (int64_t{1} << 30);
   // Completions default to 16 tokens as OpenAI's do; a chat runs to its end (or the context).
   std::optional<int64_t> max_tokens = f.integer("max_tokens", 1, int64_t{1} << 30);
@@ -164,6 +179,12 @@ sampling_params parse_sampling(const fields& f, kind k, const api_model& m) {
     if (auto mc = f.integer("max_completion_tokens", 1, int64_t{1} << 30)) max_tokens = mc;
   }
   p.max_tokens = static_cast<int32_t>(std::min<int64_t>(max_tokens.value_or(k == kind::chat ? ctx : 16), ctx));
+  if (auto mt = f.integer("min_tokens", 0, int64_t{1} << 30)) {
+    if (*mt > p.max_tokens)
+      fail("min_tokens", "'min_tokens' (" + std::to_string(*mt) + ") must not exceed max_tokens (" +
+                             std::to_string(p.max_tokens) + ")");
+    p.min_tokens = static_cast<int32_t>(*mt);
+  }
   if (const json* s = f.get("stop")) {
     if (s->is_string()) {
       p.stop_strings.push_back(s->get<std::string>());

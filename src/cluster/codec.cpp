@@ -110,6 +110,13 @@ void put(wire::SamplingParams::Builder b, const sampling_params& p) {
   for (unsigned i = 0; i < p.stop_strings.size(); ++i) ss.set(i, p.stop_strings[i]);
   b.setIgnoreEos(p.ignore_eos);
   b.setTopLogprobs(p.top_logprobs);
+  auto lb = b.initLogitBias(static_cast<unsigned>(p.logit_bias.size()));
+  for (unsigned i = 0; i < p.logit_bias.size(); ++i) {
+    lb[i].setId(p.logit_bias[i].first);
+    lb[i].setBias(p.logit_bias[i].second);
+  }
+  b.setMinTokens(p.min_tokens);
+  set_list(b.initEndIds(p.end_ids.size()), p.end_ids);
 }
 
 sampling_params get(wire::SamplingParams::Reader r) {
@@ -128,6 +135,9 @@ sampling_params get(wire::SamplingParams::Reader r) {
   for (auto s : r.getStopStrings()) p.stop_strings.push_back(str(s));
   p.ignore_eos = r.getIgnoreEos();
   p.top_logprobs = r.getTopLogprobs();
+  for (auto x : r.getLogitBias()) p.logit_bias.emplace_back(x.getId(), x.getBias());
+  p.min_tokens = r.getMinTokens();
+  p.end_ids = to_vector<int32_t>(r.getEndIds());
   return p;
 }
 

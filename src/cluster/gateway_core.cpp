@@ -135,6 +135,16 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
   q.sampling = j.sampling;
   if (tok.eos() >= 0) q.eos_ids.push_back(tok.eos());
   for (int32_t id : tok.data().extra_eos_ids) q.eos_ids.push_back(id);
+  if (q.sampling.min_tokens > 0 && !q.sampling.ignore_eos) {  // the sampler holds these back until then
+    q.sampling.end_ids = q.eos_ids;
+    q.sampling.end_ids.insert(q.sampling.end_ids.end(), q.sampling.stop_ids.begin(), q.sampling.stop_ids.end());
+  }
+  for (const auto& [id, bias] : q.sampling.logit_bias)
+    if (id < 0 || id >= tok.vocab_size())
+      return reject(error_kind::failed,
+                    "logit_bias names token " + std::to_string(id) + ", outside the vocabulary [0, " +
+                        std::to_string(tok.vocab_size()) + ")",
+                    "logit_bias");
   out.to_scheduler.push_back(std::move(q));
   if (!s->client_request_id.empty()) by_client_[{peer, s->client_request_id}] = s->id;
   jobs_[s->id] = std::move(s);

@@ -4,6 +4,7 @@
 #include "kernels/ref/ref.h"
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <numeric>
 #include <unordered_map>
@@ -25,6 +26,12 @@ uint64_t splitmix64(uint64_t z) {
 void apply_penalties(std::vector<float>& logits, const seq_work& w) {
   const sampling_params& p = w.sampling;
   const int64_t vocab = (int64_t)logits.size();
+  for (const auto& [id, bias] : p.logit_bias)
+    if (id >= 0 && id < vocab) logits[id] += bias;
+  const int64_t n_generated = std::max<int64_t>(0, (int64_t)w.history.size() - w.n_prompt);
+  if (n_generated < p.min_tokens)
+    for (int32_t id : p.end_ids)
+      if (id >= 0 && id < vocab) logits[id] = -std::numeric_limits<float>::infinity();
   if (p.repetition_penalty != 1.0f && p.repeat_window > 0) {
     const size_t n = std::min<size_t>(w.history.size(), (size_t)p.repeat_window);
     std::unordered_set<int32_t> seen(w.history.end() - (std::ptrdiff_t)n, w.history.end());
@@ -88,7 +95,7 @@ int32_t draw_in_chunks(std::span<const float> l, float mx, float temperature, do
 
 bool has_penalties(const sampling_params& p) {
   return (p.repetition_penalty != 1.0f && p.repeat_window > 0) || p.frequency_penalty != 0.0f ||
-         p.presence_penalty != 0.0f;
+         p.presence_penalty != 0.0f || !p.logit_bias.empty() || (p.min_tokens > 0 && !p.end_ids.empty());
 }
 
 double sampling_uniform(uint64_t seed, int64_t n_generated) {

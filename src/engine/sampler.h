@@ -10,6 +10,8 @@
 namespace troupe {
 
 // The pipeline, in this order:
+//   0. logit_bias (OpenAI) added; while fewer than min_tokens tokens are generated, end_ids
+//      (EOS and stop ids) at -infinity;
 //   1. repetition penalty (llama.cpp): each distinct id among the last repeat_window tokens
 //      of history has its logit divided by the penalty when positive, multiplied when not;
 //   2. frequency and presence penalties (OpenAI): over generated tokens only (history after
@@ -34,7 +36,8 @@ struct sampler_kernels {
 };
 seq_output sample_next(std::span<const float> logits, const seq_work& work, const sampler_kernels& kernels = {});
 
-// Whether the repetition, frequency or presence penalty changes any logit.
+// Whether a logit bias, min_tokens or the repetition, frequency or presence penalty changes
+// any logit.
 bool has_penalties(const sampling_params& p);
 
 // The uniform draw in [0, 1) used for token number `n_generated` of a sequence with `seed`.

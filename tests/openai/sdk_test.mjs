@@ -3,7 +3,7 @@
 //   TROUPE_URL      the API's base URL (http://127.0.0.1:PORT/v1)
 //   TROUPE_KEY      an accepted API key; TROUPE_LIMITED_KEY one whose tenant runs one job at a time
 //   TROUPE_MODEL    the served model's name
-//   TROUPE_EXPECT   JSON {prompt, max_tokens, text}: `troupe generate`'s greedy answer
+//   TROUPE_EXPECT   JSON {prompt, max_tokens, text, ids}: `troupe generate`'s greedy answer
 //   TROUPE_STOP     JSON {stop, text}: a stop string spanning several tokens of that answer and
 //                   the text before it
 import { test } from "node:test";
@@ -94,6 +94,12 @@ test("a stop string spanning tokens ends the text before it, streamed or not, ne
     assert.ok(stop.text.startsWith(text), `streamed ${JSON.stringify(text)}, not a prefix of the answer`);
   }
   assert.equal(text, stop.text);
+});
+
+test("logit_bias steers the choice: the greedy first token at -100 is never taken", async () => {
+  const r = await client.completions.create({ ...greedy, max_tokens: 1, logprobs: 1, logit_bias: { [expect.ids[0]]: -100 } });
+  assert.notEqual(r.choices[0].text, "");
+  assert.ok(!expect.text.startsWith(r.choices[0].text), `${JSON.stringify(r.choices[0].text)} is still the greedy token`);
 });
 
 test("echo puts the prompt before the text", async () => {
