@@ -52,8 +52,8 @@ echo "## 2. short jobs under a flood of long prompts (p99 TPOT of the short jobs
 # whole 700-token prompt (1024), and a decode step that meets one waits for all of it.
 for mode in alone chunked unchunked; do
   case $mode in
-    alone | chunked) flags=(--max-batch-tokens 16) ;;
-    unchunked) flags=(--max-batch-tokens 1024 --chunked-prefill false) ;;
+    alone | chunked) flags=(--max-step-tokens 16) ;;
+    unchunked) flags=(--max-step-tokens 1024 --chunked-prefill false) ;;
   esac
   serve "${flags[@]}"
   flood=

@@ -30,7 +30,7 @@ echo "{\"meta\": {\"device\": \"cpu\", \"model\": \"$(basename "$model")\", \"tp
   >"$out/steps.jsonl"
 echo "fidelity: real load at $rate req/s, $requests requests" >&2
 "$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$port" --threads "$threads" --kv-mb 2048 \
-  --max-batch 64 --max-batch-tokens 512 --block-size 16 --step-log "$out/steps.jsonl" --max-inflight-steps "$inflight" \
+  --max-batch 64 --max-step-tokens 512 --block-size 16 --step-log "$out/steps.jsonl" --max-inflight-steps "$inflight" \
   >"$out/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

@@ -1,6 +1,7 @@
 #include "cli/cluster_common.h"
 
 #include "cli/commands.h"
+#include "cli/policy_flags.h"
 
 #include <CLI/CLI.hpp>
 #include <signal.h>
@@ -62,69 +63,20 @@ std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const wo
 }
 
 void add_scheduler_flags(CLI::App& sub, scheduler_flags& f) {
-  sub.add_option("--max-queued", f.max_queued, "Requests waiting at the scheduler before overloaded")
-      ->capture_default_str();
-  sub.add_option("--chunked-prefill", f.chunked_prefill,
-                 "Split long prompts so running decodes never wait more than one chunk (true/false)")
-      ->capture_default_str();
   sub.add_option("--trace", f.trace, "Append every scheduling decision to this JSONL file (replayable by troupe sim)");
-  sub.add_option("--tenant", f.tenants,
-                 "NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]: a tenant's fair-share weight and limits "
-                 "(repeatable; others get weight 1, no limit)");
   sub.add_option("--heartbeat-timeout", f.heartbeat_timeout_s,
                  "Seconds without a worker's heartbeat before it is removed (its jobs move to other workers), or a "
                  "gateway's before its jobs are cancelled")
       ->capture_default_str();
-  sub.add_option("--preemption", f.preemption,
-                 "When KV blocks run out: recompute (free the victim's blocks, prefill again later) or swap (copy "
-                 "them to the worker's host pool, --swap-mb; recompute where it is full or absent)")
-      ->check(CLI::IsMember({"recompute", "swap"}))
-      ->capture_default_str();
-  sub.add_option("--max-inflight-steps", f.max_inflight_steps,
-                 "Steps planned ahead per worker: 2 plans the next step while one runs (async scheduling, no "
-                 "control-loop gap between steps); 1 waits for each result")
-      ->check(CLI::Range(1, 8))
-      ->capture_default_str();
+  add_policy_flags(sub, f.policy);
 }
 
-// "NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]"
-static sched::tenant_config parse_tenant(const std::string& spec) {
-  std::vector<std::string> parts;
-  for (size_t b = 0, e; b <= spec.size(); b = e + 1) {
-    e = spec.find(':', b);
-    if (e == std::string::npos) e = spec.size();
-    parts.push_back(spec.substr(b, e - b));
-  }
-  auto bad = [&](const std::string& what) -> sched::tenant_config {
-    throw error(error_kind::failed, "--tenant " + spec + ": " + what, "tenant");
-  };
-  if (parts.size() < 2 || parts.size() > 4 || parts[0].empty())
-    return bad("expected NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]");
-  sched::tenant_config t;
-  t.name = parts[0];
-  try {
-    t.weight = std::stod(parts[1]);
-    if (parts.size() > 2) t.max_running = std::stoll(parts[2]);
-    if (parts.size() > 3) t.max_queued_tokens = std::stoll(parts[3]);
-  } catch (const std::exception&) {
-    return bad("WEIGHT, MAX_RUNNING and MAX_QUEUED_TOKENS must be numbers");
-  }
-  if (!(t.weight > 0)) return bad("WEIGHT must be > 0");
-  if (t.max_running < 0 || t.max_queued_tokens < 0) return bad("limits must be >= 0 (0 = none)");
-  return t;
-}
-
-scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_flags& w, int64_t max_context) {
+scheduler_options make_scheduler_options(const scheduler_flags& f, int64_t max_context) {
   scheduler_options o;
-  o.policy.max_queued = f.max_queued;
-  o.policy.chunked_prefill = f.chunked_prefill;
+  o.policy = f.policy;
   o.trace_path = f.trace;
-  for (const auto& spec : f.tenants) o.policy.tenants.push_back(parse_tenant(spec));
-  o.policy.max_step_tokens = static_cast<int32_t>(w.max_batch_tokens);
   o.policy.max_context = max_context;
-  o.policy.preemption = f.preemption == "swap" ? sched::preemption_mode::swap : sched::preemption_mode::recompute;
   o.heartbeat_timeout_s = o.gateway_timeout_s = f.heartbeat_timeout_s;
-  o.policy.max_inflight_steps = f.max_inflight_steps;
   return o;
 }
 

@@ -55,16 +55,19 @@ std::unique_ptr<worker_backend> make_cpu_backend(const loaded_model& m, const wo
                                                  const tp::shard* shard = nullptr, communicator* comm = nullptr);
 
 struct scheduler_flags {
-  int64_t max_queued = 1024;
-  bool chunked_prefill = true;
-  std::string trace;                 // policy decision trace (JSONL)
-  std::vector<std::string> tenants;  // NAME:WEIGHT[:MAX_RUNNING[:MAX_QUEUED_TOKENS]]
+  // The policy's flags (cli/policy_flags.h); a serving role plans the next step while one
+  // runs unless told otherwise.
+  sched::policy_config policy = [] {
+    sched::policy_config p;
+    p.max_inflight_steps = 2;
+    return p;
+  }();
+  std::string trace;  // policy decision trace (JSONL)
   double heartbeat_timeout_s = 2.0;
-  std::string preemption = "recompute";  // or "swap" (workers with --swap-mb)
-  int32_t max_inflight_steps = 2;        // async scheduling: plan step N+1 while N runs
 };
+// The scheduler role's flags and the policy's (add_policy_flags).
 void add_scheduler_flags(CLI::App& sub, scheduler_flags& f);
-scheduler_options make_scheduler_options(const scheduler_flags& f, const worker_flags& w, int64_t max_context);
+scheduler_options make_scheduler_options(const scheduler_flags& f, int64_t max_context);
 
 struct gateway_flags {
   size_t max_queue = 256;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/cluster_common.h"
+#include "cli/policy_flags.h"
 #include "src/comm/rendezvous.h"
 #include "commands.h"
 
@@ -13,7 +14,6 @@ namespace {
 struct scheduler_args {
   std::string listen = "tcp://127.0.0.1:5556";
   int64_t max_context = 0;
-  int64_t max_step_tokens = 512;
   scheduler_flags scheduler;
   std::string rendezvous;  // where tensor-parallel worker groups meet (tcp://HOST:PORT); empty: none
 };
@@ -28,9 +28,9 @@ int run_scheduler(const scheduler_args& a) {
     spdlog::info("scheduler: rendezvous for worker groups on {}", rendezvous->address());
   }
   actors::node n({.worker_threads = 2}, {});
-  worker_flags w;
-  w.max_batch_tokens = a.max_step_tokens;
-  const std::string endpoint = n.add_scheduler(a.listen, make_scheduler_options(a.scheduler, w, a.max_context));
+  const scheduler_options opts = make_scheduler_options(a.scheduler, a.max_context);
+  spdlog::info("scheduler: policy {}", describe_policy(opts.policy));
+  const std::string endpoint = n.add_scheduler(a.listen, opts);
   spdlog::info("scheduler: ready on {}", endpoint);
   wait_for_signal(n);
   n.stop();
@@ -47,7 +47,6 @@ void add_scheduler(CLI::App& app) {
   sub->add_option("--listen", a->listen, "Address components connect to (tcp://HOST:PORT)")->capture_default_str();
   sub->add_option("--max-context", a->max_context, "Prompt + generated tokens bound (0 = none; the gateway checks too)")
       ->capture_default_str();
-  sub->add_option("--max-step-tokens", a->max_step_tokens, "Token budget per step")->capture_default_str();
   add_scheduler_flags(*sub, a->scheduler);
   sub->add_option("--rendezvous", a->rendezvous,
                   "Address where tensor-parallel worker groups meet (tcp://HOST:PORT; empty: none)")

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/cluster_common.h"
+#include "cli/policy_flags.h"
 #include "commands.h"
 
 namespace troupe::cli {
@@ -27,7 +28,9 @@ int run_serve(const serve_args& a) {
   transport.max_message_bytes = a.gateway.max_message_kb << 10;
   actors::node n({.worker_threads = 2}, transport);
   const std::string control = "inproc://troupe-scheduler";
-  n.add_scheduler(control, make_scheduler_options(a.scheduler, a.worker, model.file->config().max_seq_len));
+  const scheduler_options so = make_scheduler_options(a.scheduler, model.file->config().max_seq_len);
+  spdlog::info("scheduler: policy {}", describe_policy(so.policy));
+  n.add_scheduler(control, so);
   for (int i = 0; i < a.workers; ++i) {
     actors::worker_options wo;
     wo.identity = {"local", model.name, a.worker.max_batch};
@@ -57,10 +60,18 @@ void add_serve(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   add_worker_flags(*sub, a->worker);
+  sub->get_option("--max-batch-tokens")->description("Deprecated here: --max-step-tokens (the workers take it too)");
   add_scheduler_flags(*sub, a->scheduler);
   a->gateway.http_listen = "127.0.0.1:8000";
   add_gateway_flags(*sub, a->gateway);
-  sub->callback([a] { set_runner([a] { return run_serve(*a); }); });
+  sub->callback([a, sub] {
+    // The in-process workers' step budget is the policy's: a plan never exceeds what they hold.
+    auto& step_tokens = a->scheduler.policy.max_step_tokens;
+    if (sub->count("--max-batch-tokens") && !sub->count("--max-step-tokens"))
+      step_tokens = static_cast<int32_t>(a->worker.max_batch_tokens);
+    a->worker.max_batch_tokens = step_tokens;
+    set_runner([a] { return run_serve(*a); });
+  });
 }
 
 }  // namespace troupe::cli

@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli/policy_flags.h"
 #include "commands.h"
 #include "src/sched/trace.h"
 #include "sim/capacity.h"
@@ -42,19 +43,7 @@ struct sim_args {
   int32_t max_batch = 256;
   std::string fit_error = "auto";  // auto: absolute for a serving step log (gap_s), else relative
   double loop_latency_ms = -1;     // < 0: the fitted profile's (mean gap while work waited), else 0
-  int32_t max_inflight_steps = 1;
-  // policy
-  int32_t max_step_tokens = 512;
-  int64_t max_queued = sched::policy_config{}.max_queued;
-  bool no_chunked_prefill = false;
-  bool no_prefix_caching = false;
-  std::string preemption = "recompute";
-  int64_t host_kv_blocks = 0;
-  double kv_watermark = sched::policy_config{}.kv_watermark;
-  double aging_s = sched::policy_config{}.aging_s;
-  double affinity_load_factor = sched::policy_config{}.affinity_load_factor;
-  double admission_ttft_slo = 0;
-  double prefill_tokens_per_s = 0;
+  sched::policy_config policy;     // the policy flags (cli/policy_flags.h)
   std::string policy_trace;
   // workload
   double rate = 10;
@@ -178,18 +167,7 @@ sim::workload_spec build_workload(const sim_args& a) {
 
 sim::sim_options build_options(const sim_args& a) {
   sim::sim_options o;
-  o.policy.max_step_tokens = a.max_step_tokens;
-  o.policy.chunked_prefill = !a.no_chunked_prefill;
-  o.policy.max_queued = a.max_queued;
-  o.policy.prefix_caching = !a.no_prefix_caching;
-  o.policy.preemption = a.preemption == "swap" ? sched::preemption_mode::swap : sched::preemption_mode::recompute;
-  o.policy.host_kv_blocks = a.host_kv_blocks;
-  o.policy.kv_watermark = a.kv_watermark;
-  o.policy.aging_s = a.aging_s;
-  o.policy.max_inflight_steps = a.max_inflight_steps;
-  o.policy.affinity_load_factor = a.affinity_load_factor;
-  o.policy.ttft_slo_s = a.admission_ttft_slo;
-  o.policy.prefill_tokens_per_s = a.prefill_tokens_per_s;
+  o.policy = a.policy;
   return o;
 }
 
@@ -406,37 +384,10 @@ void add_sim(CLI::App& app) {
   s->add_option("--loop-latency-ms", a->loop_latency_ms,
                 "control loop per step, result out to next plan in (default: the fitted profile's, else 0)")
       ->group(cl);
-  s->add_option("--max-inflight-steps", a->max_inflight_steps,
-                "steps in flight per replica: 1 = synchronous (period = compute + loop), >= 2 = pipelined "
-                "(period = max(compute, loop)); the policy then plans the next step while one runs (async "
-                "scheduling, as troupe serve's default of 2)")
-      ->check(CLI::Range(1, 8))
-      ->group(cl)
-      ->capture_default_str();
 
-  const char* po = "Policy";
-  s->add_option("--max-step-tokens", a->max_step_tokens, "token budget per step")->group(po)->capture_default_str();
-  s->add_option("--max-queued", a->max_queued, "queue bound before 'overloaded'")->group(po)->capture_default_str();
-  s->add_flag("--no-chunked-prefill", a->no_chunked_prefill, "prefill whole prompts")->group(po);
-  s->add_flag("--no-prefix-caching", a->no_prefix_caching, "no sharing of prompt blocks")->group(po);
-  s->add_option("--preemption", a->preemption, "recompute | swap")
-      ->check(CLI::IsMember({"recompute", "swap"}))
-      ->group(po)
-      ->capture_default_str();
-  s->add_option("--host-kv-blocks", a->host_kv_blocks, "swap: host KV blocks per replica")->group(po);
-  s->add_option("--kv-watermark", a->kv_watermark, "share of blocks kept free for decodes")
-      ->group(po)
-      ->capture_default_str();
-  s->add_option("--aging", a->aging_s, "seconds per priority level gained while waiting (0 = off)")
-      ->group(po)
-      ->capture_default_str();
-  s->add_option("--affinity-load-factor", a->affinity_load_factor, "routing: prefix affinity unless this overloaded")
-      ->group(po)
-      ->capture_default_str();
-  s->add_option("--admission-ttft-slo", a->admission_ttft_slo,
-                "reject jobs whose predicted TTFT exceeds this (with --prefill-tokens-per-s)")
-      ->group(po);
-  s->add_option("--prefill-tokens-per-s", a->prefill_tokens_per_s, "admission: prefill speed per replica")->group(po);
+  // The step period follows --max-inflight-steps: 1 = synchronous (compute + loop), >= 2 =
+  // pipelined (max(compute, loop)).
+  add_policy_flags(*s, a->policy);
 
   const char* wl = "Workload";
   s->add_option("--rate", a->rate, "arrivals per second, whole cluster")->group(wl)->capture_default_str();

@@ -235,8 +235,10 @@ class run final : public sched::driver_sink {
 }  // namespace
 
 sched::policy_config with_tenants(sched::policy_config cfg, const std::vector<tenant_spec>& tenants) {
-  if (!cfg.tenants.empty()) return cfg;
   for (const auto& t : tenants) {
+    const bool listed = std::any_of(cfg.tenants.begin(), cfg.tenants.end(),
+                                    [&t](const sched::tenant_config& c) { return c.name == t.name; });
+    if (listed) continue;
     sched::tenant_config tc;
     tc.name = t.name;
     tc.weight = t.share;

@@ -94,7 +94,8 @@ struct sim_result {
   std::string policy_trace;  // the policy's JSONL trace, when opts.policy.trace is set
 };
 
-// The policy configuration with the workload's tenants as its fair-share tenants.
+// The policy configuration with the workload's tenants as its fair-share tenants (weight:
+// their share); tenants cfg already lists (troupe sim --tenant) keep their own weight and limits.
 sched::policy_config with_tenants(sched::policy_config cfg, const std::vector<tenant_spec>& tenants);
 
 sim_result simulate(const cluster_spec& cluster, const cost_model& cost, const workload& load,

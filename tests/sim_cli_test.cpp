@@ -49,7 +49,7 @@ TEST(SimCli, ConfigFileSetsOptionsAndFlagsWin) {
   {
     std::ofstream toml(d / "sim.toml");
     toml << "# a simulator config\n[sim]\nrequests = 25\nrate = 4.0\nmodel = \"llama-3.2-1b\"\n"
-            "tenants = \"a:1:0,b:1:1\"\nno-prefix-caching = true\n";
+            "tenants = \"a:1:0,b:1:1\"\nprefix-caching = false\n";
   }
   auto r = troupe::test::run_command(
       sim("--config " + (d / "sim.toml").string() + " --summary-json " + (d / "s.json").string()));
