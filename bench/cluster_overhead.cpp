@@ -7,7 +7,8 @@
 //       client per token;
 //   per token (batched): tokens/s over many concurrent streams;
 //   per job: submit -> done of one-token jobs, one at a time;
-//   jobs/s: one-token jobs from several clients, each keeping a window of jobs in flight.
+//   jobs/s: one-token jobs from several clients, each keeping a window of jobs in flight;
+//   and per token (one SSE stream) and per job over the HTTP API, for what HTTP adds.
 // Usage: bench_cluster [--tokens N] [--jobs N] [--clients N] [--window N] [--workers N]
 //                      [--streams N] [--max-inflight-steps N (2: async scheduling, the default)]
 #include <algorithm>
@@ -21,6 +22,8 @@
 
 #include "actors/client.h"
 #include "actors/components.h"
+#include "actors/http_client.h"
+#include "actors/http_server.h"
 #include "src/model/tokenizer.h"
 
 using namespace troupe;
@@ -81,7 +84,12 @@ int main(int argc, char** argv) {
   }
   gateway_options go;
   go.max_queue = 1 << 20;
-  const std::string gw = n.add_gateway("tcp://127.0.0.1:*", "inproc://bench-scheduler", go, {{"bench", &tok, 0}});
+  actors::http_options ho;
+  ho.listen = "127.0.0.1:0";
+  actors::http_front front{ho, {{"bench", &tok, 0, 0}}, {}};
+  const std::string gw =
+      n.add_gateway("tcp://127.0.0.1:*", "inproc://bench-scheduler", go, {{"bench", &tok, 0}}, &front);
+  const std::string http = n.http_endpoint();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // workers register
   std::printf("bench_cluster: gateway %s, %d worker(s) with the fixed-token benchmark backend, %d step(s) in flight\n",
               gw.c_str(), workers, inflight);
@@ -104,6 +112,44 @@ int main(int argc, char** argv) {
         gaps.empty() ? 0 : std::chrono::duration<double, std::micro>(last - first).count() / gaps.size();
     std::printf("per token, 1 stream:  p50 %.1f us  p90 %.1f us  p99 %.1f us  mean %.1f us  (%zu tokens)\n",
                 percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99), mean, gaps.size() + 1);
+  }
+
+  // ---- the same over HTTP: one SSE stream, and one-token jobs one at a time --------------------
+  {
+    using kind = actors::http_load_client::event::kind;
+    actors::http_load_client c(http);
+    auto stream = [&](const std::string& id, int max_tokens, std::vector<clock_type::time_point>* chunks) {
+      const std::string body = "{\"prompt\":\"hello\",\"max_tokens\":" + std::to_string(max_tokens) +
+                               ",\"ignore_eos\":true,\"temperature\":0,\"stream\":true}";
+      c.submit(id, "/v1/completions", body);
+      for (;;) {
+        auto e = c.next(30000);
+        if (!e || e->what == kind::error) {
+          std::printf("http: %s\n", e ? e->message.c_str() : "no answer");
+          return false;
+        }
+        if (e->what == kind::done) return true;
+        if (chunks) chunks->push_back(e->at);
+      }
+    };
+    stream("warm", 50, nullptr);
+    std::vector<clock_type::time_point> at;
+    stream("one", tokens, &at);
+    std::vector<double> gaps;
+    for (size_t i = 1; i < at.size(); ++i)
+      gaps.push_back(std::chrono::duration<double, std::micro>(at[i] - at[i - 1]).count());
+    const double mean =
+        gaps.empty() ? 0 : std::chrono::duration<double, std::micro>(at.back() - at.front()).count() / gaps.size();
+    std::printf("HTTP per token, 1 stream:  p50 %.1f us  p90 %.1f us  p99 %.1f us  mean %.1f us  (%zu chunks)\n",
+                percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99), mean, at.size());
+    std::vector<double> lat;
+    for (int i = 0; i < 500; ++i) {
+      const auto t0 = clock_type::now();
+      stream(name("h", i), 1, nullptr);
+      lat.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    }
+    std::printf("HTTP per job, 1 at a time (1 token, a connection each): p50 %.1f us  p90 %.1f us  p99 %.1f us\n",
+                percentile(lat, 0.5), percentile(lat, 0.9), percentile(lat, 0.99));
   }
 
   // ---- per job, one at a time ---------------------------------------------------------------

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "actors/client.h"
+#include "actors/http_client.h"
 #include "commands.h"
 #include "kernels/make_registry.h"
 #include "sim/report.h"
@@ -44,6 +45,7 @@ using clock_type = std::chrono::steady_clock;
 struct bench_args {
   // load
   std::string gateway = "tcp://127.0.0.1:5555";
+  std::string http;   // the OpenAI-compatible API instead (HOST:PORT): /v1/completions, streamed
   std::string model;  // the gateway's model name (empty: its default)
   double rate = 0;    // requests/s (open loop); 0 with --concurrency
   int concurrency = 0;
@@ -96,11 +98,18 @@ int run_load(const bench_args& a) {
   if (a.vocab < 4) throw error(error_kind::failed, "--vocab: expected at least 4", "vocab");
   sim::workload w = make_workload(a);
   const size_t n = w.requests.size();
-  spdlog::info("bench: {} requests against {} ({})", n, a.gateway,
+  const std::string front = a.http.empty() ? a.gateway : "http://" + a.http + "/v1/completions";
+  spdlog::info("bench: {} requests against {} ({})", n, front,
                a.concurrency > 0 ? std::to_string(a.concurrency) + " in flight"
                                  : "open loop at " + std::to_string(a.rate) + " req/s");
 
-  actors::gateway_client client(a.gateway);
+  // One front door or the other: the Cap'n Proto socket, or HTTP with SSE streams.
+  std::unique_ptr<actors::gateway_client> zmq;
+  std::unique_ptr<actors::http_load_client> web;
+  if (a.http.empty())
+    zmq = std::make_unique<actors::gateway_client>(a.gateway);
+  else
+    web = std::make_unique<actors::http_load_client>(a.http);
   std::mt19937_64 rng(a.seed ^ 0x9e3779b97f4a7c15ull);
   std::uniform_int_distribution<int32_t> tok(3, a.vocab - 1);
 
@@ -132,8 +141,26 @@ int run_load(const bench_args& a) {
     rec.prompt_tokens = r.prompt_tokens;
     rec.output_tokens = r.output_tokens;
     rec.arrival = since(t0);
-    client.submit(j);
+    if (zmq) {
+      zmq->submit(j);
+    } else {
+      nlohmann::json body = {{"prompt", j.prompt_ids}, {"max_tokens", j.sampling.max_tokens},
+                             {"ignore_eos", true},     {"temperature", 0},
+                             {"stream", true},         {"stream_options", {{"include_usage", true}}}};
+      if (!a.model.empty()) body["model"] = a.model;
+      web->submit(j.client_request_id, "/v1/completions", body.dump(), t.name);
+    }
     open[j.client_request_id] = {i, actors::job_result{j.client_request_id}};
+  };
+  // A job's end, from either front door.
+  auto finish = [&](std::map<std::string, in_flight>::iterator it, bool ok, int32_t generated, const std::string& why) {
+    auto& rec = res.requests[it->second.index];
+    rec.finish = since(t0);
+    rec.generated = generated;
+    rec.status = ok ? sim::request_status::finished : sim::request_status::rejected;
+    if (!ok) spdlog::debug("bench: {} failed: {}", it->first, why);
+    open.erase(it);
+    ++done;
   };
 
   const double deadline = a.timeout_s;
@@ -147,24 +174,28 @@ int run_load(const bench_args& a) {
     int wait_ms = 50;
     if (a.concurrency == 0 && next < n)
       wait_ms = std::clamp((int)((w.requests[next].arrival - since(t0)) * 1000), 0, 50);
-    auto msg = client.receive(wait_ms);
-    if (msg) {
-      const std::string id = std::visit([](const auto& m) { return m.client_request_id; }, *msg);
-      auto it = open.find(id);
+    if (zmq) {
+      if (auto msg = zmq->receive(wait_ms)) {
+        const std::string id = std::visit([](const auto& m) { return m.client_request_id; }, *msg);
+        auto it = open.find(id);
+        if (it != open.end()) {
+          auto& rec = res.requests[it->second.index];
+          if (std::holds_alternative<proto::token_chunk>(*msg) && rec.first_token < 0) rec.first_token = since(t0);
+          if (actors::apply_message(it->second.result, *msg)) {
+            const auto& jr = it->second.result;
+            if (jr.index_gap) spdlog::warn("bench: {} had a gap or duplicate in its token indices", id);
+            finish(it, jr.ok, (int32_t)jr.ids.size(), std::string(to_string(jr.error.kind)) + ": " + jr.error.message);
+          }
+        }
+      }
+    } else if (auto ev = web->next(wait_ms)) {
+      auto it = open.find(ev->id);
       if (it != open.end()) {
         auto& rec = res.requests[it->second.index];
-        const double now = since(t0);
-        if (std::holds_alternative<proto::token_chunk>(*msg) && rec.first_token < 0) rec.first_token = now;
-        if (actors::apply_message(it->second.result, *msg)) {
-          const auto& jr = it->second.result;
-          rec.finish = now;
-          rec.generated = (int32_t)jr.ids.size();
-          rec.status = jr.ok ? sim::request_status::finished : sim::request_status::rejected;
-          if (!jr.ok) spdlog::debug("bench: {} ended with {}: {}", id, to_string(jr.error.kind), jr.error.message);
-          if (jr.index_gap) spdlog::warn("bench: {} had a gap or duplicate in its token indices", id);
-          open.erase(it);
-          ++done;
-        }
+        using kind = actors::http_load_client::event::kind;
+        if (ev->what == kind::chunk && rec.first_token < 0) rec.first_token = since(t0);
+        if (ev->what == kind::done) finish(it, true, (int32_t)ev->completion_tokens, "");
+        if (ev->what == kind::error) finish(it, false, 0, "HTTP " + std::to_string(ev->status) + ": " + ev->message);
       }
     }
     if (since(last_progress) >= 1.0) {
@@ -182,7 +213,7 @@ int run_load(const bench_args& a) {
   sim::slo target{a.slo_ttft_ms / 1000.0, a.slo_tpot_ms / 1000.0};
   const sim::summary s = sim::summarize(res, target);
   std::printf("requests   %lld (finished %lld, rejected %lld) in %.1f s against %s\n", (long long)s.requests,
-              (long long)s.finished, (long long)s.rejected, s.duration, a.gateway.c_str());
+              (long long)s.finished, (long long)s.rejected, s.duration, front.c_str());
   std::printf("latency (s)      mean       p50       p90       p99       max\n");
   auto row = [](const char* name, const sim::latency_stats& l) {
     std::printf("%s%10.4f%10.4f%10.4f%10.4f%10.4f\n", name, l.mean, l.p50, l.p90, l.p99, l.max);
@@ -201,7 +232,7 @@ int run_load(const bench_args& a) {
   }
   if (!a.summary_json.empty()) std::ofstream(a.summary_json) << sim::summary_json(s) << '\n';
   if (!a.out_jsonl.empty()) sim::write_request_jsonl(a.out_jsonl, res);
-  if (!a.report_html.empty()) sim::write_html_report(a.report_html, res, s, "troupe bench against " + a.gateway);
+  if (!a.report_html.empty()) sim::write_html_report(a.report_html, res, s, "troupe bench against " + front);
   if (!a.record_trace.empty()) {
     // The arrivals as actually sent, for `troupe sim --trace` (fidelity checks).
     sim::workload sent = w;
@@ -291,6 +322,9 @@ void add_bench(CLI::App& app) {
   auto a = std::make_shared<bench_args>();
   auto* sub = app.add_subcommand("bench", "Real load against a gateway (or --profile: step times of a local worker)");
   sub->add_option("--gateway", a->gateway, "Gateway address")->capture_default_str();
+  sub->add_option("--http", a->http,
+                  "Load the OpenAI-compatible HTTP API at HOST:PORT instead (streamed /v1/completions, one "
+                  "connection per job)");
   sub->add_option("--model", a->model, "Model name at the gateway (empty: its default)");
   sub->add_option("--rate", a->rate, "Open loop: requests per second");
   sub->add_option("--concurrency", a->concurrency, "Closed loop: jobs kept in flight");
