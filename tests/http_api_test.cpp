@@ -268,6 +268,32 @@ TEST(HttpApi, AClientThatDisconnectsMidStreamHasItsJobCancelled) {
   ::close(fd);
   EXPECT_TRUE(s.serve->wait_for_log("went away; cancelling its jobs")) << s.serve->log();
   EXPECT_TRUE(s.serve->wait_for_log("client disconnected; cancelled its 1 jobs")) << s.serve->log();
+  // The policy trace: the job (the one submitted with max_tokens 120) is cancelled with its
+  // KV blocks freed, and no step after the cancel carries it.
+  std::vector<json> trace;
+  int64_t id = -1;
+  bool cancelled = false;
+  for (int tries = 0; tries < 100 && !cancelled; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the scheduler writes the trace every 100 ms
+    trace.clear();
+    std::ifstream in(s.dir / "trace.jsonl");
+    for (std::string l; std::getline(in, l);) trace.push_back(json::parse(l));
+    for (const auto& j : trace) {
+      if (j.at("ev") == "submit" && j.at("max_tokens") == 120) id = j.at("id");
+      if (j.at("ev") == "cancel" && j.at("id") == id) cancelled = true;
+    }
+  }
+  ASSERT_TRUE(cancelled) << "no cancel in the trace for request " << id;
+  bool after_cancel = false;
+  for (const auto& j : trace) {
+    if (j.at("ev") == "cancel" && j.at("id") == id) {
+      after_cancel = true;
+      EXPECT_FALSE(j.at("freed").empty()) << j.dump();
+    }
+    if (after_cancel && j.at("ev") == "step")
+      for (const auto& q : j.at("seqs"))
+        EXPECT_NE(q.at("id"), id) << "a step after the cancel still runs it: " << j.dump();
+  }
 }
 
 TEST(HttpApi, TheOpenaiSdkPassesItsTests) {
