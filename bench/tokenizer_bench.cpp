@@ -32,16 +32,18 @@ std::string one_mib_of_text() {
   return text;
 }
 
-void encode_bench(benchmark::State& st, const troupe::tokenizer& tok) {
-  const std::string text = one_mib_of_text();
+// Bytes and tokens per second of encoding `text` (one_mib_of_text() by default).
+void encode_bench(benchmark::State& st, const troupe::tokenizer& tok, const std::string& text = one_mib_of_text(),
+                  bool add_bos = true) {
   size_t ids = 0;
   for (auto _ : st) {
-    auto out = tok.encode(text, true);
+    auto out = tok.encode(text, add_bos);
     ids = out.size();
     benchmark::DoNotOptimize(out.data());
   }
   st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * text.size()));
   st.counters["ids"] = static_cast<double>(ids);
+  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(ids * st.iterations()), benchmark::Counter::kIsRate);
 }
 
 void bm_encode_llama2c(benchmark::State& st) {
@@ -93,17 +95,8 @@ std::string one_mib_of_reference_text() {
 }
 
 void encode_real(benchmark::State& st, const std::string& name) {
-  const troupe::tokenizer tok(troupe::load_hf_tokenizer_json(k_tokenizers + "/" + name));
-  const std::string text = one_mib_of_reference_text();
-  size_t ids = 0;
-  for (auto _ : st) {
-    auto out = tok.encode(text, false);
-    ids = out.size();
-    benchmark::DoNotOptimize(out.data());
-  }
-  st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * text.size()));
-  st.counters["ids"] = static_cast<double>(ids);
-  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(ids * st.iterations()), benchmark::Counter::kIsRate);
+  encode_bench(st, troupe::tokenizer(troupe::load_hf_tokenizer_json(k_tokenizers + "/" + name)),
+               one_mib_of_reference_text(), /*add_bos=*/false);
 }
 
 void bm_encode_llama3(benchmark::State& st) { encode_real(st, "llama3"); }
