@@ -10,6 +10,7 @@
 #include "kernels/ref/dtype.h"
 #include "src/model/model_export.h"
 #include "src/model/model_synth.h"
+#include "src/model/tokenizer_files.h"
 #include "troupe/model.h"
 
 namespace troupe::cli {
@@ -54,8 +55,10 @@ int run_inspect(const std::string& path, const std::string& tokenizer) {
   std::printf("tokenizer     %s, %zu tokens, %zu merges, bos %s, eos %s",
               t.type == tokenizer_data::kind::sentencepiece_bpe ? "sentencepiece_bpe" : "byte_level_bpe",
               t.tokens.size(), t.merges.size(), token_text(t, t.bos_id).c_str(), token_text(t, t.eos_id).c_str());
+  if (t.eot_id >= 0) std::printf(", turn ends at %s", token_text(t, t.eot_id).c_str());
   for (int32_t id : t.extra_eos_ids) std::printf(", also ends at %s", token_text(t, id).c_str());
   std::printf("%s%s\n", t.add_bos ? ", adds bos" : "", t.pre.empty() ? "" : (", pre " + t.pre).c_str());
+  if (!t.chat_template.empty()) std::printf("chat template %zu bytes\n", t.chat_template.size());
 
   std::printf("\n%-34s %-16s %-6s %12s\n", "tensor", "(rows, cols)", "type", "bytes");
   uint64_t params = 0, bytes = 0;
@@ -96,10 +99,25 @@ write_progress progress_logger(const std::string& out) {
   };
 }
 
-int run_synth(const std::string& preset, const std::string& dtype, const std::string& out, uint64_t seed) {
-  const model_config c = synth_preset(preset);
-  const tokenizer_data vocab = synth_vocab(c.vocab_size);
-  spdlog::info("synth {} ({} layers, dim {}) as {} into {}", preset, c.n_layers, c.dim, dtype, out);
+// `tokenizer_dir`: a Hugging Face tokenizer.json (and tokenizer_config.json) whose vocabulary,
+// merges, special tokens, pre-tokenizer and chat template the model gets; else synth_vocab.
+int run_synth(const std::string& preset, const std::string& dtype, const std::string& out, uint64_t seed,
+              const std::string& tokenizer_dir) {
+  tokenizer_data vocab;
+  model_config c;
+  if (tokenizer_dir.empty()) {
+    c = synth_preset(preset);
+    vocab = synth_vocab(c.vocab_size);
+  } else {
+    spdlog::info("reading tokenizer {}", tokenizer_dir);
+    vocab = load_hf_tokenizer_json(tokenizer_dir);
+    c = synth_preset(preset, vocab);
+    spdlog::info("tokenizer: {} tokens, {} merges, pre {}, bos {}, eos {}, eot {}, chat template {} bytes",
+                 vocab.tokens.size(), vocab.merges.size(), vocab.pre.empty() ? "none" : vocab.pre, vocab.bos_id,
+                 vocab.eos_id, vocab.eot_id, vocab.chat_template.size());
+  }
+  spdlog::info("synth {} ({} layers, dim {}, vocab {}) as {} into {}", preset, c.n_layers, c.dim, c.vocab_size, dtype,
+               out);
   write_llama_gguf(out, c, vocab, synth_tensors(c, parse_dtype(dtype), seed), progress_logger(out));
   spdlog::info("wrote {}", out);
   return 0;
@@ -137,7 +155,11 @@ void add_model(CLI::App& app) {
   synth->add_option("--dtype", *dtype, "weight type")->check(CLI::IsMember(kern::engine_dtype_names()));
   synth->add_option("--out", *out, "output .gguf file")->required();
   synth->add_option("--seed", *seed, "random seed");
-  synth->callback([=] { set_runner([=] { return run_synth(*preset, *dtype, *out, *seed); }); });
+  auto synth_tok = std::make_shared<std::string>();
+  synth->add_option("--tokenizer", *synth_tok,
+                    "Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json): its vocabulary, "
+                    "special tokens and chat template, and the model's vocab size");
+  synth->callback([=] { set_runner([=] { return run_synth(*preset, *dtype, *out, *seed, *synth_tok); }); });
 
   auto* quantize = model->add_subcommand("quantize", "Rewrite a model as GGUF in another weight type");
   auto in = std::make_shared<std::string>();

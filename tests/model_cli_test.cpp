@@ -1,8 +1,14 @@
 // troupe model synth | inspect | quantize, through the binary.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "src/model/tokenizer.h"
+#include "src/model/tokenizer_files.h"
 #include "temp_dir.h"
 #include "test_support.h"
+#include "tokenizer_reference.h"
+#include "troupe/model.h"
 
 namespace {
 
@@ -47,5 +53,53 @@ TEST(ModelCli, InspectOfABrokenFileFailsWithTheReason) {
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_TRUE(has(r.out, "bad.gguf: truncated file")) << r.out;
 }
+
+// A tiny random model with a real vocabulary: the GGUF carries the tokenizer whole (ids exact
+// on the references, stop tokens, chat template) and generates through the CLI.
+class ModelCliSynthTokenizer : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ModelCliSynthTokenizer, GgufKeepsTheTokenizerAndGenerates) {
+  TROUPE_REQUIRE_TOKENIZERS();
+  const std::string name = GetParam();
+  troupe::test::temp_dir dir;
+  const std::string gguf = dir / (name + ".gguf");
+  // q8_0 at dim 64: the two 150k-row embedding tables are ~10 MB each.
+  auto r = run_command(troupe_bin() + " model synth --preset tiny --dtype q8_0 --seed 5 --tokenizer " +
+                       (troupe::test::tokenizers_dir() / name).string() + " --out " + gguf);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+
+  const auto m = troupe::open_model(gguf);
+  const troupe::tokenizer_data& d = m->tokenizer();
+  const troupe::tokenizer tok(d);
+  EXPECT_EQ(m->config().vocab_size, tok.vocab_size());
+  EXPECT_EQ(troupe::test::reference_mismatches(tok, troupe::test::tokenizer_reference(name)), "");
+  if (name == "llama3") {
+    EXPECT_EQ(d.pre, "llama-bpe");
+    EXPECT_EQ(d.bos_id, 128000);
+    EXPECT_EQ(d.eos_id, 128001);
+    EXPECT_EQ(d.eot_id, 128009);
+    EXPECT_EQ(d.bos_token, "<|begin_of_text|>");
+  } else {
+    EXPECT_EQ(d.pre, "qwen2");
+    EXPECT_EQ(d.bos_id, -1);
+    EXPECT_EQ(d.eos_id, 151645);
+    EXPECT_EQ(d.eot_id, 151645);
+    EXPECT_EQ(d.eos_token, "<|im_end|>");
+    EXPECT_TRUE(tok.is_eos(151643));  // <|endoftext|>
+  }
+  EXPECT_TRUE(tok.is_eos(d.eot_id));
+  EXPECT_EQ(d.chat_template,
+            troupe::load_hf_tokenizer_json((troupe::test::tokenizers_dir() / name).string()).chat_template);
+  EXPECT_FALSE(d.chat_template.empty());
+
+  r = run_command(troupe_bin() + " --log-level warn generate --model " + gguf +
+                  " --prompt 'The capital of France is' --max-tokens 4 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_GE(j.at("ids").size(), 1u) << r.out;
+  EXPECT_LE(j.at("ids").size(), 4u) << r.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Real, ModelCliSynthTokenizer, ::testing::Values("llama3", "qwen3"));
 
 }  // namespace

@@ -73,11 +73,18 @@ struct tokenizer_data {
   std::vector<std::string> merges;   // "a b" ranked merges (byte-level BPE and HF BPE), may be empty
   int32_t bos_id = -1;
   int32_t eos_id = -1;
-  std::vector<int32_t> extra_eos_ids;  // e.g. Llama 3's <|eot_id|>
+  std::vector<int32_t> extra_eos_ids;  // more ids that end generation (holds eot_id when it is not eos_id)
+  int32_t eot_id = -1;                 // ends a chat turn: Llama 3's <|eot_id|>, Qwen's <|im_end|>; may be eos_id
   int32_t unk_id = -1;
   bool add_bos = true;
   bool add_space_prefix = true;  // SentencePiece: prepend a space to the text
-  std::string pre;               // byte-level pre-tokenizer name (GGUF tokenizer.ggml.pre), e.g. "llama-bpe"
+  std::string pre;               // byte-level pre-tokenizer name (GGUF tokenizer.ggml.pre): "llama-bpe", "qwen2"
+  // For a gateway that renders chats: the Jinja template (tokenizer_config.json's chat_template,
+  // GGUF tokenizer.chat_template; empty when none) and the texts it knows as bos_token and
+  // eos_token (empty when there is none, e.g. Qwen3's bos).
+  std::string chat_template;
+  std::string bos_token;
+  std::string eos_token;
 };
 
 // A model file (or directory) opened for reading. Owns its memory maps and any buffer it

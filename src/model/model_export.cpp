@@ -70,8 +70,9 @@ void set_metadata(gguf_writer& w, const model_config& c, const tokenizer_data& t
   if (t.bos_id >= 0) w.set("tokenizer.ggml.bos_token_id", value::of_u32(static_cast<uint32_t>(t.bos_id)));
   if (t.eos_id >= 0) w.set("tokenizer.ggml.eos_token_id", value::of_u32(static_cast<uint32_t>(t.eos_id)));
   if (t.unk_id >= 0) w.set("tokenizer.ggml.unknown_token_id", value::of_u32(static_cast<uint32_t>(t.unk_id)));
-  if (!t.extra_eos_ids.empty())
-    w.set("tokenizer.ggml.eot_token_id", value::of_u32(static_cast<uint32_t>(t.extra_eos_ids.front())));
+  if (const int32_t eot = t.eot_id >= 0 ? t.eot_id : t.extra_eos_ids.empty() ? -1 : t.extra_eos_ids.front(); eot >= 0)
+    w.set("tokenizer.ggml.eot_token_id", value::of_u32(static_cast<uint32_t>(eot)));
+  if (!t.chat_template.empty()) w.set("tokenizer.chat_template", value::of_string(t.chat_template));
   w.set("tokenizer.ggml.add_bos_token", value::of_bool(t.add_bos));
   w.set("tokenizer.ggml.add_space_prefix", value::of_bool(t.add_space_prefix));
 }

@@ -7,6 +7,7 @@
 
 #include "src/model/gguf.h"
 #include "src/model/model_loaders.h"
+#include "src/model/tokenizer_files.h"
 #include "troupe/error.h"
 
 namespace troupe {
@@ -65,13 +66,13 @@ tokenizer_data read_tokenizer(const gguf::file& f) {
   const bool spm = t.type == tokenizer_data::kind::sentencepiece_bpe;
   t.add_bos = f.opt_bool("tokenizer.ggml.add_bos_token").value_or(spm || t.pre == "llama-bpe");
   t.add_space_prefix = f.opt_bool("tokenizer.ggml.add_space_prefix").value_or(spm);
-  // Llama 3 chat ends a turn with <|eot_id|>, not with its eos <|end_of_text|>.
-  int32_t eot = token_id(f, "tokenizer.ggml.eot_token_id", n);
-  if (eot < 0) {
-    auto it = std::find(t.tokens.begin(), t.tokens.end(), "<|eot_id|>");
-    if (it != t.tokens.end()) eot = static_cast<int32_t>(it - t.tokens.begin());
-  }
-  if (eot >= 0 && eot != t.eos_id) t.extra_eos_ids.push_back(eot);
+  // Llama 3 chat ends a turn with <|eot_id|>, not with its eos <|end_of_text|>; files that do
+  // not say so get it by name.
+  t.eot_id = token_id(f, "tokenizer.ggml.eot_token_id", n);
+  if (const int32_t eom = token_id(f, "tokenizer.ggml.eom_token_id", n); eom >= 0 && eom != t.eos_id)
+    t.extra_eos_ids.push_back(eom);
+  t.chat_template = f.opt_string("tokenizer.chat_template").value_or("");
+  complete_stop_tokens(t);
   return t;
 }
 

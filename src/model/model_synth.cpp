@@ -40,6 +40,13 @@ model_config synth_preset(const std::string& name) {
   return c;
 }
 
+model_config synth_preset(const std::string& name, const tokenizer_data& tokenizer) {
+  if (tokenizer.tokens.empty()) throw error(error_kind::failed, "synth: the tokenizer has no tokens", "tokenizer");
+  model_config c = synth_preset(name);
+  c.vocab_size = static_cast<int64_t>(tokenizer.tokens.size());
+  return c;
+}
+
 tokenizer_data synth_vocab(int64_t vocab) {
   if (vocab < 259) throw error(error_kind::failed, "vocab " + std::to_string(vocab) + " (expected at least 259)");
   tokenizer_data t;

@@ -13,6 +13,10 @@ namespace troupe {
 // "tiny" (dim 64, 2 layers), "110m" (llama2.c's stories110M shape) or "1b" (Llama 3.2 1B shape).
 model_config synth_preset(const std::string& name);
 
+// The preset's shape with the vocabulary size of `tokenizer` (a real one, e.g. Llama 3's
+// 128,256 tokens: with the tiny preset the embedding tables are most of the file).
+model_config synth_preset(const std::string& name, const tokenizer_data& tokenizer);
+
 // <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then generated pieces up to `vocab`.
 tokenizer_data synth_vocab(int64_t vocab);
 

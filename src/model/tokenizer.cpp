@@ -50,6 +50,7 @@ tokenizer::tokenizer(tokenizer_data data) : data_(std::move(data)) {
   check_id("bos_id", data_.bos_id);
   check_id("eos_id", data_.eos_id);
   check_id("unk_id", data_.unk_id);
+  check_id("eot_id", data_.eot_id);
   for (int32_t id : data_.extra_eos_ids) check_id("extra_eos_ids", id);
 
   const bool byte_level = data_.type == tokenizer_data::kind::byte_level_bpe;
@@ -143,7 +144,13 @@ tokenizer::tokenizer(tokenizer_data data) : data_(std::move(data)) {
 
   const std::string& pre = data_.pre;
   ignore_merges_ = byte_level && (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3");
-  llama3_pattern_ = pre != "gpt2" && pre != "gpt-2";
+  if (pre == "gpt2" || pre == "gpt-2") {
+    pattern_ = unicode::pre_tokenizer::gpt2;
+  } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
+    pattern_ = unicode::pre_tokenizer::qwen2;
+  } else {
+    pattern_ = unicode::pre_tokenizer::llama3;
+  }
 }
 
 int32_t tokenizer::find_piece(std::string_view piece) const {
@@ -152,8 +159,9 @@ int32_t tokenizer::find_piece(std::string_view piece) const {
 }
 
 bool tokenizer::is_eos(int32_t id) const {
-  return id >= 0 && (id == data_.eos_id || std::find(data_.extra_eos_ids.begin(), data_.extra_eos_ids.end(), id) !=
-                                               data_.extra_eos_ids.end());
+  return id >= 0 &&
+         (id == data_.eos_id || id == data_.eot_id ||
+          std::find(data_.extra_eos_ids.begin(), data_.extra_eos_ids.end(), id) != data_.extra_eos_ids.end());
 }
 
 bool tokenizer::is_control(int32_t id) const { return id >= 0 && id < vocab_size() && control_[id]; }
@@ -246,10 +254,9 @@ void tokenizer::encode_sentencepiece(std::string_view text, bool prefix_space, s
 }
 
 void tokenizer::encode_byte_level(std::string_view text, std::vector<int32_t>& out) const {
-  const auto kind = llama3_pattern_ ? unicode::pre_tokenizer::llama3 : unicode::pre_tokenizer::gpt2;
   std::vector<symbol> symbols;
   std::string mapped;
-  for (std::string_view word : unicode::pre_tokenize(text, kind)) {
+  for (std::string_view word : unicode::pre_tokenize(text, pattern_)) {
     if (ignore_merges_) {
       mapped.clear();
       for (char c : word) unicode::append_utf8(mapped, unicode::byte_to_code_point(static_cast<unsigned char>(c)));
@@ -340,22 +347,25 @@ void tokenizer::merge_symbols(std::string_view work, std::vector<symbol>& symbol
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
-std::string tokenizer::token_bytes(int32_t id) const {
+int32_t tokenizer::checked_id(int32_t id) const {
   if (id < 0 || id >= vocab_size())
     throw error(error_kind::failed,
                 "tokenizer: token id " + std::to_string(id) + " outside the vocabulary of " +
                     std::to_string(vocab_size()) + " tokens",
                 "token");
-  return bytes_[id];
+  return id;
 }
 
-std::string tokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string tokenizer::token_bytes(int32_t id) const { return bytes_[checked_id(id)]; }
+
+std::string tokenizer::decode(const std::vector<int32_t>& ids, bool skip_control) const {
   std::string out;
   bool at_start = true;
   for (int32_t id : ids) {
-    const std::string bytes = token_bytes(id);
+    const std::string& bytes = bytes_[checked_id(id)];
     if (is_control(id)) {
       if (id == data_.bos_id) at_start = true;
+      if (!skip_control) out += bytes;
       continue;
     }
     const bool strip = at_start && strips_leading_space() && !bytes.empty() && bytes[0] == ' ';

@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "src/model/unicode_text.h"
 #include "troupe/model.h"
 
 namespace troupe {
@@ -25,23 +26,26 @@ class tokenizer {
   // Text to ids. `parse_special`: control and user-defined tokens written in the text
   // ("<|eot_id|>", "<s>") become their id instead of being tokenized as text (pass false
   // for text that must not smuggle in control tokens).
-  // Byte-level pre-tokenizer by data.pre: "gpt2"/"gpt-2" the GPT-2 pattern, anything else
-  // the Llama 3 pattern; "llama-bpe"/"llama3" also take a word already in the vocabulary
-  // whole (Hugging Face's ignore_merges).
+  // Byte-level pre-tokenizer by data.pre: "gpt2"/"gpt-2" the GPT-2 pattern, "qwen2" (and
+  // "deepseek-r1-qwen") Qwen2's, anything else the Llama 3 pattern; "llama-bpe"/"llama3" also
+  // take a word already in the vocabulary whole (Hugging Face's ignore_merges).
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = true) const;
 
   // The raw bytes a token stands for ("▁the" -> " the", "<0x0A>" -> "\n", "Ġthe" -> " the");
   // a control or user-defined token gives its text. Not necessarily valid UTF-8 alone.
   std::string token_bytes(int32_t id) const;
 
-  // Ids to text: control tokens (BOS, EOS) are skipped, and the space SentencePiece adds in
-  // front of the text is removed from the first text token. Bytes are returned as they are
-  // (use incremental_detokenizer for text that must be valid UTF-8).
-  std::string decode(const std::vector<int32_t>& ids) const;
+  // Ids to text: control tokens (BOS, EOS, <|eot_id|>) are skipped unless `skip_control` is
+  // false (then they give their text, as Hugging Face's skip_special_tokens=False), and the
+  // space SentencePiece adds in front of the text is removed from the first text token.
+  // Bytes are returned as they are (use incremental_detokenizer for text that must be valid
+  // UTF-8).
+  std::string decode(const std::vector<int32_t>& ids, bool skip_control = true) const;
 
   int32_t bos() const { return data_.bos_id; }
   int32_t eos() const { return data_.eos_id; }
-  bool is_eos(int32_t id) const;  // eos or one of extra_eos_ids
+  int32_t eot() const { return data_.eot_id; }  // ends a chat turn; -1 when unknown
+  bool is_eos(int32_t id) const;                // eos, eot or one of extra_eos_ids: generation stops
   int32_t vocab_size() const { return static_cast<int32_t>(data_.tokens.size()); }
   bool is_control(int32_t id) const;
   const tokenizer_data& data() const { return data_; }
@@ -70,6 +74,7 @@ class tokenizer {
   struct symbol;
   void merge_symbols(std::string_view work, std::vector<symbol>& symbols, std::vector<int32_t>& out) const;
   int32_t find_piece(std::string_view piece) const;
+  int32_t checked_id(int32_t id) const;  // throws troupe::error outside the vocabulary
 
   tokenizer_data data_;
   piece_map piece_to_id_;
@@ -82,7 +87,7 @@ class tokenizer {
   std::array<std::vector<int32_t>, 256> specials_by_first_byte_;
   bool use_merges_ = false;     // rank merges (else SentencePiece scores)
   bool ignore_merges_ = false;  // byte-level: a word already in the vocab is one token (Llama 3)
-  bool llama3_pattern_ = true;  // byte-level pre-tokenizer
+  unicode::pre_tokenizer pattern_ = unicode::pre_tokenizer::llama3;  // byte-level
 };
 
 // Streams text from ids without ever emitting a broken UTF-8 character: an incomplete

@@ -124,6 +124,42 @@ bool has_type(const json& node, const char* type) {
   return any_component(node, [&](const json& n) { return n.value("type", "") == std::string(type); });
 }
 
+// The regex of the first Split pre-tokenizer; empty when none.
+std::string split_regex(const json& pre_tokenizer) {
+  std::string regex;
+  any_component(pre_tokenizer, [&](const json& n) {
+    if (n.value("type", "") != "Split" || !n.contains("pattern") || !n["pattern"].is_object()) return false;
+    const json& p = n["pattern"];
+    if (!p.contains("Regex") || !p["Regex"].is_string()) return false;
+    regex = p["Regex"].get<std::string>();
+    return true;
+  });
+  return regex;
+}
+
+// Qwen2's (and Qwen2.5's, Qwen3's) pre-tokenizer: Llama 3's, but \p{N} takes one digit.
+const std::string k_qwen2_regex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// tokenizer_config.json's "chat_template": a string, or a list of {"name", "template"} of
+// which the one named "default" (else the first) is taken; empty when absent.
+std::string chat_template_of(const json& config, const std::string& file) {
+  const auto it = config.find("chat_template");
+  if (it == config.end() || it->is_null()) return {};
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array()) {
+    std::string first;
+    for (const json& named : *it) {
+      if (!named.is_object() || !named.contains("template") || !named["template"].is_string())
+        fail(file, "chat_template", "expected a list of {\"name\", \"template\"}");
+      if (named.value("name", "") == "default") return named["template"].get<std::string>();
+      if (first.empty()) first = named["template"].get<std::string>();
+    }
+    return first;
+  }
+  fail(file, "chat_template", "expected a string or a list of {\"name\", \"template\"}");
+}
+
 // "bos_token": "<s>" or {"content": "<s>", ...}; empty when absent.
 std::string special_token_text(const json& config, const char* key, const std::string& file) {
   const auto it = config.find(key);
@@ -229,13 +265,14 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
 
   if (byte_level) {
     t.add_space_prefix = false;
-    const bool llama3_split = any_component(pre_tokenizer, [](const json& n) {
-      if (n.value("type", "") != "Split" || !n.contains("pattern") || !n["pattern"].is_object()) return false;
-      const json& p = n["pattern"];
-      return p.contains("Regex") && p["Regex"].is_string() &&
-             p["Regex"].get<std::string>().find("{1,3}") != std::string::npos;
-    });
-    t.pre = llama3_split || model.value("ignore_merges", false) ? "llama-bpe" : "gpt2";
+    const std::string regex = split_regex(pre_tokenizer);
+    if (regex == k_qwen2_regex) {
+      t.pre = "qwen2";
+    } else if (regex.find("{1,3}") != std::string::npos || model.value("ignore_merges", false)) {
+      t.pre = "llama-bpe";
+    } else {
+      t.pre = "gpt2";
+    }
   } else {
     // Prepend "▁" normalizer, or a Metaspace pre-tokenizer that prepends.
     const bool prepend = any_component(normalizer, [](const json& n) {
@@ -294,15 +331,22 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
     if (!fs::exists(side)) continue;
     const json config = parse_json_file(side.string());
     if (!config.is_object()) fail(side.string(), {}, "expected a JSON object");
-    if (const std::string bos = special_token_text(config, "bos_token", side.string()); !bos.empty() && t.bos_id < 0)
+    if (const std::string bos = special_token_text(config, "bos_token", side.string()); !bos.empty() && t.bos_id < 0) {
       t.bos_id = id_of(bos, side.string(), "bos_token");
-    if (const std::string eos = special_token_text(config, "eos_token", side.string()); !eos.empty() && t.eos_id < 0)
+      t.bos_token = bos;
+    }
+    if (const std::string eos = special_token_text(config, "eos_token", side.string()); !eos.empty() && t.eos_id < 0) {
       t.eos_id = id_of(eos, side.string(), "eos_token");
+      t.eos_token = eos;
+    }
+    if (t.chat_template.empty()) t.chat_template = chat_template_of(config, side.string());
     if (const auto it = config.find("add_bos_token"); it != config.end() && it->is_boolean() && !add_bos_known) {
       t.add_bos = it->get<bool>();
       add_bos_known = true;
     }
   }
+  if (const fs::path jinja = dir / "chat_template.jinja"; t.chat_template.empty() && fs::exists(jinja))
+    t.chat_template = read_whole_file(jinja.string());
   for (const char* name : {"config.json", "generation_config.json"}) {
     const fs::path side = dir / name;
     if (!fs::exists(side)) continue;
@@ -336,9 +380,50 @@ tokenizer_data load_hf_tokenizer_json(const std::string& dir_or_file) {
           const json& first = p["single"][0];
           return first.contains("SpecialToken") && first["SpecialToken"].value("id", "") == t.tokens[t.bos_id];
         });
-    t.add_bos = byte_level ? template_bos : t.bos_id >= 0;
+    // Without a template, Llama 3 still starts with its BOS (llama.cpp's llama-bpe default;
+    // some copies of its tokenizer.json carry a bare ByteLevel post-processor).
+    const bool has_template = has_type(post, "TemplateProcessing");
+    t.add_bos = !byte_level ? t.bos_id >= 0 : has_template ? template_bos : t.bos_id >= 0 && t.pre == "llama-bpe";
   }
+  complete_stop_tokens(t);
   return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stop tokens a file leaves unsaid
+// ---------------------------------------------------------------------------------------------
+
+void complete_stop_tokens(tokenizer_data& t) {
+  // Ends of a chat turn in order of preference, then other ends of generation (llama.cpp's
+  // end-of-generation names).
+  static const std::vector<std::string> k_turn_ends = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<EOT>"};
+  static const std::vector<std::string> k_other_ends = {"<|eom_id|>", "<|endoftext|>", "<|end_of_text|>"};
+  const auto n = static_cast<int32_t>(t.tokens.size());
+  std::vector<int32_t> turn_end(k_turn_ends.size(), -1);
+  std::vector<int32_t> stops;
+  for (int32_t id = 0; id < n; ++id) {
+    const std::string& text = t.tokens[id];
+    if (text.size() < 5 || text[0] != '<' || (!t.token_types.empty() && t.token_types[id] != 3)) continue;
+    if (const auto it = std::find(k_turn_ends.begin(), k_turn_ends.end(), text); it != k_turn_ends.end()) {
+      int32_t& slot = turn_end[static_cast<size_t>(it - k_turn_ends.begin())];
+      if (slot < 0) slot = id;
+    } else if (std::find(k_other_ends.begin(), k_other_ends.end(), text) != k_other_ends.end()) {
+      stops.push_back(id);
+    }
+  }
+  if (t.eot_id < 0)
+    for (int32_t id : turn_end)
+      if (id >= 0) {
+        t.eot_id = id;
+        break;
+      }
+  stops.insert(stops.begin(), t.eot_id);
+  for (int32_t id : stops)
+    if (id >= 0 && id != t.eos_id &&
+        std::find(t.extra_eos_ids.begin(), t.extra_eos_ids.end(), id) == t.extra_eos_ids.end())
+      t.extra_eos_ids.push_back(id);
+  if (t.bos_token.empty() && t.bos_id >= 0 && t.bos_id < n) t.bos_token = t.tokens[t.bos_id];
+  if (t.eos_token.empty() && t.eos_id >= 0 && t.eos_id < n) t.eos_token = t.tokens[t.eos_id];
 }
 
 }  // namespace troupe

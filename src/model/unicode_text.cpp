@@ -238,7 +238,8 @@ size_t match_whitespace(const code_points& t, size_t i, bool with_newline_rule) 
   return end - 1;
 }
 
-size_t match_llama3(const code_points& t, size_t i) {
+// Llama 3's pattern; Qwen2's is the same but for \p{N} (one digit a piece): max_digits 3 or 1.
+size_t match_llama3(const code_points& t, size_t i, size_t max_digits) {
   const char32_t c = t.cp[i];
   if (size_t e = match_contraction(t, i, true); e != i) return e;
   // [^\r\n\p{L}\p{N}]?\p{L}+
@@ -248,10 +249,10 @@ size_t match_llama3(const code_points& t, size_t i) {
     while (t.letter(j)) ++j;
     return j;
   }
-  // \p{N}{1,3}
+  // \p{N}{1,3} (Qwen2: \p{N})
   if (t.number(i)) {
     j = i + 1;
-    while (j < i + 3 && t.number(j)) ++j;
+    while (j < i + max_digits && t.number(j)) ++j;
     return j;
   }
   // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
@@ -294,7 +295,8 @@ std::vector<std::string_view> pre_tokenize(std::string_view s, pre_tokenizer kin
 
   std::vector<std::string_view> pieces;
   for (size_t i = 0; i < t.cp.size();) {
-    const size_t e = kind == pre_tokenizer::llama3 ? match_llama3(t, i) : match_gpt2(t, i);
+    const size_t e =
+        kind == pre_tokenizer::gpt2 ? match_gpt2(t, i) : match_llama3(t, i, kind == pre_tokenizer::qwen2 ? 1 : 3);
     pieces.push_back(s.substr(t.offset[i], t.offset[e] - t.offset[i]));
     i = e;
   }

@@ -36,12 +36,13 @@ char32_t byte_to_code_point(unsigned char b);
 // The byte a mapped code point stands for, or -1 when `cp` is not in the mapping.
 int code_point_to_byte(char32_t cp);
 
-enum class pre_tokenizer { llama3, gpt2 };
+enum class pre_tokenizer { llama3, qwen2, gpt2 };
 
 // Splits text into the pieces the pre-tokenizer regex would match, as byte ranges of `s`
 // (pieces are contiguous and cover `s`). Implemented by hand over code points:
 //   llama3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //           ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//   qwen2:  llama3's with \p{N} for \p{N}{1,3} (digits one by one)
 //   gpt2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 std::vector<std::string_view> pre_tokenize(std::string_view s, pre_tokenizer kind);
 
