@@ -1,4 +1,4 @@
-// Helpers shared by the tests: where the shared models are, and running the troupe binary.
+// Helpers shared by the tests: where the shared models and data are, and running the troupe binary.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -11,16 +11,22 @@ namespace troupe::test {
 
 inline std::filesystem::path models_dir() { return TROUPE_MODELS_DIR; }
 
-// Skips the test with a visible message when ../shared/models is missing; fails instead
-// when CI=true (CI always has the models).
-#define TROUPE_REQUIRE_MODELS()                                                                        \
-  do {                                                                                                 \
-    if (!std::filesystem::exists(::troupe::test::models_dir() / "stories260K")) {                      \
-      const char* ci = std::getenv("CI");                                                              \
-      if (ci && std::string(ci) == "true") FAIL() << "shared models missing at " << TROUPE_MODELS_DIR; \
-      GTEST_SKIP() << "shared models not found at " << TROUPE_MODELS_DIR << ": skipping";              \
-    }                                                                                                  \
+// The folder beside the checkout that holds the shared test data (models/, tokenizers/).
+inline std::filesystem::path shared_dir() { return models_dir().parent_path(); }
+
+// Skips the test with a visible message when ../shared/<relative> is missing; fails instead
+// when CI=true (CI always has ../shared).
+#define TROUPE_REQUIRE_SHARED(relative)                                                                  \
+  do {                                                                                                   \
+    const std::filesystem::path troupe_required_ = ::troupe::test::shared_dir() / (relative);            \
+    if (!std::filesystem::exists(troupe_required_)) {                                                    \
+      const char* ci = std::getenv("CI");                                                                \
+      if (ci && std::string(ci) == "true") FAIL() << "shared test data missing at " << troupe_required_; \
+      GTEST_SKIP() << "shared test data not found at " << troupe_required_ << ": skipping";              \
+    }                                                                                                    \
   } while (0)
+
+#define TROUPE_REQUIRE_MODELS() TROUPE_REQUIRE_SHARED("models/stories260K")
 
 struct run_output {
   int exit_code = -1;
