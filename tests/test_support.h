@@ -1,4 +1,4 @@
-// Helpers shared by the tests: where the shared models are, and running the troupe binary.
+// Helpers shared by the tests: where the shared models and data are, and running the troupe binary.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -32,6 +32,7 @@ inline std::filesystem::path shared_dir() { return models_dir().parent_path(); }
 // The real tokenizers (Llama 3, Qwen3) and their reference ids: ../shared/tokenizers.
 inline std::filesystem::path tokenizers_dir() { return shared_dir() / "tokenizers"; }
 #define TROUPE_REQUIRE_TOKENIZERS() TROUPE_REQUIRE_SHARED(::troupe::test::tokenizers_dir() / "reference")
+
 
 struct run_output {
   int exit_code = -1;
