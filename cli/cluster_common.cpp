@@ -8,9 +8,14 @@
 #include <spdlog/spdlog.h>
 
 #include <ctime>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <filesystem>
 
 #include "actors/http_server.h"
+#include "src/chat/chat_template.h"
 #include "src/engine/cpu_backend.h"
 #include "troupe/error.h"
 
@@ -108,6 +113,10 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
                  "idle time")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  sub.add_option("--chat-template", f.chat_template_file,
+                 "Jinja chat template file for /v1/chat/completions, instead of the model's own "
+                 "(GGUF tokenizer.chat_template or tokenizer_config.json)")
+      ->check(CLI::ExistingFile);
   sub.parse_complete_callback([&f, http] { f.http_listen_given = http->count() > 0; });
 }
 
@@ -127,7 +136,35 @@ std::string add_gateway_with_http(actors::node& n, const std::string& listen, co
   ho.max_body_bytes = f.http_max_body_mb << 20;
   ho.request_timeout_s = f.http_request_timeout_s;
   ho.api_keys = f.api_keys;
-  actors::http_front front{ho, api_models, {}};
+  // Each model's chat template, parsed once (a syntax error stops the start-up, naming it).
+  std::map<std::string, std::shared_ptr<const chat_template>> templates;
+  std::map<std::string, std::pair<std::string, std::string>> special;  // model -> bos_token, eos_token
+  for (const auto* m : models) {
+    std::string source = m->tok->data().chat_template;
+    if (!f.chat_template_file.empty()) {
+      std::ifstream in(f.chat_template_file);
+      source.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    special[m->name] = {m->tok->data().bos_token, m->tok->data().eos_token};
+    if (source.empty()) {
+      spdlog::info("model {}: no chat template: /v1/chat/completions answers 400 (give --chat-template FILE)", m->name);
+      continue;
+    }
+    templates[m->name] = std::make_shared<const chat_template>(source);
+  }
+  api::chat_renderer render = [templates, special](const std::string& model, const std::string& messages,
+                                                   const std::string& tools, bool add_generation_prompt) {
+    auto it = templates.find(model);
+    if (it == templates.end()) throw error(error_kind::failed, "model " + model + " has no chat template", "messages");
+    chat_template_inputs in;
+    in.messages = nlohmann::ordered_json::parse(messages);
+    const auto t = nlohmann::ordered_json::parse(tools);
+    if (!t.empty()) in.tools = t;
+    in.add_generation_prompt = add_generation_prompt;
+    std::tie(in.bos_token, in.eos_token) = special.at(model);
+    return it->second->render(in);
+  };
+  actors::http_front front{ho, api_models, templates.empty() ? api::chat_renderer{} : render};
   try {
     return n.add_gateway(listen, scheduler, go, served, &front);
   } catch (const error& e) {

@@ -33,7 +33,6 @@ inline std::filesystem::path shared_dir() { return models_dir().parent_path(); }
 inline std::filesystem::path tokenizers_dir() { return shared_dir() / "tokenizers"; }
 #define TROUPE_REQUIRE_TOKENIZERS() TROUPE_REQUIRE_SHARED(::troupe::test::tokenizers_dir() / "reference")
 
-
 struct run_output {
   int exit_code = -1;
   std::string out;  // stdout and stderr together
