@@ -324,9 +324,26 @@ TEST(HttpApi, TheOpenaiSdkPassesItsTests) {
                           " TROUPE_LIMITED_KEY=" + kLimitedKey +
                           " TROUPE_MODEL=stories260K TROUPE_EXPECT=" + shell_quote(expect.dump()) +
                           " TROUPE_STOP=" + shell_quote(stop_case.dump());
-  const auto r = run_command("cd " + shell_quote(sdk.string()) + " && " + env + " node --test sdk_test.mjs");
+  // The chat tests' model: the Llama 3 vocabulary and template, random weights.
+  std::unique_ptr<child_process> chat;
+  std::string chat_env;
+  if (std::filesystem::exists(tokenizers_dir() / "llama3")) {
+    const std::string model = (s.dir / "llama3.gguf").string();
+    const auto synth = run_command(troupe_bin() + " --log-level warn model synth --out " + model +
+                                   " --preset tiny --dtype q8_0 --tokenizer " + (tokenizers_dir() / "llama3").string());
+    ASSERT_EQ(synth.exit_code, 0) << synth.out;
+    const int chat_port = free_port();
+    chat = std::make_unique<child_process>(
+        std::vector<std::string>{"serve", "--model", model, "--listen", tcp(free_port()), "--http-listen",
+                                 "127.0.0.1:" + std::to_string(chat_port)},
+        s.dir / "chat.log");
+    ASSERT_TRUE(chat->wait_for_log("ready on")) << chat->log();
+    chat_env = " TROUPE_CHAT_URL=http://127.0.0.1:" + std::to_string(chat_port) + "/v1 TROUPE_CHAT_MODEL=llama3";
+  }
+  const auto r = run_command("cd " + shell_quote(sdk.string()) + " && " + env + chat_env + " node --test sdk_test.mjs");
   EXPECT_EQ(r.exit_code, 0) << r.out << "\n" << s.serve->log();
   EXPECT_NE(r.out.find("# fail 0"), std::string::npos) << r.out;
+  if (chat) EXPECT_NE(r.out.find("# skipped 0"), std::string::npos) << "the chat tests did not run\n" << r.out;
 }
 
 // The chat path with a real vocabulary and template: a model synthesized from the Llama 3 and
@@ -381,4 +398,27 @@ TEST(HttpApi, ChatsRenderTheModelsTemplateToTheReferenceIds) {
     EXPECT_NE(sse.find("data: [DONE]"), std::string::npos) << sse;
     std::filesystem::remove_all(dir);
   }
+}
+
+// A gateway whose scheduler never answers: /health says 503 with why, and a job ends with a
+// 503 naming the scheduler (after the gateway's --scheduler-timeout) instead of hanging.
+TEST(HttpApi, WithoutASchedulerHealthIs503AndJobsFailNamingIt) {
+  TROUPE_REQUIRE_MODELS();
+  const auto dir = temp_dir("http_no_scheduler");
+  const int port = free_port();
+  child_process gw({"gateway", "--model", model_path(), "--listen", tcp(free_port()), "--scheduler", tcp(free_port()),
+                    "--http-listen", "127.0.0.1:" + std::to_string(port), "--scheduler-timeout", "1"},
+                   dir / "gateway.log");
+  ASSERT_TRUE(gw.wait_for_log("ready on")) << gw.log();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  const auto health = run_command("(curl -s -m 10 -w '\\n%{http_code}' " + url + "/health 2>/dev/null)").out;
+  EXPECT_NE(health.find("\n503"), std::string::npos) << health;
+  EXPECT_NE(health.find("scheduler"), std::string::npos) << health;
+  const auto job = run_command("(curl -s -m 20 -w '\\n%{http_code}' --data-binary " +
+                               shell_quote(R"({"prompt":"Once upon a time","max_tokens":4})") + " " + url +
+                               "/v1/completions 2>/dev/null)")
+                       .out;
+  EXPECT_NE(job.find("\n503"), std::string::npos) << job;
+  EXPECT_NE(job.find("scheduler"), std::string::npos) << job;
+  std::filesystem::remove_all(dir);
 }

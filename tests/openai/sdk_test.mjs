@@ -161,3 +161,42 @@ test("a tenant over its limit gets RateLimitError with retry-after", async () =>
     assert.ok(Number(e.headers.get("retry-after")) > 0);
   }
 });
+
+// A model with a real chat template (troupe model synth --tokenizer: the Llama 3 vocabulary
+// and template, random weights): the chat API's shapes.
+const chatURL = process.env.TROUPE_CHAT_URL;
+const chatModel = process.env.TROUPE_CHAT_MODEL;
+test("chat completions, whole and streamed with usage, in OpenAI's shapes", { skip: !chatURL }, async () => {
+  const chat = new OpenAI({ baseURL: chatURL, apiKey: "none", maxRetries: 0 });
+  const messages = [
+    { role: "system", content: "You are terse." },
+    { role: "user", content: "Say hello." },
+  ];
+  const r = await chat.chat.completions.create({ model: chatModel, messages, max_tokens: 6, temperature: 0 });
+  assert.equal(r.object, "chat.completion");
+  assert.equal(r.choices[0].message.role, "assistant");
+  assert.equal(typeof r.choices[0].message.content, "string");
+  assert.ok(["length", "stop"].includes(r.choices[0].finish_reason));
+  assert.ok(r.usage.prompt_tokens > 10);
+  const stream = await chat.chat.completions.create({
+    model: chatModel, messages, max_tokens: 6, temperature: 0, stream: true, stream_options: { include_usage: true },
+  });
+  let text = "";
+  let role = null;
+  let usage = null;
+  for await (const c of stream) {
+    assert.equal(c.object, "chat.completion.chunk");
+    if (c.choices.length === 0) usage = c.usage;
+    for (const ch of c.choices) {
+      if (ch.delta.role) role = ch.delta.role;
+      text += ch.delta.content ?? "";
+    }
+  }
+  assert.equal(role, "assistant");
+  assert.equal(text, r.choices[0].message.content, "streamed and whole greedy answers differ");
+  assert.equal(usage.completion_tokens, r.usage.completion_tokens);
+  const lp = await chat.chat.completions.create({ model: chatModel, messages, max_tokens: 3, temperature: 0, logprobs: true, top_logprobs: 2 });
+  assert.equal(lp.choices[0].logprobs.content.length, lp.usage.completion_tokens);
+  for (const t of lp.choices[0].logprobs.content) assert.equal(t.top_logprobs.length, 2);
+  await assert.rejects(chat.chat.completions.create({ model: chatModel, messages: [] }), OpenAI.BadRequestError);
+});
