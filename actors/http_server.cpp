@@ -541,11 +541,12 @@ void http_server::deliver(const std::string& peer, proto::server_message m) {
     if (!s) return;
     std::string crid;
     std::visit([&](const auto& x) { crid = x.client_request_id; }, m);
+    // A frame the gateway could not decode (too large) comes back without a request id: it
+    // ends the whole response (an error on choice 0 does).
     size_t choice = 0;
     try {
-      choice = static_cast<size_t>(std::stoul(crid));
+      if (!crid.empty()) choice = static_cast<size_t>(std::stoul(crid));
     } catch (const std::exception&) {
-      return;
     }
     s->on_message(choice, m);
   });

@@ -221,6 +221,13 @@ TEST(HttpApi, MalformedHttpGetsAClearErrorAndTheServerStaysUp) {
   const std::string reply = raw(s.port, bad_utf8);
   EXPECT_EQ(status_of(reply), 400) << reply;
   EXPECT_NE(reply.find("UTF-8"), std::string::npos) << reply;
+  // Token ids that make a frame over the gateway's 1 MiB message limit: a clear 400, not a hang.
+  {
+    std::string ids = "1";
+    for (int i = 0; i < 300000; ++i) ids += ",1";
+    const std::string huge = raw(s.port, post_request("/v1/completions", "{\"prompt\":[" + ids + "]}"), 20);
+    EXPECT_EQ(status_of(huge), 400) << huge.substr(0, 400);
+  }
   // Wrong method.
   EXPECT_EQ(status_of(raw(s.port, std::string("GET /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ") +
                                       kKey + "\r\nConnection: close\r\n\r\n")),
