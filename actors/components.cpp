@@ -44,7 +44,8 @@ struct gateway_state {
   // this id, and replies to them go back through it.
   static constexpr uint32_t http_socket = UINT32_MAX;
   std::shared_ptr<http_server> http;
-  // What /health reads (from the HTTP thread): empty = ready.
+  // What /health reads (from the HTTP thread): empty = ready. Refreshed every heartbeat tick
+  // (readiness changes with the scheduler's heartbeat answers), not per message.
   std::shared_ptr<std::mutex> health_mu = std::make_shared<std::mutex>();
   std::shared_ptr<std::string> health = std::make_shared<std::string>("starting");
   void publish_health() {
@@ -103,7 +104,6 @@ caf::behavior gateway_actor(caf::event_based_actor* self, std::shared_ptr<gatewa
         if (socket == st->scheduler_socket) {
           try {
             st->flush(st->core->on_scheduler(codec::decode_control(bytes), now));
-            st->publish_health();
           } catch (const error& e) {
             spdlog::error("gateway: unusable message from the scheduler: {}", e.what());
           }
@@ -404,23 +404,28 @@ std::string node::add_gateway(const std::string& listen, const std::string& sche
   st->heartbeat_s = opts.heartbeat_s;
   st->core = std::make_unique<gateway_core>(std::move(opts), std::move(models));
   st->io = io_.handle();
-  gateway_ = rt_.system().spawn(gateway_actor, st);
   if (http && !http->options.listen.empty()) {
-    // Bound before the actor learns its sockets; accepting only after (http_server.h).
-    caf::actor gw = gateway_;
+    // Bound first, so that an address in use fails before anything is spawned; it accepts
+    // only once the actor below knows its sockets (start(), further down), and its
+    // callbacks reach the actor through `to`, set before then.
+    auto to = std::make_shared<caf::actor>();
     auto health_mu = st->health_mu;
     auto health = st->health;
     st->http = std::make_shared<http_server>(
         http->options, http->models, http->render,
-        [gw](const std::string& peer, std::string frame) {
-          caf::anon_send(gw, io_recv_atom::value, gateway_state::http_socket, peer, std::move(frame));
+        [to](const std::string& peer, std::string frame) {
+          caf::anon_send(*to, io_recv_atom::value, gateway_state::http_socket, peer, std::move(frame));
         },
-        [gw](const std::string& peer) { caf::anon_send(gw, io_peer_atom::value, gateway_state::http_socket, peer); },
+        [to](const std::string& peer) { caf::anon_send(*to, io_peer_atom::value, gateway_state::http_socket, peer); },
         [health_mu, health] {
           std::lock_guard lk(*health_mu);
           return *health;
         });
+    gateway_ = rt_.system().spawn(gateway_actor, st);
+    *to = gateway_;
     http_ = st->http;
+  } else {
+    gateway_ = rt_.system().spawn(gateway_actor, st);
   }
   // The scheduler socket first: the actor knows both sockets before any client can reach it.
   auto to_scheduler = io_.open(socket_role::dealer_connect, scheduler_address, gateway_, routing_id);

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "src/cluster/codec.h"
+#include "src/cluster/gateway_core.h"
 #include "troupe/version.h"
 #include "troupe/error.h"
 
@@ -87,12 +88,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   std::atomic<bool> stopped{false};
   int64_t started = static_cast<int64_t>(std::time(nullptr));
 
-  bool key_ok(const std::string& key) const {
-    if (opts.api_keys.empty()) return true;
-    for (const auto& k : opts.api_keys)
-      if (!key.empty() && k.substr(0, k.find('=')) == key) return true;
-    return false;
-  }
+  bool key_ok(const std::string& key) const { return tenant_of_key(opts.api_keys, key).has_value(); }
 
   void accept();
 };

@@ -12,6 +12,16 @@ void gateway_output::append(gateway_output&& o) {
   for (auto& m : o.to_scheduler) to_scheduler.push_back(std::move(m));
 }
 
+std::optional<std::string> tenant_of_key(const std::vector<std::string>& api_keys, const std::string& api_key) {
+  if (api_keys.empty()) return api_key.empty() ? "default" : api_key;
+  if (api_key.empty()) return std::nullopt;
+  for (const auto& k : api_keys) {
+    const auto eq = k.find('=');
+    if (k.substr(0, eq) == api_key) return eq == std::string::npos ? api_key : k.substr(eq + 1);
+  }
+  return std::nullopt;
+}
+
 // ---- one job in flight --------------------------------------------------------------------------
 
 struct gateway_core::job_state {
@@ -58,14 +68,10 @@ gateway_output gateway_core::submit(const std::string& peer, proto::job j, doubl
     out.to_clients.push_back(error_reply(peer, 0, j.client_request_id, {kind, message, field}));
     return out;
   };
-  std::string tenant = j.api_key.empty() ? "default" : j.api_key;
-  if (!opts_.api_keys.empty()) {
-    auto known = std::find_if(opts_.api_keys.begin(), opts_.api_keys.end(),
-                              [&](const std::string& k) { return k.substr(0, k.find('=')) == j.api_key; });
-    if (j.api_key.empty() || known == opts_.api_keys.end())
-      return reject(error_kind::failed, j.api_key.empty() ? "an API key is required" : "unknown API key", "api_key");
-    if (const auto eq = known->find('='); eq != std::string::npos) tenant = known->substr(eq + 1);
-  }
+  const std::optional<std::string> known = tenant_of_key(opts_.api_keys, j.api_key);
+  if (!known)
+    return reject(error_kind::failed, j.api_key.empty() ? "an API key is required" : "unknown API key", "api_key");
+  const std::string& tenant = *known;
   if (!accepting_) return reject(error_kind::overloaded, "the gateway is shutting down", "");
   if (!scheduler_up_)
     return reject(error_kind::overloaded,

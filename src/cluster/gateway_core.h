@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -45,6 +46,10 @@ struct gateway_options {
   double heartbeat_s = 0.2;
   double scheduler_timeout_s = 2.0;
 };
+
+// The tenant a job with `api_key` belongs to under `api_keys` (gateway_options::api_keys), or
+// nullopt when the key is refused (missing or unknown while keys are configured).
+std::optional<std::string> tenant_of_key(const std::vector<std::string>& api_keys, const std::string& api_key);
 
 struct client_reply {
   std::string peer;
