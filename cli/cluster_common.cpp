@@ -113,6 +113,11 @@ void add_gateway_flags(CLI::App& sub, gateway_flags& f) {
                  "idle time")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  sub.add_option("--http-sse-keepalive", f.http_sse_keepalive_s,
+                 "Seconds of silence in a stream (a long prefill, a queue) before an SSE comment keeps proxies "
+                 "and clients from timing it out")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   sub.add_option("--chat-template", f.chat_template_file,
                  "Jinja chat template file for /v1/chat/completions, instead of the model's own "
                  "(GGUF tokenizer.chat_template or tokenizer_config.json)")
@@ -135,6 +140,7 @@ std::string add_gateway_with_http(actors::node& n, const std::string& listen, co
   ho.listen = f.http_listen;
   ho.max_body_bytes = f.http_max_body_mb << 20;
   ho.request_timeout_s = f.http_request_timeout_s;
+  ho.keepalive_comment_s = f.http_sse_keepalive_s;
   ho.api_keys = f.api_keys;
   // Each model's chat template, parsed once (a syntax error stops the start-up, naming it).
   std::map<std::string, std::shared_ptr<const chat_template>> templates;

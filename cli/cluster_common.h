@@ -82,6 +82,7 @@ struct gateway_flags {
   bool http_listen_given = false;  // set after parsing: an explicit address must bind
   size_t http_max_body_mb = 8;
   double http_request_timeout_s = 15;
+  double http_sse_keepalive_s = 5;
   std::string chat_template_file;  // overrides the model's own chat template
 };
 gateway_options make_gateway_options(const gateway_flags& f);

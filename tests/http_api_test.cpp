@@ -429,3 +429,91 @@ TEST(HttpApi, WithoutASchedulerHealthIs503AndJobsFailNamingIt) {
   EXPECT_NE(job.find("scheduler"), std::string::npos) << job;
   std::filesystem::remove_all(dir);
 }
+
+// A long prefill (a 110m model synthesized with random weights, a 1,000-token prompt in
+// 32-token chunks): the stream's headers and SSE comments keep the client company before the
+// first token, and a client that leaves during the prefill has its job cancelled then, with
+// its KV blocks freed and no later step carrying it.
+TEST(HttpApi, ALongPrefillSendsKeepAlivesAndLeavingCancelsItMidPrefill) {
+  const auto dir = temp_dir("http_long_prefill");
+  const std::string model = (dir / "m110.gguf").string();
+  const auto synth =
+      run_command(troupe_bin() + " --log-level warn model synth --out " + model + " --preset 110m --dtype q8_0");
+  ASSERT_EQ(synth.exit_code, 0) << synth.out;
+  const int port = free_port();
+  child_process serve({"serve", "--model", model, "--listen", tcp(free_port()), "--http-listen",
+                       "127.0.0.1:" + std::to_string(port), "--max-step-tokens", "32", "--http-sse-keepalive", "0.1",
+                       "--trace", (dir / "trace.jsonl").string()},
+                      dir / "serve.log");
+  ASSERT_TRUE(serve.wait_for_log("ready on", 60)) << serve.log();
+  for (int i = 0; i < 200; ++i) {
+    const auto h = run_command("(curl -s -m 5 http://127.0.0.1:" + std::to_string(port) + "/health 2>/dev/null)").out;
+    if (h.find("\"ok\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  constexpr int kPrompt = 1000;
+  json prompt = json::array();
+  for (int i = 0; i < kPrompt; ++i) prompt.push_back(100 + (i * 37) % 20000);
+  const json body = {{"prompt", prompt}, {"max_tokens", 8}, {"stream", true}, {"ignore_eos", true}};
+
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string req = post_request("/v1/completions", body.dump());
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  timeval tv{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[1024];
+  while (got.find(": keep-alive\n\n") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);  // gone in the middle of the prefill
+  ASSERT_EQ(status_of(got), 200) << got << serve.log();
+  EXPECT_NE(got.find("text/event-stream"), std::string::npos) << got;
+  const auto comment = got.find(": keep-alive\n\n");
+  ASSERT_NE(comment, std::string::npos) << "no SSE comment before the first token: " << got;
+  EXPECT_EQ(got.find("data:"), std::string::npos) << "a token came before the comment: " << got;
+
+  EXPECT_TRUE(serve.wait_for_log("client disconnected; cancelled its 1 jobs", 30)) << serve.log();
+  std::vector<json> trace;
+  int64_t id = -1;
+  bool cancelled = false;
+  for (int tries = 0; tries < 200 && !cancelled; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the scheduler writes the trace every 100 ms
+    trace.clear();
+    std::ifstream in(dir / "trace.jsonl");
+    for (std::string l; std::getline(in, l);) trace.push_back(json::parse(l));
+    for (const auto& j : trace) {
+      if (j.at("ev") == "submit" && j.at("max_tokens") == 8) id = j.at("id");
+      if (j.at("ev") == "cancel" && j.at("id") == id) cancelled = true;
+    }
+  }
+  ASSERT_TRUE(cancelled) << "no cancel in the trace for request " << id << "\n" << serve.log();
+  int chunks_before = 0;
+  int64_t prefilled = 0;
+  bool after_cancel = false;
+  for (const auto& j : trace) {
+    if (j.at("ev") == "cancel" && j.at("id") == id) {
+      after_cancel = true;
+      EXPECT_FALSE(j.at("freed").empty()) << "the cancel freed no KV blocks: " << j.dump();
+    }
+    if (j.at("ev") != "step") continue;
+    for (const auto& q : j.at("seqs")) {
+      if (q.at("id") != id) continue;
+      EXPECT_FALSE(after_cancel) << "a step after the cancel still runs it: " << j.dump();
+      if (after_cancel) continue;
+      ++chunks_before;
+      prefilled = std::max<int64_t>(prefilled, q.at("pos").get<int64_t>() + q.at("n").get<int64_t>());
+      EXPECT_FALSE(q.at("sample").get<bool>()) << "the prefill finished before the client left: " << j.dump();
+    }
+  }
+  EXPECT_GT(chunks_before, 0) << "the prefill never started";
+  EXPECT_LT(prefilled, kPrompt) << "cancelled only after the whole prompt was prefilled";
+  std::filesystem::remove_all(dir);
+}
