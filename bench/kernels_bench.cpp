@@ -91,7 +91,7 @@ void bm_attention_decode(benchmark::State& st, troupe_kernel_variant v, int64_t 
   auto attn = reinterpret_cast<troupe_attention_fn>(v.fn);
   for (auto _ : st) {
     attn(&ctx, out.data(), q.data(), kp.data(), vp.data(), table.data(), &pos, 1, n_heads, n_kv, hd, bs,
-         1.0f / std::sqrt((float)hd));
+         1.0f / std::sqrt((float)hd), 0);
     benchmark::DoNotOptimize(out.data());
   }
   st.SetBytesProcessed(st.iterations() * 2 * n_ctx * n_kv * hd * (int64_t)sizeof(float));

@@ -297,6 +297,23 @@ void check_add(const troupe_kernel_variant& ref, const troupe_kernel_variant& va
   }
 }
 
+void check_add_bias(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
+                    variant_device& dev, rng_t& rng, check_result& r) {
+  for (int64_t rows : {1, 3, 40})
+    for (int64_t n : {1, 7, 64, 129, 896}) {
+      const auto x = uniform(rng, rows * n), bias = uniform(rng, n);
+      auto want = x, got = x;
+      as<troupe_add_bias_fn>(ref)(ctx, want.data(), bias.data(), rows, n);
+      {
+        staged d(dev);
+        float* dx = d.out(got);  // uploaded with its values: added to in place
+        as<troupe_add_bias_fn>(var)(d.ctx(), dx, d.in(bias), rows, n);
+        d.back(got, dx);
+      }
+      compare(r, "rows=" + std::to_string(rows) + " n=" + std::to_string(n), got, want, rel_bound(want, 0, 0));
+    }
+}
+
 // The fused residual add: x must come back as x + residual, out as rmsnorm of that, and
 // the added rows exactly as the plain add gives them.
 void check_add_rmsnorm(const troupe_kernel_variant& ref, const troupe_kernel_variant& var, const troupe_kctx* ctx,
@@ -414,7 +431,10 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
         // decode) and cross blocks; the last two cross 64 and 128 keys, where a kernel
         // that visits the keys in chunks must carry its softmax over.
         for (const tokens tk :
-             {tokens{1, 0, 40}, tokens{3, 0, 40}, tokens{7, 0, 40}, tokens{5, 60, 70}, tokens{1, 130, 200}}) {
+             {tokens{1, 0, 40}, tokens{3, 0, 40}, tokens{7, 0, 40}, tokens{5, 60, 70}, tokens{1, 130, 200}})
+          // Full causal attention, and sliding windows of one key and of 37 (inside and
+          // across a 64-key chunk).
+          for (int64_t window : {0, 1, 37}) {
           const int64_t n_tokens = tk.n;
           std::uniform_int_distribution<int32_t> startd(tk.start_lo, tk.start_hi);
           const int32_t start = startd(rng);
@@ -435,24 +455,26 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
             for (int64_t i = 0; i < pool_elems; ++i) k16[i] = f32_to_f16(k_pool[i]), v16[i] = f32_to_f16(v_pool[i]);
             as<troupe_attention_f16kv_fn>(ref)(ctx, want.data(), q.data(), k16.data(), v16.data(), table.data(),
                                                pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size,
-                                               scale);
+                                               scale, window);
             staged d(dev);
             float* dout = d.out(got);
             as<troupe_attention_f16kv_fn>(var)(d.ctx(), dout, d.in(q), d.in(k16), d.in(v16), d.in(table), d.in(pos),
-                                               n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+                                               n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale,
+                                               window);
             d.back(got, dout);
           } else {
             as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
-                                         pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+                                         pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale,
+                                         window);
             staged d(dev);
             float* dout = d.out(got);
             as<troupe_attention_fn>(var)(d.ctx(), dout, d.in(q), d.in(k_pool), d.in(v_pool), d.in(table), d.in(pos),
-                                         n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale);
+                                         n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale, window);
             d.back(got, dout);
           }
           std::ostringstream label;
           label << "heads=" << hs.n_heads << "/" << hs.n_kv_heads << " head_dim=" << head_dim << " block=" << block_size
-                << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1;
+                << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1 << " window=" << window;
           compare(r, label.str(), got, want, rel_bound(want, b.pick(5e-6, 1e-4), b.pick(1e-5, 1e-3)));
         }
 }
@@ -606,6 +628,8 @@ void check_one(troupe_op op, const troupe_kernel_variant& ref, const troupe_kern
       return check_add(ref, var, ctx, dev, rng, r);
     case TROUPE_OP_ARGMAX:
       return check_argmax(ref, var, ctx, dev, b, rng, r);
+    case TROUPE_OP_ADD_BIAS:
+      return check_add_bias(ref, var, ctx, dev, rng, r);
     case TROUPE_OP_ADD_RMSNORM:
       return check_add_rmsnorm(ref, var, ctx, dev, b, rng, r);
     case TROUPE_OP_KV_STORE:

@@ -15,7 +15,7 @@ constexpr std::string_view k_op_names[TROUPE_OP_COUNT] = {
     "matmul_f32",     "matmul_f16",     "matmul_bf16",    "matmul_q8_0", "matmul_q4_0",     "rmsnorm",
     "rope",           "attention",      "silu_mul",       "add",         "embedding_f32",   "embedding_f16",
     "embedding_bf16", "embedding_q8_0", "embedding_q4_0", "argmax",      "attention_f16kv", "to_f16",
-    "kv_store",       "kv_store_f16",   "add_rmsnorm",
+    "kv_store",       "kv_store_f16",   "add_rmsnorm",    "add_bias",
 };
 static_assert(!k_op_names[TROUPE_OP_COUNT - 1].empty(), "every op of kernel_abi.h needs its name here");
 

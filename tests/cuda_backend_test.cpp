@@ -336,9 +336,9 @@ void counting_matmul(const troupe_kctx* c, float* y, const float* x, const void*
 }
 void counting_attention(const troupe_kctx* c, float* out, const float* q, const float* kp, const float* vp,
                         const int32_t* table, const int32_t* pos, int64_t n, int64_t h, int64_t g, int64_t hd,
-                        int64_t bs, float scale) {
+                        int64_t bs, float scale, int64_t window) {
   ++g_cuda_calls[TROUPE_OP_ATTENTION];
-  builtin_of<troupe_attention_fn>(TROUPE_OP_ATTENTION)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale);
+  builtin_of<troupe_attention_fn>(TROUPE_OP_ATTENTION)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale, window);
 }
 void counting_kv_store(const troupe_kctx* c, void* kp, void* vp, const float* k, const float* v, const int32_t* slots,
                        int64_t n, int64_t g, int64_t hd, int64_t bs) {

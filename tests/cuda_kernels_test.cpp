@@ -297,12 +297,12 @@ TEST(CudaKernels, AttentionPrefillAndDecodeThroughTheAbi) {
     std::vector<float> ref(q.size());
     R.ref<troupe_attention_fn>(TROUPE_OP_ATTENTION)(&R.host_ctx, ref.data(), q.data(), kv.k.data(), kv.v.data(),
                                                     kv.table.data(), pos.data(), c.n_tokens, c.n_heads, c.n_kv_heads,
-                                                    c.head_dim, c.block_size, scale);
+                                                    c.head_dim, c.block_size, scale, 0);
     dev_vec<float> dq(q), dk(kv.k), dv(kv.v), out(q.size());
     dev_vec<int32_t> dt(kv.table), dp(pos);
     R.cuda<troupe_attention_fn>(TROUPE_OP_ATTENTION)(&R.dev_ctx, out.get(), dq.get(), dk.get(), dv.get(), dt.get(),
                                                      dp.get(), c.n_tokens, c.n_heads, c.n_kv_heads, c.head_dim,
-                                                     c.block_size, scale);
+                                                     c.block_size, scale, 0);
     EXPECT_TRUE(all_close(out.download(), ref, 1e-4f, 1e-3f))
         << "tokens " << c.n_tokens << " start " << c.start << " heads " << c.n_heads << "/" << c.n_kv_heads
         << " head_dim " << c.head_dim << " block " << c.block_size;
@@ -340,8 +340,9 @@ TEST(CudaKernels, BatchedDecodeAndPrefillWithF16Kv) {
   dev_vec<uint16_t> dk(to_f16(k)), dv(to_f16(v));
   dev_vec<int32_t> dtables(tables);
 
-  // decode: one query per sequence
-  {
+  // decode: one query per sequence, with full attention and a sliding window of 100 keys
+  // (shorter than some sequences, across partitions)
+  for (const int64_t window : {0, 100}) {
     const int64_t S = (int64_t)lens.size();
     const auto q = random_floats(S * n_heads * D, 8);
     std::vector<int32_t> pos(S);
@@ -350,19 +351,20 @@ TEST(CudaKernels, BatchedDecodeAndPrefillWithF16Kv) {
       pos[s] = (int32_t)lens[s] - 1;
       R.ref<troupe_attention_fn>(TROUPE_OP_ATTENTION)(&R.host_ctx, &ref[s * n_heads * D], &q[s * n_heads * D], k.data(),
                                                       v.data(), &tables[s * bt_stride], &pos[s], 1, n_heads, n_kv, D,
-                                                      bs, scale);
+                                                      bs, scale, window);
     }
     for (int parts : {kern::cuda::decode_partitions(700), 8}) {
       dev_vec<float> dq(q), out(q.size());
       dev_vec<int32_t> dpos(pos);
       dev_vec<uint8_t> ws(kern::cuda::attention_decode_workspace_bytes(S, n_heads, D, parts));
       kern::cuda::invoke_attention_decode(out.get(), dq.get(), dk.get(), dv.get(), true, dtables.get(), bt_stride,
-                                          dpos.get(), S, n_heads, n_kv, D, bs, scale, parts, ws.get(), nullptr);
-      EXPECT_TRUE(all_close(out.download(), ref, 2e-3f, 1e-2f)) << "decode, partitions " << parts;
+                                          dpos.get(), S, n_heads, n_kv, D, bs, scale, window, parts, ws.get(), nullptr);
+      EXPECT_TRUE(all_close(out.download(), ref, 2e-3f, 1e-2f)) << "decode, partitions " << parts << " window "
+                                                                 << window;
     }
   }
-  // prefill: sequence s feeds its last n_new[s] tokens
-  {
+  // prefill: sequence s feeds its last n_new[s] tokens, full and under a window of 20 keys
+  for (const int64_t window : {0, 20}) {
     const std::vector<int64_t> n_new = {1, 15, 3, 17, 40, 2};
     std::vector<kern::cuda::prefill_tile> tiles;
     std::vector<int32_t> pos;
@@ -377,7 +379,7 @@ TEST(CudaKernels, BatchedDecodeAndPrefillWithF16Kv) {
     for (size_t s = 0, t0 = 0; s < lens.size(); t0 += n_new[s], ++s)
       R.ref<troupe_attention_fn>(TROUPE_OP_ATTENTION)(&R.host_ctx, &ref[t0 * n_heads * D], &q[t0 * n_heads * D],
                                                       k.data(), v.data(), &tables[s * bt_stride], &pos[t0], n_new[s],
-                                                      n_heads, n_kv, D, bs, scale);
+                                                      n_heads, n_kv, D, bs, scale, window);
     dev_vec<float> dq(q), out(q.size());
     dev_vec<int32_t> dpos(pos);
     std::vector<uint8_t> tile_bytes(tiles.size() * sizeof(kern::cuda::prefill_tile));
@@ -385,8 +387,8 @@ TEST(CudaKernels, BatchedDecodeAndPrefillWithF16Kv) {
     dev_vec<uint8_t> dtiles(tile_bytes);
     kern::cuda::invoke_attention_prefill(out.get(), dq.get(), dk.get(), dv.get(), true, dtables.get(), bt_stride,
                                          dpos.get(), reinterpret_cast<const kern::cuda::prefill_tile*>(dtiles.get()),
-                                         (int64_t)tiles.size(), n_heads, n_kv, D, bs, scale, nullptr);
-    EXPECT_TRUE(all_close(out.download(), ref, 2e-3f, 1e-2f)) << "varlen prefill";
+                                         (int64_t)tiles.size(), n_heads, n_kv, D, bs, scale, window, nullptr);
+    EXPECT_TRUE(all_close(out.download(), ref, 2e-3f, 1e-2f)) << "varlen prefill, window " << window;
   }
 }
 

@@ -55,16 +55,17 @@ TEST(KernelPlugin, WrongAbiVersionIsRefusedClearly) {
   EXPECT_EQ(reg.find(TROUPE_OP_SILU_MUL, "plugin.silu_mul"), nullptr);
 }
 
-// Version 3 added ops (kv_store, kv_store_f16, add_rmsnorm): a plugin built for version 2 is refused.
+// Version 4 changed the attention ops' signature (window) and added add_bias: a plugin built
+// for version 3 is refused.
 TEST(KernelPlugin, APluginBuiltForThePreviousAbiIsRefused) {
-  static_assert(TROUPE_KERNEL_ABI_VERSION == 3, "update this test with the ABI");
+  static_assert(TROUPE_KERNEL_ABI_VERSION == 4, "update this test with the ABI");
   troupe::kernel_registry reg;
   try {
-    reg.load_plugin(EXAMPLE_PLUGIN_ABI2);
-    FAIL() << "a plugin claiming ABI version 2 was accepted";
+    reg.load_plugin(EXAMPLE_PLUGIN_PREV_ABI);
+    FAIL() << "a plugin claiming ABI version 3 was accepted";
   } catch (const troupe::error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("ABI version 2, this troupe expects 3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ABI version 3, this troupe expects 4"), std::string::npos) << msg;
   }
   EXPECT_EQ(reg.find(TROUPE_OP_SILU_MUL, "plugin.silu_mul"), nullptr);
 }

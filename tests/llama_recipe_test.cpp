@@ -3,6 +3,8 @@
 // and a registry that cannot run the model's types is a clear error.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <string>
 #include <vector>
 
@@ -76,6 +78,10 @@ class recording_executor final : public llama_executor {
     ops.push_back("matmul " + name(w) + " " + std::to_string(rows));
   }
   void rope(llama_act, int64_t, int64_t n_heads) override { ops.push_back("rope " + std::to_string(n_heads)); }
+  void add_bias(llama_act, weight_id b, int64_t) override { ops.push_back("add_bias " + name(b)); }
+  void head_rmsnorm(llama_act, weight_id w, int64_t, int64_t n_heads) override {
+    ops.push_back("head_rmsnorm " + name(w) + " " + std::to_string(n_heads));
+  }
   void kv_store(int64_t l, llama_act, llama_act, int64_t) override { ops.push_back("kv_store " + std::to_string(l)); }
   void attention(int64_t l, llama_act, llama_act) override { ops.push_back("attention " + std::to_string(l)); }
   void silu_mul(llama_act, llama_act, int64_t) override { ops.push_back("silu_mul"); }
@@ -84,9 +90,10 @@ class recording_executor final : public llama_executor {
 
  private:
   static std::string name(weight_id w) {
-    static const char* names[] = {"attn_norm", "wq",   "wk",     "wv",          "wo",    "ffn_norm",
-                                  "w_gate",    "w_up", "w_down", "output_norm", "output"};
-    return std::string(names[(int)w.which]) + (w.which >= llama_weight::output_norm ? "" : std::to_string(w.layer));
+    static const char* names[] = {"attn_norm", "wq", "wk", "wv",     "wo",     "ffn_norm", "w_gate", "w_up",
+                                  "w_down",    "output_norm", "output", "bq", "bk", "bv", "q_norm", "k_norm"};
+    const bool global = w.which == llama_weight::output_norm || w.which == llama_weight::output;
+    return std::string(names[(int)w.which]) + (global ? "" : std::to_string(w.layer));
   }
 };
 
@@ -113,6 +120,29 @@ TEST(LlamaRecipe, TheLayerOrderWithFusedResidualAddsAndLogitsForSampledRowsOnly)
   recording_executor none;  // a step that samples nothing (a prefill chunk) computes no logits
   llama_forward(none, c, 5, 0);
   EXPECT_EQ(none.ops.back(), "all_reduce");
+}
+
+// Qwen2 adds its biases after the q/k/v projections; Qwen3 norms each head of q and k
+// before RoPE; Llama does neither.
+TEST(LlamaRecipe, QwenBiasesAndHeadNormsComeBetweenTheProjectionsAndRope) {
+  model_config c = test::small_config();
+  c.n_layers = 1;
+  const std::string nh = std::to_string(c.n_heads), nkv = std::to_string(c.n_kv_heads);
+  auto ops_between = [&](const model_config& cfg) {
+    recording_executor ex;
+    llama_forward(ex, cfg, 3, 1);
+    const auto wv = std::find(ex.ops.begin(), ex.ops.end(), "matmul wv0 3");
+    const auto rope = std::find(ex.ops.begin(), ex.ops.end(), "rope " + nh);
+    return std::vector<std::string>(wv + 1, rope);
+  };
+  EXPECT_TRUE(ops_between(c).empty());
+  model_config qwen2 = c;
+  qwen2.qkv_bias = true;
+  EXPECT_EQ(ops_between(qwen2), (std::vector<std::string>{"add_bias bq0", "add_bias bk0", "add_bias bv0"}));
+  model_config qwen3 = c;
+  qwen3.qk_norm = true;
+  EXPECT_EQ(ops_between(qwen3),
+            (std::vector<std::string>{"head_rmsnorm q_norm0 " + nh, "head_rmsnorm k_norm0 " + nkv}));
 }
 
 // ---- the CPU backend as executor -------------------------------------------------------------
@@ -158,15 +188,16 @@ void count_kv_store(const troupe_kctx* c, void* kp, void* vp, const float* k, co
 }
 void count_attention(const troupe_kctx* c, float* out, const float* q, const float* kp, const float* vp,
                      const int32_t* table, const int32_t* pos, int64_t n, int64_t h, int64_t g, int64_t hd, int64_t bs,
-                     float scale) {
+                     float scale, int64_t window) {
   ++g_calls[TROUPE_OP_ATTENTION];
-  ref_of<troupe_attention_fn>(TROUPE_OP_ATTENTION)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale);
+  ref_of<troupe_attention_fn>(TROUPE_OP_ATTENTION)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale, window);
 }
 void count_attention_f16kv(const troupe_kctx* c, float* out, const float* q, const uint16_t* kp, const uint16_t* vp,
                            const int32_t* table, const int32_t* pos, int64_t n, int64_t h, int64_t g, int64_t hd,
-                           int64_t bs, float scale) {
+                           int64_t bs, float scale, int64_t window) {
   ++g_calls[TROUPE_OP_ATTENTION_F16KV];
-  ref_of<troupe_attention_f16kv_fn>(TROUPE_OP_ATTENTION_F16KV)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale);
+  ref_of<troupe_attention_f16kv_fn>(TROUPE_OP_ATTENTION_F16KV)(c, out, q, kp, vp, table, pos, n, h, g, hd, bs, scale,
+                                                               window);
 }
 void count_silu_mul(const troupe_kctx* c, float* out, const float* g, const float* u, int64_t n) {
   ++g_calls[TROUPE_OP_SILU_MUL];

@@ -14,12 +14,14 @@
 extern "C" {
 #endif
 
-/* 3: kv_store, kv_store_f16 and add_rmsnorm added, so that every op of the model's forward
+/* 4: the attention ops take `window` (sliding-window attention; 0 = full causal), and
+ * add_bias is added (Qwen2's q/k/v biases).
+ * 3: kv_store, kv_store_f16 and add_rmsnorm added, so that every op of the model's forward
  * pass goes through the registry on both backends (op ids after to_f16 are new).
  * 2: the KV pools of the attention ops are (n_blocks, n_kv_heads, block_size, head_dim)
  * (version 1 had (n_blocks, block_size, n_kv_heads, head_dim)); argmax, attention_f16kv and
  * to_f16 added. A plugin built against another version is refused at load. */
-#define TROUPE_KERNEL_ABI_VERSION 3
+#define TROUPE_KERNEL_ABI_VERSION 4
 
 /* Weight and activation types (values match GGML's type ids where they exist). */
 typedef enum troupe_dtype {
@@ -57,7 +59,8 @@ typedef void (*troupe_rope_fn)(const troupe_kctx* ctx, float* x, const int32_t* 
 
 /* Paged causal attention for one sequence's query tokens.
  * q, out: (n_tokens, n_heads, head_dim); query t sits at position positions[t] and attends
- * keys at positions 0..positions[t].
+ * keys at positions 0..positions[t], or with window > 0 only the last `window` of them:
+ * max(0, positions[t] - window + 1)..positions[t] (Mistral's sliding-window attention).
  * k_pool, v_pool: one layer's pool, (n_blocks, n_kv_heads, block_size, head_dim) f32;
  * position p lives in block b = block_table[p / block_size] at offset o = p % block_size, and
  * its key for KV head g is row (b * n_kv_heads + g) * block_size + o: a head's keys of one
@@ -66,13 +69,13 @@ typedef void (*troupe_rope_fn)(const troupe_kctx* ctx, float* x, const int32_t* 
 typedef void (*troupe_attention_fn)(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool,
                                     const float* v_pool, const int32_t* block_table, const int32_t* positions,
                                     int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                    int64_t block_size, float scale);
+                                    int64_t block_size, float scale, int64_t window);
 
 /* As troupe_attention_fn over pools stored in f16 (half the bytes per key and value). */
 typedef void (*troupe_attention_f16kv_fn)(const troupe_kctx* ctx, float* out, const float* q, const uint16_t* k_pool,
                                           const uint16_t* v_pool, const int32_t* block_table, const int32_t* positions,
                                           int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                          int64_t block_size, float scale);
+                                          int64_t block_size, float scale, int64_t window);
 
 /* out(n) = x(n) as IEEE f16 bits, rounded to nearest even (overflow to infinity, NaN stays
  * NaN): how K and V rows enter an f16 pool. */
@@ -99,6 +102,9 @@ typedef void (*troupe_silu_mul_fn)(const troupe_kctx* ctx, float* out, const flo
 
 /* out(n) = a(n) + b(n). out may alias a. */
 typedef void (*troupe_add_fn)(const troupe_kctx* ctx, float* out, const float* a, const float* b, int64_t n);
+
+/* x(rows, n) += bias(n) on every row, in place. */
+typedef void (*troupe_add_bias_fn)(const troupe_kctx* ctx, float* x, const float* bias, int64_t rows, int64_t n);
 
 /* out(n_ids, dim) = rows ids[] of table (vocab, dim) stored as `dtype`, converted to f32. */
 typedef void (*troupe_embedding_fn)(const troupe_kctx* ctx, float* out, const void* table, const int32_t* ids,
@@ -136,6 +142,7 @@ typedef enum troupe_op {
   TROUPE_OP_KV_STORE,
   TROUPE_OP_KV_STORE_F16,
   TROUPE_OP_ADD_RMSNORM,
+  TROUPE_OP_ADD_BIAS,
   TROUPE_OP_COUNT
 } troupe_op;
 

@@ -20,6 +20,12 @@ struct rope_scaling {
   int64_t original_max_position = 8192;
 };
 
+// The architectures the engine computes; every one is the Llama recipe with the options of
+// model_config below: "llama" (Llama 1/2/3, 3.1 rope scaling), "mistral" (sliding-window
+// attention when sliding_window > 0), "qwen2" (biases on q, k, v), "qwen3" (RMSNorm of
+// each head of q and k before RoPE).
+inline constexpr const char* kSupportedArchs = "llama, mistral, qwen2, qwen3";
+
 struct model_config {
   std::string arch = "llama";
   std::string name;
@@ -38,6 +44,11 @@ struct model_config {
   // true = (i, i + head_dim/2) as in Hugging Face checkpoints (their q/k are not permuted).
   bool rope_neox = false;
   bool tied_embeddings = false;  // output head reuses tok_embd
+  bool qkv_bias = false;         // q, k and v projections add a bias (Qwen2, Llama with attention_bias)
+  bool qk_norm = false;          // q and k are RMS-normed per head (weights of head_dim) before RoPE (Qwen3)
+  // Sliding-window attention: the query at position p attends keys at positions
+  // p - sliding_window + 1 .. p; 0 = full causal attention.
+  int64_t sliding_window = 0;
 };
 
 // A weight matrix of `rows` rows of `cols` elements, row-major, in `dtype`:
@@ -53,6 +64,8 @@ struct tensor_view {
 struct layer_weights {
   tensor_view attn_norm;             // (1, dim)
   tensor_view wq, wk, wv, wo;        // (n_heads*head_dim, dim), (n_kv*head_dim, dim) x2, (dim, n_heads*head_dim)
+  tensor_view bq, bk, bv;            // with qkv_bias: (1, n_heads*head_dim), (1, n_kv*head_dim) x2, f32
+  tensor_view q_norm, k_norm;        // with qk_norm: (1, head_dim) f32 each
   tensor_view ffn_norm;              // (1, dim)
   tensor_view w_gate, w_up, w_down;  // (hidden, dim) x2, (dim, hidden)
 };

@@ -343,6 +343,17 @@ void add(const troupe_kctx* ctx, float* out, const float* a, const float* b, int
   });
 }
 
+void add_bias(const troupe_kctx* ctx, float* x, const float* bias, int64_t rows, int64_t n) {
+  parallel(threads_for(ctx, rows * n), rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* xr = x + r * n;
+      int64_t i = 0;
+      for (; i + VL <= n; i += VL) vstore(xr + i, vadd(vload(xr + i), vload(bias + i)));
+      if (i < n) vstore_n(xr + i, vadd(vload_n(xr + i, (int)(n - i)), vload_n(bias + i, (int)(n - i))), (int)(n - i));
+    }
+  });
+}
+
 // One row: o = x / rms(x) * w, given ss = sum(x^2).
 void rmsnorm_scale(float* o, const float* xr, const float* w, int64_t dim, float ss, float eps) {
   const vf scale = vset1(1.0f / sqrtf(ss / (float)dim + eps));
@@ -512,6 +523,7 @@ struct attention_args {
   int64_t n_heads, n_kv_heads, head_dim, block_size;
   float scale;
   float* out;
+  int64_t window;  // 0: every key up to the query's position
 };
 
 // G query heads h0..h0+G-1 of token t (position pos), all reading KV head kvh.
@@ -532,8 +544,9 @@ void attend_heads(const attention_args<DT>& a, int64_t t, int64_t pos, int64_t h
     for (int64_t i = 0; i < hd; ++i) acc[g][i] = 0.0f;
   }
   const int64_t n_keys = pos + 1;
+  const int64_t first = a.window > 0 && n_keys > a.window ? n_keys - a.window : 0;
   int64_t slot[k_key_chunk];  // element offset of each key of the chunk in the pools
-  for (int64_t c0 = 0; c0 < n_keys; c0 += k_key_chunk) {
+  for (int64_t c0 = first; c0 < n_keys; c0 += k_key_chunk) {
     const int64_t cn = min64(k_key_chunk, n_keys - c0);
     // The block table is resolved once per key (a division), not once per vector.
     for (int64_t j = 0, p = c0; j < cn; ++j, ++p)
@@ -618,16 +631,18 @@ template <int DT>
 void attention_typed(const troupe_kctx* ctx, float* out, const float* q,
                      const typename attention_args<DT>::kv_t* k_pool, const typename attention_args<DT>::kv_t* v_pool,
                      const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   if (n_tokens <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
-  const attention_args<DT> a{q, k_pool, v_pool, block_table, n_heads, n_kv_heads, head_dim, block_size, scale, out};
+  const attention_args<DT> a{q,          k_pool,   v_pool, block_table, n_heads, n_kv_heads, head_dim,
+                             block_size, scale,    out,    window};
   // Fewer heads per task when that is what it takes to give every thread work.
   const int64_t threads = ctx && ctx->parallel_for ? ctx->n_threads : 1;
   int64_t per_task = group < k_max_heads_per_task ? group : k_max_heads_per_task;
   while (per_task > 1 && n_tokens * n_kv_heads * ((group + per_task - 1) / per_task) < 2 * threads) per_task /= 2;
   const int64_t tasks_per_group = (group + per_task - 1) / per_task;
-  const int64_t work = n_tokens * n_heads * ((int64_t)positions[n_tokens - 1] + 1) * head_dim;
+  const int64_t keys = window > 0 ? min64(window, (int64_t)positions[n_tokens - 1] + 1) : positions[n_tokens - 1] + 1;
+  const int64_t work = n_tokens * n_heads * keys * head_dim;
   parallel(threads_for(ctx, work), n_tokens * n_kv_heads * tasks_per_group, [&](int64_t task0, int64_t task1) {
     scratch buf((size_t)k_max_heads_per_task * (head_dim + k_key_chunk + VL) * sizeof(float));
     for (int64_t task = task0; task < task1; ++task) {
@@ -654,16 +669,16 @@ void attention_typed(const troupe_kctx* ctx, float* out, const float* q,
 
 void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
                const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   attention_typed<TROUPE_F32>(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads,
-                              head_dim, block_size, scale);
+                              head_dim, block_size, scale, window);
 }
 
 void attention_f16kv(const troupe_kctx* ctx, float* out, const float* q, const uint16_t* k_pool, const uint16_t* v_pool,
                      const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   attention_typed<TROUPE_F16>(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads,
-                              head_dim, block_size, scale);
+                              head_dim, block_size, scale, window);
 }
 
 // ============================ f32 -> f16 ============================
@@ -788,6 +803,7 @@ int get_variants(troupe_kernel_variant* out) {
       var(TROUPE_OP_KV_STORE, static_cast<troupe_kv_store_fn>(kv_store<false>)),
       var(TROUPE_OP_KV_STORE_F16, static_cast<troupe_kv_store_fn>(kv_store<true>)),
       var(TROUPE_OP_ADD_RMSNORM, static_cast<troupe_add_rmsnorm_fn>(add_rmsnorm)),
+      var(TROUPE_OP_ADD_BIAS, static_cast<troupe_add_bias_fn>(add_bias)),
   };
   const int count = (int)(sizeof all / sizeof all[0]);
   for (int i = 0; i < count; ++i) out[i] = all[i];

@@ -8,6 +8,10 @@
 // unnormalized partial output with its max m and sum l, and decode_reduce_kernel merges:
 //   out = sum_i exp(m_i - M) * o_i / sum_i exp(m_i - M) * l_i.
 #include "kernels/cuda/attention_decode.cuh"
+
+#include <algorithm>
+#include <climits>
+
 #include "kernels/cuda/common.cuh"
 #include "troupe/error.h"
 
@@ -27,6 +31,7 @@ struct decode_args {
   const int32_t* positions;
   int n_heads, n_kv_heads, head_dim, block_size, n_part;
   float scale;
+  int window;  // > 0: only the last `window` keys (sliding-window attention)
 };
 
 template <typename KV>
@@ -43,17 +48,19 @@ __global__ void __launch_bounds__(k_threads)
   const int D = a.head_dim;
   const int kvh = h / (a.n_heads / a.n_kv_heads);
   const int n_keys = a.positions[s] + 1;
-  const int kbeg = part * k_decode_partition;
+  const int first = a.window > 0 && n_keys > a.window ? n_keys - a.window : 0;  // the window's first key
+  const int kbeg = max(part * k_decode_partition, first);
+  const int kend = min((part + 1) * k_decode_partition, n_keys);
   const int64_t row = (int64_t)s * a.n_heads + h;
   const int64_t prow = row * a.n_part + part;
-  if (kbeg >= n_keys) {  // the whole block leaves together: no barrier is skipped
+  if (kbeg >= kend) {  // the whole block leaves together: no barrier is skipped
     if (a.n_part > 1 && threadIdx.x == 0) {
       a.part_ml[prow * 2] = -INFINITY;
       a.part_ml[prow * 2 + 1] = 0.0f;
     }
     return;
   }
-  const int n = min(k_decode_partition, n_keys - kbeg);
+  const int n = kend - kbeg;
   const int32_t* bt = a.block_tables + (int64_t)s * a.bt_stride;
 
   for (int d = threadIdx.x; d < D; d += blockDim.x) s_q[d] = a.q[row * D + d] * a.scale;
@@ -143,7 +150,7 @@ size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t
 void invoke_attention_decode(float* out, const float* q, const void* k_pool, const void* v_pool, bool kv_f16,
                              const int32_t* block_tables, int64_t bt_stride, const int32_t* positions, int64_t n_seqs,
                              int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale,
-                             int n_partitions, void* workspace, cudaStream_t stream) {
+                             int64_t window, int n_partitions, void* workspace, cudaStream_t stream) {
   if (n_seqs <= 0) return;
   if (head_dim <= 0 || head_dim > k_decode_max_head_dim || n_kv_heads <= 0 || n_heads % n_kv_heads)
     throw error(error_kind::failed,
@@ -168,6 +175,7 @@ void invoke_attention_decode(float* out, const float* q, const void* k_pool, con
   a.block_size = (int)block_size;
   a.n_part = n_partitions;
   a.scale = scale;
+  a.window = (int)std::min<int64_t>(window, INT32_MAX);
   const dim3 grid((unsigned)n_heads, (unsigned)n_seqs, (unsigned)n_partitions);
   const size_t smem = (head_dim + 2 * k_decode_partition + k_threads) * sizeof(float);
   if (kv_f16)

@@ -19,7 +19,8 @@ inline int decode_partitions(int64_t n_keys) { return (int)((n_keys + k_decode_p
 size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t head_dim, int n_partitions);
 
 // out (n_seqs, n_heads, head_dim) f32: attention of query q (n_seqs, n_heads, head_dim) f32
-// of sequence s, at position positions[s], over its keys 0..positions[s].
+// of sequence s, at position positions[s], over its keys 0..positions[s] (the last `window`
+// of them when window > 0).
 // k_pool, v_pool: one layer, (n_blocks, n_kv_heads, block_size, head_dim) in f16 (kv_f16)
 // or f32 (the layout of kernel_abi.h). block_tables (n_seqs, bt_stride): physical block of each logical block.
 // n_partitions must cover the longest sequence (decode_partitions(max position + 1));
@@ -28,6 +29,6 @@ size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t
 void invoke_attention_decode(float* out, const float* q, const void* k_pool, const void* v_pool, bool kv_f16,
                              const int32_t* block_tables, int64_t bt_stride, const int32_t* positions, int64_t n_seqs,
                              int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale,
-                             int n_partitions, void* workspace, cudaStream_t stream);
+                             int64_t window, int n_partitions, void* workspace, cudaStream_t stream);
 
 }  // namespace troupe::kern::cuda

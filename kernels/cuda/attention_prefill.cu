@@ -8,6 +8,9 @@
 // CUDA cores only (no tensor cores): simple and exact in f32; the GEMMs dominate prefill
 // at the model sizes this targets. kernels/dev/ is where a faster version would be tried.
 #include "kernels/cuda/attention_prefill.cuh"
+
+#include <algorithm>
+#include <climits>
 #include "kernels/cuda/common.cuh"
 #include "troupe/error.h"
 
@@ -30,6 +33,7 @@ struct prefill_args {
   const prefill_tile* tiles;
   int n_heads, n_kv_heads, head_dim, block_size;
   float scale;
+  int window;  // > 0: each query sees only the last `window` keys (sliding-window attention)
 };
 
 size_t smem_bytes(int D) {
@@ -60,8 +64,13 @@ __global__ void __launch_bounds__(k_threads)
   }
   if (threadIdx.x < BQ) s_pos[threadIdx.x] = threadIdx.x < tile.count ? a.positions[tile.first + threadIdx.x] : -1;
   __syncthreads();
-  int max_pos = -1;
-  for (int i = 0; i < BQ; ++i) max_pos = max(max_pos, s_pos[i]);
+  int max_pos = -1, min_pos = INT_MAX;
+  for (int i = 0; i < BQ; ++i) {
+    max_pos = max(max_pos, s_pos[i]);
+    if (s_pos[i] >= 0) min_pos = min(min_pos, s_pos[i]);
+  }
+  // Under a window no row of the tile sees a key before its lowest row's first key.
+  const int k_first = a.window > 0 && min_pos != INT_MAX ? max(0, min_pos - a.window + 1) / BK * BK : 0;
 
   const int row = threadIdx.x / k_row_threads, sub = threadIdx.x % k_row_threads;
   const int my_pos = s_pos[row];
@@ -70,7 +79,7 @@ __global__ void __launch_bounds__(k_threads)
   for (int c = 0; c < k_max_cols; ++c) acc[c] = 0.0f;
   float m = -INFINITY, l = 0.0f;
 
-  for (int kt = 0; kt <= max_pos; kt += BK) {
+  for (int kt = k_first; kt <= max_pos; kt += BK) {
     if (threadIdx.x < BK) {
       const int p = kt + threadIdx.x;
       // the key's row: (block, KV head, offset), (n_blocks, n_kv_heads, block_size, head_dim)
@@ -94,7 +103,7 @@ __global__ void __launch_bounds__(k_threads)
     for (int e = threadIdx.x; e < BQ * BK; e += blockDim.x) {
       const int i = e / BK, j = e % BK;
       float sc = -INFINITY;
-      if (kt + j <= s_pos[i]) {
+      if (kt + j <= s_pos[i] && (a.window <= 0 || kt + j > s_pos[i] - a.window)) {
         sc = 0.0f;
         const float* qi = s_q + i * D;
         const float* kj = s_k + j * (D + 1);
@@ -159,7 +168,8 @@ void append_prefill_tiles(std::vector<prefill_tile>& tiles, int32_t seq, int32_t
 void invoke_attention_prefill(float* out, const float* q, const void* k_pool, const void* v_pool, bool kv_f16,
                               const int32_t* block_tables, int64_t bt_stride, const int32_t* positions,
                               const prefill_tile* tiles, int64_t n_tiles, int64_t n_heads, int64_t n_kv_heads,
-                              int64_t head_dim, int64_t block_size, float scale, cudaStream_t stream) {
+                              int64_t head_dim, int64_t block_size, float scale, int64_t window,
+                              cudaStream_t stream) {
   if (n_tiles <= 0) return;
   if (head_dim <= 0 || head_dim > k_prefill_max_head_dim || n_kv_heads <= 0 || n_heads % n_kv_heads)
     throw error(error_kind::failed,
@@ -179,6 +189,7 @@ void invoke_attention_prefill(float* out, const float* q, const void* k_pool, co
   a.head_dim = (int)head_dim;
   a.block_size = (int)block_size;
   a.scale = scale;
+  a.window = (int)std::min<int64_t>(window, INT32_MAX);
   if (kv_f16)
     launch<__half>(a, k_pool, v_pool, n_tiles, stream);
   else

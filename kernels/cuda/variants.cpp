@@ -91,7 +91,7 @@ void rope_v1(const troupe_kctx* ctx, float* x, const int32_t* positions, int64_t
 template <typename KV>
 void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const KV* k_pool, const KV* v_pool,
                   const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-                  int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+                  int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   constexpr bool f16 = sizeof(KV) == 2;
   const cudaStream_t s = stream_of(ctx);
   if (n_tokens <= 0) return;
@@ -103,7 +103,7 @@ void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const KV* 
     const int parts = decode_partitions((int64_t)pos + 1);
     stream_scratch ws(attention_decode_workspace_bytes(1, n_heads, head_dim, parts), s);
     invoke_attention_decode(out, q, k_pool, v_pool, f16, block_table, 0, positions, 1, n_heads, n_kv_heads, head_dim,
-                            block_size, scale, parts, ws.get(), s);
+                            block_size, scale, window, parts, ws.get(), s);
     return;
   }
   std::vector<prefill_tile> tiles;
@@ -113,7 +113,7 @@ void attention_v1(const troupe_kctx* ctx, float* out, const float* q, const KV* 
   TROUPE_CUDA_CHECK(cudaMemcpyAsync(dtiles.get(), tiles.data(), bytes, cudaMemcpyHostToDevice, s));
   invoke_attention_prefill(out, q, k_pool, v_pool, f16, block_table, 0, positions,
                            static_cast<const prefill_tile*>(dtiles.get()), (int64_t)tiles.size(), n_heads, n_kv_heads,
-                           head_dim, block_size, scale, s);
+                           head_dim, block_size, scale, window, s);
   // No sync needed for `tiles`: a copy from pageable memory returns once the source is staged.
 }
 
@@ -127,6 +127,10 @@ void silu_mul_v1(const troupe_kctx* ctx, float* out, const float* gate, const fl
 
 void add_v1(const troupe_kctx* ctx, float* out, const float* a, const float* b, int64_t n) {
   invoke_add(out, a, b, n, stream_of(ctx));
+}
+
+void add_bias_v1(const troupe_kctx* ctx, float* x, const float* bias, int64_t rows, int64_t n) {
+  invoke_add_bias(x, bias, rows, n, stream_of(ctx));
 }
 
 template <troupe_dtype DT>
@@ -170,6 +174,7 @@ std::vector<troupe_kernel_variant> variants() {
       v(TROUPE_OP_KV_STORE, static_cast<troupe_kv_store_fn>(kv_store_v1<false>)),
       v(TROUPE_OP_KV_STORE_F16, static_cast<troupe_kv_store_fn>(kv_store_v1<true>)),
       v(TROUPE_OP_ADD_RMSNORM, static_cast<troupe_add_rmsnorm_fn>(add_rmsnorm_v1)),
+      v(TROUPE_OP_ADD_BIAS, static_cast<troupe_add_bias_fn>(add_bias_v1)),
   };
 }
 

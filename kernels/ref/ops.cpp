@@ -1,6 +1,7 @@
 // The plain CPU reference of every op: the oracle that every other variant is checked
 // against, and the fallback. Written for clarity, not speed: one thread, no SIMD, f64
 // accumulation where a sum is long.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -74,7 +75,7 @@ float as_float(uint16_t h) { return f16_to_f32(h); }
 template <typename KV>
 void attention_typed(const troupe_kctx*, float* out, const float* q, const KV* k_pool, const KV* v_pool,
                      const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   const int64_t group = n_heads / n_kv_heads;
   // the key of position p for KV head kvh: row (block * n_kv_heads + kvh) * block_size + offset
   auto slot = [&](const KV* pool, int64_t p, int64_t kvh) {
@@ -83,12 +84,13 @@ void attention_typed(const troupe_kctx*, float* out, const float* q, const KV* k
   std::vector<float> scores;
   for (int64_t t = 0; t < n_tokens; ++t) {
     const int64_t n_keys = positions[t] + 1;
-    scores.resize(n_keys);
+    const int64_t first = window > 0 ? std::max<int64_t>(0, n_keys - window) : 0;
+    scores.assign(n_keys, 0.0f);
     for (int64_t h = 0; h < n_heads; ++h) {
       const int64_t kvh = h / group;
       const float* qh = q + (t * n_heads + h) * head_dim;
       float mx = -INFINITY;
-      for (int64_t p = 0; p < n_keys; ++p) {
+      for (int64_t p = first; p < n_keys; ++p) {
         const KV* kp = slot(k_pool, p, kvh);
         double dot = 0.0;
         for (int64_t i = 0; i < head_dim; ++i) dot += (double)qh[i] * as_float(kp[i]);
@@ -96,14 +98,14 @@ void attention_typed(const troupe_kctx*, float* out, const float* q, const KV* k
         mx = std::max(mx, scores[p]);
       }
       double sum = 0.0;
-      for (int64_t p = 0; p < n_keys; ++p) {
+      for (int64_t p = first; p < n_keys; ++p) {
         scores[p] = std::exp(scores[p] - mx);
         sum += scores[p];
       }
       float* oh = out + (t * n_heads + h) * head_dim;
       for (int64_t i = 0; i < head_dim; ++i) {
         double acc = 0.0;
-        for (int64_t p = 0; p < n_keys; ++p) acc += (double)scores[p] * as_float(slot(v_pool, p, kvh)[i]);
+        for (int64_t p = first; p < n_keys; ++p) acc += (double)scores[p] * as_float(slot(v_pool, p, kvh)[i]);
         oh[i] = (float)(acc / sum);
       }
     }
@@ -112,16 +114,16 @@ void attention_typed(const troupe_kctx*, float* out, const float* q, const KV* k
 
 void attention(const troupe_kctx* ctx, float* out, const float* q, const float* k_pool, const float* v_pool,
                const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+               int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   attention_typed(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads, head_dim,
-                  block_size, scale);
+                  block_size, scale, window);
 }
 
 void attention_f16kv(const troupe_kctx* ctx, float* out, const float* q, const uint16_t* k_pool, const uint16_t* v_pool,
                      const int32_t* block_table, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
-                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale) {
+                     int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   attention_typed(ctx, out, q, k_pool, v_pool, block_table, positions, n_tokens, n_heads, n_kv_heads, head_dim,
-                  block_size, scale);
+                  block_size, scale, window);
 }
 
 void to_f16(const troupe_kctx*, uint16_t* out, const float* x, int64_t n) {
@@ -157,6 +159,11 @@ void silu_mul(const troupe_kctx*, float* out, const float* gate, const float* up
 
 void add(const troupe_kctx*, float* out, const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void add_bias(const troupe_kctx*, float* x, const float* bias, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) x[r * n + i] += bias[i];
 }
 
 template <typename F>
@@ -203,6 +210,7 @@ std::vector<troupe_kernel_variant> variants() {
       v(TROUPE_OP_KV_STORE, static_cast<troupe_kv_store_fn>(kv_store_typed<float>)),
       v(TROUPE_OP_KV_STORE_F16, static_cast<troupe_kv_store_fn>(kv_store_typed<uint16_t>)),
       v(TROUPE_OP_ADD_RMSNORM, static_cast<troupe_add_rmsnorm_fn>(add_rmsnorm)),
+      v(TROUPE_OP_ADD_BIAS, static_cast<troupe_add_bias_fn>(add_bias)),
   };
 }
 

@@ -101,11 +101,12 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
     const int di = check(t, rows, cols);
     matmul_[di] = reinterpret_cast<troupe_matmul_fn>(pick(TROUPE_OP_MATMUL_F32, t.dtype));
   };
-  auto check_norm = [&](const tensor_view& t) {
-    if (!t.data || t.dtype != TROUPE_F32 || t.rows * t.cols != c.dim)
-      fail(model.path() + ": norm " + t.name + " must be f32 of " + std::to_string(c.dim) + " elements",
+  auto check_vector = [&](const tensor_view& t, int64_t n, const char* what) {
+    if (!t.data || t.dtype != TROUPE_F32 || t.rows * t.cols != n)
+      fail(model.path() + ": " + what + " " + t.name + " must be f32 of " + std::to_string(n) + " elements",
            "tensor " + t.name);
   };
+  auto check_norm = [&](const tensor_view& t) { check_vector(t, c.dim, "norm"); };
 
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   check(w_.tok_embd, c.vocab_size, c.dim);
@@ -116,6 +117,15 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
     check_matmul(L.wk, kv_dim, c.dim);
     check_matmul(L.wv, kv_dim, c.dim);
     check_matmul(L.wo, c.dim, q_dim);
+    if (c.qkv_bias) {
+      check_vector(L.bq, q_dim, "bias");
+      check_vector(L.bk, kv_dim, "bias");
+      check_vector(L.bv, kv_dim, "bias");
+    }
+    if (c.qk_norm) {
+      check_vector(L.q_norm, c.head_dim, "norm");
+      check_vector(L.k_norm, c.head_dim, "norm");
+    }
     check_norm(L.ffn_norm);
     check_matmul(L.w_gate, c.hidden_dim, c.dim);
     check_matmul(L.w_up, c.hidden_dim, c.dim);
@@ -130,6 +140,7 @@ cpu_backend::cpu_backend(const model_file& model, const kernel_registry& registr
   kv_store_ = reinterpret_cast<troupe_kv_store_fn>(pick(TROUPE_OP_KV_STORE, kv_type));
   attention_ = pick(TROUPE_OP_ATTENTION, kv_type);
   silu_mul_ = reinterpret_cast<troupe_silu_mul_fn>(pick(TROUPE_OP_SILU_MUL, TROUPE_F32));
+  if (c.qkv_bias) add_bias_ = reinterpret_cast<troupe_add_bias_fn>(pick(TROUPE_OP_ADD_BIAS, TROUPE_F32));
   gather_ = reinterpret_cast<troupe_embedding_fn>(pick(TROUPE_OP_EMBEDDING_F32, TROUPE_F32));
   argmax_ = reinterpret_cast<troupe_argmax_fn>(pick(TROUPE_OP_ARGMAX, TROUPE_F32));
   kernels_desc_ = desc;
@@ -272,6 +283,16 @@ const tensor_view& cpu_backend::weight(weight_id id) const {
   if (id.which == llama_weight::output) return w_.output;
   const layer_weights& L = w_.layers[id.layer];
   switch (id.which) {
+    case llama_weight::bq:
+      return L.bq;
+    case llama_weight::bk:
+      return L.bk;
+    case llama_weight::bv:
+      return L.bv;
+    case llama_weight::q_norm:
+      return L.q_norm;
+    case llama_weight::k_norm:
+      return L.k_norm;
     case llama_weight::attn_norm:
       return L.attn_norm;
     case llama_weight::wq:
@@ -315,6 +336,17 @@ void cpu_backend::rope(llama_act x, int64_t rows, int64_t n_heads) {
   rope_(&kctx_, buf(x), s_->batch.positions.data(), rows, n_heads, cfg_.head_dim, inv_freq_.data(), cfg_.rope_neox);
 }
 
+void cpu_backend::add_bias(llama_act x, weight_id b, int64_t rows) {
+  const tensor_view& t = weight(b);
+  add_bias_(&kctx_, buf(x), static_cast<const float*>(t.data), rows, t.cols);
+}
+
+void cpu_backend::head_rmsnorm(llama_act x, weight_id w, int64_t rows, int64_t n_heads) {
+  // (rows, n_heads * head_dim) is (rows * n_heads, head_dim): one norm per head
+  rmsnorm_(&kctx_, buf(x), buf(x), static_cast<const float*>(weight(w).data), rows * n_heads, cfg_.head_dim,
+           cfg_.rms_eps);
+}
+
 void cpu_backend::kv_store(int64_t l, llama_act k, llama_act v, int64_t rows) {
   kv_store_(&kctx_, &k_pool_[l * layer_bytes_], &v_pool_[l * layer_bytes_], buf(k), buf(v), s_->batch.slots.data(),
             rows, cfg_.n_kv_heads, cfg_.head_dim, block_size_);
@@ -336,12 +368,12 @@ void cpu_backend::attention(int64_t l, llama_act out, llama_act q) {
       reinterpret_cast<troupe_attention_f16kv_fn>(attention_)(
           &kctx_, o + begin * q_dim, qs + begin * q_dim, reinterpret_cast<const uint16_t*>(k_pool),
           reinterpret_cast<const uint16_t*>(v_pool), table, &b.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim,
-          block_size_, scale);
+          block_size_, scale, c.sliding_window);
     else
       reinterpret_cast<troupe_attention_fn>(attention_)(
           &kctx_, o + begin * q_dim, qs + begin * q_dim, reinterpret_cast<const float*>(k_pool),
           reinterpret_cast<const float*>(v_pool), table, &b.positions[begin], n, c.n_heads, c.n_kv_heads, c.head_dim,
-          block_size_, scale);
+          block_size_, scale, c.sliding_window);
   }
 }
 

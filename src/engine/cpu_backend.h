@@ -83,6 +83,8 @@ class cpu_backend : public worker_backend, private llama_executor {
   void add_rmsnorm(llama_act out, llama_act x, llama_act residual, weight_id w, int64_t rows) override;
   void matmul(llama_act y, llama_act x, weight_id w, int64_t rows) override;
   void rope(llama_act x, int64_t rows, int64_t n_heads) override;
+  void add_bias(llama_act x, weight_id b, int64_t rows) override;
+  void head_rmsnorm(llama_act x, weight_id w, int64_t rows, int64_t n_heads) override;
   void kv_store(int64_t layer, llama_act k, llama_act v, int64_t rows) override;
   void attention(int64_t layer, llama_act out, llama_act q) override;
   void silu_mul(llama_act gate, llama_act up, int64_t n) override;
@@ -105,6 +107,7 @@ class cpu_backend : public worker_backend, private llama_executor {
   troupe_kv_store_fn kv_store_ = nullptr;  // kv_store or kv_store_f16, as the pool
   void (*attention_)(void) = nullptr;      // troupe_attention_fn or _f16kv_fn, as the pool
   troupe_silu_mul_fn silu_mul_ = nullptr;
+  troupe_add_bias_fn add_bias_ = nullptr;  // with qkv_bias
   troupe_argmax_fn argmax_ = nullptr;
   std::string kernels_desc_;
 

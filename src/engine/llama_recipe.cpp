@@ -61,6 +61,15 @@ void llama_forward(llama_executor& ex, const model_config& c, int64_t T, int64_t
     ex.matmul(a::q, a::xn, {l, w::wq}, T);  // (T, q_dim)
     ex.matmul(a::k, a::xn, {l, w::wk}, T);  // (T, kv_dim)
     ex.matmul(a::v, a::xn, {l, w::wv}, T);  // (T, kv_dim)
+    if (c.qkv_bias) {
+      ex.add_bias(a::q, {l, w::bq}, T);
+      ex.add_bias(a::k, {l, w::bk}, T);
+      ex.add_bias(a::v, {l, w::bv}, T);
+    }
+    if (c.qk_norm) {
+      ex.head_rmsnorm(a::q, {l, w::q_norm}, T, c.n_heads);
+      ex.head_rmsnorm(a::k, {l, w::k_norm}, T, c.n_kv_heads);
+    }
     ex.rope(a::q, T, c.n_heads);
     ex.rope(a::k, T, c.n_kv_heads);
     ex.kv_store(l, a::k, a::v, T);

@@ -59,7 +59,24 @@ enum class llama_act {
   logits,  // (n_sample, vocab)
 };
 
-enum class llama_weight { attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down, output_norm, output };
+enum class llama_weight {
+  attn_norm,
+  wq,
+  wk,
+  wv,
+  wo,
+  ffn_norm,
+  w_gate,
+  w_up,
+  w_down,
+  output_norm,
+  output,
+  bq,  // with model_config::qkv_bias
+  bk,
+  bv,
+  q_norm,  // with model_config::qk_norm
+  k_norm,
+};
 struct weight_id {
   int64_t layer = 0;  // ignored for output_norm and output
   llama_weight which = llama_weight::wq;
@@ -75,9 +92,13 @@ class llama_executor {
   virtual void add_rmsnorm(llama_act out, llama_act x, llama_act residual, weight_id w, int64_t rows) = 0;
   virtual void matmul(llama_act y, llama_act x, weight_id w, int64_t rows) = 0;  // y = x W^T
   virtual void rope(llama_act x, int64_t rows, int64_t n_heads) = 0;             // at the batch's positions
+  virtual void add_bias(llama_act x, weight_id b, int64_t rows) = 0;             // every row of x += b
+  // every head_dim-wide head of x (rows, n_heads * head_dim) = rmsnorm(head) * w (head_dim)
+  virtual void head_rmsnorm(llama_act x, weight_id w, int64_t rows, int64_t n_heads) = 0;
   // the rows of k and v into layer's KV pool at the batch's slots
   virtual void kv_store(int64_t layer, llama_act k, llama_act v, int64_t rows) = 0;
   // out = causal attention of each batch sequence's queries over its blocks of layer's pool
+  // (over the last model_config::sliding_window positions when that is set)
   virtual void attention(int64_t layer, llama_act out, llama_act q) = 0;
   virtual void silu_mul(llama_act gate, llama_act up, int64_t n) = 0;  // gate = silu(gate) * up
   virtual void all_reduce(llama_act x, int64_t rows) = 0;              // (rows, dim) summed over the TP group
@@ -86,7 +107,8 @@ class llama_executor {
 };
 
 // One step of the model over n_tokens batch rows: embedding, then per layer
-//   rmsnorm (fused with the previous layer's residual add) -> q/k/v matmuls -> rope ->
+//   rmsnorm (fused with the previous layer's residual add) -> q/k/v matmuls (+ biases:
+//   Qwen2) (-> per-head q/k norms: Qwen3) -> rope ->
 //   KV store -> paged attention -> o matmul -> all-reduce -> add + rmsnorm ->
 //   gate/up matmuls -> silu_mul -> down matmul -> all-reduce,
 // then the last residual add with the final norm, and logits for the n_sample sampled rows.

@@ -48,6 +48,15 @@ tensor_view col_slice(const tensor_view& t, int64_t c0, int64_t n, shard& s) {
   return v;
 }
 
+// Elements [e0, e0 + n) of an f32 vector (a bias): contiguous, so a view.
+tensor_view vec_slice(const tensor_view& t, int64_t e0, int64_t n) {
+  if (!t.data) return t;  // absent: the backend reports it
+  tensor_view v = t;
+  v.data = static_cast<const float*>(t.data) + e0;
+  v.cols = n;
+  return v;
+}
+
 }  // namespace
 
 shard make_shard(const model_config& cfg, const model_weights& w, int rank, int size) {
@@ -89,6 +98,11 @@ shard make_shard(const model_config& cfg, const model_weights& w, int rank, int 
     dst.wq = row_slice(src.wq, s.first_head * hd, heads * hd);
     dst.wk = row_slice(src.wk, s.first_kv_head * hd, kv_heads * hd);
     dst.wv = row_slice(src.wv, s.first_kv_head * hd, kv_heads * hd);
+    if (cfg.qkv_bias) {  // the biases follow their projections' rows; q/k norms are per head, shared
+      dst.bq = vec_slice(src.bq, s.first_head * hd, heads * hd);
+      dst.bk = vec_slice(src.bk, s.first_kv_head * hd, kv_heads * hd);
+      dst.bv = vec_slice(src.bv, s.first_kv_head * hd, kv_heads * hd);
+    }
     dst.wo = col_slice(src.wo, s.first_head * hd, heads * hd, s);
     dst.w_gate = row_slice(src.w_gate, rank * hidden, hidden);
     dst.w_up = row_slice(src.w_up, rank * hidden, hidden);

@@ -65,6 +65,13 @@ void validate_model(const std::string& path, const model_config& c, const model_
     throw error(error_kind::failed, path + ": head_dim " + std::to_string(c.head_dim) + " (expected even)", "head_dim");
   if (!(c.rms_eps > 0.0f) || !(c.rope_theta > 0.0f))
     throw error(error_kind::failed, path + ": rms_eps and rope_theta must be positive", "rms_eps");
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3")
+    throw error(error_kind::unimplemented,
+                path + ": architecture \"" + c.arch + "\" (supported: " + kSupportedArchs + ")", "architecture");
+  if (c.sliding_window < 0)
+    throw error(error_kind::failed,
+                path + ": sliding_window is " + std::to_string(c.sliding_window) + " (expected 0 = none, or > 0)",
+                "sliding_window");
   if (static_cast<int64_t>(w.layers.size()) != c.n_layers)
     throw error(
         error_kind::failed,
@@ -78,6 +85,15 @@ void validate_model(const std::string& path, const model_config& c, const model_
     check(path, l.wk, kv_dim, c.dim, false);
     check(path, l.wv, kv_dim, c.dim, false);
     check(path, l.wo, c.dim, q_dim, false);
+    if (c.qkv_bias) {
+      check(path, l.bq, 1, q_dim, true);
+      check(path, l.bk, 1, kv_dim, true);
+      check(path, l.bv, 1, kv_dim, true);
+    }
+    if (c.qk_norm) {
+      check(path, l.q_norm, 1, c.head_dim, true);
+      check(path, l.k_norm, 1, c.head_dim, true);
+    }
     check(path, l.ffn_norm, 1, c.dim, true);
     check(path, l.w_gate, c.hidden_dim, c.dim, false);
     check(path, l.w_up, c.hidden_dim, c.dim, false);

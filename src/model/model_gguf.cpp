@@ -158,10 +158,12 @@ std::unique_ptr<model_file> open_gguf(const std::string& path) {
   m->format_ = "gguf v" + std::to_string(f->version());
   m->resources.push_back(f);
 
+  // Mistral's GGUF files are "llama" files (with a sliding window key where the model has one).
   const std::string arch = f->get_string("general.architecture");
-  if (arch != "llama")
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
     throw error(error_kind::unimplemented,
-                path + ": key general.architecture is \"" + arch + "\" (supported: \"llama\")", "general.architecture");
+                path + ": key general.architecture is \"" + arch + "\" (supported: llama, qwen2, qwen3; Mistral files are \"llama\")",
+                "general.architecture");
   model_config& c = m->config_;
   c.arch = arch;
   c.name = f->opt_string("general.name").value_or("");
@@ -176,7 +178,15 @@ std::unique_ptr<model_file> open_gguf(const std::string& path) {
       f->find(arch + ".attention.key_length") ? get_dim(*f, arch + ".attention.key_length") : c.dim / c.n_heads;
   c.rms_eps = static_cast<float>(f->opt_float(arch + ".attention.layer_norm_rms_epsilon").value_or(1e-5));
   c.rope_theta = static_cast<float>(f->opt_float(arch + ".rope.freq_base").value_or(10000.0));
-  c.rope_neox = false;
+  // llama.cpp's converter permutes Llama's q and k rows into interleaved pairs, and leaves
+  // Qwen's as Hugging Face has them (rotated in halves, llama.cpp's "neox" RoPE).
+  c.rope_neox = arch != "llama";
+  c.qkv_bias = arch == "qwen2" || f->find_tensor("blk.0.attn_q.bias");  // a Llama with attention_bias too
+  c.qk_norm = arch == "qwen3";
+  if (auto sw = f->opt_uint(arch + ".attention.sliding_window"); sw && *sw > 0) {
+    c.sliding_window = static_cast<int64_t>(*sw);
+    if (arch == "llama") c.arch = "mistral";
+  }
   if (auto rot = f->opt_uint(arch + ".rope.dimension_count"); rot && static_cast<int64_t>(*rot) != c.head_dim)
     throw error(error_kind::unimplemented,
                 path + ": key " + arch + ".rope.dimension_count is " + std::to_string(*rot) +
@@ -204,6 +214,21 @@ std::unique_ptr<model_file> open_gguf(const std::string& path) {
     l.wk = view(*f, b + "attn_k.weight");
     l.wv = view(*f, b + "attn_v.weight");
     l.wo = view(*f, b + "attn_output.weight");
+    if (c.qkv_bias) {
+      norm_view(*m, *f, l.bq, b + "attn_q.bias");
+      norm_view(*m, *f, l.bk, b + "attn_k.bias");
+      norm_view(*m, *f, l.bv, b + "attn_v.bias");
+    }
+    if (c.qk_norm) {
+      norm_view(*m, *f, l.q_norm, b + "attn_q_norm.weight");
+      norm_view(*m, *f, l.k_norm, b + "attn_k_norm.weight");
+    }
+    for (const char* unsupported : {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"})
+      if (f->find_tensor(b + unsupported))
+        throw error(error_kind::unimplemented,
+                    path + ": tensor " + b + unsupported +
+                        ": biases on the output and feed-forward projections are not supported (only q, k, v)",
+                    b + unsupported);
     norm_view(*m, *f, l.ffn_norm, b + "ffn_norm.weight");
     l.w_gate = view(*f, b + "ffn_gate.weight");
     l.w_up = view(*f, b + "ffn_up.weight");

@@ -1,4 +1,4 @@
-// Hugging Face directories: config.json (LlamaForCausalLM / MistralForCausalLM), weights in
+// Hugging Face directories: config.json (Llama, Mistral, Qwen2, Qwen3 ForCausalLM), weights in
 // model.safetensors or in shards listed by model.safetensors.index.json, and tokenizer.json.
 // A safetensors file is a u64 header length, a JSON header {name: {dtype, shape,
 // data_offsets: [begin, end]}} and the data those offsets (relative to the header's end) point at.
@@ -54,25 +54,75 @@ double get_number(const std::string& file, const json& j, const char* key, doubl
   return it->get<double>();
 }
 
-model_config read_config(const std::string& file) {
-  const json j = read_json(file);
-  bool supported = false;
+[[noreturn]] void refuse(const std::string& file, const std::string& key, const std::string& what) {
+  throw error(error_kind::unimplemented, file + ": " + what, key);
+}
+
+bool get_bool(const std::string& file, const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return false;
+  if (!it->is_boolean()) fail(file, std::string("key ") + key + " is " + it->dump() + " (expected a bool)", key);
+  return it->get<bool>();
+}
+
+// config.json's "architectures" (or "model_type") as Troupe's arch name.
+std::string arch_of(const std::string& file, const json& j) {
+  static const std::pair<const char*, const char*> known[] = {{"LlamaForCausalLM", "llama"},
+                                                              {"MistralForCausalLM", "mistral"},
+                                                              {"Qwen2ForCausalLM", "qwen2"},
+                                                              {"Qwen3ForCausalLM", "qwen3"}};
   std::string got;
   if (auto it = j.find("architectures"); it != j.end() && it->is_array()) {
     got = it->dump();
     for (const auto& a : *it)
-      if (a == "LlamaForCausalLM" || a == "MistralForCausalLM") supported = true;
+      for (const auto& [hf, ours] : known)
+        if (a == hf) return ours;
   } else if (auto mt = j.find("model_type"); mt != j.end()) {
     got = "model_type " + mt->dump();
-    supported = *mt == "llama" || *mt == "mistral";
+    for (const auto& [hf, ours] : known)
+      if (*mt == ours) return ours;
   }
-  if (!supported)
-    throw error(error_kind::unimplemented,
-                file + ": architectures " + (got.empty() ? "missing" : got) +
-                    " (supported: LlamaForCausalLM, MistralForCausalLM)",
-                "architectures");
+  refuse(file, "architectures",
+         "architectures " + (got.empty() ? "missing" : got) +
+             " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+}
+
+model_config read_config(const std::string& file) {
+  const json j = read_json(file);
+  const std::string arch = arch_of(file, j);
+  // Keys that change the computation: each is either honoured below or refused by name, so
+  // that no file loads and silently computes something else.
+  if (auto it = j.find("hidden_act"); it != j.end() && !it->is_null() && *it != "silu")
+    refuse(file, "hidden_act", "hidden_act " + it->dump() + " is not supported (supported: \"silu\")");
+  if (get_bool(file, j, "mlp_bias")) refuse(file, "mlp_bias", "mlp_bias: true (biases on the MLP) is not supported");
+  if (get_bool(file, j, "attention_bias"))
+    refuse(file, "attention_bias",
+           "attention_bias: true (biases on q, k, v and o_proj) is not supported for " + arch +
+               " (Qwen2's q, k, v biases are)");
+  if (get_bool(file, j, "use_sliding_window"))
+    refuse(file, "use_sliding_window",
+           "use_sliding_window: true is not supported for " + arch + " (per-layer windows; Mistral's sliding_window is)");
+  if (auto it = j.find("layer_types"); it != j.end() && it->is_array())
+    for (const auto& t : *it)
+      if (t != "full_attention")
+        refuse(file, "layer_types", "layer_types " + t.dump() + " is not supported (supported: \"full_attention\")");
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "num_experts", "num_local_experts"})
+    if (auto it = j.find(key); it != j.end() && !it->is_null() && *it != 0)
+      refuse(file, key, std::string("key ") + key + " is not supported");
+  int64_t window = 0;
+  if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null() && *it != false) {
+    if (arch == "mistral") {
+      window = get_int(file, j, "sliding_window");
+    } else if (arch == "llama") {
+      refuse(file, "sliding_window",
+             "sliding_window " + it->dump() + " on LlamaForCausalLM is not supported (MistralForCausalLM's is)");
+    }  // Qwen2/3 carry a window that only use_sliding_window (refused above) turns on
+  }
   model_config c;
-  c.arch = "llama";
+  c.arch = arch;
+  c.sliding_window = window;
+  c.qkv_bias = arch == "qwen2";
+  c.qk_norm = arch == "qwen3";
   c.name = fs::path(file).parent_path().filename().string();
   if (auto it = j.find("_name_or_path"); it != j.end() && it->is_string() && !it->get<std::string>().empty())
     c.name = it->get<std::string>();
@@ -254,6 +304,15 @@ std::unique_ptr<model_file> open_hf_directory_unchecked(const std::string& path)
     l.wk = view(*m, ts, b + "self_attn.k_proj.weight");
     l.wv = view(*m, ts, b + "self_attn.v_proj.weight");
     l.wo = view(*m, ts, b + "self_attn.o_proj.weight");
+    if (c.qkv_bias) {
+      l.bq = norm(b + "self_attn.q_proj.bias");
+      l.bk = norm(b + "self_attn.k_proj.bias");
+      l.bv = norm(b + "self_attn.v_proj.bias");
+    }
+    if (c.qk_norm) {
+      l.q_norm = norm(b + "self_attn.q_norm.weight");
+      l.k_norm = norm(b + "self_attn.k_norm.weight");
+    }
     l.ffn_norm = norm(b + "post_attention_layernorm.weight");
     l.w_gate = view(*m, ts, b + "mlp.gate_proj.weight");
     l.w_up = view(*m, ts, b + "mlp.up_proj.weight");

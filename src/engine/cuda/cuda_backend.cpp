@@ -117,6 +117,15 @@ void cuda_backend::impl::load() {
     d.wk = check(L.wk, kv_dim, c.dim);
     d.wv = check(L.wv, kv_dim, c.dim);
     d.wo = check(L.wo, c.dim, q_dim);
+    if (c.qkv_bias) {
+      d.bq = upload_norm(L.bq, q_dim);
+      d.bk = upload_norm(L.bk, kv_dim);
+      d.bv = upload_norm(L.bv, kv_dim);
+    }
+    if (c.qk_norm) {
+      d.q_norm = upload_norm(L.q_norm, c.head_dim);
+      d.k_norm = upload_norm(L.k_norm, c.head_dim);
+    }
     d.ffn_norm = upload_norm(L.ffn_norm);
     d.w_gate = check(L.w_gate, c.hidden_dim, c.dim);
     d.w_up = check(L.w_up, c.hidden_dim, c.dim);
@@ -176,6 +185,7 @@ void cuda_backend::impl::pick_variants() {
   rope_fn = reinterpret_cast<troupe_rope_fn>(pick(TROUPE_OP_ROPE, TROUPE_F32).first);
   kv_store_fn = reinterpret_cast<troupe_kv_store_fn>(pick(TROUPE_OP_KV_STORE, kv_type).first);
   silu_mul_fn = reinterpret_cast<troupe_silu_mul_fn>(pick(TROUPE_OP_SILU_MUL, TROUPE_F32).first);
+  if (cfg.qkv_bias) add_bias_fn = reinterpret_cast<troupe_add_bias_fn>(pick(TROUPE_OP_ADD_BIAS, TROUPE_F32).first);
   argmax_fn = reinterpret_cast<troupe_argmax_fn>(pick(TROUPE_OP_ARGMAX, TROUPE_F32).first);
   const auto [attn, attn_builtin] = pick(TROUPE_OP_ATTENTION, kv_type);
   attention_variant = attn_builtin ? nullptr : attn;
@@ -239,11 +249,12 @@ dev_weight cuda_backend::impl::upload_matrix(const tensor_view& t) {
   return d;
 }
 
-const float* cuda_backend::impl::upload_norm(const tensor_view& t) {
-  if (!t.data || t.rows * t.cols != cfg.dim || kern::row_bytes(t.dtype, t.cols) < 0)
-    fail(model.path() + ": norm " + t.name + " must hold " + std::to_string(cfg.dim) + " elements", "tensor " + t.name);
-  std::vector<float> f(cfg.dim);
-  kern::dequantize_row(t.dtype, t.data, f.data(), cfg.dim);
+const float* cuda_backend::impl::upload_norm(const tensor_view& t, int64_t n) {
+  if (n == 0) n = cfg.dim;
+  if (!t.data || t.rows * t.cols != n || kern::row_bytes(t.dtype, t.cols) < 0)
+    fail(model.path() + ": vector " + t.name + " must hold " + std::to_string(n) + " elements", "tensor " + t.name);
+  std::vector<float> f(n);
+  kern::dequantize_row(t.dtype, t.data, f.data(), n);
   device_buffer& b = weight_memory.emplace_back(f.size() * sizeof(float), "tensor " + t.name);
   TROUPE_CUDA_CHECK(cudaMemcpy(b.get(), f.data(), b.size(), cudaMemcpyHostToDevice));
   weight_bytes += b.size();

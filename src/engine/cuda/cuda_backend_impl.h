@@ -29,7 +29,9 @@ struct dev_weight {
 struct dev_layer {
   const float* attn_norm = nullptr;  // (dim)
   dev_weight wq, wk, wv, wo;
-  const float* ffn_norm = nullptr;  // (dim)
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // with qkv_bias: (q_dim), (kv_dim) x2
+  const float *q_norm = nullptr, *k_norm = nullptr;         // with qk_norm: (head_dim) each
+  const float* ffn_norm = nullptr;                          // (dim)
   dev_weight w_gate, w_up, w_down;
 };
 
@@ -68,7 +70,7 @@ struct cuda_backend::impl final : llama_executor {
   void load();     // weights, scratch, KV pool
   void release();  // graphs, cuBLAS handle, stream
   dev_weight upload_matrix(const tensor_view& t);
-  const float* upload_norm(const tensor_view& t);
+  const float* upload_norm(const tensor_view& t, int64_t n = 0);  // an f32 vector of n (0: dim) elements
   void allocate_scratch();
   void allocate_kv();
   meta_layout layout(int64_t T, int64_t n_seqs, int64_t n_dec, int64_t n_tiles, int64_t n_sample,
@@ -94,6 +96,8 @@ struct cuda_backend::impl final : llama_executor {
   void add_rmsnorm(llama_act out, llama_act x, llama_act residual, weight_id w, int64_t rows) override;
   void matmul(llama_act y, llama_act x, weight_id w, int64_t rows) override;
   void rope(llama_act x, int64_t rows, int64_t n_heads) override;
+  void add_bias(llama_act x, weight_id b, int64_t rows) override;
+  void head_rmsnorm(llama_act x, weight_id w, int64_t rows, int64_t n_heads) override;
   void kv_store(int64_t layer, llama_act k, llama_act v, int64_t rows) override;
   void attention(int64_t layer, llama_act out, llama_act q) override;
   void silu_mul(llama_act gate, llama_act up, int64_t n) override;
@@ -160,6 +164,7 @@ struct cuda_backend::impl final : llama_executor {
   troupe_rope_fn rope_fn = nullptr;
   troupe_kv_store_fn kv_store_fn = nullptr;  // kv_store or kv_store_f16, as the pool
   troupe_silu_mul_fn silu_mul_fn = nullptr;
+  troupe_add_bias_fn add_bias_fn = nullptr;  // with qkv_bias
   troupe_argmax_fn argmax_fn = nullptr;       // greedy rows, on the device
   void (*attention_variant)(void) = nullptr;  // troupe_attention_fn or _f16kv_fn, as the pool
   // Only the built-in variants are known to be capturable (no sync, no allocation).

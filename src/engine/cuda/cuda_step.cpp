@@ -88,6 +88,16 @@ float* cuda_backend::impl::buf(llama_act a) const {
 
 const float* cuda_backend::impl::norm_weight(weight_id w) const {
   switch (w.which) {
+    case llama_weight::bq:
+      return layers[w.layer].bq;
+    case llama_weight::bk:
+      return layers[w.layer].bk;
+    case llama_weight::bv:
+      return layers[w.layer].bv;
+    case llama_weight::q_norm:
+      return layers[w.layer].q_norm;
+    case llama_weight::k_norm:
+      return layers[w.layer].k_norm;
     case llama_weight::attn_norm:
       return layers[w.layer].attn_norm;
     case llama_weight::ffn_norm:
@@ -155,6 +165,18 @@ void cuda_backend::impl::rope(llama_act xs, int64_t rows, int64_t n_heads) {
           cfg.rope_neox);
 }
 
+void cuda_backend::impl::add_bias(llama_act xs, weight_id b, int64_t rows) {
+  const troupe_kctx ctx = stream_ctx(stream);
+  const int64_t n = b.which == llama_weight::bq ? q_dim : kv_dim;
+  add_bias_fn(&ctx, buf(xs), norm_weight(b), rows, n);
+}
+
+// (rows, n_heads * head_dim) is (rows * n_heads, head_dim): one norm per head.
+void cuda_backend::impl::head_rmsnorm(llama_act xs, weight_id w, int64_t rows, int64_t n_heads) {
+  const troupe_kctx ctx = stream_ctx(stream);
+  rmsnorm_fn(&ctx, buf(xs), buf(xs), norm_weight(w), rows * n_heads, cfg.head_dim, cfg.rms_eps);
+}
+
 void cuda_backend::impl::kv_store(int64_t l, llama_act ks, llama_act vs, int64_t rows) {
   const troupe_kctx ctx = stream_ctx(stream);
   kv_store_fn(&ctx, kv_layer(l, false), kv_layer(l, true), buf(ks), buf(vs), meta_dev.as<int32_t>(shape->meta.slots),
@@ -183,22 +205,23 @@ void cuda_backend::impl::attention(int64_t l, llama_act out, llama_act qs) {
         reinterpret_cast<troupe_attention_f16kv_fn>(attention_variant)(
             &ctx, o + begin * q_dim, qd + begin * q_dim, static_cast<const uint16_t*>(kp),
             static_cast<const uint16_t*>(vp), table, positions + begin, n, c.n_heads, c.n_kv_heads, c.head_dim,
-            opt.block_size, scale);
+            opt.block_size, scale, c.sliding_window);
       else
         reinterpret_cast<troupe_attention_fn>(attention_variant)(
             &ctx, o + begin * q_dim, qd + begin * q_dim, static_cast<const float*>(kp), static_cast<const float*>(vp),
-            table, positions + begin, n, c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale);
+            table, positions + begin, n, c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale, c.sliding_window);
     }
     return;
   }
   if (sh.n_dec > 0)
     kc::invoke_attention_decode(o, qd, kp, vp, opt.kv_f16, tables, sh.bt_stride, meta_dev.as<int32_t>(ml.dec_positions),
-                                sh.n_dec, c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale, sh.n_parts,
+                                sh.n_dec, c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale, c.sliding_window,
+                                sh.n_parts,
                                 attn_ws, stream);
   if (sh.n_tiles > 0)
     kc::invoke_attention_prefill(o, qd, kp, vp, opt.kv_f16, tables, sh.bt_stride, positions,
                                  meta_dev.as<kc::prefill_tile>(ml.tiles), sh.n_tiles, c.n_heads, c.n_kv_heads,
-                                 c.head_dim, opt.block_size, scale, stream);
+                                 c.head_dim, opt.block_size, scale, c.sliding_window, stream);
 }
 
 void cuda_backend::impl::silu_mul(llama_act g, llama_act u, int64_t n) {
