@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 troupe=${TROUPE_BUILD_DIR:-$root/build}/cli/troupe
 [[ -x $troupe ]] || { echo "no $troupe: build first (deploy/build.sh) or set TROUPE_BUILD_DIR" >&2; exit 2; }
-: "${LLAMA_BIN:?set LLAMA_BIN to the directory holding llama.cpp's llama-server}"
+: "${LLAMA_BIN:?set LLAMA_BIN to the directory holding the llama-server of llama.cpp}"
 model=${1:?usage: $0 MODEL.gguf}
 conc=${CONC:-1000} requests=${REQUESTS:-2000} prompt=${PROMPT:-16} out=${OUT:-64}
 slots=${SLOTS:-64} threads=${THREADS:-2} vocab=${VOCAB:-512}
@@ -76,7 +76,7 @@ run_server() {  # NAME COMMAND...
 }
 
 troupe_serve() {
-  "$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$(($1 + 1))" --http-listen "127.0.0.1:$1" \
+  exec "$troupe" serve --model "$model" --listen "tcp://127.0.0.1:$(($1 + 1))" --http-listen "127.0.0.1:$1" \
     --threads "$threads" --max-queue $((conc * 4)) --max-queued $((conc * 4))
 }
 llama_server() {
@@ -84,13 +84,14 @@ llama_server() {
   [[ -n ${HTTP_THREADS:-} ]] && extra=(--threads-http "$HTTP_THREADS")
   local ctx
   ctx=$("$troupe" --log-level off model inspect "$model" 2>/dev/null | awk '/^context/ {print $2; exit}')
-  "$LLAMA_BIN/llama-server" -m "$model" --host 127.0.0.1 --port "$1" -t "$threads" -np "$slots" \
+  exec "$LLAMA_BIN/llama-server" -m "$model" --host 127.0.0.1 --port "$1" -t "$threads" -np "$slots" \
     -c $(( ${ctx:-2048} * slots )) "${extra[@]}"
 }
 run_server troupe troupe_serve
 run_server llama-server llama_server
 
-echo "Model $(basename "$model"), prompts $prompt tokens, outputs $out tokens; $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $(nproc) cores."
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+echo "Model $(basename "$model"), prompts $prompt tokens, outputs $out tokens; $cpu, $(nproc) cores."
 echo
 echo "| server | load | requests (errors) | TTFT p50 ms | TPOT p50 ms | output tok/s | server CPU s | RSS MB before / peak |"
 echo "|---|---|---|---|---|---|---|---|"

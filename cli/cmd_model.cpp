@@ -99,27 +99,59 @@ write_progress progress_logger(const std::string& out) {
   };
 }
 
+// What `model synth` writes: a preset's shape, overridden by any shape flag given (0 keeps
+// the preset's), made into `arch`.
+struct synth_options {
+  std::string preset = "tiny", arch = "llama", dtype = "f32", out, tokenizer_dir;
+  uint64_t seed = 1;
+  int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, vocab = 0, context = 0;
+  int64_t sliding_window = -1;  // -1: the arch's default
+};
+
 // `tokenizer_dir`: a Hugging Face tokenizer.json (and tokenizer_config.json) whose vocabulary,
 // merges, special tokens, pre-tokenizer and chat template the model gets; else synth_vocab.
-int run_synth(const std::string& preset, const std::string& dtype, const std::string& out, uint64_t seed,
-              const std::string& tokenizer_dir) {
+int run_synth(const synth_options& o) {
   tokenizer_data vocab;
-  model_config c;
-  if (tokenizer_dir.empty()) {
-    c = synth_preset(preset);
-    vocab = synth_vocab(c.vocab_size);
-  } else {
-    spdlog::info("reading tokenizer {}", tokenizer_dir);
-    vocab = load_hf_tokenizer_json(tokenizer_dir);
-    c = synth_preset(preset, vocab);
+  model_config c = synth_preset(o.preset);
+  if (!o.tokenizer_dir.empty()) {
+    if (o.vocab) throw error(error_kind::failed, "--vocab and --tokenizer: the tokenizer sets the vocabulary", "vocab");
+    spdlog::info("reading tokenizer {}", o.tokenizer_dir);
+    vocab = load_hf_tokenizer_json(o.tokenizer_dir);
+    c = synth_preset(o.preset, vocab);
     spdlog::info("tokenizer: {} tokens, {} merges, pre {}, bos {}, eos {}, eot {}, chat template {} bytes",
                  vocab.tokens.size(), vocab.merges.size(), vocab.pre.empty() ? "none" : vocab.pre, vocab.bos_id,
                  vocab.eos_id, vocab.eot_id, vocab.chat_template.size());
   }
-  spdlog::info("synth {} ({} layers, dim {}, vocab {}) as {} into {}", preset, c.n_layers, c.dim, c.vocab_size, dtype,
-               out);
-  write_llama_gguf(out, c, vocab, synth_tensors(c, parse_dtype(dtype), seed), progress_logger(out));
-  spdlog::info("wrote {}", out);
+  const bool heads_given = o.heads > 0;
+  if (o.dim) c.dim = o.dim;
+  if (o.layers) c.n_layers = o.layers;
+  if (o.heads) c.n_heads = o.heads;
+  if (o.kv_heads)
+    c.n_kv_heads = o.kv_heads;
+  else if (heads_given)
+    c.n_kv_heads = c.n_heads;
+  if (o.ffn) c.hidden_dim = o.ffn;
+  if (o.vocab) c.vocab_size = o.vocab;
+  if (o.context) c.max_seq_len = o.context;
+  c.head_dim = o.head_dim ? o.head_dim : c.dim / c.n_heads;
+  if (c.n_heads % c.n_kv_heads)
+    throw error(
+        error_kind::failed,
+        "--heads " + std::to_string(c.n_heads) + " is not a multiple of --kv-heads " + std::to_string(c.n_kv_heads),
+        "kv-heads");
+  if (c.head_dim % 2)
+    throw error(error_kind::failed, "head_dim " + std::to_string(c.head_dim) + " (expected even)", "head-dim");
+  apply_arch(c, o.arch);
+  if (o.sliding_window >= 0) c.sliding_window = o.sliding_window;
+  if (c.sliding_window > 0 && c.arch != "mistral")
+    throw error(error_kind::failed, "--sliding-window is for --arch mistral", "sliding-window");
+  if (o.tokenizer_dir.empty()) vocab = synth_vocab(c.vocab_size);
+  spdlog::info("synth {} {} ({} layers, dim {}, {} heads / {} kv of {}, ffn {}, vocab {}, context {}{}) as {} into {}",
+               o.arch, o.preset, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size,
+               c.max_seq_len, c.sliding_window ? ", window " + std::to_string(c.sliding_window) : std::string(),
+               o.dtype, o.out);
+  write_llama_gguf(o.out, c, vocab, synth_tensors(c, parse_dtype(o.dtype), o.seed), progress_logger(o.out));
+  spdlog::info("wrote {}", o.out);
   return 0;
 }
 
@@ -146,20 +178,39 @@ void add_model(CLI::App& app) {
   inspect->add_option("--tokenizer", *tokenizer, "tokenizer file for a llama2.c checkpoint");
   inspect->callback([=] { set_runner([=] { return run_inspect(*path, *tokenizer); }); });
 
-  auto* synth = model->add_subcommand("synth", "Write a GGUF Llama model with seeded random weights");
-  auto preset = std::make_shared<std::string>("tiny");
-  auto dtype = std::make_shared<std::string>("f32");
-  auto out = std::make_shared<std::string>();
-  auto seed = std::make_shared<uint64_t>(1);
-  synth->add_option("--preset", *preset, "tiny, 110m or 1b")->check(CLI::IsMember({"tiny", "110m", "1b"}));
-  synth->add_option("--dtype", *dtype, "weight type")->check(CLI::IsMember(kern::engine_dtype_names()));
-  synth->add_option("--out", *out, "output .gguf file")->required();
-  synth->add_option("--seed", *seed, "random seed");
-  auto synth_tok = std::make_shared<std::string>();
-  synth->add_option("--tokenizer", *synth_tok,
+  auto* synth =
+      model->add_subcommand("synth", "Write a GGUF model (Llama, Mistral, Qwen2, Qwen3) with seeded random weights");
+  auto so = std::make_shared<synth_options>();
+  synth->add_option("--preset", so->preset, "shape to start from: tiny, 110m or 1b")
+      ->check(CLI::IsMember({"tiny", "110m", "1b"}))
+      ->capture_default_str();
+  synth->add_option("--arch", so->arch, "llama, mistral (sliding window), qwen2 (q/k/v biases), qwen3 (q/k norms)")
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3"}))
+      ->capture_default_str();
+  synth->add_option("--dtype", so->dtype, "weight type")
+      ->check(CLI::IsMember(kern::engine_dtype_names()))
+      ->capture_default_str();
+  synth->add_option("--out", so->out, "output .gguf file")->required();
+  synth->add_option("--seed", so->seed, "random seed")->capture_default_str();
+  const auto positive = CLI::PositiveNumber;
+  synth->add_option("--dim", so->dim, "embedding width (default: the preset's)")->check(positive);
+  synth->add_option("--layers", so->layers, "layers")->check(positive);
+  synth->add_option("--heads", so->heads, "attention heads")->check(positive);
+  synth->add_option("--kv-heads", so->kv_heads, "KV heads (grouped-query attention; default: --heads)")
+      ->check(positive);
+  synth->add_option("--head-dim", so->head_dim, "width of a head (default: dim / heads)")->check(positive);
+  synth->add_option("--ffn", so->ffn, "feed-forward (SwiGLU) width")->check(positive);
+  synth->add_option("--vocab", so->vocab, "vocabulary size (a generated SentencePiece vocabulary)")
+      ->check(CLI::Range(int64_t{259}, int64_t{1} << 24));
+  synth->add_option("--context", so->context, "context length")->check(positive);
+  synth
+      ->add_option("--sliding-window", so->sliding_window,
+                   "Mistral's attention window, tokens (default: min(4096, context / 2); 0: none)")
+      ->check(CLI::NonNegativeNumber);
+  synth->add_option("--tokenizer", so->tokenizer_dir,
                     "Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json): its vocabulary, "
                     "special tokens and chat template, and the model's vocab size");
-  synth->callback([=] { set_runner([=] { return run_synth(*preset, *dtype, *out, *seed, *synth_tok); }); });
+  synth->callback([=] { set_runner([=] { return run_synth(*so); }); });
 
   auto* quantize = model->add_subcommand("quantize", "Rewrite a model as GGUF in another weight type");
   auto in = std::make_shared<std::string>();

@@ -435,48 +435,49 @@ void check_attention(const troupe_kernel_variant& ref, const troupe_kernel_varia
           // Full causal attention, and sliding windows of one key and of 37 (inside and
           // across a 64-key chunk).
           for (int64_t window : {0, 1, 37}) {
-          const int64_t n_tokens = tk.n;
-          std::uniform_int_distribution<int32_t> startd(tk.start_lo, tk.start_hi);
-          const int32_t start = startd(rng);
-          const int64_t n_pos = start + n_tokens;
-          const int64_t n_blocks = (n_pos + block_size - 1) / block_size + 2;
-          std::vector<int32_t> table(n_blocks);  // a shuffled mapping, not the identity
-          for (int64_t b = 0; b < n_blocks; ++b) table[b] = (int32_t)b;
-          std::shuffle(table.begin(), table.end(), rng);
-          std::vector<int32_t> pos(n_tokens);
-          for (int64_t t = 0; t < n_tokens; ++t) pos[t] = start + (int32_t)t;
-          const int64_t pool_elems = n_blocks * block_size * hs.n_kv_heads * head_dim;
-          const auto k_pool = uniform(rng, pool_elems), v_pool = uniform(rng, pool_elems);
-          const auto q = uniform(rng, n_tokens * hs.n_heads * head_dim, -2, 2);
-          const float scale = 1.0f / std::sqrt((float)head_dim);
-          std::vector<float> want(q.size()), got(q.size(), NAN);
-          if (f16kv) {
-            std::vector<uint16_t> k16(pool_elems), v16(pool_elems);
-            for (int64_t i = 0; i < pool_elems; ++i) k16[i] = f32_to_f16(k_pool[i]), v16[i] = f32_to_f16(v_pool[i]);
-            as<troupe_attention_f16kv_fn>(ref)(ctx, want.data(), q.data(), k16.data(), v16.data(), table.data(),
-                                               pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size,
-                                               scale, window);
-            staged d(dev);
-            float* dout = d.out(got);
-            as<troupe_attention_f16kv_fn>(var)(d.ctx(), dout, d.in(q), d.in(k16), d.in(v16), d.in(table), d.in(pos),
-                                               n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale,
-                                               window);
-            d.back(got, dout);
-          } else {
-            as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
-                                         pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale,
-                                         window);
-            staged d(dev);
-            float* dout = d.out(got);
-            as<troupe_attention_fn>(var)(d.ctx(), dout, d.in(q), d.in(k_pool), d.in(v_pool), d.in(table), d.in(pos),
-                                         n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale, window);
-            d.back(got, dout);
+            const int64_t n_tokens = tk.n;
+            std::uniform_int_distribution<int32_t> startd(tk.start_lo, tk.start_hi);
+            const int32_t start = startd(rng);
+            const int64_t n_pos = start + n_tokens;
+            const int64_t n_blocks = (n_pos + block_size - 1) / block_size + 2;
+            std::vector<int32_t> table(n_blocks);  // a shuffled mapping, not the identity
+            for (int64_t b = 0; b < n_blocks; ++b) table[b] = (int32_t)b;
+            std::shuffle(table.begin(), table.end(), rng);
+            std::vector<int32_t> pos(n_tokens);
+            for (int64_t t = 0; t < n_tokens; ++t) pos[t] = start + (int32_t)t;
+            const int64_t pool_elems = n_blocks * block_size * hs.n_kv_heads * head_dim;
+            const auto k_pool = uniform(rng, pool_elems), v_pool = uniform(rng, pool_elems);
+            const auto q = uniform(rng, n_tokens * hs.n_heads * head_dim, -2, 2);
+            const float scale = 1.0f / std::sqrt((float)head_dim);
+            std::vector<float> want(q.size()), got(q.size(), NAN);
+            if (f16kv) {
+              std::vector<uint16_t> k16(pool_elems), v16(pool_elems);
+              for (int64_t i = 0; i < pool_elems; ++i) k16[i] = f32_to_f16(k_pool[i]), v16[i] = f32_to_f16(v_pool[i]);
+              as<troupe_attention_f16kv_fn>(ref)(ctx, want.data(), q.data(), k16.data(), v16.data(), table.data(),
+                                                 pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size,
+                                                 scale, window);
+              staged d(dev);
+              float* dout = d.out(got);
+              as<troupe_attention_f16kv_fn>(var)(d.ctx(), dout, d.in(q), d.in(k16), d.in(v16), d.in(table), d.in(pos),
+                                                 n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale,
+                                                 window);
+              d.back(got, dout);
+            } else {
+              as<troupe_attention_fn>(ref)(ctx, want.data(), q.data(), k_pool.data(), v_pool.data(), table.data(),
+                                           pos.data(), n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale,
+                                           window);
+              staged d(dev);
+              float* dout = d.out(got);
+              as<troupe_attention_fn>(var)(d.ctx(), dout, d.in(q), d.in(k_pool), d.in(v_pool), d.in(table), d.in(pos),
+                                           n_tokens, hs.n_heads, hs.n_kv_heads, head_dim, block_size, scale, window);
+              d.back(got, dout);
+            }
+            std::ostringstream label;
+            label << "heads=" << hs.n_heads << "/" << hs.n_kv_heads << " head_dim=" << head_dim
+                  << " block=" << block_size << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1
+                  << " window=" << window;
+            compare(r, label.str(), got, want, rel_bound(want, b.pick(5e-6, 1e-4), b.pick(1e-5, 1e-3)));
           }
-          std::ostringstream label;
-          label << "heads=" << hs.n_heads << "/" << hs.n_kv_heads << " head_dim=" << head_dim << " block=" << block_size
-                << " tokens=" << n_tokens << " positions " << start << ".." << n_pos - 1 << " window=" << window;
-          compare(r, label.str(), got, want, rel_bound(want, b.pick(5e-6, 1e-4), b.pick(1e-5, 1e-3)));
-        }
 }
 
 // Every exponent range (subnormal, normal, overflowing to infinity), the halfway cases of

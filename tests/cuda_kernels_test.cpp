@@ -359,8 +359,8 @@ TEST(CudaKernels, BatchedDecodeAndPrefillWithF16Kv) {
       dev_vec<uint8_t> ws(kern::cuda::attention_decode_workspace_bytes(S, n_heads, D, parts));
       kern::cuda::invoke_attention_decode(out.get(), dq.get(), dk.get(), dv.get(), true, dtables.get(), bt_stride,
                                           dpos.get(), S, n_heads, n_kv, D, bs, scale, window, parts, ws.get(), nullptr);
-      EXPECT_TRUE(all_close(out.download(), ref, 2e-3f, 1e-2f)) << "decode, partitions " << parts << " window "
-                                                                 << window;
+      EXPECT_TRUE(all_close(out.download(), ref, 2e-3f, 1e-2f))
+          << "decode, partitions " << parts << " window " << window;
     }
   }
   // prefill: sequence s feeds its last n_new[s] tokens, full and under a window of 20 keys

@@ -442,8 +442,8 @@ TEST(HttpApi, ALongPrefillSendsKeepAlivesAndLeavingCancelsItMidPrefill) {
   ASSERT_EQ(synth.exit_code, 0) << synth.out;
   const int port = free_port();
   child_process serve({"serve", "--model", model, "--listen", tcp(free_port()), "--http-listen",
-                       "127.0.0.1:" + std::to_string(port), "--max-step-tokens", "32", "--kv-mb", "160", "--http-sse-keepalive", "0.1",
-                       "--trace", (dir / "trace.jsonl").string()},
+                       "127.0.0.1:" + std::to_string(port), "--max-step-tokens", "32", "--kv-mb", "160",
+                       "--http-sse-keepalive", "0.1", "--trace", (dir / "trace.jsonl").string()},
                       dir / "serve.log");
   ASSERT_TRUE(serve.wait_for_log("ready on", 60)) << serve.log();
   for (int i = 0; i < 200; ++i) {

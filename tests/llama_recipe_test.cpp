@@ -90,8 +90,8 @@ class recording_executor final : public llama_executor {
 
  private:
   static std::string name(weight_id w) {
-    static const char* names[] = {"attn_norm", "wq", "wk", "wv",     "wo",     "ffn_norm", "w_gate", "w_up",
-                                  "w_down",    "output_norm", "output", "bq", "bk", "bv", "q_norm", "k_norm"};
+    static const char* names[] = {"attn_norm", "wq",          "wk",     "wv", "wo", "ffn_norm", "w_gate", "w_up",
+                                  "w_down",    "output_norm", "output", "bq", "bk", "bv",       "q_norm", "k_norm"};
     const bool global = w.which == llama_weight::output_norm || w.which == llama_weight::output;
     return std::string(names[(int)w.which]) + (global ? "" : std::to_string(w.layer));
   }

@@ -265,7 +265,9 @@ TEST(ModelErrors, BadConfigJson) {
   write_bytes(cfg, "{\"hidden_size\": 32,");
   expect_error(dir.path.string(), error_kind::failed, {cfg, "not a valid JSON object"});
   write_bytes(cfg, R"({"architectures": ["GPT2LMHeadModel"], "hidden_size": 32})");
-  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "GPT2LMHeadModel", "LlamaForCausalLM"});
+  expect_error(
+      dir.path.string(), error_kind::unimplemented,
+      {cfg, "GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"});
   write_bytes(cfg, R"({"architectures": ["LlamaForCausalLM"], "intermediate_size": 64})");
   expect_error(dir.path.string(), error_kind::failed, {cfg, "missing key hidden_size", "positive integer"});
   write_bytes(cfg, R"({"architectures": ["LlamaForCausalLM"], "hidden_size": "big"})");
@@ -274,6 +276,58 @@ TEST(ModelErrors, BadConfigJson) {
   odd.insert(odd.rfind('}'), R"(, "rope_scaling": {"rope_type": 5})");
   write_bytes(cfg, odd);
   expect_error(dir.path.string(), error_kind::failed, {dir.path.string(), "unexpected JSON content"});
+}
+
+// Every config.json key that changes the computation is honoured or refused by name: none
+// loads and silently computes plain Llama (a Llama config with sliding_window: 4 and
+// attention_bias: true used to).
+TEST(ModelErrors, ConfigKeysThatChangeTheComputationAreRefusedByName) {
+  temp_dir dir;
+  const std::string cfg = dir / "config.json";
+  write_safetensors(dir / "model.safetensors", tiny_hf_tensors());
+  auto with = [&](const std::string& arch, const std::string& extra) {
+    std::string c = tiny_config;
+    c.replace(c.find("LlamaForCausalLM"), 16, arch);
+    c.insert(c.rfind('}'), ", " + extra);
+    write_bytes(cfg, c);
+  };
+  with("LlamaForCausalLM", R"("sliding_window": 4)");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "sliding_window 4", "MistralForCausalLM"});
+  with("LlamaForCausalLM", R"("attention_bias": true)");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "attention_bias: true", "o_proj"});
+  with("MistralForCausalLM", R"("attention_bias": true, "sliding_window": 4)");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "attention_bias"});
+  with("LlamaForCausalLM", R"("mlp_bias": true)");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "mlp_bias"});
+  with("LlamaForCausalLM", R"("hidden_act": "gelu")");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "hidden_act \"gelu\"", "silu"});
+  with("Qwen2ForCausalLM", R"("use_sliding_window": true, "sliding_window": 4096)");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "use_sliding_window: true"});
+  with("Qwen3ForCausalLM", R"("layer_types": ["full_attention", "sliding_attention"])");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "layer_types \"sliding_attention\""});
+  with("LlamaForCausalLM", R"("rope_scaling": {"rope_type": "yarn", "factor": 4})");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "yarn", "llama3"});
+  with("LlamaForCausalLM", R"("num_local_experts": 8)");
+  expect_error(dir.path.string(), error_kind::unimplemented, {cfg, "num_local_experts"});
+  // Honoured: Mistral's window, Qwen2's biases and Qwen3's norms are looked for, by name.
+  with("MistralForCausalLM", R"("sliding_window": 4)");
+  TROUPE_REQUIRE_MODELS();
+  fs::copy_file(test::models_dir() / "tinystories-656K" / "tokenizer.json", dir.path / "tokenizer.json");
+  EXPECT_EQ(open_model(dir.path.string())->config().sliding_window, 4);
+  with("Qwen2ForCausalLM", R"("sliding_window": 4096, "use_sliding_window": false)");
+  expect_error(dir.path.string(), error_kind::failed,
+               {"missing tensor model.layers.0.self_attn.q_proj.bias", "(1, 32)"});
+  with("Qwen3ForCausalLM", R"("head_dim": 16)");
+  expect_error(dir.path.string(), error_kind::failed,
+               {"missing tensor model.layers.0.self_attn.q_norm.weight", "(1, 16)"});
+  auto t = tiny_hf_tensors();
+  for (const char* n : {"q_norm", "k_norm"})
+    t.push_back({std::string("model.layers.0.self_attn.") + n + ".weight", "BF16", {16}});
+  write_safetensors(dir / "model.safetensors", t);
+  const auto q3 = open_model(dir.path.string());
+  EXPECT_EQ(q3->config().arch, "qwen3");
+  EXPECT_TRUE(q3->config().qk_norm);
+  EXPECT_EQ(q3->weights().layers[0].q_norm.dtype, TROUPE_F32);  // converted, as every norm
 }
 
 TEST(ModelErrors, BrokenSafetensors) {

@@ -634,8 +634,8 @@ void attention_typed(const troupe_kctx* ctx, float* out, const float* q,
                      int64_t n_kv_heads, int64_t head_dim, int64_t block_size, float scale, int64_t window) {
   if (n_tokens <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
-  const attention_args<DT> a{q,          k_pool,   v_pool, block_table, n_heads, n_kv_heads, head_dim,
-                             block_size, scale,    out,    window};
+  const attention_args<DT> a{q,        k_pool,     v_pool, block_table, n_heads, n_kv_heads,
+                             head_dim, block_size, scale,  out,         window};
   // Fewer heads per task when that is what it takes to give every thread work.
   const int64_t threads = ctx && ctx->parallel_for ? ctx->n_threads : 1;
   int64_t per_task = group < k_max_heads_per_task ? group : k_max_heads_per_task;

@@ -168,8 +168,7 @@ void append_prefill_tiles(std::vector<prefill_tile>& tiles, int32_t seq, int32_t
 void invoke_attention_prefill(float* out, const float* q, const void* k_pool, const void* v_pool, bool kv_f16,
                               const int32_t* block_tables, int64_t bt_stride, const int32_t* positions,
                               const prefill_tile* tiles, int64_t n_tiles, int64_t n_heads, int64_t n_kv_heads,
-                              int64_t head_dim, int64_t block_size, float scale, int64_t window,
-                              cudaStream_t stream) {
+                              int64_t head_dim, int64_t block_size, float scale, int64_t window, cudaStream_t stream) {
   if (n_tiles <= 0) return;
   if (head_dim <= 0 || head_dim > k_prefill_max_head_dim || n_kv_heads <= 0 || n_heads % n_kv_heads)
     throw error(error_kind::failed,

@@ -31,7 +31,6 @@ void append_prefill_tiles(std::vector<prefill_tile>& tiles, int32_t seq, int32_t
 void invoke_attention_prefill(float* out, const float* q, const void* k_pool, const void* v_pool, bool kv_f16,
                               const int32_t* block_tables, int64_t bt_stride, const int32_t* positions,
                               const prefill_tile* tiles, int64_t n_tiles, int64_t n_heads, int64_t n_kv_heads,
-                              int64_t head_dim, int64_t block_size, float scale, int64_t window,
-                              cudaStream_t stream);
+                              int64_t head_dim, int64_t block_size, float scale, int64_t window, cudaStream_t stream);
 
 }  // namespace troupe::kern::cuda

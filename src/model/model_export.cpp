@@ -24,6 +24,8 @@ troupe_dtype parse_dtype(const std::string& s) {
 // The table's names are string literals, so data() ends in a NUL.
 const char* dtype_name(troupe_dtype t) { return kern::dtype_name(t).data(); }
 
+std::string gguf_arch(const model_config& c) { return c.arch == "mistral" ? "llama" : c.arch; }
+
 troupe_dtype storable_type(troupe_dtype target, int64_t cols) {
   if ((target == TROUPE_Q8_0 || target == TROUPE_Q4_0) && cols % kern::QK != 0) return TROUPE_F16;
   return target;
@@ -35,30 +37,32 @@ namespace {
 
 void set_metadata(gguf_writer& w, const model_config& c, const tokenizer_data& t) {
   using gguf::value;
-  w.set("general.architecture", value::of_string("llama"));
+  const std::string a = gguf_arch(c);
+  auto u32 = [](int64_t v) { return value::of_u32(static_cast<uint32_t>(v)); };
+  w.set("general.architecture", value::of_string(a));
   w.set("general.name", value::of_string(c.name.empty() ? "troupe" : c.name));
-  w.set("llama.context_length", value::of_u32(static_cast<uint32_t>(c.max_seq_len)));
-  w.set("llama.embedding_length", value::of_u32(static_cast<uint32_t>(c.dim)));
-  w.set("llama.block_count", value::of_u32(static_cast<uint32_t>(c.n_layers)));
-  w.set("llama.feed_forward_length", value::of_u32(static_cast<uint32_t>(c.hidden_dim)));
-  w.set("llama.attention.head_count", value::of_u32(static_cast<uint32_t>(c.n_heads)));
-  w.set("llama.attention.head_count_kv", value::of_u32(static_cast<uint32_t>(c.n_kv_heads)));
+  w.set(a + ".context_length", u32(c.max_seq_len));
+  w.set(a + ".embedding_length", u32(c.dim));
+  w.set(a + ".block_count", u32(c.n_layers));
+  w.set(a + ".feed_forward_length", u32(c.hidden_dim));
+  w.set(a + ".attention.head_count", u32(c.n_heads));
+  w.set(a + ".attention.head_count_kv", u32(c.n_kv_heads));
   if (c.head_dim != c.dim / c.n_heads) {
-    w.set("llama.attention.key_length", value::of_u32(static_cast<uint32_t>(c.head_dim)));
-    w.set("llama.attention.value_length", value::of_u32(static_cast<uint32_t>(c.head_dim)));
+    w.set(a + ".attention.key_length", u32(c.head_dim));
+    w.set(a + ".attention.value_length", u32(c.head_dim));
   }
-  w.set("llama.attention.layer_norm_rms_epsilon", value::of_f32(c.rms_eps));
-  w.set("llama.rope.freq_base", value::of_f32(c.rope_theta));
-  w.set("llama.rope.dimension_count", value::of_u32(static_cast<uint32_t>(c.head_dim)));
-  w.set("llama.vocab_size", value::of_u32(static_cast<uint32_t>(c.vocab_size)));
+  if (c.sliding_window > 0) w.set(a + ".attention.sliding_window", u32(c.sliding_window));
+  w.set(a + ".attention.layer_norm_rms_epsilon", value::of_f32(c.rms_eps));
+  w.set(a + ".rope.freq_base", value::of_f32(c.rope_theta));
+  w.set(a + ".rope.dimension_count", u32(c.head_dim));
+  w.set(a + ".vocab_size", u32(c.vocab_size));
   if (c.scaling.enabled) {
     // llama.cpp reads the rope_freqs tensor; troupe reads these keys.
-    w.set("llama.rope.scaling.type", value::of_string("llama3"));
-    w.set("llama.rope.scaling.factor", value::of_f32(c.scaling.factor));
-    w.set("llama.rope.scaling.low_freq_factor", value::of_f32(c.scaling.low_freq_factor));
-    w.set("llama.rope.scaling.high_freq_factor", value::of_f32(c.scaling.high_freq_factor));
-    w.set("llama.rope.scaling.original_context_length",
-          value::of_u32(static_cast<uint32_t>(c.scaling.original_max_position)));
+    w.set(a + ".rope.scaling.type", value::of_string("llama3"));
+    w.set(a + ".rope.scaling.factor", value::of_f32(c.scaling.factor));
+    w.set(a + ".rope.scaling.low_freq_factor", value::of_f32(c.scaling.low_freq_factor));
+    w.set(a + ".rope.scaling.high_freq_factor", value::of_f32(c.scaling.high_freq_factor));
+    w.set(a + ".rope.scaling.original_context_length", u32(c.scaling.original_max_position));
   }
   const bool spm = t.type == tokenizer_data::kind::sentencepiece_bpe;
   w.set("tokenizer.ggml.model", value::of_string(spm ? "llama" : "gpt2"));
@@ -179,7 +183,8 @@ std::vector<tensor_source> gguf_tensors_of(const model_file& m, troupe_dtype tar
     tensor_source t{name, v.rows, v.cols, storable_type(target, v.cols)};
     if (t.dtype != target && note)
       note(name + ": " + std::to_string(v.cols) + " columns is not a multiple of 32; kept as f16");
-    t.row = rope_rows && c.rope_neox ? interleaved_rows_of(v, c.head_dim) : rows_of(v);
+    // GGUF's llama files hold q/k rows interleaved; its qwen files as Hugging Face has them.
+    t.row = rope_rows && c.rope_neox && gguf_arch(c) == "llama" ? interleaved_rows_of(v, c.head_dim) : rows_of(v);
     out.push_back(std::move(t));
   };
   auto norm = [&](const std::string& name, const tensor_view& v) {
@@ -197,6 +202,15 @@ std::vector<tensor_source> gguf_tensors_of(const model_file& m, troupe_dtype tar
     matrix(b + "attn_k.weight", l.wk, true);
     matrix(b + "attn_v.weight", l.wv, false);
     matrix(b + "attn_output.weight", l.wo, false);
+    if (c.qkv_bias) {
+      norm(b + "attn_q.bias", l.bq);
+      norm(b + "attn_k.bias", l.bk);
+      norm(b + "attn_v.bias", l.bv);
+    }
+    if (c.qk_norm) {
+      norm(b + "attn_q_norm.weight", l.q_norm);
+      norm(b + "attn_k_norm.weight", l.k_norm);
+    }
     norm(b + "ffn_norm.weight", l.ffn_norm);
     matrix(b + "ffn_gate.weight", l.w_gate, false);
     matrix(b + "ffn_up.weight", l.w_up, false);

@@ -27,7 +27,11 @@ struct tensor_source {
 // out of the total.
 using write_progress = std::function<void(const std::string& tensor, uint64_t done, uint64_t total)>;
 
-// Writes a GGUF v3 of architecture "llama" holding `config`, `tokenizer` and `tensors`;
+// GGUF's general.architecture for a config: "llama" (Mistral too, with its sliding window
+// key), "qwen2" or "qwen3".
+std::string gguf_arch(const model_config& config);
+
+// Writes a GGUF v3 of architecture gguf_arch(config) holding `config`, `tokenizer` and `tensors`;
 // `extra` metadata is written last, replacing any key of the same name.
 void write_llama_gguf(const std::string& path, const model_config& config, const tokenizer_data& tokenizer,
                       const std::vector<tensor_source>& tensors, const write_progress& progress = {},

@@ -162,7 +162,8 @@ std::unique_ptr<model_file> open_gguf(const std::string& path) {
   const std::string arch = f->get_string("general.architecture");
   if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
     throw error(error_kind::unimplemented,
-                path + ": key general.architecture is \"" + arch + "\" (supported: llama, qwen2, qwen3; Mistral files are \"llama\")",
+                path + ": key general.architecture is \"" + arch +
+                    "\" (supported: llama, qwen2, qwen3; Mistral files are \"llama\")",
                 "general.architecture");
   model_config& c = m->config_;
   c.arch = arch;

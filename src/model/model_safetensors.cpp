@@ -100,8 +100,9 @@ model_config read_config(const std::string& file) {
            "attention_bias: true (biases on q, k, v and o_proj) is not supported for " + arch +
                " (Qwen2's q, k, v biases are)");
   if (get_bool(file, j, "use_sliding_window"))
-    refuse(file, "use_sliding_window",
-           "use_sliding_window: true is not supported for " + arch + " (per-layer windows; Mistral's sliding_window is)");
+    refuse(
+        file, "use_sliding_window",
+        "use_sliding_window: true is not supported for " + arch + " (per-layer windows; Mistral's sliding_window is)");
   if (auto it = j.find("layer_types"); it != j.end() && it->is_array())
     for (const auto& t : *it)
       if (t != "full_attention")

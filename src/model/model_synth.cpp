@@ -40,6 +40,21 @@ model_config synth_preset(const std::string& name) {
   return c;
 }
 
+void apply_arch(model_config& c, const std::string& arch) {
+  if (arch != "llama" && arch != "mistral" && arch != "qwen2" && arch != "qwen3")
+    throw error(error_kind::failed, "arch \"" + arch + "\" (expected " + kSupportedArchs + ")", "arch");
+  c.arch = arch;
+  c.qkv_bias = arch == "qwen2";
+  c.qk_norm = arch == "qwen3";
+  c.rope_neox = arch == "qwen2" || arch == "qwen3";  // as their GGUF files rotate
+  c.sliding_window = arch == "mistral" ? std::max<int64_t>(1, std::min<int64_t>(4096, c.max_seq_len / 2)) : 0;
+  if (arch != "llama") {
+    c.rope_theta = arch == "mistral" ? 10000.0f : 1000000.0f;
+    c.rms_eps = 1e-6f;
+  }
+  c.name = "troupe-synth-" + arch;
+}
+
 model_config synth_preset(const std::string& name, const tokenizer_data& tokenizer) {
   if (tokenizer.tokens.empty()) throw error(error_kind::failed, "synth: the tokenizer has no tokens", "tokenizer");
   model_config c = synth_preset(name);
@@ -116,6 +131,15 @@ std::vector<tensor_source> synth_tensors(const model_config& c, troupe_dtype dty
     const int64_t n = c.dim;
     out.push_back(tensor_source{name, 1, n, TROUPE_F32, true, [n](int64_t, float* o) { std::fill(o, o + n, 1.0f); }});
   };
+  // Vectors around `mean` (biases around 0, per-head norms around 1), so that leaving one
+  // out or applying it to the wrong rows changes the logits.
+  auto vector = [&](const std::string& name, int64_t n, float mean, float stddev) {
+    const uint64_t h = hash_name(name);
+    out.push_back(tensor_source{name, 1, n, TROUPE_F32, true, [seed, h, n, mean, stddev](int64_t, float* o) {
+                                  normal_row(seed, h, 0, stddev, o, n);
+                                  for (int64_t i = 0; i < n; ++i) o[i] += mean;
+                                }});
+  };
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   matrix("token_embd.weight", c.vocab_size, c.dim);
   norm("output_norm.weight");
@@ -127,6 +151,15 @@ std::vector<tensor_source> synth_tensors(const model_config& c, troupe_dtype dty
     matrix(b + "attn_k.weight", kv_dim, c.dim);
     matrix(b + "attn_v.weight", kv_dim, c.dim);
     matrix(b + "attn_output.weight", c.dim, q_dim);
+    if (c.qkv_bias) {
+      vector(b + "attn_q.bias", q_dim, 0.0f, 0.1f);
+      vector(b + "attn_k.bias", kv_dim, 0.0f, 0.1f);
+      vector(b + "attn_v.bias", kv_dim, 0.0f, 0.1f);
+    }
+    if (c.qk_norm) {
+      vector(b + "attn_q_norm.weight", c.head_dim, 1.0f, 0.2f);
+      vector(b + "attn_k_norm.weight", c.head_dim, 1.0f, 0.2f);
+    }
     norm(b + "ffn_norm.weight");
     matrix(b + "ffn_gate.weight", c.hidden_dim, c.dim);
     matrix(b + "ffn_up.weight", c.hidden_dim, c.dim);

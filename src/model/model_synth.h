@@ -17,6 +17,11 @@ model_config synth_preset(const std::string& name);
 // 128,256 tokens: with the tiny preset the embedding tables are most of the file).
 model_config synth_preset(const std::string& name, const tokenizer_data& tokenizer);
 
+// Makes `config` an `arch` model (llama, mistral, qwen2, qwen3): its options (Qwen2's q/k/v
+// biases, Qwen3's q/k norms, Mistral's sliding window of min(4096, context / 2)), RoPE
+// layout, theta and norm epsilon as those families ship them. Throws for another name.
+void apply_arch(model_config& config, const std::string& arch);
+
 // <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then generated pieces up to `vocab`.
 tokenizer_data synth_vocab(int64_t vocab);
 

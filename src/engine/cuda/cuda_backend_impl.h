@@ -164,7 +164,7 @@ struct cuda_backend::impl final : llama_executor {
   troupe_rope_fn rope_fn = nullptr;
   troupe_kv_store_fn kv_store_fn = nullptr;  // kv_store or kv_store_f16, as the pool
   troupe_silu_mul_fn silu_mul_fn = nullptr;
-  troupe_add_bias_fn add_bias_fn = nullptr;  // with qkv_bias
+  troupe_add_bias_fn add_bias_fn = nullptr;   // with qkv_bias
   troupe_argmax_fn argmax_fn = nullptr;       // greedy rows, on the device
   void (*attention_variant)(void) = nullptr;  // troupe_attention_fn or _f16kv_fn, as the pool
   // Only the built-in variants are known to be capturable (no sync, no allocation).

@@ -216,8 +216,7 @@ void cuda_backend::impl::attention(int64_t l, llama_act out, llama_act qs) {
   if (sh.n_dec > 0)
     kc::invoke_attention_decode(o, qd, kp, vp, opt.kv_f16, tables, sh.bt_stride, meta_dev.as<int32_t>(ml.dec_positions),
                                 sh.n_dec, c.n_heads, c.n_kv_heads, c.head_dim, opt.block_size, scale, c.sliding_window,
-                                sh.n_parts,
-                                attn_ws, stream);
+                                sh.n_parts, attn_ws, stream);
   if (sh.n_tiles > 0)
     kc::invoke_attention_prefill(o, qd, kp, vp, opt.kv_f16, tables, sh.bt_stride, positions,
                                  meta_dev.as<kc::prefill_tile>(ml.tiles), sh.n_tiles, c.n_heads, c.n_kv_heads,
