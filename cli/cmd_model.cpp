@@ -6,7 +6,13 @@
 #include <cstdio>
 #include <memory>
 
+#include <fstream>
+#include <functional>
+#include <iterator>
+
 #include "commands.h"
+#include "kernels/make_registry.h"
+#include "src/engine/quality.h"
 #include "kernels/ref/dtype.h"
 #include "src/model/model_export.h"
 #include "src/model/model_synth.h"
@@ -165,6 +171,71 @@ int run_quantize(const std::string& in, const std::string& out, const std::strin
   return 0;
 }
 
+// Perplexity and comparisons: a progress line per tenth of the chunks.
+std::function<void(int64_t, int64_t)> chunk_progress(const std::string& what) {
+  auto last = std::make_shared<int64_t>(-1);
+  return [what, last](int64_t done, int64_t total) {
+    const int64_t decile = done * 10 / total;
+    if (decile == *last) return;
+    *last = decile;
+    spdlog::info("{}: {:3d}% ({} of {} chunks)", what, (int)(decile * 10), done, total);
+  };
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(error_kind::failed, "cannot read text file " + path, "text");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct quality_flags {
+  std::string model, base, text;
+  quality_options opt;
+  bool json = false;
+};
+
+int run_perplexity(const quality_flags& f) {
+  const auto m = open_model(f.model);
+  const auto reg = kern::make_kernel_registry({});
+  const auto ids = tokenize_text(*m, read_text(f.text));
+  spdlog::info("{}: {} tokens of {}, chunks of {}", f.model, ids.size(), f.text, f.opt.ctx);
+  quality_options o = f.opt;
+  o.progress = chunk_progress("perplexity");
+  const perplexity_result r = perplexity(*m, *reg, ids, o);
+  if (f.json)
+    std::printf("{\"ppl\":%.6f,\"ppl_err\":%.6f,\"nll\":%.6f,\"tokens\":%lld,\"chunks\":%lld,\"text_tokens\":%lld}\n",
+                r.ppl, r.ppl_err, r.nll, (long long)r.tokens, (long long)r.chunks, (long long)r.text_tokens);
+  else
+    std::printf("perplexity %.4f +/- %.5f over %lld tokens (%lld chunks of %lld; text %lld tokens)\n", r.ppl,
+                r.ppl_err, (long long)r.tokens, (long long)r.chunks, (long long)f.opt.ctx, (long long)r.text_tokens);
+  return 0;
+}
+
+int run_compare(const quality_flags& f) {
+  const auto base = open_model(f.base);
+  const auto m = open_model(f.model);
+  const auto reg = kern::make_kernel_registry({});
+  const auto ids = tokenize_text(*base, read_text(f.text));
+  if (tokenize_text(*m, read_text(f.text)) != ids)
+    throw error(error_kind::failed, f.model + " tokenizes the text differently from " + f.base, "model");
+  quality_options o = f.opt;
+  o.progress = chunk_progress("compare");
+  const compare_result r = compare_models(*base, *m, *reg, ids, o);
+  if (f.json)
+    std::printf(
+        "{\"ppl_base\":%.6f,\"ppl\":%.6f,\"ppl_delta\":%.6f,\"kld_mean\":%.6g,\"kld_p99\":%.6g,\"kld_max\":%.6g,"
+        "\"top1\":%.6f,\"tokens\":%lld}\n",
+        r.base.ppl, r.model.ppl, r.model.ppl - r.base.ppl, r.kld_mean, r.kld_p99, r.kld_max, r.top1,
+        (long long)r.model.tokens);
+  else
+    std::printf(
+        "perplexity   base %.4f, model %.4f (%+.4f, %+.2f%%)\nKL divergence mean %.6f, p99 %.6f, max %.6f nats\n"
+        "top-1 agreement %.2f%% over %lld tokens\n",
+        r.base.ppl, r.model.ppl, r.model.ppl - r.base.ppl, 100.0 * (r.model.ppl / r.base.ppl - 1), r.kld_mean,
+        r.kld_p99, r.kld_max, 100.0 * r.top1, (long long)r.model.tokens);
+  return 0;
+}
+
 }  // namespace
 
 void add_model(CLI::App& app) {
@@ -211,6 +282,28 @@ void add_model(CLI::App& app) {
                     "Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json): its vocabulary, "
                     "special tokens and chat template, and the model's vocab size");
   synth->callback([=] { set_runner([=] { return run_synth(*so); }); });
+
+  auto add_quality_flags = [](CLI::App* sub, quality_flags& f) {
+    sub->add_option("--text", f.text, "plain text file to score (e.g. /usr/share/common-licenses/GPL-3)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    sub->add_option("--ctx", f.opt.ctx, "tokens per chunk; the second half of each is scored")->capture_default_str();
+    sub->add_option("--chunks", f.opt.max_chunks, "at most this many chunks (0: all)")->capture_default_str();
+    sub->add_option("--threads", f.opt.threads, "kernel threads")->check(CLI::PositiveNumber)->capture_default_str();
+    sub->add_flag("--json", f.json, "one JSON line instead of text");
+  };
+  auto* ppl = model->add_subcommand("perplexity", "Perplexity of a model over a text, as llama-perplexity scores it");
+  auto pf = std::make_shared<quality_flags>();
+  ppl->add_option("--model", pf->model, "model file")->required();
+  add_quality_flags(ppl, *pf);
+  ppl->callback([=] { set_runner([=] { return run_perplexity(*pf); }); });
+  auto* cmp = model->add_subcommand(
+      "compare", "What a compression costs: KL divergence, top-1 agreement and perplexity against the base model");
+  auto cf = std::make_shared<quality_flags>();
+  cmp->add_option("--base", cf->base, "the uncompressed model (f16, f32)")->required();
+  cmp->add_option("--model", cf->model, "the compressed model")->required();
+  add_quality_flags(cmp, *cf);
+  cmp->callback([=] { set_runner([=] { return run_compare(*cf); }); });
 
   auto* quantize = model->add_subcommand("quantize", "Rewrite a model as GGUF in another weight type");
   auto in = std::make_shared<std::string>();

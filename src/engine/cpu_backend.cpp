@@ -391,6 +391,31 @@ void cpu_backend::gather_rows(llama_act out, llama_act x, int64_t n_sample) {
 
 // ---- one step ---------------------------------------------------------------------------
 
+std::vector<float> cpu_backend::all_logits(std::span<const int32_t> tokens, int32_t start_pos,
+                                           std::span<const int32_t> block_table) {
+  step_plan plan;
+  seq_work w;
+  w.seq_id = 1;
+  w.tokens.assign(tokens.begin(), tokens.end());
+  w.start_pos = start_pos;
+  w.block_table.assign(block_table.begin(), block_table.end());
+  w.sample = true;
+  plan.seqs.push_back(std::move(w));
+  validate(plan);
+  const model_config& c = cfg_;
+  scratch& s = *s_;
+  gather_batch(plan.seqs, block_size_, batch_order::plan, s.batch);
+  const int64_t T = s.batch.tokens();
+  s.batch.logit_rows.resize(T);  // every row, not only the last
+  for (int64_t t = 0; t < T; ++t) s.batch.logit_rows[t] = (int32_t)t;
+  s.last.resize(T * c.dim);
+  s.logits.resize(T * c.vocab_size);
+  s.n_sampled = 0;
+  llama_forward(*this, c, T, T);
+  s.n_sampled = T;
+  return s.logits;
+}
+
 step_result cpu_backend::step(const step_plan& plan) {
   validate(plan);
   swap(plan);

@@ -64,6 +64,12 @@ class cpu_backend : public worker_backend, private llama_executor {
   int64_t host_blocks() const override { return n_host_blocks_; }
   int64_t max_step_tokens() const override { return opt_.max_batch_tokens; }
 
+  // Runs `tokens` of one sequence from `start_pos` (its KV blocks in `block_table`, as a plan
+  // gives them) and returns the logits of every position, (tokens, vocab) row-major: what
+  // perplexity and the comparison of two models need. At most max_step_tokens tokens.
+  std::vector<float> all_logits(std::span<const int32_t> tokens, int32_t start_pos,
+                                std::span<const int32_t> block_table);
+
   // The logits of the last step, one row of vocab floats per seq_work with sample == true,
   // in plan order: for tests and debugging.
   std::span<const float> last_logits(size_t sampled_index) const;
