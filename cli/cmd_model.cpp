@@ -206,8 +206,8 @@ int run_perplexity(const quality_flags& f) {
     std::printf("{\"ppl\":%.6f,\"ppl_err\":%.6f,\"nll\":%.6f,\"tokens\":%lld,\"chunks\":%lld,\"text_tokens\":%lld}\n",
                 r.ppl, r.ppl_err, r.nll, (long long)r.tokens, (long long)r.chunks, (long long)r.text_tokens);
   else
-    std::printf("perplexity %.4f +/- %.5f over %lld tokens (%lld chunks of %lld; text %lld tokens)\n", r.ppl,
-                r.ppl_err, (long long)r.tokens, (long long)r.chunks, (long long)f.opt.ctx, (long long)r.text_tokens);
+    std::printf("perplexity %.4f +/- %.5f over %lld tokens (%lld chunks of %lld; text %lld tokens)\n", r.ppl, r.ppl_err,
+                (long long)r.tokens, (long long)r.chunks, (long long)f.opt.ctx, (long long)r.text_tokens);
   return 0;
 }
 

@@ -33,7 +33,7 @@ struct perplexity_result {
 struct compare_result {
   perplexity_result base, model;
   double kld_mean = 0, kld_p99 = 0, kld_max = 0;  // KL(base || model) per scored token, nats
-  double top1 = 0;                               // share of scored tokens whose argmax agrees
+  double top1 = 0;                                // share of scored tokens whose argmax agrees
 };
 
 // The text's ids under `model`'s tokenizer (BOS first when it adds one).
@@ -41,8 +41,8 @@ std::vector<int32_t> tokenize_text(const model_file& model, const std::string& t
 
 // Throws troupe::error (field "ctx" or "text") when the text holds no whole chunk or ctx
 // exceeds the model's context.
-perplexity_result perplexity(const model_file& model, const kernel_registry& registry,
-                             const std::vector<int32_t>& ids, const quality_options& opt);
+perplexity_result perplexity(const model_file& model, const kernel_registry& registry, const std::vector<int32_t>& ids,
+                             const quality_options& opt);
 
 // Both models over the same ids (they must share a vocabulary: same tokenizer size).
 compare_result compare_models(const model_file& base, const model_file& model, const kernel_registry& registry,
